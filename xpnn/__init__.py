@@ -1,0 +1,46 @@
+"""xpnn: a readable neural-network library with hand-written backpropagation.
+
+The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensors
+(``backend="torch"``) and array-api-strict, through the Python array API standard.
+
+>>> import xpnn
+>>> model = xpnn.Sequential(xpnn.Dense(784, 128), xpnn.ReLU(), xpnn.Dense(128, 10),
+...                         xpnn.Softmax(), seed=0)
+>>> model.compile(loss="crossentropy", optimizer=xpnn.Adam(1e-3), metrics=["accuracy"])
+>>> model.fit(X_train, y_train, epochs=5, batch_size=128)
+"""
+
+from .backend import (
+    BACKENDS,
+    Backend,
+    BackendUnavailableError,
+    available_backends,
+    get_backend,
+    to_numpy,
+)
+from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .layers import (
+    Dense,
+    Dropout,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Parameter,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Loss
+from .model import Sequential, TrainingDivergedError, load
+from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackendUnavailableError",
+    "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
+    "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
+    "Optimizer", "Parameter", "RMSprop", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
+    "TrainingDivergedError", "available_backends", "get_backend", "load", "to_numpy",
+]

@@ -1,0 +1,146 @@
+"""Training callbacks: :class:`History`, :class:`EarlyStopping`, :class:`LearningRateScheduler`.
+
+``fit`` calls ``on_train_begin()``, then ``on_epoch_end(epoch, logs)`` after every epoch with
+``logs = {"loss": ..., "accuracy": ..., "val_loss": ...}``, and ``on_train_end()``. Setting
+``model.stop_training = True`` ends training after the current epoch.
+"""
+
+from __future__ import annotations
+
+import math
+
+
+class Callback:
+    """Base class; ``self.model`` is set by ``fit``."""
+
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class History(Callback):
+    """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
+
+    Attributes
+    ----------
+    history : dict[str, list[float]]
+        One list per logged quantity, one entry per epoch run.
+    epoch : list[int]
+        Epoch indices (0-based) that ran.
+    """
+
+    def on_train_begin(self, logs=None):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+    def __getitem__(self, key):
+        return self.history[key]
+
+    def __repr__(self):
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+class EarlyStopping(Callback):
+    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience`` epochs.
+
+    With ``restore_best_weights=True`` the model ends training with the weights of its best epoch,
+    whether training stopped early or ran all its epochs (as Keras 3 does).
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs, e.g. ``"val_loss"``, ``"loss"``, ``"val_accuracy"``.
+    patience : int
+        Epochs without improvement to tolerate before stopping.
+    min_delta : float
+        Smallest change that counts as an improvement.
+    mode : {"auto", "min", "max"}
+        Whether lower or higher is better; ``"auto"`` picks ``"max"`` for accuracy and r2,
+        ``"min"`` otherwise.
+    restore_best_weights : bool
+        Put back the best epoch's weights when training ends.
+
+    Attributes
+    ----------
+    best : float
+        Best monitored value seen.
+    best_epoch : int
+        Epoch (0-based) where it was seen.
+    stopped_epoch : int or None
+        Epoch after which training stopped early (None if it ran to the end).
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
+                 mode: str = "auto", restore_best_weights: bool = True):
+        if not isinstance(patience, int) or patience < 0:
+            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.patience = patience
+        self.min_delta = abs(float(min_delta))
+        if mode == "auto":
+            mode = "max" if monitor.split("val_")[-1] in ("accuracy", "acc", "r2") else "min"
+        self.mode = mode
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_epoch = None
+        self.best_weights = None
+        self.stopped_epoch = None
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged "
+                           f"values {sorted(logs)}; pass validation data to monitor 'val_*'")
+        value = logs[self.monitor]
+        if self._improved(value):
+            self.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model._snapshot_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model._restore_weights(self.best_weights)
+
+
+class LearningRateScheduler(Callback):
+    """Set ``optimizer.lr = schedule(epoch, lr)`` at the start of every epoch."""
+
+    def __init__(self, schedule):
+        self.schedule = schedule
+
+    def on_epoch_begin(self, epoch, logs=None):
+        opt = self.model.optimizer
+        opt.lr = float(self.schedule(epoch, opt.lr))

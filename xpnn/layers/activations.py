@@ -1,0 +1,123 @@
+"""Element-wise activations and Softmax.
+
+Each ``backward`` multiplies the incoming ``δ = dL/dy`` by the derivative of the activation
+(the chain rule); Softmax, whose Jacobian is not diagonal, applies its Jacobian-vector product.
+"""
+
+from __future__ import annotations
+
+from .base import Layer
+
+
+class Identity(Layer):
+    """``y = x``; ``dL/dx = δ``."""
+
+    def forward(self, x, training=False):
+        return x
+
+    def backward(self, delta):
+        return delta
+
+
+class ReLU(Layer):
+    """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``."""
+
+    def forward(self, x, training=False):
+        xp = self.xp
+        mask = xp.astype(x > 0, x.dtype)
+        if training:
+            self.mask = mask
+        return x * mask
+
+    def backward(self, delta):
+        return delta * self.mask
+
+
+class LeakyReLU(Layer):
+    """``y = x`` for ``x > 0`` else ``α x``; ``dL/dx = δ · (1 if x > 0 else α)``.
+
+    Parameters
+    ----------
+    negative_slope : float
+        ``α``, the slope for negative inputs (PyTorch's default 0.01).
+    """
+
+    def __init__(self, negative_slope: float = 0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x, training=False):
+        xp = self.xp
+        pos = xp.astype(x > 0, x.dtype)
+        slope = pos + self.negative_slope * (1.0 - pos)
+        if training:
+            self.slope = slope
+        return x * slope
+
+    def backward(self, delta):
+        return delta * self.slope
+
+    def get_config(self):
+        return {"negative_slope": self.negative_slope}
+
+
+def sigmoid(xp, x):
+    """Numerically stable logistic function ``1 / (1 + exp(-x))`` (no overflow for large |x|)."""
+    e = xp.exp(-xp.abs(x))                  # in (0, 1]: never overflows
+    return xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+class Sigmoid(Layer):
+    """``y = σ(x) = 1 / (1 + e^{-x})``; ``dL/dx = δ · y (1 - y)``."""
+
+    def forward(self, x, training=False):
+        y = sigmoid(self.xp, x)
+        if training:
+            self.y = y
+        return y
+
+    def backward(self, delta):
+        return delta * self.y * (1.0 - self.y)
+
+
+class Tanh(Layer):
+    """``y = tanh(x)``; ``dL/dx = δ · (1 - y²)``."""
+
+    def forward(self, x, training=False):
+        y = self.xp.tanh(x)
+        if training:
+            self.y = y
+        return y
+
+    def backward(self, delta):
+        return delta * (1.0 - self.y * self.y)
+
+
+def softmax(xp, z):
+    """Row-wise softmax ``exp(z - max z) / Σ exp(z - max z)`` of a (N, K) array."""
+    e = xp.exp(z - xp.max(z, axis=1, keepdims=True))
+    return e / xp.sum(e, axis=1, keepdims=True)
+
+
+def log_softmax(xp, z):
+    """Row-wise ``log softmax(z) = z - logsumexp(z)``, computed stably."""
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+class Softmax(Layer):
+    """``y_k = exp(x_k) / Σ_j exp(x_j)`` over the features of each row.
+
+    Backward is the Jacobian-vector product ``dL/dx = y ⊙ (δ - Σ_k δ_k y_k)``, correct for any
+    loss. (With cross-entropy the model fuses both into the simpler ``p - t``.)
+    """
+
+    def forward(self, x, training=False):
+        y = softmax(self.xp, x)
+        if training:
+            self.y = y
+        return y
+
+    def backward(self, delta):
+        xp = self.xp
+        return self.y * (delta - xp.sum(delta * self.y, axis=1, keepdims=True))

@@ -1,0 +1,95 @@
+"""The fully connected (dense) layer."""
+
+from __future__ import annotations
+
+import math
+
+from .base import Layer, Parameter
+
+INITS = ("he", "glorot")
+
+
+class Dense(Layer):
+    r"""Fully connected layer: ``y = x W + b``.
+
+    Shapes: ``x`` (N, in_features), ``W`` (in_features, out_features), ``b`` (out_features,),
+    ``y`` (N, out_features).
+
+    Backward, given ``δ = dL/dy`` of shape (N, out_features)::
+
+        dL/dW = xᵀ · δ          (in_features, out_features)
+        dL/db = Σ_n δ[n]        (out_features,)
+        dL/dx = δ · Wᵀ          (N, in_features)
+
+    Parameters
+    ----------
+    in_features : int or None
+        Input width. ``None`` lets the model infer it from the data at the first ``fit``
+        (only for the first layer).
+    out_features : int
+        Output width (number of units).
+    init : {"he", "glorot"}
+        ``"he"``: W ~ Normal(0, sqrt(2 / in_features)), for ReLU networks (He et al., 2015).
+        ``"glorot"``: W ~ Uniform(±sqrt(6 / (in + out))), for tanh/sigmoid (Glorot & Bengio, 2010).
+        Biases start at zero.
+    bias : bool
+        Whether to learn ``b``.
+    """
+
+    def __init__(self, in_features: int | None, out_features: int, init: str = "he",
+                 bias: bool = True):
+        super().__init__()
+        for name, value in (("in_features", in_features), ("out_features", out_features)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                      or value < 1):
+                raise ValueError(f"Dense: {name} must be a positive int, got {value!r}")
+        if out_features is None:
+            raise ValueError("Dense: out_features is required")
+        if init not in INITS:
+            raise ValueError(f"Dense: init must be one of {INITS}, got {init!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.init = init
+        self.use_bias = bool(bias)
+        self.x = None
+
+    def output_features(self, in_features):
+        return self.out_features
+
+    def build(self, backend, dtype, rng, in_features):
+        super().build(backend, dtype, rng, in_features)
+        self.in_features = n_in = in_features
+        n_out = self.out_features
+        if self.init == "he":
+            W = rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_in, n_out))
+        else:
+            limit = math.sqrt(6.0 / (n_in + n_out))
+            W = rng.uniform(-limit, limit, size=(n_in, n_out))
+        self.W = Parameter("W", backend.asarray(W, dtype=dtype))
+        self.params = [self.W]
+        if self.use_bias:
+            self.b = Parameter("b", backend.zeros((n_out,), dtype))
+            self.params.append(self.b)
+        else:
+            self.b = None
+
+    def forward(self, x, training=False):
+        if training:
+            self.x = x
+        y = self.xp.matmul(x, self.W.data)
+        if self.b is not None:
+            y = y + self.b.data
+        return y
+
+    def backward(self, delta):
+        xp = self.xp
+        self.W.grad = xp.matmul(self.x.T, delta)           # dW = xᵀ·δ
+        if self.b is not None:
+            self.b.grad = xp.sum(delta, axis=0)             # db = Σδ
+        if not self.input_grad_needed:                      # first layer: nobody needs dx
+            return None
+        return xp.matmul(delta, self.W.data.T)              # dx = δ·Wᵀ
+
+    def get_config(self):
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "init": self.init, "bias": self.use_bias}

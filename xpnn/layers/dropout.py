@@ -1,0 +1,38 @@
+"""Inverted dropout."""
+
+from __future__ import annotations
+
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Zero each input with probability ``p`` while training and scale the rest by ``1/(1-p)``.
+
+    ``y = x ⊙ m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn on the host from the model's seeded
+    generator (so every backend drops the same units); ``dL/dx = δ ⊙ m / (1 - p)``.
+    At inference ``y = x``.
+    """
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
+        self.p = float(p)
+
+    def build(self, backend, dtype, rng, in_features):
+        super().build(backend, dtype, rng, in_features)
+        self.rng = rng
+
+    def forward(self, x, training=False):
+        if not training or self.p == 0.0:
+            self.scale = None
+            return x
+        keep = self.rng.random(tuple(x.shape)) >= self.p
+        self.scale = self.backend.asarray(keep / (1.0 - self.p), dtype=self.dtype)
+        return x * self.scale
+
+    def backward(self, delta):
+        return delta if self.scale is None else delta * self.scale
+
+    def get_config(self):
+        return {"p": self.p}

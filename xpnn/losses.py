@@ -1,0 +1,218 @@
+"""Loss functions with hand-written gradients.
+
+A loss turns the network output ``y`` (N, K) and prepared targets ``t`` into a scalar ``L`` and
+gives ``δ = dL/dy`` to start backpropagation:
+
+* :class:`MSE` — ``L = mean((y - t)²)`` over all N·K elements; ``δ = 2 (y - t) / (N K)``.
+* :class:`BinaryCrossEntropy` — ``L = -mean(t log p + (1 - t) log(1 - p))`` over all elements.
+* :class:`CategoricalCrossEntropy` — ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` with integer labels
+  (N,) or one-hot targets (N, K).
+
+When the model ends in Sigmoid (Softmax) and the loss is the binary (categorical) cross-entropy,
+the model skips the final activation while training and calls :meth:`Loss.forward_logits` on the
+logits ``z`` instead: the value is computed with log-sum-exp (never ``log 0``) and the gradient
+with respect to the logits collapses to ``δ = (p - t) / N`` (``/ (N K)`` for the binary case).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers.activations import log_softmax, sigmoid, softmax
+
+
+class Loss:
+    """Base class. ``forward`` returns a 0-d array (stays on the device); ``backward`` returns δ."""
+
+    name = "loss"
+    #: The output activation whose fused path this loss has (``"Softmax"``, ``"Sigmoid"``, None).
+    fuses_with: str | None = None
+
+    def bind(self, xp):
+        """Use the array namespace ``xp`` (the model's backend) from now on."""
+        self.xp = xp
+        return self
+
+    def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
+        """Check host targets ``y`` against an output of width ``n_outputs`` and return them in the
+        layout :meth:`forward` expects. Raises ``ValueError`` naming what is wrong."""
+        y = _as_2d(y, n_outputs, self.name)
+        return y.astype(np.float64, copy=False)
+
+    def forward(self, y_pred, t):
+        raise NotImplementedError
+
+    def backward(self):
+        raise NotImplementedError
+
+    def forward_logits(self, z, t):
+        raise NotImplementedError(f"{type(self).__name__} has no fused path")
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+def _as_2d(y: np.ndarray, n_outputs: int, loss: str) -> np.ndarray:
+    if y.ndim == 1 and n_outputs == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2 or y.shape[1] != n_outputs:
+        raise ValueError(
+            f"{loss}: y must have shape (n_samples, {n_outputs}) to match the model's "
+            f"{n_outputs} outputs" + (" (or (n_samples,))" if n_outputs == 1 else "")
+            + f", got shape {y.shape}"
+        )
+    return y
+
+
+class MSE(Loss):
+    """Mean squared error ``L = (1 / (N K)) Σ (y - t)²``; ``δ = 2 (y - t) / (N K)``."""
+
+    name = "mse"
+
+    def forward(self, y_pred, t):
+        self.diff = y_pred - t
+        return self.xp.mean(self.diff * self.diff)
+
+    def backward(self):
+        n = self.diff.shape[0] * self.diff.shape[1]
+        return (2.0 / n) * self.diff
+
+
+class BinaryCrossEntropy(Loss):
+    """Binary cross-entropy on probabilities ``p`` (N, K), averaged over all N·K elements.
+
+    ``L = -mean(t log p + (1 - t) log(1 - p))``, ``δ = (p - t) / (p (1 - p) N K)``.
+    Fused with Sigmoid (logits ``z``): ``L = mean(max(z, 0) - z t + log(1 + e^{-|z|}))``,
+    ``dL/dz = (σ(z) - t) / (N K)``. Targets are in [0, 1], shape (N,) or (N, K).
+    """
+
+    name = "binary_crossentropy"
+    fuses_with = "Sigmoid"
+
+    def prepare_targets(self, y, n_outputs):
+        y = super().prepare_targets(y, n_outputs)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{self.name}: targets must lie in [0, 1], got values in "
+                             f"[{y.min():g}, {y.max():g}]")
+        return y
+
+    def forward(self, p, t):
+        xp = self.xp
+        eps = float(xp.finfo(p.dtype).eps)
+        self.p = xp.clip(p, eps, 1.0 - eps)
+        self.t = t
+        return -xp.mean(t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p))
+
+    def backward(self):
+        n = self.p.shape[0] * self.p.shape[1]
+        return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
+
+    def forward_logits(self, z, t):
+        xp = self.xp
+        self.p = sigmoid(xp, z)
+        self.t = t
+        softplus = xp.log1p(xp.exp(-xp.abs(z)))
+        return xp.mean(z * xp.astype(z > 0, z.dtype) - z * t + softplus)
+
+    def backward_logits(self):
+        n = self.p.shape[0] * self.p.shape[1]
+        return (self.p - self.t) / n
+
+
+class CategoricalCrossEntropy(Loss):
+    """Categorical cross-entropy ``L = -(1/N) Σ_n log p[n, y_n]``.
+
+    Targets are integer class labels (N,) in ``0..K-1`` or one-hot / probability rows (N, K).
+    On probabilities ``p``: ``δ = -t / (p N)``. Fused with Softmax (logits ``z``):
+    ``L = mean(logsumexp(z) - Σ_k t_k z_k)`` and ``dL/dz = (softmax(z) - t) / N``.
+    """
+
+    name = "categorical_crossentropy"
+    fuses_with = "Softmax"
+
+    def prepare_targets(self, y, n_outputs):
+        if n_outputs < 2:
+            raise ValueError(f"{self.name}: needs at least 2 outputs (use binary_crossentropy "
+                             f"with a single Sigmoid output), the model has {n_outputs}")
+        if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1 and n_outputs != 1):
+            y = y.reshape(-1)
+            if y.dtype.kind == "f":
+                if not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+                    raise ValueError(f"{self.name}: class labels must be integers, got "
+                                     f"non-integer values")
+            elif y.dtype.kind not in "iub":
+                raise TypeError(f"{self.name}: class labels must be integers, got dtype "
+                                f"{y.dtype}")
+            if y.size and (y.min() < 0 or y.max() >= n_outputs):
+                raise ValueError(
+                    f"{self.name}: class labels must lie in 0..{n_outputs - 1} for a model with "
+                    f"{n_outputs} outputs, got labels in {int(y.min())}..{int(y.max())}")
+            return y.astype(np.int64)
+        y = _as_2d(y, n_outputs, self.name).astype(np.float64)
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"{self.name}: one-hot targets must lie in [0, 1]")
+        return y
+
+    @staticmethod
+    def _dense_targets(xp, t, like):
+        """One-hot (N, K) float targets from integer labels (or float targets unchanged)."""
+        if t.ndim == 1:
+            k = like.shape[1]
+            classes = xp.arange(k, dtype=t.dtype, device=t.device)
+            return xp.astype(t[:, None] == classes, like.dtype)
+        return t
+
+    def forward(self, p, t):
+        xp = self.xp
+        eps = float(xp.finfo(p.dtype).smallest_normal)
+        self.p = xp.clip(p, eps, 1.0)
+        self.t = self._dense_targets(xp, t, p)
+        return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
+
+    def backward(self):
+        return -self.t / (self.p * self.p.shape[0])
+
+    def forward_logits(self, z, t):
+        xp = self.xp
+        self.t = self._dense_targets(xp, t, z)
+        self.p = softmax(xp, z)
+        return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
+
+    def backward_logits(self):
+        return (self.p - self.t) / self.p.shape[0]
+
+
+#: Loss classes and aliases by name. ``"crossentropy"`` is resolved by the model from its last
+#: layer (Sigmoid -> binary, otherwise categorical).
+LOSSES = {
+    "mse": MSE, "mean_squared_error": MSE,
+    "binary_crossentropy": BinaryCrossEntropy, "bce": BinaryCrossEntropy,
+    "categorical_crossentropy": CategoricalCrossEntropy,
+    "sparse_categorical_crossentropy": CategoricalCrossEntropy,
+    "cce": CategoricalCrossEntropy,
+}
+LOSS_CLASSES = {cls.__name__: cls for cls in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy)}
+
+
+def get_loss(loss, last_layer=None) -> Loss:
+    """A :class:`Loss` from an instance, a class or a name (``"mse"``, ``"crossentropy"``...)."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, type) and issubclass(loss, Loss):
+        return loss()
+    if isinstance(loss, str):
+        key = loss.lower()
+        if key == "crossentropy":
+            last = type(last_layer).__name__ if last_layer is not None else None
+            if last == "Sigmoid" or getattr(last_layer, "out_features", None) == 1:
+                return BinaryCrossEntropy()
+            return CategoricalCrossEntropy()
+        if key in LOSSES:
+            return LOSSES[key]()
+        if loss in LOSS_CLASSES:
+            return LOSS_CLASSES[loss]()
+    valid = ", ".join(sorted({*LOSSES, "crossentropy"}))
+    raise ValueError(f"unknown loss {loss!r}; valid names are: {valid}")

@@ -1,0 +1,76 @@
+"""Adam and AdamW, as ``torch.optim.Adam`` and ``torch.optim.AdamW``."""
+
+from __future__ import annotations
+
+import math
+
+from .base import Optimizer, _check_fraction, _check_positive
+
+
+class Adam(Optimizer):
+    r"""Adaptive moment estimation (Kingma & Ba, 2015) with bias correction.
+
+    At step ``t = 1, 2, ...`` with gradient ``g`` (plus ``λ θ`` for ``weight_decay = λ``, the
+    "L2" form; see :class:`AdamW` for decoupled decay)::
+
+        m ← β₁ m + (1 - β₁) g
+        v ← β₂ v + (1 - β₂) g²
+        θ ← θ - (lr / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
+
+    ε is added outside the square root, exactly as ``torch.optim.Adam``.
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(lr)
+        owner = type(self).__name__
+        _check_fraction("beta1", beta1, owner)
+        _check_fraction("beta2", beta2, owner)
+        _check_positive("eps", eps, owner)
+        _check_positive("weight_decay", weight_decay, owner, allow_zero=True)
+        self.beta1 = float(beta1)
+        self.beta2 = float(beta2)
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def update(self, param, grad, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param.data
+        self._adam_step(param, grad, state)
+
+    def _adam_step(self, param, grad, state):
+        if "step" not in state:
+            state["step"] = 0
+            state["exp_avg"] = grad * 0.0
+            state["exp_avg_sq"] = grad * 0.0
+        state["step"] += 1
+        t = state["step"]
+        m, v = state["exp_avg"], state["exp_avg_sq"]
+        m *= self.beta1
+        m += (1.0 - self.beta1) * grad
+        v *= self.beta2
+        v += (1.0 - self.beta2) * (grad * grad)
+        step_size = self.lr / (1.0 - self.beta1 ** t)
+        denom = v ** 0.5 / math.sqrt(1.0 - self.beta2 ** t) + self.eps
+        param.data -= step_size * (m / denom)
+
+    def get_config(self):
+        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+                "weight_decay": self.weight_decay}
+
+
+class AdamW(Adam):
+    r"""Adam with decoupled weight decay (Loshchilov & Hutter, 2019).
+
+    First shrink the weights, ``θ ← θ (1 - lr λ)``, then take the plain :class:`Adam` step on the
+    unmodified gradient. Matches ``torch.optim.AdamW`` (default ``weight_decay=0.01``).
+    """
+
+    def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(lr, beta1, beta2, eps, weight_decay)
+
+    def update(self, param, grad, state):
+        if self.weight_decay:
+            param.data *= 1.0 - self.lr * self.weight_decay
+        self._adam_step(param, grad, state)

@@ -1,0 +1,46 @@
+"""Stochastic gradient descent with (Nesterov) momentum, as ``torch.optim.SGD``."""
+
+from __future__ import annotations
+
+from .base import Optimizer, _check_fraction, _check_positive
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent.
+
+    With gradient ``g`` (plus ``λ θ`` when ``weight_decay = λ``) and momentum ``μ``::
+
+        b ← g                  at the first step,  b ← μ b + g  afterwards
+        d ← g + μ b            (nesterov)   or   d ← b   (classical)   or   d ← g  (μ = 0)
+        θ ← θ - lr · d
+
+    This is exactly ``torch.optim.SGD`` (dampening 0).
+    """
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
+                 weight_decay: float = 0.0):
+        super().__init__(lr)
+        _check_fraction("momentum", momentum, "SGD")
+        _check_positive("weight_decay", weight_decay, "SGD", allow_zero=True)
+        if nesterov and momentum == 0:
+            raise ValueError("SGD: nesterov momentum needs momentum > 0")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+        self.weight_decay = float(weight_decay)
+
+    def update(self, param, grad, state):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param.data
+        if self.momentum:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = state["momentum_buffer"] = grad * 1.0          # a copy of g
+            else:
+                buf *= self.momentum
+                buf += grad
+            grad = grad + self.momentum * buf if self.nesterov else buf
+        param.data -= self.lr * grad
+
+    def get_config(self):
+        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+                "weight_decay": self.weight_decay}
