@@ -76,8 +76,8 @@ def get_data_home(data_home: str | os.PathLike[str] | None = None) -> Path:
 
     Examples
     --------
-    >>> get_data_home("/tmp/my-data")
-    PosixPath('/tmp/my-data')
+    >>> get_data_home("/tmp/my-data").name
+    'my-data'
     """
     if data_home is not None:
         base = Path(data_home)

@@ -114,7 +114,7 @@ def load_mnist(
     Examples
     --------
     >>> (X_train, y_train), (X_test, y_test) = load_mnist()  # doctest: +SKIP
-    >>> X_train.shape, X_train.dtype, y_train.shape
+    >>> X_train.shape, X_train.dtype, y_train.shape  # doctest: +SKIP
     ((60000, 784), dtype('uint8'), (60000,))
     """
     key = _ALIASES.get(str(kind).lower())
@@ -124,7 +124,8 @@ def load_mnist(
     folder = get_data_home(data_home) / subfolder
     # Fetch all four first, so a missing file is reported before any parsing work.
     paths = [
-        fetch_file(base_url + name, folder / name, sums[name], download=download) for name in _FILES
+        fetch_file(base_url + name, folder / name, sums[key], download=download)
+        for key, name in _FILES
     ]
     train = _images_and_labels(paths[0], paths[1], flatten)
     test = _images_and_labels(paths[2], paths[3], flatten)

@@ -5,15 +5,16 @@ Titanic functions are called, so the rest of the package works without them.
 
 The preprocessing is a :class:`~sklearn.pipeline.Pipeline` so that everything learned
 from data (age medians, fare median, most common port, scaling statistics) is learned
-by ``fit`` on the training split only, then applied unchanged to validation/test rows:
+by ``fit`` on the training split only, then applied unchanged to validation/test rows::
 
->>> from sklearn.model_selection import train_test_split
->>> from xpnn.datasets import load_titanic, titanic_preprocessor
->>> X_raw, y = load_titanic(as_frame=True)  # doctest: +SKIP
->>> X_tr, X_te, y_tr, y_te = train_test_split(X_raw, y, stratify=y, random_state=0)
->>> pre = titanic_preprocessor()
->>> X_tr = pre.fit_transform(X_tr)  # statistics from the training rows only
->>> X_te = pre.transform(X_te)
+    from sklearn.model_selection import train_test_split
+    from xpnn.datasets import load_titanic, titanic_preprocessor
+
+    X_raw, y = load_titanic(as_frame=True)
+    X_tr, X_te, y_tr, y_te = train_test_split(X_raw, y, stratify=y, random_state=0)
+    pre = titanic_preprocessor()
+    X_tr = pre.fit_transform(X_tr)  # statistics from the training rows only
+    X_te = pre.transform(X_te)
 """
 
 from __future__ import annotations
