@@ -34,10 +34,16 @@ class Dense(Layer):
         Biases start at zero.
     bias : bool
         Whether to learn ``b``.
+    weight_decay : float
+        L2 penalty ``λ`` on this layer's weights ``W`` only (never the bias): backward adds
+        ``λ · W`` to ``dL/dW``, the gradient of ``(λ/2)·||W||²`` added to every batch's loss.
+        This is ``torch.optim``'s ``weight_decay`` restricted to one weight matrix, and how
+        :mod:`xpnn.sklearn` implements scikit-learn's ``alpha``. The penalty is not included in
+        the loss value ``fit`` logs. Default 0 (off).
     """
 
     def __init__(self, in_features: int | None, out_features: int, init: str = "he",
-                 bias: bool = True):
+                 bias: bool = True, weight_decay: float = 0.0):
         super().__init__()
         for name, value in (("in_features", in_features), ("out_features", out_features)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool)
@@ -47,10 +53,14 @@ class Dense(Layer):
             raise ValueError("Dense: out_features is required")
         if init not in INITS:
             raise ValueError(f"Dense: init must be one of {INITS}, got {init!r}")
+        if (not isinstance(weight_decay, (int, float)) or isinstance(weight_decay, bool)
+                or not weight_decay >= 0):
+            raise ValueError(f"Dense: weight_decay must be a number >= 0, got {weight_decay!r}")
         self.in_features = in_features
         self.out_features = out_features
         self.init = init
         self.use_bias = bool(bias)
+        self.weight_decay = float(weight_decay)
         self.x = None
 
     def output_features(self, in_features):
@@ -84,6 +94,8 @@ class Dense(Layer):
     def backward(self, delta):
         xp = self.xp
         self.W.grad = xp.matmul(self.x.T, delta)           # dW = xᵀ·δ
+        if self.weight_decay:                               # + λW: gradient of (λ/2)||W||²
+            self.W.grad = self.W.grad + self.weight_decay * self.W.data
         if self.b is not None:
             self.b.grad = xp.sum(delta, axis=0)             # db = Σδ
         if not self.input_grad_needed:                      # first layer: nobody needs dx
@@ -92,4 +104,5 @@ class Dense(Layer):
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
-                "init": self.init, "bias": self.use_bias}
+                "init": self.init, "bias": self.use_bias,
+                **({"weight_decay": self.weight_decay} if self.weight_decay else {})}

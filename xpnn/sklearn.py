@@ -1,0 +1,823 @@
+"""scikit-learn estimators trained by xpnn: :class:`MLPClassifier` and :class:`MLPRegressor`.
+
+They are drop-in replacements for :mod:`sklearn.neural_network`'s estimators of the same names:
+same parameter names and defaults, same fitted attributes, same training semantics (minibatch
+``"adam"`` or ``"sgd"``, ``alpha`` as an L2 penalty on the weights, ``tol`` /
+``n_iter_no_change`` convergence, ``early_stopping`` on a validation split, warm starts and
+``partial_fit``), but the training loop is :meth:`xpnn.Sequential.fit` on any xpnn backend:
+
+>>> from xpnn.sklearn import MLPClassifier
+>>> clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0).fit(X_train, y_train)
+>>> clf.score(X_test, y_test)
+>>> gpu = MLPClassifier(backend="cupy").fit(X_gpu, y)   # X_gpu a cupy array: stays on the GPU
+
+Two parameters are added: ``backend`` (``"numpy"``, ``"torch"``, ``"cupy"``, ...) and ``dtype``
+(``"float32"``, the default, or ``"float64"``).
+
+How scikit-learn's algorithm maps onto xpnn
+-------------------------------------------
+* Network: ``Dense`` layers with the hidden ``activation`` (``"identity"``, ``"logistic"``,
+  ``"tanh"``, ``"relu"`` -> :class:`~xpnn.Identity`, :class:`~xpnn.Sigmoid`, :class:`~xpnn.Tanh`,
+  :class:`~xpnn.ReLU`); output Softmax + categorical cross-entropy (multiclass), Sigmoid + binary
+  cross-entropy (binary, multi-label) or identity + squared error (regression). Weights and
+  biases start as scikit-learn draws them (Glorot-uniform from ``random_state``), so both
+  libraries start from the same weights for the same ``random_state``.
+* Gradients equal scikit-learn's: xpnn's losses average over all outputs while scikit-learn's
+  sum over them (and halve the squared error), which only rescales the gradient by a known
+  constant; the step size (SGD), ``epsilon`` (Adam) and the L2 term are scaled to compensate.
+  ``alpha`` is :class:`~xpnn.Dense`'s ``weight_decay`` (weights only, never biases), as
+  ``alpha / batch_size``; scikit-learn divides by the size of each batch, so only a last,
+  smaller batch of an epoch sees a slightly weaker penalty.
+* ``loss_curve_`` / ``loss_`` / ``best_loss_`` are in scikit-learn's convention (log loss summed
+  over labels, half squared error, plus ``alpha/2 ||W||² / batch`` averaged over the epoch's
+  batches). The penalty part is computed from the weights at the end of the epoch rather than
+  batch by batch, an approximation that only matters for large ``alpha``.
+* Adam puts ``epsilon`` where ``torch.optim.Adam`` puts it (outside the bias-corrected
+  root), which differs from scikit-learn's placement by a factor ``sqrt(1 - beta_2**t)`` on
+  ``epsilon``. SGD momentum is ``torch.optim.SGD``'s form, identical to scikit-learn's for a
+  constant learning rate.
+* Not supported: ``solver="lbfgs"`` (xpnn trains by minibatches), ``sample_weight``, sparse
+  inputs, ``MLPRegressor(loss="poisson")``, ``max_fun`` (an L-BFGS setting) and
+  ``momentum=1`` (xpnn's SGD needs momentum < 1); each raises a clear error.
+
+Inputs: NumPy arrays, pandas DataFrames (``feature_names_in_`` is recorded) and anything
+scikit-learn's ``validate_data`` accepts; arrays of the estimator's backend (CuPy arrays with
+``backend="cupy"``, torch tensors with ``backend="torch"``) are used where they are, never copied
+to the host. ``predict`` / ``predict_proba`` return NumPy arrays for host input and arrays of the
+backend for backend input (string class labels always come back as NumPy arrays).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state
+    from sklearn.utils.multiclass import type_of_target, unique_labels
+    from sklearn.utils.validation import (
+        check_consistent_length,
+        check_is_fitted,
+        column_or_1d,
+        validate_data,
+    )
+except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
+    raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
+
+from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
+from .callbacks import Callback
+from .layers import LAYERS, Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
+from .losses import LOSS_CLASSES
+from .model import Sequential, TrainingDivergedError
+from .optimizers import OPTIMIZERS, SGD, Adam
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+#: scikit-learn's hidden activation names -> xpnn layers.
+ACTIVATIONS = {"identity": Identity, "logistic": Sigmoid, "tanh": Tanh, "relu": ReLU}
+
+# Output activation -> (xpnn loss, xpnn_loss_value -> sklearn_loss_value factor as a function of
+# the number of outputs K, gradient scale xpnn/sklearn as a function of K).
+#   softmax:  both are -(1/N) Σ t log p                            -> factor 1, scale 1
+#   logistic: xpnn averages over N·K, sklearn sums over K / N      -> factor K, scale 1/K
+#   identity: xpnn mean((y-t)²) over N·K; sklearn 0.5·mean(...),
+#             but its gradient is (y - t)/N                        -> factor 1/2, scale 2/K
+_OUTPUTS = {
+    "softmax": ("categorical_crossentropy", lambda k: 1.0, lambda k: 1.0),
+    "logistic": ("binary_crossentropy", lambda k: float(k), lambda k: 1.0 / k),
+    "identity": ("mse", lambda k: 0.5, lambda k: 2.0 / k),
+}
+
+
+def _set_lr(opt, lr):
+    """Change the SGD step size the way scikit-learn's velocity form sees it.
+
+    scikit-learn keeps ``v ← μ v - lr·g`` (the rate inside the velocity), torch.optim and xpnn
+    ``b ← μ b + g`` with ``θ ← θ - lr·b``. Both agree while ``lr`` is constant; rescaling the
+    momentum buffers by ``lr_old / lr_new`` when it changes keeps them equal (in place, so the
+    fast path's flat buffers are updated too).
+    """
+    ratio = opt.lr / lr
+    for state in opt.state:
+        buf = state.get("momentum_buffer")
+        if buf is not None:
+            buf *= ratio
+    opt.lr = lr
+
+
+class _Monitor(Callback):
+    """scikit-learn's per-iteration bookkeeping, run by :meth:`Sequential.fit` after each epoch:
+    ``loss_curve_``, convergence (``tol`` / ``n_iter_no_change``), early stopping on the
+    validation score, learning-rate schedules and ``verbose`` output."""
+
+    def __init__(self, est, n_train, n_batches, validation):
+        self.est = est
+        self.n_train = n_train
+        self.n_batches = n_batches
+        self.validation = validation      # (X_val, t_val) on the device, or None
+        self.converged = False
+        self.best_weights = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        est, model = self.est, self.model
+        loss = logs["loss"] * est._loss_factor
+        if est.alpha:
+            xp = model.backend.xp
+            sq = sum(xp.sum(layer.W.data * layer.W.data) for layer in model.layers
+                     if isinstance(layer, Dense))
+            loss += 0.5 * est.alpha * float(sq) * self.n_batches / self.n_train
+        est.n_iter_ += 1
+        est.t_ += self.n_train
+        est.loss_ = loss
+        est.loss_curve_.append(loss)
+        if est.verbose:
+            print(f"Iteration {est.n_iter_}, loss = {loss:.8f}")
+
+        if self.validation is not None:
+            score = est._device_score(model.predict(self.validation[0]), self.validation[1])
+            est.validation_scores_.append(score)
+            if est.verbose:
+                print(f"Validation score: {score:f}")
+            if score < est.best_validation_score_ + est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if score > est.best_validation_score_:
+                est.best_validation_score_ = score
+                self.best_weights = model._snapshot_weights()
+        else:
+            if loss > est.best_loss_ - est.tol:
+                est._no_improvement_count += 1
+            else:
+                est._no_improvement_count = 0
+            if loss < est.best_loss_:
+                est.best_loss_ = loss
+
+        opt, sgd = model.optimizer, est.solver == "sgd"
+        if sgd and est.learning_rate == "invscaling":
+            _set_lr(opt, est.learning_rate_init / (est.t_ + 1) ** est.power_t / est._grad_scale)
+
+        if est._no_improvement_count > est.n_iter_no_change:
+            what = "Validation score" if self.validation is not None else "Training loss"
+            msg = (f"{what} did not improve more than tol={est.tol:f} for "
+                   f"{est.n_iter_no_change} consecutive epochs.")
+            if sgd and est.learning_rate == "adaptive" and opt.lr * est._grad_scale > 1e-6:
+                _set_lr(opt, opt.lr / 5.0)
+                est._no_improvement_count = 0
+                if est.verbose:
+                    print(f"{msg} Setting learning rate to {opt.lr * est._grad_scale:f}")
+            else:
+                if est.verbose:
+                    print(f"{msg} Stopping." if not (sgd and est.learning_rate == "adaptive")
+                          else f"{msg} Learning rate too small. Stopping.")
+                self.converged = True
+                model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:      # early stopping: keep the best epoch's weights
+            self.model._restore_weights(self.best_weights)
+
+
+class _BaseMLP(BaseEstimator):
+    """What both estimators share; see :class:`MLPClassifier` for the parameters."""
+
+    _estimator_name = "MLP"
+
+    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
+                 alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 backend="numpy", dtype="float32"):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.backend = backend
+        self.dtype = dtype
+
+    # ------------------------------------------------------------------ parameters
+    def _check_params(self):
+        name = type(self).__name__
+
+        def bad(param, expected):
+            value = getattr(self, param)
+            raise ValueError(f"{name}: {param} must be {expected}, got {value!r}")
+
+        def real(param, low, high=None, low_open=False, high_open=True):
+            v = getattr(self, param)
+            if (not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v)
+                    or (v <= low if low_open else v < low)
+                    or (high is not None and (v >= high if high_open else v > high))):
+                lo = "(" if low_open else "["
+                hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
+                bad(param, f"a number in {lo}{low}, {hi}")
+
+        def integer(param, low):
+            v = getattr(self, param)
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
+                bad(param, f"an int >= {low}")
+
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
+        try:
+            sizes = [s for s in sizes]
+        except TypeError:
+            bad("hidden_layer_sizes", "an int or a sequence of ints >= 1")
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                   for s in sizes):
+            bad("hidden_layer_sizes", "an int or a sequence of ints >= 1")
+        if self.activation not in ACTIVATIONS:
+            bad("activation", f"one of {sorted(ACTIVATIONS)}")
+        if self.solver == "lbfgs":
+            raise ValueError(f"{name}: solver='lbfgs' is not supported: xpnn trains by minibatch "
+                             "backpropagation; use solver='adam' or 'sgd' (or "
+                             "sklearn.neural_network for L-BFGS)")
+        if self.solver not in ("adam", "sgd"):
+            bad("solver", "'adam' or 'sgd'")
+        real("alpha", 0.0)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            integer("batch_size", 1)
+        if self.learning_rate not in ("constant", "invscaling", "adaptive"):
+            bad("learning_rate", "'constant', 'invscaling' or 'adaptive'")
+        real("learning_rate_init", 0.0, low_open=True)
+        real("power_t", 0.0)
+        integer("max_iter", 1)
+        real("tol", 0.0)
+        real("momentum", 0.0, 1.0)
+        real("validation_fraction", 0.0, 1.0)
+        real("beta_1", 0.0, 1.0)
+        real("beta_2", 0.0, 1.0)
+        real("epsilon", 0.0, low_open=True)
+        if not (self.n_iter_no_change == np.inf):
+            integer("n_iter_no_change", 1)
+        for flag in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
+            if not isinstance(getattr(self, flag), (bool, np.bool_)):
+                bad(flag, "a bool")
+        if self.dtype not in DTYPES:
+            bad("dtype", f"one of {DTYPES}")
+        return [int(s) for s in sizes]
+
+    # ------------------------------------------------------------------ input handling
+    def _on_device(self, X, backend):
+        """True when X is an array of ``backend``'s library, to be used where it lives."""
+        owner = backend_of(X)
+        return owner is not None and owner.family == backend.family
+
+    def _check_device_X(self, X, reset):
+        """The checks ``validate_data`` makes, for a backend array (no copy to the host)."""
+        be = backend_of(X)
+        if X.ndim != 2:
+            raise ValueError(f"Expected 2D array, got {X.ndim}D array instead")
+        if X.shape[0] < 1:
+            raise ValueError(f"Found array with 0 sample(s) (shape={tuple(X.shape)}) while a "
+                             "minimum of 1 is required.")
+        if not be.xp.isdtype(X.dtype, ("real floating", "integral", "bool")):
+            raise ValueError(f"X must be numeric, got dtype {X.dtype}")
+        n_features = X.shape[1]
+        if reset:
+            self.n_features_in_ = n_features
+            self.__dict__.pop("feature_names_in_", None)
+        elif n_features != self.n_features_in_:
+            raise ValueError(f"X has {n_features} features, but {type(self).__name__} is "
+                             f"expecting {self.n_features_in_} features as input.")
+        return X
+
+    def _validate_X_y(self, X, y, reset, backend):
+        if self._on_device(X, backend):
+            X = self._check_device_X(X, reset)
+            y = np.asarray(to_numpy(y))
+            check_consistent_length(X, y)
+            if self._is_regressor() and y.dtype.kind not in "biuf":
+                y = y.astype(np.float64)
+        else:
+            if backend_of(X) is not None:      # an array of another library: to the host
+                X = to_numpy(X)
+            X, y = validate_data(self, X, y, multi_output=True, reset=reset,
+                                 dtype=(np.float64, np.float32),
+                                 y_numeric=self._is_regressor())
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _validate_X(self, X):
+        be = self._model.backend
+        if self._on_device(X, be):
+            return self._check_device_X(X, reset=False), True
+        if backend_of(X) is not None:
+            X = to_numpy(X)
+        return validate_data(self, X, reset=False, dtype=(np.float64, np.float32)), False
+
+    def _is_regressor(self):
+        return isinstance(self, RegressorMixin)
+
+    # ------------------------------------------------------------------ the network
+    def _build(self, sizes, n_features, rng):
+        """A new Sequential with scikit-learn's initial weights drawn from ``rng``."""
+        units = [n_features, *sizes, self.n_outputs_]
+        act = ACTIVATIONS[self.activation]
+        layers = []
+        for i in range(len(units) - 1):
+            layers.append(Dense(units[i], units[i + 1], init="glorot"))
+            if i < len(units) - 2:
+                layers.append(act())
+        if self.out_activation_ != "identity":
+            layers.append(Softmax() if self.out_activation_ == "softmax" else Sigmoid())
+        model = Sequential(*layers, backend=self.backend, dtype=self.dtype)
+        # scikit-learn's initialisation: W and b ~ U(±sqrt(f / (fan_in + fan_out))), f = 2 for
+        # logistic, 6 otherwise, drawn in the same order from the same random state.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        weights = []
+        for fan_in, fan_out in zip(units[:-1], units[1:], strict=True):
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)))
+            weights.append(rng.uniform(-bound, bound, fan_out))
+        model.set_weights(weights)
+        self.n_layers_ = len(units)
+        return model
+
+    def _make_optimizer(self):
+        s = self._grad_scale
+        if self.solver == "adam":
+            return Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                        eps=self.epsilon * s)
+        return SGD(lr=self.learning_rate_init / s, momentum=self.momentum,
+                   nesterov=bool(self.nesterovs_momentum and self.momentum > 0))
+
+    def _initialize(self, sizes, n_features, rng):
+        loss_name, factor, scale = _OUTPUTS[self.out_activation_]
+        self._loss_factor = factor(self.n_outputs_)
+        self._grad_scale = scale(self.n_outputs_)
+        self._model = self._build(sizes, n_features, rng)
+        self._model.compile(loss=loss_name, optimizer=self._make_optimizer())
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    # ------------------------------------------------------------------ training
+    def _fit(self, X, y, incremental):
+        sizes = self._check_params()
+        backend = get_backend(self.backend)
+        first_pass = "_model" not in self.__dict__ or (not self.warm_start and not incremental)
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        X, y = self._validate_X_y(X, y, reset=first_pass, backend=backend)
+        targets, y_score = self._encode_targets(y, incremental, first_pass)
+        n_samples = X.shape[0]
+
+        rng = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(sizes, X.shape[1], rng)
+        elif not incremental:                    # warm start: same weights, new optimizer
+            self._model.compile(loss=self._model.loss, optimizer=self._make_optimizer())
+        model = self._model
+        be, xp = model.backend, model.backend.xp
+        on_device = self._on_device(X, be)
+
+        validation = None
+        if self.early_stopping:
+            stratify = y if not self._is_regressor() and self.n_outputs_ == 1 else None
+            train_idx, val_idx = train_test_split(np.arange(n_samples), random_state=rng,
+                                                  test_size=self.validation_fraction,
+                                                  stratify=stratify)
+            if val_idx.shape[0] < 2:
+                raise ValueError("The validation set is too small. Increase "
+                                 "'validation_fraction' or the size of your dataset.")
+            if on_device:
+                ti, vi = (be.asarray(i, dtype="int64") for i in (train_idx, val_idx))
+                X_train, X_val = xp.take(X, ti, axis=0), xp.take(X, vi, axis=0)
+            else:
+                X_train, X_val = X[train_idx], be.asarray(X[val_idx], dtype=self.dtype)
+            t_val = be.asarray(y_score[val_idx],
+                               dtype="int64" if y_score.dtype.kind == "i" else self.dtype)
+            validation = (X_val, t_val)
+            targets = targets[train_idx]
+        else:
+            X_train = X
+        n_train = X_train.shape[0]
+
+        if self.batch_size == "auto":
+            batch_size = min(200, n_train)
+        else:
+            if self.batch_size > n_train:
+                warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                              "going to be clipped", stacklevel=3)
+            batch_size = int(np.clip(self.batch_size, 1, n_train))
+        decay = self.alpha * self._grad_scale / batch_size
+        for layer in model.layers:
+            if isinstance(layer, Dense):
+                layer.weight_decay = decay
+        model.rng = host_rng(int(rng.randint(np.iinfo(np.int32).max)))
+
+        monitor = _Monitor(self, n_train, -(-n_train // batch_size), validation)
+        self.n_iter_ = 0
+        try:
+            model.fit(X_train, targets, epochs=1 if incremental else self.max_iter,
+                      batch_size=batch_size, shuffle=self.shuffle, callbacks=[monitor],
+                      verbose=0)
+        except TrainingDivergedError as exc:
+            raise ValueError("Solver produced non-finite parameter weights. The input data may "
+                             "contain large values and need to be preprocessed.") from exc
+        if not incremental and not monitor.converged and self.n_iter_ == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          "and the optimization hasn't converged yet.", ConvergenceWarning,
+                          stacklevel=3)
+        return self
+
+    def fit(self, X, y):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            NumPy array, pandas DataFrame, or an array of the estimator's backend.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (classification, any type; a label-indicator matrix for multi-label)
+            or real targets (regression).
+
+        Returns
+        -------
+        self
+        """
+        return self._fit(X, y, incremental=False)
+
+    # ------------------------------------------------------------------ inference
+    def _forward(self, X):
+        """Network outputs for X: a backend array for backend input, else a NumPy array in X's
+        validated dtype (float64 unless X is float32, as scikit-learn returns)."""
+        check_is_fitted(self)
+        X, on_device = self._validate_X(X)
+        out = self._model.predict(X)
+        if on_device:
+            return out, True
+        return to_numpy(out).astype(X.dtype, copy=False), False
+
+    def _weights(self, name):
+        check_is_fitted(self)
+        return [np.array(to_numpy(getattr(layer, name).data), copy=True)
+                for layer in self._model.layers if isinstance(layer, Dense)]
+
+    def _set_weights(self, name, arrays):
+        check_is_fitted(self)
+        dense = [layer for layer in self._model.layers if isinstance(layer, Dense)]
+        arrays = list(arrays)
+        if len(arrays) != len(dense):
+            raise ValueError(f"{name}: expected {len(dense)} arrays, got {len(arrays)}")
+        current = self._model.get_weights()
+        slot = 0 if name == "coefs_" else 1
+        for i, a in enumerate(arrays):
+            current[2 * i + slot] = a
+        self._model.set_weights(current)
+
+    @property
+    def coefs_(self):
+        """Weight matrices, one per layer (a NumPy copy of the xpnn model's ``W``)."""
+        if "_model" not in self.__dict__:
+            raise AttributeError("coefs_ is available after fit")
+        return self._weights("W")
+
+    @coefs_.setter
+    def coefs_(self, arrays):
+        self._set_weights("coefs_", arrays)
+
+    @property
+    def intercepts_(self):
+        """Bias vectors, one per layer (a NumPy copy of the xpnn model's ``b``)."""
+        if "_model" not in self.__dict__:
+            raise AttributeError("intercepts_ is available after fit")
+        return self._weights("b")
+
+    @intercepts_.setter
+    def intercepts_(self, arrays):
+        self._set_weights("intercepts_", arrays)
+
+    @property
+    def model_(self):
+        """The trained :class:`xpnn.Sequential` (its output layer included)."""
+        if "_model" not in self.__dict__:
+            raise AttributeError("model_ is available after fit")
+        return self._model
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        model = state.pop("_model", None)
+        if model is not None:
+            opt = model.optimizer
+            state["_model_state"] = {
+                "config": model.get_config(),
+                "weights": model.get_weights(),
+                "optimizer_state": [
+                    {k: np.array(to_numpy(v), copy=True) if hasattr(v, "shape") else v
+                     for k, v in s.items()} for s in opt.state],
+                "optimizer_iterations": opt.iterations,
+                "rng": model.rng.bit_generator.state,
+            }
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        saved = state.pop("_model_state", None)
+        super().__setstate__(state)
+        if saved is not None:
+            config = saved["config"]
+            layers = [LAYERS[spec["class"]](**spec["config"]) for spec in config["layers"]]
+            model = Sequential(*layers, backend=config["backend"], dtype=config["dtype"])
+            model.set_weights(saved["weights"])
+            opt = config["compile"]["optimizer"]
+            model.compile(loss=LOSS_CLASSES[config["compile"]["loss"]](),
+                          optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]))
+            be = model.backend
+            model.optimizer.state = [
+                {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
+                for s in saved["optimizer_state"]]
+            model.optimizer.iterations = saved["optimizer_iterations"]
+            model.rng.bit_generator.state = saved["rng"]
+            self._model = model
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer perceptron classifier trained by xpnn; scikit-learn's ``MLPClassifier`` API.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Units of each hidden layer (``()`` for none: logistic regression).
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden activation.
+    solver : {"adam", "sgd"}, default="adam"
+        ``"lbfgs"`` is not supported.
+    alpha : float, default=1e-4
+        L2 penalty on the weights: ``alpha/2 · Σ||W||²`` divided by the batch size is added to
+        each batch's loss.
+    batch_size : int or "auto", default="auto"
+        ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule for ``solver="sgd"``: ``invscaling`` sets ``lr = learning_rate_init /
+        (t + 1) ** power_t`` after each epoch (``t`` samples seen); ``adaptive`` divides the
+        rate by 5 each time ``n_iter_no_change`` epochs pass without improvement.
+    learning_rate_init, power_t : float
+    max_iter : int, default=200
+        Maximum number of epochs (``ConvergenceWarning`` when reached without converging).
+    shuffle : bool, default=True
+    random_state : int, RandomState or None
+        Initial weights, the early-stopping split and the shuffling order.
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+        Continue from the previous solution on the next ``fit`` (with a fresh optimizer, as
+        scikit-learn).
+    momentum : float in [0, 1), default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data; stop when the validation accuracy has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs, and keep the best epoch's weights.
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+    backend : str, default="numpy"
+        xpnn backend to train on: ``"numpy"``, ``"torch"``, ``"cupy"``, ``"array_api_strict"``.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type of the weights and computations.
+
+    Attributes
+    ----------
+    classes_ : ndarray
+        Class labels (any type).
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when X was a DataFrame with string column names.
+    loss_, loss_curve_, best_loss_ : float, list of float, float or None
+        Training loss (scikit-learn's convention), per epoch; ``best_loss_`` is None with
+        early stopping.
+    validation_scores_, best_validation_score_ : list of float or None, float or None
+        Validation accuracy per epoch (early stopping only).
+    n_iter_ : int
+        Epochs run by the last ``fit`` (1 after ``partial_fit``).
+    t_ : int
+        Training samples seen.
+    coefs_, intercepts_ : list of ndarray
+        Weights and biases per layer, NumPy copies of the model's parameters.
+    n_layers_, n_outputs_, out_activation_ :
+        As scikit-learn.
+    model_ : xpnn.Sequential
+        The trained network.
+    """
+
+    def _encode_targets(self, y, incremental, first_pass):
+        """Fit / check the label binarizer; returns (model targets, validation targets)."""
+        if first_pass and not incremental:
+            self._label_binarizer = LabelBinarizer().fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError("warm_start can only be used where `y` has the same "
+                                     "classes as in the previous call to fit. Previously got "
+                                     f"{self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` has "
+                                 f"{self.classes_}. 'y' has {classes}.")
+        binary = self._label_binarizer.transform(y)
+        if first_pass:
+            self.n_outputs_ = binary.shape[1]
+            multiclass = self._label_binarizer.y_type_ == "multiclass"
+            self.out_activation_ = "softmax" if multiclass else "logistic"
+        if self.out_activation_ == "softmax":
+            labels = np.argmax(binary, axis=1).astype(np.int64)
+            return labels, labels
+        binary = binary.astype(self.dtype)
+        return binary, binary
+
+    def partial_fit(self, X, y, classes=None):
+        """One epoch of training on (X, y).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_labels)
+        classes : array of shape (n_classes,), optional
+            All the classes, required on the first call (``y`` need not contain all of them).
+        """
+        if "_model" not in self.__dict__:
+            if classes is None:
+                raise ValueError("classes must be passed on the first call to partial_fit.")
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+            self.classes_ = self._label_binarizer.classes_
+        elif classes is not None and not np.array_equal(unique_labels(classes), self.classes_):
+            raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
+                             f"partial_fit, was: {self.classes_!r}")
+        return self._fit(X, y, incremental=True)
+
+    def _device_score(self, out, t):
+        """Accuracy (subset accuracy for multi-label) on the device; one float back."""
+        xp = self._model.backend.xp
+        if self.out_activation_ == "softmax":
+            correct = xp.argmax(out, axis=1) == t
+        else:
+            correct = xp.all((out > 0.5) == (t > 0.5), axis=1)
+        return float(xp.mean(xp.astype(correct, out.dtype)))
+
+    def predict(self, X):
+        """Class labels for X (of the type of ``classes_``; an indicator matrix for
+        multi-label)."""
+        out, on_device = self._forward(X)
+        if not on_device:
+            y_pred = out
+            if self.n_outputs_ == 1:
+                y_pred = y_pred.ravel()
+            return self._label_binarizer.inverse_transform(y_pred)
+        xp = self._model.backend.xp
+        if self._label_binarizer.y_type_ == "multilabel-indicator":
+            return xp.astype(out > 0.5, xp.int64)
+        if self.out_activation_ == "softmax":
+            index = xp.argmax(out, axis=1)
+        else:
+            index = xp.astype(out[:, 0] > 0.5, xp.int64)
+        if len(self.classes_) == 1:
+            index = index * 0
+        if self.classes_.dtype.kind in "biuf":
+            return xp.take(self._model.backend.asarray(self.classes_), index, axis=0)
+        return self.classes_[to_numpy(index)]
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        out, on_device = self._forward(X)
+        if self.n_outputs_ == 1:
+            if on_device:
+                return self._model.backend.xp.concat([1.0 - out, out], axis=1)
+            return np.hstack([1.0 - out, out])
+        return out
+
+    def predict_log_proba(self, X):
+        """``log(predict_proba(X))``."""
+        proba = self.predict_proba(X)
+        return backend_of(proba).xp.log(proba) if backend_of(proba) else np.log(proba)
+
+    def score(self, X, y, sample_weight=None):
+        """Mean accuracy (subset accuracy for multi-label) on (X, y)."""
+        return float(accuracy_score(to_numpy(y), to_numpy(self.predict(X)),
+                                    sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer perceptron regressor trained by xpnn; scikit-learn's ``MLPRegressor`` API.
+
+    Minimises half the squared error. Parameters and attributes are those of
+    :class:`MLPClassifier` (without ``classes_``), plus ``loss``, which must be
+    ``"squared_error"`` (the Poisson loss is not implemented). ``validation_scores_`` holds the
+    validation R².
+    """
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10,
+                 backend="numpy", dtype="float32"):
+        super().__init__(
+            hidden_layer_sizes=hidden_layer_sizes, activation=activation, solver=solver,
+            alpha=alpha, batch_size=batch_size, learning_rate=learning_rate,
+            learning_rate_init=learning_rate_init, power_t=power_t, max_iter=max_iter,
+            shuffle=shuffle, random_state=random_state, tol=tol, verbose=verbose,
+            warm_start=warm_start, momentum=momentum, nesterovs_momentum=nesterovs_momentum,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            beta_1=beta_1, beta_2=beta_2, epsilon=epsilon, n_iter_no_change=n_iter_no_change,
+            backend=backend, dtype=dtype)
+        self.loss = loss
+
+    def _check_params(self):
+        if self.loss != "squared_error":
+            raise ValueError(f"MLPRegressor: loss must be 'squared_error' (the only loss "
+                             f"implemented), got {self.loss!r}")
+        return super()._check_params()
+
+    def _encode_targets(self, y, incremental, first_pass):
+        if first_pass:
+            self.n_outputs_ = 1 if y.ndim == 1 else y.shape[1]
+            self.out_activation_ = "identity"
+        elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
+            raise ValueError(f"y has {1 if y.ndim == 1 else y.shape[1]} outputs but the model "
+                             f"was fitted with {self.n_outputs_}")
+        y = y.astype(self.dtype, copy=False)
+        return y, y
+
+    def partial_fit(self, X, y):
+        """One epoch of training on (X, y)."""
+        return self._fit(X, y, incremental=True)
+
+    def _device_score(self, out, t):
+        """R² averaged over outputs (scikit-learn's ``r2_score``), on the device."""
+        xp = self._model.backend.xp
+        if t.ndim == 1:
+            t = xp.reshape(t, (-1, 1))
+        sse = xp.sum((t - out) ** 2, axis=0)
+        sst = xp.sum((t - xp.mean(t, axis=0)) ** 2, axis=0)
+        safe = xp.where(sst > 0, sst, xp.ones_like(sst))
+        r2 = xp.where(sst > 0, 1.0 - sse / safe,
+                      xp.where(sse > 0, xp.zeros_like(sse), xp.ones_like(sse)))
+        return float(xp.mean(r2))
+
+    def predict(self, X):
+        """Predicted targets, shape (n_samples,) or (n_samples, n_outputs)."""
+        out, on_device = self._forward(X)
+        if out.shape[1] == 1:
+            return self._model.backend.xp.reshape(out, (-1,)) if on_device else out.ravel()
+        return out
+
+    def score(self, X, y, sample_weight=None):
+        """R² of the predictions (averaged over outputs)."""
+        return float(r2_score(to_numpy(y), to_numpy(self.predict(X)),
+                              sample_weight=sample_weight))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
