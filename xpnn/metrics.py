@@ -30,6 +30,14 @@ class Metric:
         raise NotImplementedError
 
 
+def _dense_targets(xp, t, like):
+    """Targets shaped and typed like ``like``: integer class labels (N,) become one-hot rows."""
+    if t.ndim == 1:
+        classes = xp.arange(like.shape[1], dtype=t.dtype, device=t.device)
+        return xp.astype(t[:, None] == classes, like.dtype)
+    return t
+
+
 class Accuracy(Metric):
     """Fraction of correct predictions.
 
@@ -63,6 +71,7 @@ class MeanAbsoluteError(Metric):
     name = "mae"
 
     def update(self, xp, y_pred, t):
+        t = _dense_targets(xp, t, y_pred)
         self._accumulate(xp.sum(xp.abs(y_pred - t)))
         self.count += y_pred.shape[0] * y_pred.shape[1]
 
@@ -77,6 +86,7 @@ class R2Score(Metric):
     name = "r2"
 
     def update(self, xp, y_pred, t):
+        t = _dense_targets(xp, t, y_pred)
         self._accumulate(xp.sum((t - y_pred) ** 2, axis=0), xp.sum(t, axis=0),
                          xp.sum(t * t, axis=0))
         self.count += y_pred.shape[0]

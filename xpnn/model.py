@@ -20,9 +20,10 @@ import time
 
 import numpy as np
 
+from . import fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import History
-from .layers import LAYERS, Dense, Layer
+from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -102,9 +103,6 @@ class Sequential:
                     raise ValueError(
                         f"Sequential: layer {i} ({layer!r}) expects {expected} input features "
                         f"but layer {source[0]} ({source[1]!r}) outputs {features}")
-            elif isinstance(layer, Dense) and i > 0 and features is None:
-                raise ValueError(f"Sequential: layer {i} ({layer!r}) needs in_features; only the "
-                                 "first Dense may leave it to be inferred from the data")
             out = layer.output_features(features if features is not None else expected)
             if out != features:
                 features, source = out, (i, layer)
@@ -182,7 +180,7 @@ class Sequential:
             raise ValueError(f"{what} has no samples (shape {shape})")
         n_in = self.n_features_in
         if n_in is not None and shape[1] != n_in:
-            first = next(i for i, layer in enumerate(self.layers) if layer.in_features)
+            first = next((i for i, layer in enumerate(self.layers) if layer.in_features), 0)
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
@@ -209,8 +207,9 @@ class Sequential:
                                "sklearn.preprocessing.LabelEncoder)"
                                if host.dtype.kind in "OUS" else ""))
         if host.shape[:1] != (n_samples,):
-            raise ValueError(f"{what} has {host.shape[0] if host.ndim else 0} samples but X has "
-                             f"{n_samples} (shape of {what}: {host.shape})")
+            raise ValueError(f"{what} has {host.shape[0] if host.ndim else 0} samples but "
+                             f"{what.replace('y', 'X', 1)} has {n_samples} (shape of {what}: "
+                             f"{host.shape})")
         if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
             raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
                              "infinite values")
@@ -382,9 +381,13 @@ class Sequential:
         for m in self.metrics:
             m.reset()
         loss_sum = 0.0
+        # Backend-specific fast trainer for plain MLPs (same numbers), or the generic step.
+        trainer = fastpath.select(self)
+        step = self._train_step if trainer is None else trainer.train_step
         for b, start in enumerate(range(0, n, batch_size)):
-            xb, tb = X[start:start + batch_size, ...], t[start:start + batch_size, ...]
-            loss, out = self._train_step(xb, tb, (epoch, b) if check else None)
+            stop = min(start + batch_size, n)  # array API: slice stops must be in bounds
+            xb, tb = X[start:stop, ...], t[start:stop, ...]
+            loss, out = step(xb, tb, (epoch, b) if check else None)
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in self.metrics:
                 m.update(xp, out, tb)
@@ -392,7 +395,8 @@ class Sequential:
         if not math.isfinite(logs["loss"]) and saved is not None:
             self._restore_state(saved)
             for b, start in enumerate(range(0, n, batch_size)):
-                xb, tb = X[start:start + batch_size, ...], t[start:start + batch_size, ...]
+                stop = min(start + batch_size, n)  # array API: slice stops must be in bounds
+                xb, tb = X[start:stop, ...], t[start:stop, ...]
                 self._train_step(xb, tb, (epoch, b))
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
@@ -432,13 +436,17 @@ class Sequential:
             return self._forward(X)
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
-        parts = [self._forward(X[i:i + batch_size, ...]) for i in range(0, n, batch_size)]
+        parts = [self._forward(X[i:min(i + batch_size, n), ...])
+                 for i in range(0, n, batch_size)]
         return self.backend.xp.concat(parts, axis=0)
 
     def evaluate(self, X, y, batch_size: int | None = None) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``."""
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                       or isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
         Xd = self._prepare_X(X)
         return self._evaluate_arrays(Xd, self._prepare_y(y, Xd.shape[0]), batch_size)
 
@@ -452,7 +460,8 @@ class Sequential:
                 m.multilabel = src.multilabel
         loss_sum = 0.0
         for start in range(0, n, step):
-            xb, tb = X[start:start + step, ...], t[start:start + step, ...]
+            stop = min(start + step, n)
+            xb, tb = X[start:stop, ...], t[start:stop, ...]
             if self._fused:
                 loss = self.loss.forward_logits(self._forward(xb, logits=True), tb)
                 out = self.loss.p
@@ -603,13 +612,21 @@ def load(path, backend=None) -> Sequential:
         Backend to load onto; by default the one it was saved from.
     """
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if "__xpnn__" not in f.files:
-                raise ValueError(f"{path} is not an xpnn model file (no '__xpnn__' entry)")
+        f = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise
+    except (OSError, EOFError, ValueError) as exc:  # text, pickle, truncated... files
+        raise ValueError(f"{path} is not an xpnn model file (not a NumPy .npz archive)") from exc
+    if not isinstance(f, np.lib.npyio.NpzFile):     # a single .npy array
+        raise ValueError(f"{path} is not an xpnn model file (a .npy array, not an .npz archive)")
+    with f:
+        if "__xpnn__" not in f.files:
+            raise ValueError(f"{path} is not an xpnn model file (no '__xpnn__' entry)")
+        try:
             config = json.loads(str(f["__xpnn__"]))
-            weights = [f[f"param_{i}"] for i in range(len(f.files) - 1)]
-    except (OSError, EOFError) as exc:
-        raise ValueError(f"{path} is not an xpnn model file: {exc}") from exc
+        except ValueError as exc:
+            raise ValueError(f"{path} is not an xpnn model file (unreadable header)") from exc
+        weights = [f[f"param_{i}"] for i in range(len(f.files) - 1)]
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise ValueError(f"{path} is not an xpnn model file (format tag missing)")
     if config.get("version", 0) > FORMAT_VERSION:

@@ -1,0 +1,267 @@
+"""The backend-specific fast paths (xpnn.fastpath) compute the same numbers as the generic path.
+
+On the CPU only NumPy has a fast path; ``XPNN_TEST_BACKENDS=cupy`` runs the same tests against the
+CuPy kernels on a GPU. Backends without a fast path check that they fall back to the generic one.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import (
+    SGD,
+    Adam,
+    AdamW,
+    Dense,
+    Dropout,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    RMSprop,
+    Sequential,
+    Sigmoid,
+    Softmax,
+    Tanh,
+    TrainingDivergedError,
+    fastpath,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST_BACKENDS = ("numpy", "cupy")
+
+
+def _data(n=300, d=12, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    y = rng.integers(0, k, n)
+    return X, y
+
+
+ARCHS = {
+    "relu": lambda: [Dense(12, 32), ReLU(), Dense(32, 16), ReLU(), Dense(16, 4), Softmax()],
+    "tanh": lambda: [Dense(12, 24), Tanh(), Dense(24, 4), Softmax()],
+    "mixed": lambda: [Dense(12, 32), LeakyReLU(0.1), Dense(32, 16, bias=False), Sigmoid(),
+                      Identity(), Dense(16, 4), Softmax()],
+    "bce": lambda: [Dense(12, 16), ReLU(), Dense(16, 1), Sigmoid()],
+    "mse": lambda: [Dense(12, 16), Tanh(), Dense(16, 3)],
+    "decay": lambda: [Dense(12, 16, weight_decay=0.01), ReLU(), Dense(16, 4, weight_decay=0.1),
+                      Softmax()],
+}
+OPTS = {
+    "adam": lambda: Adam(1e-2),
+    "adam_l2": lambda: Adam(1e-2, weight_decay=1e-2),
+    "adamw": lambda: AdamW(1e-2, weight_decay=0.1),
+    "sgd": lambda: SGD(0.05),
+    "sgd_nesterov": lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+}
+
+
+def _targets(arch, y, X):
+    if arch == "bce":
+        return (y % 2).astype(float), "binary_crossentropy"
+    if arch == "mse":
+        return X[:, :3] * 0.5, "mse"
+    return y, "crossentropy"
+
+
+def _model(backend, dtype, arch, opt, fast, seed=1):
+    model = Sequential(*ARCHS[arch](), backend=backend, dtype=dtype, seed=seed)
+    model.fastpath = fast
+    X, y = _data()
+    target, loss = _targets(arch, y, X)
+    model.compile(loss=loss, optimizer=OPTS[opt](), metrics=["accuracy"] if arch != "mse" else [])
+    return model, X, target
+
+
+def _tolerance(backend, dtype):
+    if backend == "numpy":         # same operations in the same order: agree to rounding
+        return (1e-12, 1e-13) if dtype == "float64" else (1e-5, 1e-6)
+    return (1e-9, 1e-10) if dtype == "float64" else (1e-4, 2e-5)
+
+
+def _assert_same_weights(a, b, backend, dtype):
+    rtol, atol = _tolerance(backend, dtype)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("arch,opt", [
+    ("relu", "adam"), ("relu", "adamw"), ("relu", "sgd"), ("relu", "sgd_nesterov"),
+    ("tanh", "adam_l2"), ("mixed", "adam"), ("mixed", "sgd_nesterov"), ("bce", "adam"),
+    ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"),
+])
+def test_fast_path_matches_generic(backend, dtype, arch, opt):
+    generic, X, t = _model(backend, dtype, arch, opt, fast=False)
+    fast, _, _ = _model(backend, dtype, arch, opt, fast=True)
+    hg = generic.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
+    hf = fast.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
+    assert (getattr(fast, "_fastpath_trainer", None) is not None) == (backend in FAST_BACKENDS)
+    assert getattr(generic, "_fastpath_trainer", None) is None
+    _assert_same_weights(generic, fast, backend, dtype)
+    rtol = 1e-5 if dtype == "float32" else 1e-10
+    for key in hg.history:
+        np.testing.assert_allclose(hf.history[key], hg.history[key], rtol=rtol)
+    assert fast.optimizer.iterations == generic.optimizer.iterations
+
+
+class _MyReLU(ReLU):
+    pass
+
+
+def test_selection_rules(backend):
+    X, y = _data()
+
+    def compiled(*layers, optimizer="adam", loss="crossentropy"):
+        m = Sequential(*layers, backend=backend, seed=0)
+        m.compile(loss=loss, optimizer=optimizer)
+        return m
+
+    plain = compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax())
+    if backend in FAST_BACKENDS:
+        assert fastpath.explain(plain) is None
+        assert fastpath.select(plain) is not None
+    else:
+        assert "no fast path" in fastpath.explain(plain)
+        assert fastpath.select(plain) is None
+    for model in (
+        compiled(Dense(12, 8), Dropout(0.5), ReLU(), Dense(8, 4), Softmax()),
+        compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), optimizer=RMSprop()),
+        compiled(Dense(12, 8), _MyReLU(), Dense(8, 4), Softmax()),  # subclass: may differ
+    ):
+        assert fastpath.select(model) is None
+        assert fastpath.explain(model)
+        model.fit(X, y, epochs=1, verbose=0)
+        assert getattr(model, "_fastpath_trainer", None) is None
+    off = compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax())
+    off.fastpath = False
+    assert fastpath.select(off) is None
+
+
+def test_env_switch_disables_fast_path(monkeypatch):
+    m = Sequential(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), seed=0)
+    m.compile(loss="crossentropy", optimizer="adam")
+    monkeypatch.setenv("XPNN_FASTPATH", "0")
+    assert fastpath.select(m) is None
+    assert "disabled" in fastpath.explain(m)
+    monkeypatch.setenv("XPNN_FASTPATH", "1")
+    assert fastpath.select(m) is not None
+
+
+@pytest.mark.parametrize("opt", ["adam", "sgd_nesterov"])
+def test_switching_between_fast_and_generic(backend, opt):
+    """fit (fast) -> train_on_batch (generic) -> fit (fast) equals the same all-generic run."""
+    dtype = "float64"
+    runs = []
+    for fast in (False, True):
+        model, X, t = _model(backend, dtype, "relu", opt, fast=fast)
+        model.fit(X, t, epochs=1, batch_size=50, verbose=0)
+        for i in range(3):
+            model.train_on_batch(X[i * 20:(i + 1) * 20], t[i * 20:(i + 1) * 20])
+        model.fit(X, t, epochs=2, batch_size=50, verbose=0)
+        model.optimizer.reset()                      # state dropped: fast path re-initialises
+        model.fit(X, t, epochs=1, batch_size=50, verbose=0)
+        runs.append(model)
+    _assert_same_weights(*runs, backend, dtype)
+    if backend in FAST_BACKENDS:
+        fast = runs[1]
+        trainer = fast._fastpath_trainer
+        for p, view in zip(fast.params, trainer.p_views, strict=True):
+            assert p.data is view
+        for s, m in zip(fast.optimizer.state, trainer.m_views, strict=True):
+            assert (s["exp_avg"] if opt == "adam" else s["momentum_buffer"]) is m
+
+
+def test_set_weights_and_replaced_state_are_picked_up(backend):
+    model, X, t = _model(backend, "float64", "relu", "adam", fast=True)
+    ref, _, _ = _model(backend, "float64", "relu", "adam", fast=False)
+    model.fit(X, t, epochs=1, batch_size=64, verbose=0)
+    ref.set_weights(model.get_weights())
+    ref.optimizer.state = [
+        {k: ref.backend.asarray(np.array(xpnn.to_numpy(v))) if hasattr(v, "shape") else v
+         for k, v in s.items()} for s in model.optimizer.state]
+    ref.optimizer.iterations = model.optimizer.iterations
+    new = [w * 0.5 for w in model.get_weights()]
+    model.set_weights(new)
+    ref.set_weights(new)
+    # replace the state dicts by copies, as Sequential._restore_state does
+    model.optimizer.state = [
+        {k: model.backend.copy(v) if hasattr(v, "shape") else v for k, v in s.items()}
+        for s in model.optimizer.state]
+    model.fit(X, t, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    ref.fit(X, t, epochs=1, batch_size=64, shuffle=False, verbose=0)
+    _assert_same_weights(model, ref, backend, "float64")
+
+
+def test_divergence_raises_and_keeps_weights():
+    """A non-finite loss raises before the update, leaving the last good weights, as generic."""
+    X, y = _data()
+    X[200:] *= 1e30                                   # finite, but overflows float32 matmuls
+    results = []
+    for fast in (False, True):
+        model = Sequential(Dense(12, 16), ReLU(), Dense(16, 4), Softmax(), seed=0)
+        model.fastpath = fast
+        model.compile(loss="crossentropy", optimizer=SGD(0.01))
+        with pytest.raises(TrainingDivergedError, match="epoch 1, batch"), \
+                np.errstate(all="ignore"):
+            model.fit(X, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+        weights = model.get_weights()
+        assert all(np.all(np.isfinite(w)) for w in weights)
+        results.append((weights, model.optimizer.iterations))
+    assert results[0][1] == results[1][1] >= 4      # rows 200+ come in the 5th batch
+    for a, b in zip(results[0][0], results[1][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw", "sgd_nesterov"])
+def test_multithreaded_update_equals_single_threaded(opt, monkeypatch):
+    from xpnn.fastpath import numpy_mlp
+
+    monkeypatch.setattr(numpy_mlp, "BLOCK", 1000)    # several blocks per thread
+    weights = []
+    for threads in (1, 3):
+        model, X, t = _model("numpy", "float32", "relu", opt, fast=True)
+        model.fit(X[:64], t[:64], epochs=1, batch_size=64, verbose=0)
+        model._fastpath_trainer.threads = threads
+        model.fit(X, t, epochs=2, batch_size=32, verbose=0)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sqrt_matches_power_half():
+    """The NumPy update uses np.sqrt where the generic Adam writes v ** 0.5."""
+    v = np.random.default_rng(0).random(10_000).astype(np.float32) ** 7
+    np.testing.assert_array_equal(np.sqrt(v), v ** 0.5)
+
+
+def test_benchmark_smoke(tmp_path):
+    """The throughput benchmark runs end to end on tiny synthetic data (what CI checks)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mnist_throughput.py"), "--smoke",
+         "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (out / "results.json").exists() and (out / "results.md").exists()
+    assert "samples/s" in (out / "results.md").read_text()
+
+
+def test_copied_trainer_is_dropped():
+    """Copying a trainer gives None, so a copied model builds fresh buffers at its next fit."""
+    import copy
+    import pickle
+
+    model, X, t = _model("numpy", "float64", "relu", "adam", fast=True)
+    model.fit(X, t, epochs=1, batch_size=64, verbose=0)
+    trainer = model._fastpath_trainer
+    assert copy.deepcopy(trainer) is None
+    assert pickle.loads(pickle.dumps(trainer)) is None

@@ -1,0 +1,86 @@
+"""Backend-specific fast paths for training plain MLPs (the one place xpnn leaves the array API).
+
+The generic code in :mod:`xpnn.layers`, :mod:`xpnn.losses` and :mod:`xpnn.optimizers` is the
+reference: it runs on every backend and reads like the equations. For the most common network,
+
+    Dense -> act -> Dense -> act -> ... -> Dense [-> Softmax + categorical cross-entropy]
+
+trained by Adam, AdamW or SGD, this package provides trainers that compute *the same numbers*
+with backend-specific tricks:
+
+* :mod:`.numpy_mlp` (NumPy): parameters, gradients and optimizer moments live in flat buffers
+  updated in place; activations and gradients are preallocated and written with ``out=``;
+  transposed operands go to BLAS as views; the optimizer update may be split across threads.
+* :mod:`.cupy_mlp` (CuPy): the same layout with fused CUDA kernels (one per optimizer update,
+  bias+activation forward and backward, softmax-cross-entropy) and no host synchronisation.
+
+:func:`select` picks a trainer automatically (``Sequential.fit`` calls it once per epoch) or
+returns ``None``, and the model then uses its generic ``_train_step``. Force the generic path
+with the environment variable ``XPNN_FASTPATH=0`` or ``model.fastpath = False``.
+
+The model's ``Parameter.data`` arrays become views into the trainer's flat parameter buffer and
+the optimizer's state entries (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``) views into its
+flat moment buffers, so the generic path (``train_on_batch``, ``predict``, ``get_weights``...) and
+the fast path see one and the same model and can alternate freely. Each call to :func:`select`
+re-checks that identity and copies in anything that was replaced in between.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ._plan import Plan, analyze
+
+__all__ = ["Plan", "analyze", "enabled", "explain", "select"]
+
+
+def enabled(model) -> bool:
+    """Whether fast paths may be used for ``model`` (env ``XPNN_FASTPATH=0`` or
+    ``model.fastpath = False`` turn them off)."""
+    if os.environ.get("XPNN_FASTPATH", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return bool(getattr(model, "fastpath", True))
+
+
+def _trainer_class(family):
+    if family == "numpy":
+        from .numpy_mlp import NumpyMLPTrainer
+        return NumpyMLPTrainer
+    if family == "cupy":
+        from .cupy_mlp import CupyMLPTrainer  # imports cupy; only reached on the cupy backend
+        return CupyMLPTrainer
+    return None
+
+
+def explain(model) -> str | None:
+    """Why ``model`` trains on the generic path (a sentence), or None when a fast path applies."""
+    if not enabled(model):
+        return "fast paths are disabled (XPNN_FASTPATH=0 or model.fastpath = False)"
+    if model.backend.family not in ("numpy", "cupy"):
+        return f"no fast path for the {model.backend.family} backend"
+    _, reason = analyze(model)
+    return reason
+
+
+def select(model):
+    """A fast trainer for ``model`` in its current state, or None for the generic path.
+
+    The trainer is cached on the model and reused while layers, optimizer, loss, dtype and
+    backend stay the same; every call re-links parameters and optimizer state to its buffers.
+    """
+    if not enabled(model):
+        return None
+    cls = _trainer_class(model.backend.family)
+    if cls is None:
+        return None
+    plan, _ = analyze(model)
+    if plan is None:
+        return None
+    trainer = getattr(model, "_fastpath_trainer", None)
+    if (trainer is None or not isinstance(trainer, cls) or trainer.plan != plan
+            or not trainer.same_params(model)):
+        trainer = cls(model, plan)
+        model._fastpath_trainer = trainer
+    if not trainer.attach():
+        return None
+    return trainer

@@ -1,0 +1,140 @@
+"""Flat parameter/gradient/moment buffers shared by the fast trainers (NumPy and CuPy).
+
+Every parameter of the model is a view into one flat buffer ``flat_p`` (each starting on a
+64-byte boundary; the padding between them stays zero and is harmless to every update rule);
+its gradient a view into ``flat_g``; Adam's moments views into ``flat_m``/``flat_v`` and SGD's
+momentum buffer a view into ``flat_m``. One optimizer update is then a handful of element-wise
+passes over four long arrays instead of a Python loop over parameters.
+"""
+
+from __future__ import annotations
+
+_ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
+
+
+class FlatTrainer:
+    """Bookkeeping common to the fast trainers; subclasses set ``lib`` (numpy or cupy)."""
+
+    lib = None
+
+    def __init__(self, model, plan):
+        lib = self.lib
+        self.model, self.plan = model, plan
+        self.dtype = lib.dtype(plan.dtype)
+        self.params = list(model.params)
+        offsets, total = [], 0
+        for p in self.params:
+            offsets.append(total)
+            size = 1
+            for d in p.shape:
+                size *= d
+            total += -(-size // _ALIGN) * _ALIGN
+        self.size = max(total, _ALIGN)
+        self.flat_p = lib.zeros(self.size, dtype=self.dtype)
+        self.flat_g = lib.zeros(self.size, dtype=self.dtype)
+        self.flat_m = lib.zeros(self.size, dtype=self.dtype)
+        self.flat_v = lib.zeros(self.size, dtype=self.dtype)
+
+        def views(flat):
+            out = []
+            for p, o in zip(self.params, offsets, strict=True):
+                n = 1
+                for d in p.shape:
+                    n *= d
+                out.append(flat[o:o + n].reshape(p.shape))
+            return out
+
+        self.p_views, self.g_views = views(self.flat_p), views(self.flat_g)
+        self.m_views, self.v_views = views(self.flat_m), views(self.flat_v)
+        self.opt = plan.optimizer
+        self.kind = type(self.opt).__name__.lower()       # "adam", "adamw", "sgd"
+        self.t = 0                                        # Adam step count
+        self.momentum_started = False                     # SGD: momentum buffer exists
+
+    # A copied or pickled model must not share (or half-share) these buffers: its copy gets no
+    # trainer and builds a fresh one at its next fit.
+    def __deepcopy__(self, memo):
+        return None
+
+    def __reduce__(self):
+        return (_no_trainer, ())
+
+    # ------------------------------------------------------------------ linking
+    def same_params(self, model) -> bool:
+        """Whether ``model`` still has the Parameter objects this trainer was built for."""
+        return len(model.params) == len(self.params) and all(
+            a is b for a, b in zip(model.params, self.params, strict=True))
+
+    def attach(self) -> bool:
+        """Make parameters and optimizer state views of the flat buffers (copying in whatever
+        was replaced since the last call). False when the state cannot be represented."""
+        if not self.same_params(self.model):
+            return False
+        for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
+            if p.data is not pv:
+                if tuple(p.data.shape) != tuple(pv.shape) or not self._owns(p.data):
+                    return False
+                pv[...] = p.data
+                p.data = pv
+            p.grad = gv
+        opt = self.opt
+        if len(opt.state) != len(self.params):
+            opt.state = [{} for _ in self.params]
+        states = opt.state
+        if self.kind in ("adam", "adamw"):
+            steps = {s.get("step", 0) if "exp_avg" in s else 0 for s in states}
+            if len(steps) != 1:
+                return False
+            self.t = t = steps.pop()
+            for s, mv, vv in zip(states, self.m_views, self.v_views, strict=True):
+                if t == 0:
+                    mv[...] = 0
+                    vv[...] = 0
+                else:
+                    for key, view in (("exp_avg", mv), ("exp_avg_sq", vv)):
+                        if s[key] is not view:
+                            if not self._owns(s[key]):
+                                return False
+                            view[...] = s[key]
+                s["step"], s["exp_avg"], s["exp_avg_sq"] = t, mv, vv
+        elif opt.momentum:
+            have = [s.get("momentum_buffer") is not None for s in states]
+            if any(have) and not all(have):
+                return False
+            self.momentum_started = all(have)
+            if self.momentum_started:
+                for s, mv in zip(states, self.m_views, strict=True):
+                    if s["momentum_buffer"] is not mv:
+                        if not self._owns(s["momentum_buffer"]):
+                            return False
+                        mv[...] = s["momentum_buffer"]
+                    s["momentum_buffer"] = mv
+        return True
+
+    def _owns(self, a) -> bool:
+        return isinstance(a, self.lib.ndarray) and a.dtype == self.dtype
+
+    def _after_update(self):
+        """Record the step in the optimizer's per-parameter state, as the generic path does."""
+        opt = self.opt
+        if self.kind in ("adam", "adamw"):
+            for s in opt.state:
+                s["step"] = self.t
+        elif opt.momentum and not self.momentum_started:
+            self.momentum_started = True
+            for s, mv in zip(opt.state, self.m_views, strict=True):
+                s["momentum_buffer"] = mv
+        opt.iterations += 1
+
+    def _diverged(self, value, check_at):
+        from ..model import TrainingDivergedError
+
+        epoch, batch = check_at
+        return TrainingDivergedError(
+            f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}: training "
+            "stopped and the weights from before this step were kept (try a lower "
+            "learning rate, or scale the inputs)")
+
+
+def _no_trainer():
+    return None

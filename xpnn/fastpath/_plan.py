@@ -1,0 +1,77 @@
+"""Recognise the networks the fast paths support and describe them as a :class:`Plan`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
+from ..optimizers import SGD, Adam, AdamW
+
+#: Activations a fast trainer may find after a Dense (exact classes: subclasses may change math).
+ACTIVATIONS = {ReLU: "relu", LeakyReLU: "leaky_relu", Tanh: "tanh", Sigmoid: "sigmoid",
+               Identity: "identity"}
+OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to compute: ``dense[i]`` followed by activation ``acts[i]`` (name, layer or None).
+
+    ``head`` is ``"softmax_ce"`` (Softmax fused with categorical cross-entropy), ``"sigmoid_bce"``
+    (Sigmoid fused with binary cross-entropy) or ``"plain"`` (the loss's own forward/backward on
+    the network output, e.g. MSE).
+    """
+
+    layers: tuple        # the model's layer objects (compared by identity)
+    dense: tuple         # the Dense layers, input to output
+    acts: tuple          # per Dense: tuple of (name, layer) activations that follow it
+    head: str
+    optimizer: object
+    loss: object
+    dtype: str
+    backend: str
+
+    def __eq__(self, other):
+        return (isinstance(other, Plan) and self.head == other.head
+                and self.dtype == other.dtype and self.backend == other.backend
+                and self.optimizer is other.optimizer and self.loss is other.loss
+                and len(self.layers) == len(other.layers)
+                and all(a is b for a, b in zip(self.layers, other.layers, strict=True)))
+
+    __hash__ = None
+
+
+def analyze(model):
+    """``(Plan, None)`` when a fast trainer can run ``model``, else ``(None, reason)``."""
+    if not model.built or model.loss is None:
+        return None, "the model is not built and compiled"
+    if type(model.optimizer) not in OPTIMIZERS:
+        return None, f"no fast path for the {type(model.optimizer).__name__} optimizer"
+    loss = model.loss
+    if type(loss) not in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy):
+        return None, f"no fast path for the loss {type(loss).__name__}"
+    layers = list(model.layers)
+    head = "plain"
+    if model._fused:
+        head = "softmax_ce" if type(loss) is CategoricalCrossEntropy else "sigmoid_bce"
+        layers = layers[:-1]
+    elif type(loss) is not MSE:
+        return None, f"{type(loss).__name__} without its fused output activation"
+    dense, acts = [], []
+    for layer in layers:
+        if type(layer) is Dense:
+            dense.append(layer)
+            acts.append([])
+        elif type(layer) in ACTIVATIONS and dense:
+            acts[-1].append((ACTIVATIONS[type(layer)], layer))
+        elif type(layer) is Softmax and dense and head == "plain" and layer is layers[-1]:
+            acts[-1].append(("softmax", layer))
+        else:
+            return None, f"no fast path for a {type(layer).__name__} layer here"
+    if not dense:
+        return None, "the model has no Dense layer"
+    plan = Plan(layers=tuple(model.layers), dense=tuple(dense),
+                acts=tuple(tuple(a) for a in acts), head=head, optimizer=model.optimizer,
+                loss=loss, dtype=model.dtype, backend=model.backend.name)
+    return plan, None

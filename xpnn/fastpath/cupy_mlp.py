@@ -1,0 +1,247 @@
+"""CuPy fast path: the MLP training step as a few fused CUDA kernels plus cuBLAS matmuls.
+
+Imported only when a model on the ``cupy`` backend is trained (:func:`xpnn.fastpath.select`).
+Launch overhead (a few microseconds per kernel) dominates small layers, so per training step:
+
+* forward per Dense: one GEMM ``z = a W`` into a preallocated buffer and one kernel
+  ``a = act(z + b)`` (bias and activation fused, in place);
+* softmax + cross-entropy: one kernel (one thread per row) writing ``p``, ``δ = (p - t) / N`` and
+  the per-row loss, then one reduction for the batch loss (left on the device: no sync);
+* backward per Dense: one kernel ``δ ← act'(y) ⊙ δ`` (in place), GEMMs ``dW = aᵀ δ``, ``δ Wᵀ``
+  on transposed views, and one column sum ``db = Σ_n δ``;
+* the whole optimizer update: one kernel over the flat parameter buffer.
+
+The equations are those of :mod:`xpnn.layers`, :mod:`xpnn.losses` and :mod:`xpnn.optimizers`;
+tests check the results against the generic path (keep ``CUPY_TF32=0`` for that).
+"""
+
+from __future__ import annotations
+
+import math
+
+import cupy as cp
+
+from ._flat import FlatTrainer
+
+# Activation codes shared by the forward and backward kernels.
+_ACT = {"identity": 0, "relu": 1, "tanh": 2, "sigmoid": 3}
+
+#: a ← act(z + b[column]) in place. Sigmoid uses the overflow-free form of xpnn's sigmoid.
+_bias_act = cp.ElementwiseKernel(
+    "raw T b, int32 ncol, int32 has_bias, int32 act", "T z",
+    """
+    T x = has_bias ? z + b[i % ncol] : z;
+    if (act == 1) {
+        x = x > (T)0 ? x : (T)0;
+    } else if (act == 2) {
+        x = tanh(x);
+    } else if (act == 3) {
+        T e = exp(-fabs(x));
+        x = x >= (T)0 ? (T)1 / ((T)1 + e) : e / ((T)1 + e);
+    }
+    z = x;
+    """,
+    "xpnn_bias_act")
+
+#: δ ← act'(·) ⊙ δ in place, from the activation's output y: ReLU [y > 0], tanh 1 - y²,
+#: sigmoid y (1 - y).
+_act_backward = cp.ElementwiseKernel(
+    "T y, int32 act", "T d",
+    """
+    if (act == 1) {
+        d = y > (T)0 ? d : (T)0;
+    } else if (act == 2) {
+        d = d * ((T)1 - y * y);
+    } else if (act == 3) {
+        d = d * y * ((T)1 - y);
+    }
+    """,
+    "xpnn_act_backward")
+
+# Softmax + cross-entropy, one thread per row i of the (N, K) logits z:
+#   p = exp(z - max z) / s,  s = Σ_k exp(z_k - max z),
+#   loss_i = -Σ_k t_k (z_k - max z - log s),  δ = (p - t) / N.
+_SOFTMAX_CE_BODY = """
+    const ptrdiff_t row = i * K;
+    T mx = z[row];
+    for (int k = 1; k < K; ++k) mx = z[row + k] > mx ? (T)z[row + k] : mx;
+    T s = 0;
+    for (int k = 0; k < K; ++k) s += exp(z[row + k] - mx);
+    const T logs = log(s);
+    T loss = 0;
+    for (int k = 0; k < K; ++k) {
+        const T pk = exp(z[row + k] - mx) / s;
+        const T tk = TARGET;
+        p[row + k] = pk;
+        dz[row + k] = (pk - tk) / n;
+        if (tk != (T)0) loss -= tk * (z[row + k] - mx - logs);
+    }
+    rowloss = loss;
+"""
+_softmax_ce_labels = cp.ElementwiseKernel(
+    "raw T z, raw I labels, int32 K, T n", "raw T p, raw T dz, T rowloss",
+    _SOFTMAX_CE_BODY.replace("TARGET", "(labels[i] == k) ? (T)1 : (T)0"),
+    "xpnn_softmax_ce_labels")
+_softmax_ce_dense = cp.ElementwiseKernel(
+    "raw T z, raw T t, int32 K, T n", "raw T p, raw T dz, T rowloss",
+    _SOFTMAX_CE_BODY.replace("TARGET", "t[row + k]"),
+    "xpnn_softmax_ce_dense")
+
+#: Adam / AdamW over the flat buffers, one thread per element:
+#:   (AdamW) θ ← θ shrink, shrink = 1 - lr λ;   (Adam, λ > 0) g ← g + λ θ
+#:   m ← β₁ m + (1 - β₁) g;  v ← β₂ v + (1 - β₂) g²
+#:   θ ← θ - step_size · m / (√v / bc2 + ε),  step_size = lr / (1 - β₁ᵗ), bc2 = √(1 - β₂ᵗ)
+_adam = cp.ElementwiseKernel(
+    "T g, T b1, T one_b1, T b2, T one_b2, T eps, T wd, T shrink, int32 decoupled, "
+    "T step_size, T bc2",
+    "T p, T m, T v",
+    """
+    T grad = g;
+    if (decoupled) {
+        p = p * shrink;
+    } else if (wd != (T)0) {
+        grad = grad + wd * p;
+    }
+    m = b1 * m + one_b1 * grad;
+    v = b2 * v + one_b2 * (grad * grad);
+    p = p - step_size * (m / (sqrt(v) / bc2 + eps));
+    """,
+    "xpnn_adam")
+
+#: SGD with (Nesterov) momentum: b ← g (first step) or μ b + g; d = g + μ b or b; θ ← θ - lr d.
+_sgd = cp.ElementwiseKernel(
+    "T g, T lr, T mu, T wd, int32 nesterov, int32 started", "T p, T buf",
+    """
+    T grad = g;
+    if (wd != (T)0) grad = grad + wd * p;
+    if (mu != (T)0) {
+        buf = started ? mu * buf + grad : grad;
+        grad = nesterov ? grad + mu * buf : buf;
+    }
+    p = p - lr * grad;
+    """,
+    "xpnn_sgd")
+
+
+class CupyMLPTrainer(FlatTrainer):
+    """One training step of a supported MLP on CuPy arrays, without host synchronisation."""
+
+    lib = cp
+
+    def __init__(self, model, plan):
+        super().__init__(model, plan)
+        self.capacity = 0
+        self.stages = []
+        k = 0
+        for dense, acts in zip(plan.dense, plan.acts, strict=True):
+            W, dW = self.p_views[k], self.g_views[k]
+            k += 1
+            b = db = None
+            if dense.use_bias:
+                b, db = self.p_views[k], self.g_views[k]
+                k += 1
+            names = [name for name, _ in acts if name != "identity"]
+            if not names:
+                mode = "identity"
+            elif len(names) == 1 and names[0] in _ACT:
+                mode = names[0]
+            else:
+                mode = "layers"        # e.g. LeakyReLU: the generic layer objects
+            self.stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
+
+    def _allocate(self, n):
+        dt = self.dtype
+        self.capacity = n
+        widths = [W.shape[1] for W, *_ in self.stages]
+        self.z = [cp.empty((n, w), dt) for w in widths]
+        self.da = [cp.empty((n, w), dt) for w in widths[:-1]]
+        k = widths[-1]
+        self.p = cp.empty((n, k), dt)
+        self.dz = cp.empty((n, k), dt)
+        self.rowloss = cp.empty((n,), dt)
+
+    def train_step(self, xb, tb, check_at=None):
+        """Like :meth:`xpnn.Sequential._train_step`; returns ``(loss, output)`` on the device."""
+        n = xb.shape[0]
+        if n > self.capacity:
+            self._allocate(n)
+        stages = self.stages
+        last = len(stages) - 1
+
+        # forward: a_i = act(a_{i-1} W_i + b_i)
+        outs = []
+        a = xb
+        for i, (W, b, _, _, mode, layers) in enumerate(stages):
+            z = self.z[i][:n]
+            cp.matmul(a, W, out=z)
+            if mode == "layers":
+                if b is not None:
+                    _bias_act(b, W.shape[1], 1, 0, z)
+                for layer in layers:
+                    z = layer.forward(z, training=True)
+            elif b is not None or mode != "identity":
+                _bias_act(b if b is not None else W, W.shape[1], int(b is not None),
+                          _ACT[mode], z)
+            outs.append(z)
+            a = z
+
+        head = self.plan.head
+        loss_fn = self.model.loss
+        if head == "softmax_ce":
+            p, delta, rowloss = self.p[:n], self.dz[:n], self.rowloss[:n]
+            kernel = _softmax_ce_labels if tb.ndim == 1 else _softmax_ce_dense
+            kernel(a, tb, a.shape[1], float(n), p, delta, rowloss)
+            loss = cp.sum(rowloss) / n
+            out = p
+        elif head == "sigmoid_bce":
+            loss = loss_fn.forward_logits(a, tb)
+        else:
+            loss = loss_fn.forward(a, tb)
+        if check_at is not None:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise self._diverged(value, check_at)
+        if head == "sigmoid_bce":
+            delta, out = loss_fn.backward_logits(), loss_fn.p
+        elif head == "plain":
+            delta, out = loss_fn.backward(), a
+
+        # backward: δ ← act'(y) ⊙ δ, dW = a_{i-1}ᵀ δ, db = Σ_n δ, δ ← δ Wᵀ
+        for i in range(last, -1, -1):
+            W, b, dW, db, mode, layers = stages[i]
+            if mode == "layers":
+                for layer in reversed(layers):
+                    delta = layer.backward(delta)
+            elif mode != "identity":
+                _act_backward(outs[i], _ACT[mode], delta)
+            a_prev = outs[i - 1] if i > 0 else xb
+            cp.matmul(a_prev.T, delta, out=dW)
+            wd = getattr(self.plan.dense[i], "weight_decay", 0.0)
+            if wd:                                      # + λW (Dense's own L2 on W)
+                cp.add(dW, wd * W, out=dW)
+            if db is not None:
+                cp.sum(delta, axis=0, out=db)
+            if i == 0:
+                break
+            da = self.da[i - 1][:n]
+            cp.matmul(delta, W.T, out=da)
+            delta = da
+
+        self.update()
+        return loss, out
+
+    def update(self):
+        """The optimizer step: one kernel over the flat buffers."""
+        opt = self.opt
+        if self.kind in ("adam", "adamw"):
+            self.t += 1
+            t = self.t
+            decoupled = self.kind == "adamw"
+            _adam(self.flat_g, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2,
+                  opt.eps, opt.weight_decay, 1.0 - opt.lr * opt.weight_decay, int(decoupled),
+                  opt.lr / (1.0 - opt.beta1 ** t), math.sqrt(1.0 - opt.beta2 ** t),
+                  self.flat_p, self.flat_m, self.flat_v)
+        else:
+            _sgd(self.flat_g, opt.lr, opt.momentum, opt.weight_decay, int(opt.nesterov),
+                 int(self.momentum_started), self.flat_p, self.flat_m)
+        self._after_update()
