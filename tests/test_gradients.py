@@ -139,6 +139,26 @@ def test_layer_gradients(backend, name, shape, seed):
     assert set(grads) == expected.get(name, set())
 
 
+def test_dense_weight_decay_is_the_gradient_of_the_l2_penalty(backend):
+    """Dense(weight_decay=λ): dL/dW of L = Σ y ⊙ R + (λ/2)·||W||², and the bias is not decayed."""
+    be, lam = get_backend(backend), 0.3
+    rng = np.random.default_rng(0)
+    layer = xpnn.Dense(3, 2, weight_decay=lam)
+    layer.build(be, "float64", np.random.default_rng(1), 3)
+    x, R = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+
+    def loss_of_W(W):
+        y = x @ W + to_numpy(layer.b.data)
+        return float(np.sum(y * R) + 0.5 * lam * np.sum(W * W))
+
+    layer.forward(be.asarray(x, "float64"), training=True)
+    layer.backward(be.asarray(R, "float64"))
+    W = to_numpy(layer.W.data).copy()
+    np.testing.assert_allclose(to_numpy(layer.W.grad), central_diff(loss_of_W, W), rtol=RTOL,
+                               atol=ATOL)
+    np.testing.assert_allclose(to_numpy(layer.b.grad), R.sum(axis=0), rtol=1e-12)
+
+
 def test_dropout_mask_really_drops(backend):
     """The fixed-mask gradient check above is meaningful only if units are dropped and scaled."""
     be = get_backend(backend)

@@ -455,8 +455,13 @@ def test_early_stopping_on_real_validation_loss():
 def test_early_stopping_missing_monitor_is_a_clear_error():
     model = small_classifier()
     model.compile(loss="crossentropy")
-    with pytest.raises(KeyError, match="monitor 'val_loss' is not among the logged values"):
+    w0 = model.get_weights()
+    with pytest.raises(ValueError, match="monitors 'val_loss', but there is no validation data"):
         model.fit(*blobs(), epochs=3, verbose=0, callbacks=[xpnn.EarlyStopping()])
+    assert_weights_equal(model.get_weights(), w0)  # raised before any training
+    with pytest.raises(ValueError, match="monitor 'accuracy' is not among the logged values"):
+        model.fit(*blobs(), epochs=3, verbose=0,
+                  callbacks=[xpnn.EarlyStopping(monitor="accuracy")])
     with pytest.raises(ValueError, match="patience"):
         xpnn.EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="mode"):

@@ -81,9 +81,11 @@ class Backend:
         return getattr(self.xp, name)
 
     def asarray(self, a, dtype=None):
-        """Copy host data (NumPy array, list, scalar) or an array of this backend onto the device.
+        """Host data (NumPy array, list, scalar) or an array of this backend, on the device.
 
-        ``dtype`` is a dtype name (``"float32"``, ``"int64"``...) or a namespace dtype.
+        ``dtype`` is a dtype name (``"float32"``, ``"int64"``...) or a namespace dtype. Like
+        ``xp.asarray``, the result may share memory with ``a`` when no copy is needed (NumPy
+        input on the numpy or torch CPU backends); use :meth:`copy` for an independent array.
         """
         if isinstance(dtype, str):
             dtype = getattr(self.xp, dtype)

@@ -117,7 +117,7 @@ class EarlyStopping(Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         if self.monitor not in logs:
-            raise KeyError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged "
+            raise ValueError(f"EarlyStopping: monitor {self.monitor!r} is not among the logged "
                            f"values {sorted(logs)}; pass validation data to monitor 'val_*'")
         value = logs[self.monitor]
         if self._improved(value):

@@ -335,6 +335,12 @@ class Sequential:
                                      f"{Xd.shape[0]} samples leaves an empty split")
                 cut = Xd.shape[0] - n_val
                 Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
+            for cb in callbacks:
+                monitor = getattr(cb, "monitor", None)
+                if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
+                    raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
+                                     "is no validation data: pass validation_data or "
+                                     "validation_split")
         except Exception:
             if n_in is not None:
                 self.n_features_in = None
