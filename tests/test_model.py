@@ -3,6 +3,9 @@ summary, History, validation, evaluate/predict/train_on_batch, lazy building, Ea
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import numpy as np
 import pytest
 
@@ -105,6 +108,23 @@ def test_save_load_round_trip_is_exact(tmp_path, backend):
     assert loaded._fused
     assert loaded.evaluate(X, y) == model.evaluate(X, y)
     assert loaded.get_config() == model.get_config()
+
+
+@pytest.mark.parametrize("clone", ["pickle", "deepcopy"])
+def test_pickled_model_continues_training_identically(backend, clone):
+    """A pickled (or deep-copied) model carries weights, optimizer moments and RNG state: both
+    copies then train to the same weights, and the copy is independent of the original."""
+    X, y = blobs()
+    model = small_classifier(backend=backend, dtype="float64")
+    model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    twin = pickle.loads(pickle.dumps(model)) if clone == "pickle" else copy.deepcopy(model)
+    assert twin.backend.name == model.backend.name and twin.metrics[0].name == "accuracy"
+    assert_weights_equal(twin.get_weights(), model.get_weights())
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    assert not np.array_equal(twin.get_weights()[0], model.get_weights()[0])  # independent
+    twin.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    assert_weights_equal(twin.get_weights(), model.get_weights())
 
 
 def test_load_onto_another_backend(tmp_path, backend):

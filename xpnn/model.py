@@ -583,7 +583,7 @@ class Sequential:
         """Architecture and training set-up as JSON-serialisable data."""
         config = {
             "format": FORMAT, "version": FORMAT_VERSION, "backend": self.backend.name,
-            "dtype": self.dtype, "seed": self.seed,
+            "dtype": self.dtype, "seed": self.seed, "n_features_in": self.n_features_in,
             "layers": [{"class": type(layer).__name__, "config": layer.get_config()}
                        for layer in self.layers],
             "compile": None,
@@ -596,6 +596,55 @@ class Sequential:
                 "metrics": [m.name for m in self.metrics],
             }
         return config
+
+    @classmethod
+    def from_config(cls, config: dict, weights=None, backend=None, source="config"):
+        """A model from :meth:`get_config` (compiled again if it was), with ``weights`` set."""
+        layers = []
+        for spec in config["layers"]:
+            if spec["class"] not in LAYERS:
+                raise ValueError(f"{source}: unknown layer class {spec['class']!r}")
+            layers.append(LAYERS[spec["class"]](**spec["config"]))
+        model = cls(*layers, backend=backend or config["backend"], dtype=config["dtype"],
+                    seed=config["seed"])
+        if weights:
+            if not model.built:
+                model.build(config.get("n_features_in") or layers[0].in_features)
+            model.set_weights(weights)
+        compiled = config.get("compile")
+        if compiled:
+            opt = compiled["optimizer"]
+            model.compile(loss=LOSS_CLASSES[compiled["loss"]](),
+                          optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]),
+                          metrics=compiled["metrics"])
+        return model
+
+    def __getstate__(self):
+        """Pickle/copy support: configuration, weights, optimizer state and random-generator
+        state as NumPy data; the backend is resolved again by name when unpickled."""
+        opt = self.optimizer
+        return {
+            "config": self.get_config(),
+            "weights": self.get_weights() if self.built else None,
+            "optimizer_state": None if opt is None else [
+                {k: np.array(to_numpy(v), copy=True) if hasattr(v, "shape") else v
+                 for k, v in s.items()} for s in opt.state],
+            "optimizer_iterations": None if opt is None else opt.iterations,
+            "rng": self.rng.bit_generator.state,
+            "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"},
+        }
+
+    def __setstate__(self, state):
+        model = type(self).from_config(state["config"], state["weights"])
+        self.__dict__.update(model.__dict__)
+        self.__dict__.update(state["extra"])
+        if self.optimizer is not None:
+            be = self.backend
+            self.optimizer.state = [
+                {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
+                for s in state["optimizer_state"]]
+            self.optimizer.iterations = state["optimizer_iterations"]
+        self.rng.bit_generator.state = state["rng"]
 
     def save(self, path) -> None:
         """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.
@@ -638,24 +687,6 @@ def load(path, backend=None) -> Sequential:
     if config.get("version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path} was written by a newer xpnn (format version "
                          f"{config['version']}); upgrade xpnn to read it")
-    layers = []
-    for spec in config["layers"]:
-        if spec["class"] not in LAYERS:
-            raise ValueError(f"{path}: unknown layer class {spec['class']!r}")
-        layers.append(LAYERS[spec["class"]](**spec["config"]))
-    model = Sequential(*layers, backend=backend or config["backend"], dtype=config["dtype"],
-                       seed=config["seed"])
-    if weights:
-        if not model.built:
-            model.build(layers[0].in_features)
-        model.set_weights(weights)
-    compiled = config.get("compile")
-    if compiled:
-        opt = compiled["optimizer"]
-        model.compile(loss=LOSS_CLASSES[compiled["loss"]](),
-                      optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]),
-                      metrics=compiled["metrics"])
-    return model
-
+    return Sequential.from_config(config, weights, backend=backend, source=str(path))
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

@@ -73,10 +73,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback
-from .layers import LAYERS, Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .losses import LOSS_CLASSES
+from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from .model import Sequential, TrainingDivergedError
-from .optimizers import OPTIMIZERS, SGD, Adam
+from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -532,43 +531,6 @@ class _BaseMLP(BaseEstimator):
         if "_model" not in self.__dict__:
             raise AttributeError("model_ is available after fit")
         return self._model
-
-    # ------------------------------------------------------------------ pickling
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        model = state.pop("_model", None)
-        if model is not None:
-            opt = model.optimizer
-            state["_model_state"] = {
-                "config": model.get_config(),
-                "weights": model.get_weights(),
-                "optimizer_state": [
-                    {k: np.array(to_numpy(v), copy=True) if hasattr(v, "shape") else v
-                     for k, v in s.items()} for s in opt.state],
-                "optimizer_iterations": opt.iterations,
-                "rng": model.rng.bit_generator.state,
-            }
-        return state
-
-    def __setstate__(self, state):
-        state = dict(state)
-        saved = state.pop("_model_state", None)
-        super().__setstate__(state)
-        if saved is not None:
-            config = saved["config"]
-            layers = [LAYERS[spec["class"]](**spec["config"]) for spec in config["layers"]]
-            model = Sequential(*layers, backend=config["backend"], dtype=config["dtype"])
-            model.set_weights(saved["weights"])
-            opt = config["compile"]["optimizer"]
-            model.compile(loss=LOSS_CLASSES[config["compile"]["loss"]](),
-                          optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]))
-            be = model.backend
-            model.optimizer.state = [
-                {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
-                for s in saved["optimizer_state"]]
-            model.optimizer.iterations = saved["optimizer_iterations"]
-            model.rng.bit_generator.state = saved["rng"]
-            self._model = model
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
