@@ -9,13 +9,18 @@ passes over four long arrays instead of a Python loop over parameters.
 
 from __future__ import annotations
 
+import math
+
 _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
 
 class FlatTrainer:
-    """Bookkeeping common to the fast trainers; subclasses set ``lib`` (numpy or cupy)."""
+    """Bookkeeping common to the fast trainers; subclasses set ``lib`` (numpy or cupy), the
+    activations they apply themselves (``fused_acts``) and ``_softmax_ce``."""
 
     lib = None
+    #: Activation names the subclass computes in place; any other runs the generic layers.
+    fused_acts: tuple = ()
 
     def __init__(self, model, plan):
         lib = self.lib
@@ -46,10 +51,56 @@ class FlatTrainer:
 
         self.p_views, self.g_views = views(self.flat_p), views(self.flat_g)
         self.m_views, self.v_views = views(self.flat_m), views(self.flat_v)
+        self.stages = self._stages(plan)
         self.opt = plan.optimizer
         self.kind = type(self.opt).__name__.lower()       # "adam", "adamw", "sgd"
         self.t = 0                                        # Adam step count
         self.momentum_started = False                     # SGD: momentum buffer exists
+
+    def _stages(self, plan):
+        """Per Dense: ``(W, b, dW, db, mode, layers)`` with views of the flat buffers (b, db None
+        without bias). ``mode`` is ``"identity"``, an activation of :attr:`fused_acts` applied
+        by the trainer, or ``"layers"``: call the generic layer objects in ``layers``."""
+        stages, k = [], 0
+        for dense, acts in zip(plan.dense, plan.acts, strict=True):
+            W, dW = self.p_views[k], self.g_views[k]
+            k += 1
+            b = db = None
+            if dense.use_bias:
+                b, db = self.p_views[k], self.g_views[k]
+                k += 1
+            names = [name for name, _ in acts if name != "identity"]
+            if not names:
+                mode = "identity"
+            elif len(names) == 1 and names[0] in self.fused_acts:
+                mode = names[0]
+            else:
+                mode = "layers"
+            stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
+        return stages
+
+    def _head(self, a, tb, n, check_at):
+        """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
+
+        Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads call
+        the model's loss object. With ``check_at`` a non-finite loss raises before any update.
+        """
+        head, loss_fn = self.plan.head, self.model.loss
+        if head == "softmax_ce":
+            loss, out, delta = self._softmax_ce(a, tb, n)
+        elif head == "sigmoid_bce":
+            loss = loss_fn.forward_logits(a, tb)
+        else:
+            loss = loss_fn.forward(a, tb)
+        if check_at is not None:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise self._diverged(value, check_at)
+        if head == "sigmoid_bce":
+            delta, out = loss_fn.backward_logits(), loss_fn.p
+        elif head == "plain":
+            delta, out = loss_fn.backward(), a
+        return loss, out, delta
 
     # A copied or pickled model must not share (or half-share) these buffers: its copy gets no
     # trainer and builds a fresh one at its next fit.

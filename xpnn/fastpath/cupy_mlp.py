@@ -127,27 +127,11 @@ class CupyMLPTrainer(FlatTrainer):
     """One training step of a supported MLP on CuPy arrays, without host synchronisation."""
 
     lib = cp
+    fused_acts = tuple(_ACT)
 
     def __init__(self, model, plan):
         super().__init__(model, plan)
         self.capacity = 0
-        self.stages = []
-        k = 0
-        for dense, acts in zip(plan.dense, plan.acts, strict=True):
-            W, dW = self.p_views[k], self.g_views[k]
-            k += 1
-            b = db = None
-            if dense.use_bias:
-                b, db = self.p_views[k], self.g_views[k]
-                k += 1
-            names = [name for name, _ in acts if name != "identity"]
-            if not names:
-                mode = "identity"
-            elif len(names) == 1 and names[0] in _ACT:
-                mode = names[0]
-            else:
-                mode = "layers"        # e.g. LeakyReLU: the generic layer objects
-            self.stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
 
     def _allocate(self, n):
         dt = self.dtype
@@ -159,6 +143,13 @@ class CupyMLPTrainer(FlatTrainer):
         self.p = cp.empty((n, k), dt)
         self.dz = cp.empty((n, k), dt)
         self.rowloss = cp.empty((n,), dt)
+
+    def _softmax_ce(self, z, t, n):
+        """Fused softmax + cross-entropy (one kernel): ``(loss, p, δ = (p - t) / N)``."""
+        p, delta, rowloss = self.p[:n], self.dz[:n], self.rowloss[:n]
+        kernel = _softmax_ce_labels if t.ndim == 1 else _softmax_ce_dense
+        kernel(z, t, z.shape[1], float(n), p, delta, rowloss)
+        return cp.sum(rowloss) / n, p, delta
 
     def train_step(self, xb, tb, check_at=None):
         """Like :meth:`xpnn.Sequential._train_step`; returns ``(loss, output)`` on the device."""
@@ -185,26 +176,7 @@ class CupyMLPTrainer(FlatTrainer):
             outs.append(z)
             a = z
 
-        head = self.plan.head
-        loss_fn = self.model.loss
-        if head == "softmax_ce":
-            p, delta, rowloss = self.p[:n], self.dz[:n], self.rowloss[:n]
-            kernel = _softmax_ce_labels if tb.ndim == 1 else _softmax_ce_dense
-            kernel(a, tb, a.shape[1], float(n), p, delta, rowloss)
-            loss = cp.sum(rowloss) / n
-            out = p
-        elif head == "sigmoid_bce":
-            loss = loss_fn.forward_logits(a, tb)
-        else:
-            loss = loss_fn.forward(a, tb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise self._diverged(value, check_at)
-        if head == "sigmoid_bce":
-            delta, out = loss_fn.backward_logits(), loss_fn.p
-        elif head == "plain":
-            delta, out = loss_fn.backward(), a
+        loss, out, delta = self._head(a, tb, n, check_at)
 
         # backward: δ ← act'(y) ⊙ δ, dW = a_{i-1}ᵀ δ, db = Σ_n δ, δ ← δ Wᵀ
         for i in range(last, -1, -1):

@@ -64,6 +64,7 @@ class NumpyMLPTrainer(FlatTrainer):
     """
 
     lib = np
+    fused_acts = ("relu", "tanh")
 
     def __init__(self, model, plan):
         super().__init__(model, plan)
@@ -72,25 +73,6 @@ class NumpyMLPTrainer(FlatTrainer):
             _cpu_count() if self.size >= THREAD_MIN_PARAMS else 1)
         self.capacity = 0
         self._wd_tmp = {}
-        # Per Dense: (W view, b view or None, dW view, db view or None, activation mode).
-        # mode "relu"/"tanh"/"identity" is applied in place; "layers" calls the layer objects.
-        self.stages = []
-        k = 0
-        for dense, acts in zip(plan.dense, plan.acts, strict=True):
-            W, dW = self.p_views[k], self.g_views[k]
-            k += 1
-            b = db = None
-            if dense.use_bias:
-                b, db = self.p_views[k], self.g_views[k]
-                k += 1
-            names = [name for name, _ in acts if name != "identity"]
-            if not names:
-                mode = "identity"
-            elif len(names) == 1 and names[0] in ("relu", "tanh"):
-                mode = names[0]
-            else:
-                mode = "layers"
-            self.stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
 
     # ------------------------------------------------------------------ buffers
     def _allocate(self, n):
@@ -138,24 +120,7 @@ class NumpyMLPTrainer(FlatTrainer):
             acts_out.append(z)
             a = z
 
-        # loss and dL/d(network output)
-        head = self.plan.head
-        if head == "softmax_ce":
-            loss, out, delta = self._softmax_ce(a, tb, n)
-        else:
-            loss_fn = self.model.loss
-            if head == "sigmoid_bce":
-                loss = loss_fn.forward_logits(a, tb)
-            else:
-                loss = loss_fn.forward(a, tb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise self._diverged(value, check_at)
-        if head == "sigmoid_bce":
-            delta, out = loss_fn.backward_logits(), loss_fn.p
-        elif head == "plain":
-            delta, out = loss_fn.backward(), a
+        loss, out, delta = self._head(a, tb, n, check_at)   # and dL/d(network output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ, db_i = Σ_n δ, δ ← δ W_iᵀ
         for i in range(last, -1, -1):
