@@ -241,11 +241,11 @@ class NumpyMLPTrainer(FlatTrainer):
             np.multiply(g, g, out=tmp)
             np.multiply(tmp, 1.0 - b2, out=tmp)
             np.add(v, tmp, out=v)
+            # m / (√v / bc2 + ε) = bc2 · m / (√v + ε bc2): one pass fewer, same value
             np.sqrt(v, out=tmp)
-            np.divide(tmp, bc2, out=tmp)
-            np.add(tmp, eps, out=tmp)
+            np.add(tmp, eps * bc2, out=tmp)
             np.divide(m, tmp, out=tmp)
-            np.multiply(tmp, step_size, out=tmp)
+            np.multiply(tmp, step_size * bc2, out=tmp)
             np.subtract(p, tmp, out=p)
 
     def _sgd_block(self, lo, hi, lr, mu, nesterov, wd, started):
