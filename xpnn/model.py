@@ -384,28 +384,31 @@ class Sequential:
         # check once per epoch and, if the loss went bad, replay the epoch with checks on.
         check = not be.is_gpu
         saved = None if check else self._snapshot_state()
+        loss_sum = self._run_batches(X, t, batch_size, epoch, check)
+        logs = {"loss": float(loss_sum) / n}
+        if not math.isfinite(logs["loss"]) and saved is not None:
+            self._restore_state(saved)
+            self._run_batches(X, t, batch_size, epoch, check=True)  # raises at the bad batch
+        logs.update({m.name: m.result() for m in self.metrics})
+        return logs
+
+    def _run_batches(self, X, t, batch_size, epoch, check):
+        """One pass over consecutive batches; returns the summed loss (a device scalar)."""
+        xp = self.backend.xp
         for m in self.metrics:
             m.reset()
-        loss_sum = 0.0
         # Backend-specific fast trainer for plain MLPs (same numbers), or the generic step.
         trainer = fastpath.select(self)
         step = self._train_step if trainer is None else trainer.train_step
-        for b, start in enumerate(range(0, n, batch_size)):
-            stop = min(start + batch_size, n)  # array API: slice stops must be in bounds
+        loss_sum = 0.0
+        for b, start in enumerate(range(0, X.shape[0], batch_size)):
+            stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
             xb, tb = X[start:stop, ...], t[start:stop, ...]
             loss, out = step(xb, tb, (epoch, b) if check else None)
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in self.metrics:
                 m.update(xp, out, tb)
-        logs = {"loss": float(loss_sum) / n}
-        if not math.isfinite(logs["loss"]) and saved is not None:
-            self._restore_state(saved)
-            for b, start in enumerate(range(0, n, batch_size)):
-                stop = min(start + batch_size, n)  # array API: slice stops must be in bounds
-                xb, tb = X[start:stop, ...], t[start:stop, ...]
-                self._train_step(xb, tb, (epoch, b))
-        logs.update({m.name: m.result() for m in self.metrics})
-        return logs
+        return loss_sum
 
     def train_on_batch(self, X, y) -> float:
         """One optimizer step on one batch; returns the batch loss (before the step)."""
