@@ -71,6 +71,21 @@ def make_parser(description: str, *, epochs: int, batch_size: int | None = None,
     return parser
 
 
+def add_ensemble_args(parser, *, hidden: str, dropout: float, lr: float = 1e-3,
+                      patience: int = 30, members: int = 5, cv: int = 5) -> None:
+    """Flags of the small tabular recipes (Titanic, Diabetes): network, early stopping, the
+    k-fold ensemble and the cross-validation of the whole recipe."""
+    parser.add_argument("--hidden", default=hidden, help="comma-separated hidden widths")
+    parser.add_argument("--dropout", type=float, default=dropout)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--patience", type=int, default=patience)
+    parser.add_argument("--members", type=int, default=members,
+                        help="ensemble size = folds of the training part (1: one network, "
+                             "20%% of the training rows for validation)")
+    parser.add_argument("--cv", type=int, default=cv,
+                        help="folds of the cross-validation of the whole recipe (0: skip)")
+
+
 def run_main(main, argv=None):
     """Call ``main(argv)``; a missing dataset ends the script with its message and status 2."""
     try:

@@ -25,6 +25,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import (
     Timer,
+    add_ensemble_args,
     classification_summary,
     ensemble_predict,
     kfold_ensemble,
@@ -43,15 +44,7 @@ from xpnn.datasets import load_titanic, titanic_preprocessor
 def parse_args(argv=None):
     parser = make_parser(__doc__.splitlines()[0], epochs=500, batch_size=32,
                          out="runs/titanic")
-    parser.add_argument("--hidden", default="32,16", help="comma-separated hidden widths")
-    parser.add_argument("--dropout", type=float, default=0.2)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--patience", type=int, default=30)
-    parser.add_argument("--members", type=int, default=5,
-                        help="ensemble size = folds of the training part (1: one network, "
-                             "20%% of the training rows for validation)")
-    parser.add_argument("--cv", type=int, default=5,
-                        help="folds of the cross-validation of the whole recipe (0: skip)")
+    add_ensemble_args(parser, hidden="32,16", dropout=0.2)
     return parser.parse_args(argv)
 
 

@@ -216,6 +216,11 @@ class Sequential:
         t = self.loss.prepare_targets(host, self.n_outputs)
         return self.backend.asarray(t, dtype="int64" if t.dtype.kind == "i" else self.dtype)
 
+    def _prepare_Xy(self, X, y, what="X"):
+        """``X`` and its targets as checked device arrays (names in messages: X/y, X_val/y_val)."""
+        Xd = self._prepare_X(X, what)
+        return Xd, self._prepare_y(y, Xd.shape[0], what.replace("X", "y", 1))
+
     def _require_compiled(self, method):
         if self.loss is None:
             raise RuntimeError(f"Sequential.{method}: call compile(loss=..., optimizer=...) "
@@ -228,16 +233,25 @@ class Sequential:
             raise ValueError(f"Sequential.{method}: the model has no weights yet; call fit() "
                              "first or give the first Dense its in_features")
 
-    def _ensure_built(self, X):
-        """Prepare X (building the weights from its width if needed)."""
+    def _building_from(self, X, prepare):
+        """Run ``prepare()`` (the data checks) and return its result. If the weights do not
+        exist yet, their input width is taken from ``X`` for the checks and they are built only
+        when the checks pass: a bad call leaves the model as it was."""
         if not self.layers:
             raise ValueError("Sequential: the model has no layers")
-        if not self.built:
-            shape = tuple(np.shape(to_numpy(X)) if backend_of(X) is None else X.shape)
-            if len(shape) != 2:
-                raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
-            return shape[1]
-        return None
+        if self.built:
+            return prepare()
+        shape = tuple(np.shape(to_numpy(X)) if backend_of(X) is None else X.shape)
+        if len(shape) != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
+        self.n_features_in = shape[1]
+        try:
+            result = prepare()
+        except Exception:
+            self.n_features_in = None
+            raise
+        self.build(shape[1])
+        return result
 
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, x, training=False, logits=False):
@@ -316,37 +330,8 @@ class Sequential:
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
 
-        n_in = self._ensure_built(X)
-        if n_in is not None:
-            self.n_features_in = n_in
-        try:
-            Xd = self._prepare_X(X)
-            yd = self._prepare_y(y, Xd.shape[0])
-            val = None
-            if validation_data is not None:
-                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                    raise ValueError("fit: validation_data must be a tuple (X_val, y_val)")
-                Xv = self._prepare_X(validation_data[0], "X_val")
-                val = (Xv, self._prepare_y(validation_data[1], Xv.shape[0], "y_val"))
-            elif validation_split:
-                n_val = int(Xd.shape[0] * validation_split)
-                if n_val < 1 or n_val >= Xd.shape[0]:
-                    raise ValueError(f"fit: validation_split={validation_split} of "
-                                     f"{Xd.shape[0]} samples leaves an empty split")
-                cut = Xd.shape[0] - n_val
-                Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
-            for cb in callbacks:
-                monitor = getattr(cb, "monitor", None)
-                if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
-                    raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
-                                     "is no validation data: pass validation_data or "
-                                     "validation_split")
-        except Exception:
-            if n_in is not None:
-                self.n_features_in = None
-            raise
-        if n_in is not None:
-            self.build(n_in)
+        Xd, yd, val = self._building_from(X, lambda: self._prepare_fit_data(
+            X, y, validation_data, validation_split, callbacks))
 
         history = History()
         callbacks = [history, *callbacks]
@@ -373,6 +358,29 @@ class Sequential:
             cb.on_train_end()
         self.history = history
         return history
+
+    def _prepare_fit_data(self, X, y, validation_data, validation_split, callbacks):
+        """Checked device arrays for ``fit``: ``(X, t, (X_val, t_val) or None)``."""
+        Xd, yd = self._prepare_Xy(X, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("fit: validation_data must be a tuple (X_val, y_val)")
+            val = self._prepare_Xy(*validation_data, what="X_val")
+        elif validation_split:
+            n_val = int(Xd.shape[0] * validation_split)
+            if n_val < 1 or n_val >= Xd.shape[0]:
+                raise ValueError(f"fit: validation_split={validation_split} of "
+                                 f"{Xd.shape[0]} samples leaves an empty split")
+            cut = Xd.shape[0] - n_val
+            Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
+        for cb in callbacks:
+            monitor = getattr(cb, "monitor", None)
+            if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
+                raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
+                                 "is no validation data: pass validation_data or "
+                                 "validation_split")
+        return Xd, yd, val
 
     def _train_epoch(self, X, t, batch_size, shuffle, epoch):
         be, xp = self.backend, self.backend.xp
@@ -413,19 +421,7 @@ class Sequential:
     def train_on_batch(self, X, y) -> float:
         """One optimizer step on one batch; returns the batch loss (before the step)."""
         self._require_compiled("train_on_batch")
-        n_in = self._ensure_built(X)
-        if n_in is not None:
-            self.n_features_in = n_in
-            try:
-                Xd = self._prepare_X(X)
-                yd = self._prepare_y(y, Xd.shape[0])
-            except Exception:
-                self.n_features_in = None
-                raise
-            self.build(n_in)
-        else:
-            Xd = self._prepare_X(X)
-            yd = self._prepare_y(y, Xd.shape[0])
+        Xd, yd = self._building_from(X, lambda: self._prepare_Xy(X, y))
         loss, _ = self._train_step(Xd, yd, check_at=(0, 0))
         return float(loss)
 
@@ -456,8 +452,7 @@ class Sequential:
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        Xd = self._prepare_X(X)
-        return self._evaluate_arrays(Xd, self._prepare_y(y, Xd.shape[0]), batch_size)
+        return self._evaluate_arrays(*self._prepare_Xy(X, y), batch_size)
 
     def _evaluate_arrays(self, X, t, batch_size=None):
         xp = self.backend.xp
