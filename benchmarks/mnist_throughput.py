@@ -26,7 +26,7 @@ Examples
 --------
     XPNN_DATA=../shared/data python benchmarks/mnist_throughput.py --configs S,M,L \\
         --rounds 4 --epochs 3 --impls xpnn-numpy,torch,sklearn,gemm-numpy --out runs/cpu
-    python benchmarks/mnist_throughput.py --smoke --out /tmp/smoke     # CI: tiny synthetic data
+    python benchmarks/mnist_throughput.py --smoke --out runs/smoke     # CI: tiny synthetic data
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ def get_data_home(data_home: str | os.PathLike[str] | None = None) -> Path:
 
     Examples
     --------
-    >>> get_data_home("/tmp/my-data").name
+    >>> get_data_home("~/my-data").name
     'my-data'
     """
     if data_home is not None:
