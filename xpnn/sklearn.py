@@ -486,6 +486,11 @@ class _BaseMLP(BaseEstimator):
             return out, True
         return to_numpy(out).astype(X.dtype, copy=False), False
 
+    def _require_model(self, attr):
+        """Fitted attributes exist only after fit: AttributeError (as scikit-learn's) before."""
+        if "_model" not in self.__dict__:
+            raise AttributeError(f"{attr} is available after fit")
+
     def _weights(self, name):
         check_is_fitted(self)
         return [np.array(to_numpy(getattr(layer, name).data), copy=True)
@@ -506,8 +511,7 @@ class _BaseMLP(BaseEstimator):
     @property
     def coefs_(self):
         """Weight matrices, one per layer (a NumPy copy of the xpnn model's ``W``)."""
-        if "_model" not in self.__dict__:
-            raise AttributeError("coefs_ is available after fit")
+        self._require_model("coefs_")
         return self._weights("W")
 
     @coefs_.setter
@@ -517,8 +521,7 @@ class _BaseMLP(BaseEstimator):
     @property
     def intercepts_(self):
         """Bias vectors, one per layer (a NumPy copy of the xpnn model's ``b``)."""
-        if "_model" not in self.__dict__:
-            raise AttributeError("intercepts_ is available after fit")
+        self._require_model("intercepts_")
         return self._weights("b")
 
     @intercepts_.setter
@@ -528,8 +531,7 @@ class _BaseMLP(BaseEstimator):
     @property
     def model_(self):
         """The trained :class:`xpnn.Sequential` (its output layer included)."""
-        if "_model" not in self.__dict__:
-            raise AttributeError("model_ is available after fit")
+        self._require_model("model_")
         return self._model
 
 
