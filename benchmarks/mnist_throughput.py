@@ -11,7 +11,9 @@ epoch, all training samples, no validation, no output while timing.
 Configurations: S = 784-128-64-10 batch 128, M = 784-256-128-10 batch 128,
 L = 784-1024-1024-10 batch 512, and ``sweep`` = M at batch sizes ``--sweep-batches``.
 
-Implementations (``--impls``): ``xpnn-numpy``, ``xpnn-numpy-generic`` (fast paths off),
+Implementations (``--impls``): ``xpnn-numpy`` (fast path; with Numba's fused kernels when
+Numba is installed), ``xpnn-numpy-nonumba`` (fast path, NumPy passes only: ``XPNN_NUMBA=0``),
+``xpnn-numpy-generic`` (fast paths off),
 ``xpnn-cupy``, ``torch`` (CPU, threads = cores), ``torch-cuda``, ``sklearn`` (MLPClassifier on
 float32) and the GEMM-only floors ``gemm-numpy`` / ``gemm-cupy`` (every matmul of one training
 step timed alone at its real shape and layout, times the number of steps).
@@ -59,10 +61,11 @@ CONFIGS = {
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
 CPU_IMPLS = ("xpnn-numpy", "torch", "sklearn", "gemm-numpy")
 GPU_IMPLS = ("xpnn-cupy", "torch-cuda", "gemm-cupy")
-REFERENCE = {"xpnn-numpy": "torch", "xpnn-numpy-generic": "torch", "sklearn": "torch",
-             "xpnn-cupy": "torch-cuda"}
-FLOOR = {"xpnn-numpy": "gemm-numpy", "xpnn-numpy-generic": "gemm-numpy", "torch": "gemm-numpy",
-         "sklearn": "gemm-numpy", "xpnn-cupy": "gemm-cupy", "torch-cuda": "gemm-cupy"}
+REFERENCE = {"xpnn-numpy": "torch", "xpnn-numpy-nonumba": "torch", "xpnn-numpy-generic": "torch",
+             "sklearn": "torch", "xpnn-cupy": "torch-cuda"}
+FLOOR = {"xpnn-numpy": "gemm-numpy", "xpnn-numpy-nonumba": "gemm-numpy",
+         "xpnn-numpy-generic": "gemm-numpy", "torch": "gemm-numpy", "sklearn": "gemm-numpy",
+         "xpnn-cupy": "gemm-cupy", "torch-cuda": "gemm-cupy"}
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
 
@@ -159,6 +162,7 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True):
               callbacks=[Timer()])
     info = {"fast_path": getattr(model, "_fastpath_trainer", None) is not None}
     if backend == "numpy" and info["fast_path"]:
+        info["kernels"] = model._fastpath_trainer.kernels
         info["update_threads"] = model._fastpath_trainer.threads
     return times, info
 
@@ -281,9 +285,11 @@ def worker(args):
     X = X8.astype(np.float32) / np.float32(255.0)
     meter = LoadMeter()
     impl = args.impl
-    if impl in ("xpnn-numpy", "xpnn-numpy-generic"):
+    if impl == "xpnn-numpy-nonumba":
+        os.environ["XPNN_NUMBA"] = "0"          # read when the fast trainer is built
+    if impl in ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic"):
         times, info = run_xpnn("numpy", X, y, sizes, batch, args.epochs, args.seed, meter,
-                               fast=impl == "xpnn-numpy")
+                               fast=impl != "xpnn-numpy-generic")
     elif impl == "xpnn-cupy":
         times, info = run_xpnn("cupy", X, y, sizes, batch, args.epochs, args.seed, meter)
     elif impl in ("torch", "torch-cuda"):
@@ -330,7 +336,7 @@ def machine_info():
     except OSError:
         pass
     versions = {"numpy": np.__version__}
-    for name in ("xpnn", "torch", "sklearn", "cupy", "threadpoolctl"):
+    for name in ("xpnn", "numba", "torch", "sklearn", "cupy", "threadpoolctl"):
         try:
             versions[name] = __import__(name).__version__
         except Exception:

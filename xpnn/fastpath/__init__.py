@@ -10,7 +10,10 @@ with backend-specific tricks:
 
 * :mod:`.numpy_mlp` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;
-  transposed operands go to BLAS as views; the optimizer update may be split across threads.
+  transposed operands go to BLAS as views. When Numba is installed (``xpnn[fast]``), the
+  element-wise work (optimizer update, bias + ReLU, ReLU's backward + bias gradient,
+  softmax-cross-entropy) runs as one compiled pass each from :mod:`.numba_kernels`; otherwise
+  as NumPy passes (the update then split across threads for large models).
 * :mod:`.cupy_mlp` (CuPy): the same layout with fused CUDA kernels (one per optimizer update,
   bias+activation forward and backward, softmax-cross-entropy) and no host synchronisation.
 

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from . import numba_kernels
 from ._flat import FlatTrainer
 
 #: Elements per block of the optimizer update. Measured on a 2-core Zen 4: smaller, cache-sized
@@ -57,10 +58,16 @@ class NumpyMLPTrainer(FlatTrainer):
 
     Attributes
     ----------
+    kernels : str
+        ``"numba"``: the optimizer update, bias + ReLU, ReLU's backward + the bias gradient and
+        softmax-cross-entropy are compiled loops from :mod:`.numba_kernels` (Numba installed
+        and not disabled with ``XPNN_NUMBA=0``), each one pass on one core; ``"numpy"``:
+        sequences of in-place NumPy passes. Both give the same numbers (to rounding).
     threads : int
-        Threads for the optimizer update (``XPNN_FASTPATH_THREADS``, default: the usable cores;
-        1 below :data:`THREAD_MIN_PARAMS` parameters, where handing work over costs more than
-        it saves).
+        Threads for the NumPy-pass update (``XPNN_FASTPATH_THREADS``, default: the usable
+        cores; 1 below :data:`THREAD_MIN_PARAMS` parameters, where handing work over costs
+        more than it saves). The Numba kernel always runs on one core: split, it competed
+        with BLAS's worker threads and was slower.
     """
 
     lib = np
@@ -71,6 +78,7 @@ class NumpyMLPTrainer(FlatTrainer):
         env = os.environ.get("XPNN_FASTPATH_THREADS")
         self.threads = int(env) if env else (
             _cpu_count() if self.size >= THREAD_MIN_PARAMS else 1)
+        self.kernels = "numba" if numba_kernels.available() else "numpy"
         self.capacity = 0
         self._wd_tmp = {}
 
@@ -101,6 +109,7 @@ class NumpyMLPTrainer(FlatTrainer):
             self._allocate(n)
         stages = self.stages
         last = len(stages) - 1
+        fused = self.kernels == "numba"
 
         # forward: a_i = act(a_{i-1} W_i + b_i)
         acts_out = []
@@ -108,7 +117,10 @@ class NumpyMLPTrainer(FlatTrainer):
         for i, (W, b, _, _, mode, layers) in enumerate(stages):
             z = self.z[i][:n]
             np.matmul(a, W, out=z)
-            if b is not None:
+            if fused and mode == "relu" and b is not None:
+                numba_kernels.bias_relu(z, b)           # z ← max(z + b, 0), one pass
+                mode = None
+            elif b is not None:
                 np.add(z, b, out=z)
             if mode == "relu":
                 np.maximum(z, 0, out=z)
@@ -126,7 +138,11 @@ class NumpyMLPTrainer(FlatTrainer):
         for i in range(last, -1, -1):
             W, b, dW, db, mode, layers = stages[i]
             y = acts_out[i]
-            if mode == "relu":                          # δ ⊙ [z > 0]  (y > 0 ⇔ z > 0)
+            bias_done = False
+            if fused and mode == "relu" and db is not None:
+                numba_kernels.relu_backward_bias_grad(delta, y, db)    # and db = Σ_n δ
+                bias_done = True
+            elif mode == "relu":                        # δ ⊙ [z > 0]  (y > 0 ⇔ z > 0)
                 mask = self.aux[i][:n]
                 np.greater(y, 0, out=mask)
                 np.multiply(delta, mask, out=delta)
@@ -147,7 +163,7 @@ class NumpyMLPTrainer(FlatTrainer):
                     tmp = self._wd_tmp[i] = np.empty_like(W)
                 np.multiply(W, wd, out=tmp)
                 np.add(dW, tmp, out=dW)
-            if db is not None:
+            if db is not None and not bias_done:
                 np.sum(delta, axis=0, out=db)
             if i == 0:
                 break
@@ -165,6 +181,9 @@ class NumpyMLPTrainer(FlatTrainer):
         ``-(1/N) Σ t ⊙ log p``), ``dL/dz = (p - t) / N``.
         """
         p, dz, row, row2 = self.p[:n], self.dz[:n], self.row[:n], self.row2[:n]
+        if t.ndim == 1 and self.kernels == "numba":          # integer labels: one pass
+            loss = numba_kernels.softmax_ce_labels(z, t, p, dz)
+            return np.asarray(loss, dtype=self.dtype), p, dz
         np.max(z, axis=1, keepdims=True, out=row)
         np.subtract(z, row, out=z)                          # shifted = z - max z
         np.exp(z, out=p)
@@ -195,7 +214,18 @@ class NumpyMLPTrainer(FlatTrainer):
             args = (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
                     self.kind == "adamw", opt.lr / (1.0 - opt.beta1 ** t),
                     math.sqrt(1.0 - opt.beta2 ** t))
+            if self.kernels == "numba":
+                self._adam_numba(*args)
+                self._after_update()
+                return
             fn = self._adam_block
+        elif self.kernels == "numba":
+            c = self.dtype.type
+            numba_kernels.sgd_update(
+                self.flat_p, self.flat_g, self.flat_m, c(opt.lr), c(opt.momentum),
+                c(opt.weight_decay), self.momentum_started, bool(opt.nesterov))
+            self._after_update()
+            return
         else:
             args = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay,
                     self.momentum_started)
@@ -216,6 +246,15 @@ class NumpyMLPTrainer(FlatTrainer):
         fn(*bounds[0], *args)
         for f in futures:
             f.result()
+
+    def _adam_numba(self, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
+        """The update of :meth:`_adam_block` as one compiled loop (:mod:`.numba_kernels`)."""
+        c = self.dtype.type          # scalars in the buffers' dtype, as NumPy casts them
+        decay = 1.0 - lr * wd if wd and decoupled else 1.0
+        numba_kernels.adam_update(
+            self.flat_p, self.flat_g, self.flat_m, self.flat_v, c(b1), c(b2), c(1.0 - b1),
+            c(1.0 - b2), c(eps * bc2), c(step_size * bc2), c(0.0 if decoupled else wd),
+            c(decay))
 
     def _adam_block(self, lo, hi, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
         """Adam/AdamW on elements ``lo:hi``, in blocks of :data:`BLOCK`::

@@ -1,0 +1,165 @@
+"""The Numba kernels of the NumPy fast path (xpnn/fastpath/numba_kernels.py).
+
+Each kernel is checked against the NumPy passes it replaces (bit for bit where both evaluate the
+same operations in the same order), the fused softmax-cross-entropy by finite differences in
+float64, and the whole trainer with and without Numba against each other. Numba is part of the
+``test`` extra; without it this module is skipped (and the trainer uses the NumPy passes, which
+tests/test_fastpath.py checks against the generic path).
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+from xpnn import SGD, Adam, AdamW, Dense, ReLU, Sequential, Softmax  # noqa: E402
+from xpnn.fastpath import numba_kernels as nk  # noqa: E402
+from xpnn.fastpath.numpy_mlp import NumpyMLPTrainer  # noqa: E402
+
+DTYPES = ["float32", "float64"]
+
+
+def _buffers(dtype, n=1003, seed=0):
+    rng = np.random.default_rng(seed)
+    p = rng.normal(size=n).astype(dtype)
+    g = (rng.normal(size=n) * 1e-2).astype(dtype)
+    m = (rng.normal(size=n) * 1e-3).astype(dtype)
+    v = (rng.random(n) * 1e-5).astype(dtype)
+    v[:10] = 0                                   # fresh moments: the ε branch
+    return p, g, m, v
+
+
+def _numpy_trainer(p, g, m, v):
+    """Just the flat buffers the NumPy passes of NumpyMLPTrainer read."""
+    return SimpleNamespace(flat_p=p, flat_g=g, flat_m=m, flat_v=v, dtype=p.dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd,decoupled", [(0.0, False), (1e-2, False), (0.1, True)])
+def test_adam_kernel_equals_numpy_passes(dtype, wd, decoupled):
+    lr, b1, b2, eps, t = 1e-3, 0.9, 0.999, 1e-8, 7
+    step_size, bc2 = lr / (1 - b1 ** t), (1 - b2 ** t) ** 0.5
+    ref, got = _buffers(dtype), _buffers(dtype)
+    for _ in range(3):
+        NumpyMLPTrainer._adam_block(_numpy_trainer(*ref), 0, ref[0].size, lr, b1, b2, eps, wd,
+                                    decoupled, step_size, bc2)
+        NumpyMLPTrainer._adam_numba(_numpy_trainer(*got), lr, b1, b2, eps, wd, decoupled,
+                                    step_size, bc2)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mu,nesterov,wd", [(0.0, False, 0.0), (0.9, False, 0.0),
+                                            (0.9, True, 1e-3)])
+def test_sgd_kernel_equals_numpy_passes(dtype, mu, nesterov, wd):
+    lr = 0.05
+    ref, got = _buffers(dtype), _buffers(dtype)
+    c = np.dtype(dtype).type
+    for started in (False, True, True):
+        NumpyMLPTrainer._sgd_block(_numpy_trainer(*ref), 0, ref[0].size, lr, mu, nesterov, wd,
+                                   started)
+        nk.sgd_update(got[0], got[1], got[2], c(lr), c(mu), c(wd), started, nesterov)
+    for a, b in zip(got[:3], ref[:3], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_bias_relu_equals_add_then_maximum(dtype):
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(37, 19)).astype(dtype)
+    z[0, :3] = [np.nan, -np.inf, np.inf]
+    b = rng.normal(size=19).astype(dtype)
+    expected = np.maximum(z + b, 0)
+    nk.bias_relu(z, b)
+    np.testing.assert_array_equal(z, expected)          # NaN stays NaN, as np.maximum
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_backward_bias_grad_equals_mask_and_column_sum(dtype):
+    rng = np.random.default_rng(2)
+    y = np.maximum(rng.normal(size=(64, 33)), 0).astype(dtype)
+    delta = rng.normal(size=(64, 33)).astype(dtype)
+    delta[0, 0], y[0, 0] = np.inf, 0.0                 # inf·0 = NaN, as δ·mask gives
+    db = np.empty(33, dtype)
+    with np.errstate(invalid="ignore"):
+        expected = delta * (y > 0)
+        nk.relu_backward_bias_grad(delta, y, db)
+        expected_db = np.sum(expected, axis=0)
+    np.testing.assert_array_equal(delta, expected)
+    np.testing.assert_allclose(db, expected_db, rtol=1e-6 if dtype == "float32" else 1e-14)
+    assert np.isnan(db[0])
+
+
+def _softmax_ce_numpy(z, labels):
+    shifted = z - z.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    return -logp[np.arange(len(labels)), labels].mean(), np.exp(logp)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_ce_kernel_matches_numpy(dtype):
+    rng = np.random.default_rng(3)
+    z = (rng.normal(size=(50, 10)) * 5).astype(dtype)
+    z[0] += 1000                                       # large logits: shifted by the row max
+    labels = rng.integers(0, 10, 50)
+    p, dz = np.empty_like(z), np.empty_like(z)
+    loss = nk.softmax_ce_labels(z.copy(), labels, p, dz)
+    ref_loss, ref_p = _softmax_ce_numpy(z.astype(np.float64), labels)
+    tol = 1e-5 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(loss, ref_loss, rtol=tol)
+    np.testing.assert_allclose(p, ref_p, rtol=tol, atol=tol * 1e-2)
+    onehot = np.eye(10)[labels]
+    np.testing.assert_allclose(dz, (ref_p - onehot) / 50, rtol=tol, atol=tol * 1e-2)
+
+
+def test_softmax_ce_kernel_gradient_by_finite_differences():
+    """dL/dz from the kernel against central differences of its own loss (float64)."""
+    rng = np.random.default_rng(4)
+    z = rng.normal(size=(6, 5))
+    labels = rng.integers(0, 5, 6)
+    p, dz = np.empty_like(z), np.empty_like(z)
+    nk.softmax_ce_labels(z.copy(), labels, p, dz)
+    h, numeric = 1e-6, np.empty_like(z)
+    for idx in np.ndindex(*z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        lp = nk.softmax_ce_labels(zp, labels, np.empty_like(z), np.empty_like(z))
+        lm = nk.softmax_ce_labels(zm, labels, np.empty_like(z), np.empty_like(z))
+        numeric[idx] = (lp - lm) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make_opt", [lambda: Adam(1e-2), lambda: AdamW(1e-2, weight_decay=0.1),
+                                      lambda: SGD(0.05, momentum=0.9, nesterov=True)],
+                         ids=["adam", "adamw", "sgd_nesterov"])
+def test_trainer_with_and_without_numba_agree(dtype, make_opt, monkeypatch):
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(300, 12)), rng.integers(0, 4, 300)
+    results = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("XPNN_NUMBA", setting)
+        model = Sequential(Dense(12, 32), ReLU(), Dense(32, 16), ReLU(), Dense(16, 4), Softmax(),
+                           dtype=dtype, seed=0)
+        model.compile(loss="crossentropy", optimizer=make_opt(), metrics=["accuracy"])
+        history = model.fit(X, y, epochs=3, batch_size=64, verbose=0)
+        results[model._fastpath_trainer.kernels] = (model.get_weights(), history.history)
+    assert set(results) == {"numba", "numpy"}
+    rtol, atol = (1e-5, 1e-6) if dtype == "float32" else (1e-12, 1e-13)
+    for a, b in zip(results["numba"][0], results["numpy"][0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    for key, values in results["numba"][1].items():
+        np.testing.assert_allclose(values, results["numpy"][1][key], rtol=rtol)
+
+
+def test_switch_off_with_environment(monkeypatch):
+    monkeypatch.setenv("XPNN_NUMBA", "0")
+    assert not nk.available()
+    monkeypatch.setenv("XPNN_NUMBA", "1")
+    assert nk.available()

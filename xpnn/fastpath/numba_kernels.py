@@ -1,0 +1,142 @@
+"""Fused CPU kernels for the NumPy fast path, compiled with Numba (optional).
+
+NumPy evaluates ``m ← β₁ m + (1 - β₁) g`` as separate passes over memory, one per operator, each
+on one core. A whole Adam update is 12 such passes over the flat buffers; on an MLP of 235,000
+parameters it cost a quarter of a training step. Written as one loop and compiled, the same
+update reads and writes each element once: about 3x faster, still on one core (so it never
+competes with BLAS's threads).
+
+These kernels are used automatically by :class:`~.numpy_mlp.NumpyMLPTrainer` when Numba is
+installed (``pip install "xpnn[fast]"``); ``XPNN_NUMBA=0`` turns them off and the trainer uses
+its NumPy passes. Both evaluate the same expressions in the same order, in the array's dtype, so
+they give the same numbers (``tests/test_fastpath.py`` checks it). Each kernel is the textbook
+per-element rule; compare :mod:`xpnn.optimizers`.
+
+``error_model="numpy"`` lets the loops vectorise (a division by zero gives inf/nan, as in NumPy,
+instead of raising), ``nogil=True`` releases the GIL and ``cache=True`` keeps the compiled code
+on disk, so only the first run pays the compilation (about a second per dtype).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - depends on the environment
+    numba = None
+
+
+def available() -> bool:
+    """Whether the kernels can be used: Numba importable and not disabled by ``XPNN_NUMBA=0``."""
+    if os.environ.get("XPNN_NUMBA", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return numba is not None
+
+
+def _jit(fn):
+    return numba.njit(nogil=True, cache=True, error_model="numpy")(fn) if numba else fn
+
+
+@_jit
+def adam_update(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, eps_bc, step_bc, wd, decay):
+    """Adam/AdamW on flat 1-D buffers, element by element (scalars in the buffers' dtype)::
+
+        θ ← θ · decay                        (AdamW: decay = 1 - lr·λ; otherwise 1)
+        g ← g + λ θ                          (Adam with weight_decay λ; otherwise λ = 0)
+        m ← β₁ m + (1 - β₁) g
+        v ← β₂ v + (1 - β₂) g²
+        θ ← θ - m / (√v + ε·√(1-β₂ᵗ)) · (lr·√(1-β₂ᵗ) / (1-β₁ᵗ))
+
+    The last line is torch.optim.Adam's ``θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)``
+    with √(1-β₂ᵗ) moved into the numerator (``eps_bc``, ``step_bc``), as the NumPy passes do.
+    """
+    for i in range(p.shape[0]):
+        pi = p[i] * decay if decay != 1 else p[i]
+        gi = g[i] + wd * pi if wd != 0 else g[i]
+        mi = m[i] * b1 + gi * one_minus_b1
+        vi = v[i] * b2 + gi * gi * one_minus_b2
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - mi / (np.sqrt(vi) + eps_bc) * step_bc
+
+
+@_jit
+def sgd_update(p, g, buf, lr, mu, wd, started, nesterov):
+    """SGD with momentum μ (0: none), Nesterov and L2 weight decay λ, per element::
+
+        g ← g + λ θ
+        b ← g (first step) or b ← μ b + g
+        d ← g + μ b (Nesterov) or b (momentum) or g (μ = 0)
+        θ ← θ - lr · d
+    """
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = g[i] + wd * pi if wd != 0 else g[i]
+        d = gi
+        if mu != 0:
+            bi = buf[i] * mu + gi if started else gi
+            buf[i] = bi
+            d = gi + bi * mu if nesterov else bi
+        p[i] = pi - d * lr
+
+
+
+@_jit
+def bias_relu(z, b):
+    """``z ← max(z + b, 0)`` in place, for ``z`` (N, K) and ``b`` (K,): a Dense's bias and the
+    ReLU after it in one pass (NaN stays NaN, as with ``np.maximum``)."""
+    n, k = z.shape
+    for i in range(n):
+        for j in range(k):
+            x = z[i, j] + b[j]
+            z[i, j] = 0.0 if x <= 0 else x
+
+
+@_jit
+def relu_backward_bias_grad(delta, y, db):
+    """ReLU's backward and the bias gradient in one pass: ``δ ← δ ⊙ [y > 0]`` in place and
+    ``db = Σ_n δ`` (rows added in order, as ``np.sum(δ, axis=0)`` does)."""
+    n, k = delta.shape
+    for j in range(k):
+        db[j] = 0.0
+    for i in range(n):
+        for j in range(k):
+            if not y[i, j] > 0:
+                delta[i, j] = delta[i, j] * 0.0     # δ·0 (NaN/inf stay visible, as δ·mask)
+            db[j] += delta[i, j]
+
+
+@_jit
+def softmax_ce_labels(z, labels, p, dz):
+    """Softmax + cross-entropy on logits ``z`` (N, K) with integer labels, row by row::
+
+        p = exp(z - max z) / s,   s = Σ_k exp(z_k - max z)
+        L = -(1/N) Σ_n log p[n, y_n] = -(1/N) Σ_n (z[n, y_n] - max z - log s)
+        dL/dz = (p - onehot(y)) / N
+
+    Writes ``p`` and ``dz``, returns ``L`` (accumulated in float64).
+    """
+    n, k = z.shape
+    total = 0.0
+    for i in range(n):
+        top = z[i, 0]
+        for j in range(1, k):
+            if z[i, j] > top:
+                top = z[i, j]
+        s = np.exp(z[i, 0] - top)
+        p[i, 0] = s
+        for j in range(1, k):
+            e = np.exp(z[i, j] - top)
+            p[i, j] = e
+            s += e
+        for j in range(k):
+            p[i, j] = p[i, j] / s
+            dz[i, j] = p[i, j] / n
+        y = labels[i]
+        dz[i, y] = p[i, y] - 1.0                    # rounded to z's dtype, then / N
+        dz[i, y] = dz[i, y] / n
+        total += (z[i, y] - top) - np.log(s)
+    return -total / n
