@@ -163,7 +163,8 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True):
     info = {"fast_path": getattr(model, "_fastpath_trainer", None) is not None}
     if backend == "numpy" and info["fast_path"]:
         info["kernels"] = model._fastpath_trainer.kernels
-        info["update_threads"] = model._fastpath_trainer.threads
+        if info["kernels"] == "numpy":                 # the Numba update is single-threaded
+            info["update_threads"] = model._fastpath_trainer.threads
     return times, info
 
 

@@ -9,9 +9,12 @@ of :class:`xpnn.losses.CategoricalCrossEntropy` and the optimizers, evaluated in
 * activations and backward deltas live in buffers preallocated for the batch size and written
   with ``out=``; ReLU and tanh are applied in place;
 * ``xᵀ·δ`` and ``δ·Wᵀ`` hand BLAS transposed *views* (no copies);
-* the Adam/SGD update is cut into cache-sized blocks and, for large models, split across
-  threads (NumPy releases the GIL inside ufuncs), which matters because NumPy's element-wise
-  loops are single-threaded while BLAS uses every core.
+* with Numba installed (``xpnn[fast]``), the element-wise work between the matmuls is a few
+  compiled single-pass loops from :mod:`.numba_kernels`: the whole optimizer update, bias +
+  ReLU, ReLU's backward together with the bias gradient, and softmax-cross-entropy;
+* without it, NumPy passes with ``out=``; the Adam/SGD update is then cut into blocks and, for
+  large models, split across threads (NumPy releases the GIL inside ufuncs), because NumPy's
+  element-wise loops are single-threaded while BLAS uses every core.
 
 Activations other than ReLU/tanh/identity (sigmoid, leaky ReLU, a plain softmax) and losses other
 than the fused softmax-CE call the generic layer/loss objects, so they are exact by construction.
