@@ -67,7 +67,7 @@ fi
 if [ "$HAVE_CUPY" = "1" ]; then
     log "benchmark (cupy vs torch-cuda)"
     XPNN_DATA=${XPNN_DATA:-../shared/data} timeout 240 $PY benchmarks/mnist_throughput.py \
-        --configs S,M,L,sweep --impls xpnn-cupy,torch-cuda,gemm-cupy \
+        --configs S,M,L,sweep --impls xpnn-cupy,xpnn-torch-cuda,torch-cuda,gemm-cupy \
         --sweep-impls xpnn-cupy,xpnn-numpy,torch-cuda --rounds 4 --epochs 2 \
         --sweep-rounds 1 --sweep-epochs 1 --sweep-batches 32,128,512,2048,4096 \
         --time-budget 150 --timeout 90 \
@@ -77,7 +77,7 @@ if [ "$HAVE_CUPY" = "1" ]; then
 else
     log "no usable cupy: benchmark dry run on the CPU (tiny synthetic data)"
     timeout 120 $PY benchmarks/mnist_throughput.py --synthetic 2048 --configs S \
-        --impls xpnn-cupy,torch-cuda,gemm-cupy,xpnn-numpy --rounds 1 --epochs 1 \
+        --impls xpnn-cupy,xpnn-torch-cuda,torch-cuda,gemm-cupy,xpnn-numpy,xpnn-torch --rounds 1 --epochs 1 \
         --out "$OUT/bench" >"$OUT/bench.txt" 2>&1
     log "benchmark dry run exit code $?"
     tail -n 12 "$OUT/bench.txt" | tee -a "$OUT/gpu.log"

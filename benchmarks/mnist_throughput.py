@@ -13,7 +13,8 @@ L = 784-1024-1024-10 batch 512, and ``sweep`` = M at batch sizes ``--sweep-batch
 
 Implementations (``--impls``): ``xpnn-numpy`` (fast path; with Numba's fused kernels when
 Numba is installed), ``xpnn-numpy-nonumba`` (fast path, NumPy passes only: ``XPNN_NUMBA=0``),
-``xpnn-numpy-generic`` (fast paths off),
+``xpnn-numpy-generic`` (fast paths off), ``xpnn-torch`` / ``xpnn-torch-cuda`` (xpnn's own
+backprop on torch tensors, CPU / CUDA: the generic path, there is no torch fast path),
 ``xpnn-cupy``, ``torch`` (CPU, threads = cores), ``torch-cuda``, ``sklearn`` (MLPClassifier on
 float32) and the GEMM-only floors ``gemm-numpy`` / ``gemm-cupy`` (every matmul of one training
 step timed alone at its real shape and layout, times the number of steps).
@@ -59,13 +60,15 @@ CONFIGS = {
     "L": ((784, 1024, 1024, 10), 512),
 }
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-CPU_IMPLS = ("xpnn-numpy", "torch", "sklearn", "gemm-numpy")
-GPU_IMPLS = ("xpnn-cupy", "torch-cuda", "gemm-cupy")
+CPU_IMPLS = ("xpnn-numpy", "xpnn-torch", "torch", "sklearn", "gemm-numpy")
+GPU_IMPLS = ("xpnn-cupy", "xpnn-torch-cuda", "torch-cuda", "gemm-cupy")
 REFERENCE = {"xpnn-numpy": "torch", "xpnn-numpy-nonumba": "torch", "xpnn-numpy-generic": "torch",
-             "sklearn": "torch", "xpnn-cupy": "torch-cuda"}
+             "xpnn-torch": "torch", "sklearn": "torch", "xpnn-cupy": "torch-cuda",
+             "xpnn-torch-cuda": "torch-cuda"}
 FLOOR = {"xpnn-numpy": "gemm-numpy", "xpnn-numpy-nonumba": "gemm-numpy",
-         "xpnn-numpy-generic": "gemm-numpy", "torch": "gemm-numpy", "sklearn": "gemm-numpy",
-         "xpnn-cupy": "gemm-cupy", "torch-cuda": "gemm-cupy"}
+         "xpnn-numpy-generic": "gemm-numpy", "xpnn-torch": "gemm-numpy", "torch": "gemm-numpy",
+         "sklearn": "gemm-numpy", "xpnn-cupy": "gemm-cupy", "xpnn-torch-cuda": "gemm-cupy",
+         "torch-cuda": "gemm-cupy"}
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
 
@@ -293,6 +296,9 @@ def worker(args):
                                fast=impl != "xpnn-numpy-generic")
     elif impl == "xpnn-cupy":
         times, info = run_xpnn("cupy", X, y, sizes, batch, args.epochs, args.seed, meter)
+    elif impl in ("xpnn-torch", "xpnn-torch-cuda"):
+        backend = "torch" if impl == "xpnn-torch" else "torch:cuda"
+        times, info = run_xpnn(backend, X, y, sizes, batch, args.epochs, args.seed, meter)
     elif impl in ("torch", "torch-cuda"):
         times, info = run_torch("cpu" if impl == "torch" else "cuda", X, y, sizes, batch,
                                 args.epochs, args.seed, meter)
@@ -307,7 +313,8 @@ def worker(args):
 
 # ---------------------------------------------------------------------------------------- driver
 def _available(impl):
-    mods = {"torch": "torch", "torch-cuda": "torch", "sklearn": "sklearn", "xpnn-cupy": "cupy",
+    mods = {"torch": "torch", "torch-cuda": "torch", "xpnn-torch": "torch",
+            "xpnn-torch-cuda": "torch", "sklearn": "sklearn", "xpnn-cupy": "cupy",
             "gemm-cupy": "cupy"}
     if impl not in mods:
         return True, ""
@@ -316,7 +323,7 @@ def _available(impl):
     except ImportError as exc:
         return False, f"{mods[impl]} not installed ({exc})"
     try:
-        if impl == "torch-cuda" and not mod.cuda.is_available():
+        if impl in ("torch-cuda", "xpnn-torch-cuda") and not mod.cuda.is_available():
             return False, "torch has no CUDA device"
         if mods[impl] == "cupy" and mod.cuda.runtime.getDeviceCount() < 1:
             return False, "no CUDA device"
