@@ -15,8 +15,13 @@ _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
 
 class FlatTrainer:
-    """Bookkeeping common to the fast trainers; subclasses set ``lib`` (numpy or cupy), the
-    activations they apply themselves (``fused_acts``) and ``_softmax_ce``."""
+    """The training step and bookkeeping common to the fast trainers.
+
+    Subclasses set ``lib`` (numpy or cupy) and the activations they apply themselves
+    (``fused_acts``), and supply the element-wise work between the matmuls: ``_allocate``
+    (buffers for a batch size), ``_bias_act``, ``_act_backward``, ``_add_weight_decay``,
+    ``_softmax_ce`` and ``update``.
+    """
 
     lib = None
     #: Activation names the subclass computes in place; any other runs the generic layers.
@@ -56,6 +61,7 @@ class FlatTrainer:
         self.kind = type(self.opt).__name__.lower()       # "adam", "adamw", "sgd"
         self.t = 0                                        # Adam step count
         self.momentum_started = False                     # SGD: momentum buffer exists
+        self.capacity = 0                                 # batch size the buffers hold
 
     def _stages(self, plan):
         """Per Dense: ``(W, b, dW, db, mode, layers)`` with views of the flat buffers (b, db None
@@ -78,6 +84,51 @@ class FlatTrainer:
                 mode = "layers"
             stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
         return stages
+
+    # ------------------------------------------------------------------ the step
+    def train_step(self, xb, tb, check_at=None):
+        """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
+        :meth:`xpnn.Sequential._train_step` (raising TrainingDivergedError before the update
+        when ``check_at`` is given and the loss is not finite).
+
+        The equations of :class:`xpnn.layers.Dense` and its activation, layer by layer, with
+        every result written into a preallocated buffer (``out=``) and transposed operands
+        passed to the matmul as views.
+        """
+        n = xb.shape[0]
+        if n > self.capacity:
+            self._allocate(n)
+        matmul, stages = self.lib.matmul, self.stages
+
+        # forward: a_i = act(a_{i-1} W_i + b_i)
+        outs, a = [], xb
+        for i, (W, b, _, _, mode, layers) in enumerate(stages):
+            z = self.z[i][:n]
+            matmul(a, W, out=z)
+            a = self._bias_act(z, W, b, mode, layers)
+            outs.append(a)
+
+        loss, out, delta = self._head(a, tb, n, check_at)   # and δ = dL/d(network output)
+
+        # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
+        # then δ ← δ W_iᵀ for the layer below
+        for i in range(len(stages) - 1, -1, -1):
+            W, b, dW, db, mode, layers = stages[i]
+            delta, db_done = self._act_backward(i, outs[i], delta, db, mode, layers)
+            a_prev = outs[i - 1] if i > 0 else xb
+            matmul(a_prev.T, delta, out=dW)
+            wd = self.plan.dense[i].weight_decay
+            if wd:                                          # Dense's own L2 penalty on W
+                self._add_weight_decay(i, W, dW, wd)
+            if db is not None and not db_done:
+                self.lib.sum(delta, axis=0, out=db)
+            if i > 0:
+                da = self.da[i - 1][:n]
+                matmul(delta, W.T, out=da)
+                delta = da
+
+        self.update()
+        return loss, out
 
     def _head(self, a, tb, n, check_at):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.

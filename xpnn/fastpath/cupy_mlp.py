@@ -129,10 +129,6 @@ class CupyMLPTrainer(FlatTrainer):
     lib = cp
     fused_acts = tuple(_ACT)
 
-    def __init__(self, model, plan):
-        super().__init__(model, plan)
-        self.capacity = 0
-
     def _allocate(self, n):
         dt = self.dtype
         self.capacity = n
@@ -151,56 +147,28 @@ class CupyMLPTrainer(FlatTrainer):
         kernel(z, t, z.shape[1], float(n), p, delta, rowloss)
         return cp.sum(rowloss) / n, p, delta
 
-    def train_step(self, xb, tb, check_at=None):
-        """Like :meth:`xpnn.Sequential._train_step`; returns ``(loss, output)`` on the device."""
-        n = xb.shape[0]
-        if n > self.capacity:
-            self._allocate(n)
-        stages = self.stages
-        last = len(stages) - 1
+    def _bias_act(self, z, W, b, mode, layers):
+        """``act(z + b)`` in place: one kernel (bias alone before generic activation layers)."""
+        if mode == "layers":
+            if b is not None:
+                _bias_act(b, z.shape[1], 1, _ACT["identity"], z)
+            for layer in layers:
+                z = layer.forward(z, training=True)
+        elif b is not None or mode != "identity":     # W: an unused stand-in for a missing b
+            _bias_act(b if b is not None else W, z.shape[1], int(b is not None), _ACT[mode], z)
+        return z
 
-        # forward: a_i = act(a_{i-1} W_i + b_i)
-        outs = []
-        a = xb
-        for i, (W, b, _, _, mode, layers) in enumerate(stages):
-            z = self.z[i][:n]
-            cp.matmul(a, W, out=z)
-            if mode == "layers":
-                if b is not None:
-                    _bias_act(b, W.shape[1], 1, 0, z)
-                for layer in layers:
-                    z = layer.forward(z, training=True)
-            elif b is not None or mode != "identity":
-                _bias_act(b if b is not None else W, W.shape[1], int(b is not None),
-                          _ACT[mode], z)
-            outs.append(z)
-            a = z
+    def _act_backward(self, i, y, delta, db, mode, layers):
+        """``δ ← act'(·) ⊙ δ`` (one kernel, in place); the bias gradient is left to the caller."""
+        if mode == "layers":
+            for layer in reversed(layers):
+                delta = layer.backward(delta)
+        elif mode != "identity":
+            _act_backward(y, _ACT[mode], delta)
+        return delta, False
 
-        loss, out, delta = self._head(a, tb, n, check_at)
-
-        # backward: δ ← act'(y) ⊙ δ, dW = a_{i-1}ᵀ δ, db = Σ_n δ, δ ← δ Wᵀ
-        for i in range(last, -1, -1):
-            W, b, dW, db, mode, layers = stages[i]
-            if mode == "layers":
-                for layer in reversed(layers):
-                    delta = layer.backward(delta)
-            elif mode != "identity":
-                _act_backward(outs[i], _ACT[mode], delta)
-            a_prev = outs[i - 1] if i > 0 else xb
-            cp.matmul(a_prev.T, delta, out=dW)
-            wd = getattr(self.plan.dense[i], "weight_decay", 0.0)
-            if wd:                                      # + λW (Dense's own L2 on W)
-                cp.add(dW, wd * W, out=dW)
-            if db is not None:
-                cp.sum(delta, axis=0, out=db)
-            if i == 0:
-                break
-            da = self.da[i - 1][:n]
-            cp.matmul(delta, W.T, out=da)
-            delta = da
-
-        self.update()
-        return loss, out
+    def _add_weight_decay(self, i, W, dW, wd):
+        cp.add(dW, wd * W, out=dW)
 
     def update(self):
         """The optimizer step: one kernel over the flat buffers."""

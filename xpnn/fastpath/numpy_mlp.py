@@ -82,7 +82,6 @@ class NumpyMLPTrainer(FlatTrainer):
         self.threads = int(env) if env else (
             _cpu_count() if self.size >= THREAD_MIN_PARAMS else 1)
         self.kernels = "numba" if numba_kernels.available() else "numpy"
-        self.capacity = 0
         self._wd_tmp = {}
 
     # ------------------------------------------------------------------ buffers
@@ -102,80 +101,50 @@ class NumpyMLPTrainer(FlatTrainer):
         self.row2 = np.empty((n, 1), dt)
         self.rows = np.arange(n)
 
-    # ------------------------------------------------------------------ the step
-    def train_step(self, xb, tb, check_at=None):
-        """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
-        :meth:`xpnn.Sequential._train_step` (raising TrainingDivergedError before the update
-        when ``check_at`` is given and the loss is not finite)."""
-        n = xb.shape[0]
-        if n > self.capacity:
-            self._allocate(n)
-        stages = self.stages
-        last = len(stages) - 1
-        fused = self.kernels == "numba"
+    # ------------------------------------------------------------------ element-wise work
+    def _bias_act(self, z, W, b, mode, layers):
+        """``act(z + b)``, in place where the activation allows it."""
+        if self.kernels == "numba" and mode == "relu" and b is not None:
+            numba_kernels.bias_relu(z, b)                # z ← max(z + b, 0), one pass
+            return z
+        if b is not None:
+            np.add(z, b, out=z)
+        if mode == "relu":
+            np.maximum(z, 0, out=z)
+        elif mode == "tanh":
+            np.tanh(z, out=z)
+        elif mode == "layers":
+            for layer in layers:
+                z = layer.forward(z, training=True)
+        return z
 
-        # forward: a_i = act(a_{i-1} W_i + b_i)
-        acts_out = []
-        a = xb
-        for i, (W, b, _, _, mode, layers) in enumerate(stages):
-            z = self.z[i][:n]
-            np.matmul(a, W, out=z)
-            if fused and mode == "relu" and b is not None:
-                numba_kernels.bias_relu(z, b)           # z ← max(z + b, 0), one pass
-                mode = None
-            elif b is not None:
-                np.add(z, b, out=z)
-            if mode == "relu":
-                np.maximum(z, 0, out=z)
-            elif mode == "tanh":
-                np.tanh(z, out=z)
-            elif mode == "layers":
-                for layer in layers:
-                    z = layer.forward(z, training=True)
-            acts_out.append(z)
-            a = z
-
-        loss, out, delta = self._head(a, tb, n, check_at)   # and dL/d(network output)
-
-        # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ, db_i = Σ_n δ, δ ← δ W_iᵀ
-        for i in range(last, -1, -1):
-            W, b, dW, db, mode, layers = stages[i]
-            y = acts_out[i]
-            bias_done = False
-            if fused and mode == "relu" and db is not None:
+    def _act_backward(self, i, y, delta, db, mode, layers):
+        """``δ ← act'(·) ⊙ δ`` from the activation's output ``y``; returns ``(δ, db_done)``,
+        ``db_done`` when the bias gradient was computed on the way."""
+        if mode == "relu":
+            if self.kernels == "numba" and db is not None:
                 numba_kernels.relu_backward_bias_grad(delta, y, db)    # and db = Σ_n δ
-                bias_done = True
-            elif mode == "relu":                        # δ ⊙ [z > 0]  (y > 0 ⇔ z > 0)
-                mask = self.aux[i][:n]
-                np.greater(y, 0, out=mask)
-                np.multiply(delta, mask, out=delta)
-            elif mode == "tanh":                        # δ ⊙ (1 - y²)
-                tmp = self.aux[i][:n]
-                np.multiply(y, y, out=tmp)
-                np.subtract(1.0, tmp, out=tmp)
-                np.multiply(delta, tmp, out=delta)
-            elif mode == "layers":
-                for layer in reversed(layers):
-                    delta = layer.backward(delta)
-            a_prev = acts_out[i - 1] if i > 0 else xb
-            np.matmul(a_prev.T, delta, out=dW)
-            wd = getattr(self.plan.dense[i], "weight_decay", 0.0)
-            if wd:                                      # + λW (Dense's own L2 on W)
-                tmp = self._wd_tmp.get(i)
-                if tmp is None:
-                    tmp = self._wd_tmp[i] = np.empty_like(W)
-                np.multiply(W, wd, out=tmp)
-                np.add(dW, tmp, out=dW)
-            if db is not None and not bias_done:
-                np.sum(delta, axis=0, out=db)
-            if i == 0:
-                break
-            da = self.da[i - 1][:n]
-            np.matmul(delta, W.T, out=da)
-            delta = da
+                return delta, True
+            mask = self.aux[i][:y.shape[0]]              # δ ⊙ [z > 0]  (y > 0 ⇔ z > 0)
+            np.greater(y, 0, out=mask)
+            np.multiply(delta, mask, out=delta)
+        elif mode == "tanh":                             # δ ⊙ (1 - y²)
+            tmp = self.aux[i][:y.shape[0]]
+            np.multiply(y, y, out=tmp)
+            np.subtract(1.0, tmp, out=tmp)
+            np.multiply(delta, tmp, out=delta)
+        elif mode == "layers":
+            for layer in reversed(layers):
+                delta = layer.backward(delta)
+        return delta, False
 
-        self.update()
-        return loss, out
+    def _add_weight_decay(self, i, W, dW, wd):
+        """``dW ← dW + λ W`` through a buffer kept per layer."""
+        tmp = self._wd_tmp.get(i)
+        if tmp is None:
+            tmp = self._wd_tmp[i] = np.empty_like(W)
+        np.multiply(W, wd, out=tmp)
+        np.add(dW, tmp, out=dW)
 
     def _softmax_ce(self, z, t, n):
         """Fused softmax + categorical cross-entropy on logits ``z`` (overwritten).
