@@ -23,6 +23,7 @@ from xpnn import (
     Adam,
     AdamW,
     Dense,
+    Dropout,
     LeakyReLU,
     ReLU,
     Sequential,
@@ -139,6 +140,8 @@ ARCHS = {
     "bce": lambda: [Dense(10, 16), ReLU(), Dense(16, 1), Sigmoid()],
     "mse": lambda: [Dense(10, 16), Tanh(), Dense(16, 3)],
     "decay": lambda: [Dense(10, 16, weight_decay=0.05), ReLU(), Dense(16, 4), Softmax()],
+    "dropout": lambda: [Dropout(0.2), Dense(10, 16), ReLU(), Dropout(0.5), Dense(16, 8),
+                        LeakyReLU(0.1), Dropout(0.3), Dense(8, 4), Softmax()],
 }
 OPTIMIZERS = {
     "adam": lambda: Adam(1e-2),

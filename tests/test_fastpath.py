@@ -53,6 +53,10 @@ ARCHS = {
     "mse": lambda: [Dense(12, 16), Tanh(), Dense(16, 3)],
     "decay": lambda: [Dense(12, 16, weight_decay=0.01), ReLU(), Dense(16, 4, weight_decay=0.1),
                       Softmax()],
+    # dropout on the input, after a fused activation, after a generic one and with no activation
+    "dropout": lambda: [Dropout(0.2), Dense(12, 32), ReLU(), Dropout(0.5), Dense(32, 16),
+                        LeakyReLU(0.1), Dropout(0.3), Dense(16, 8), Dropout(0.1), Dense(8, 4),
+                        Softmax()],
 }
 OPTS = {
     "adam": lambda: Adam(1e-2),
@@ -95,7 +99,8 @@ def _assert_same_weights(a, b, backend, dtype):
 CASES = [
     ("relu", "adam"), ("relu", "adamw"), ("relu", "sgd"), ("relu", "sgd_nesterov"),
     ("tanh", "adam_l2"), ("mixed", "adam"), ("mixed", "sgd_nesterov"), ("bce", "adam"),
-    ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"),
+    ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"), ("dropout", "adam"),
+    ("dropout", "sgd_nesterov"),
 ]
 
 
@@ -148,8 +153,11 @@ def test_selection_rules(backend):
     else:
         assert "no fast path" in fastpath.explain(plain)
         assert fastpath.select(plain) is None
+    with_dropout = compiled(Dropout(0.2), Dense(12, 8), ReLU(), Dropout(0.5), Dense(8, 4),
+                            Softmax())
+    assert (fastpath.select(with_dropout) is not None) == (backend in FAST_BACKENDS)
     for model in (
-        compiled(Dense(12, 8), Dropout(0.5), ReLU(), Dense(8, 4), Softmax()),
+        compiled(Dense(12, 8), Softmax(), Dense(8, 4), Softmax()),     # softmax mid-network
         compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), optimizer=RMSprop()),
         compiled(Dense(12, 8), _MyReLU(), Dense(8, 4), Softmax()),  # subclass: may differ
     ):

@@ -3,10 +3,11 @@
 The generic code in :mod:`xpnn.layers`, :mod:`xpnn.losses` and :mod:`xpnn.optimizers` is the
 reference: it runs on every backend and reads like the equations. For the most common network,
 
-    Dense -> act -> Dense -> act -> ... -> Dense [-> Softmax + categorical cross-entropy]
+    [Dropout ->] Dense -> act [-> Dropout] -> ... -> Dense [-> Softmax + categorical CE]
 
 trained by Adam, AdamW or SGD, this package provides trainers that compute *the same numbers*
-with backend-specific tricks:
+with backend-specific tricks (Dropout and the activations a trainer does not compute itself run
+as the model's own layer objects inside the fast step, drawing the same random masks):
 
 * :mod:`.numpy_mlp` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;

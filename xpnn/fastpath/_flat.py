@@ -19,8 +19,10 @@ class FlatTrainer:
 
     Subclasses set ``lib`` (numpy or cupy) and the activations they apply themselves
     (``fused_acts``), and supply the element-wise work between the matmuls: ``_allocate``
-    (buffers for a batch size), ``_bias_act``, ``_act_backward``, ``_add_weight_decay``,
-    ``_softmax_ce`` and ``update``.
+    (buffers for a batch size), ``_bias_act(z, W, b, mode)`` (in place),
+    ``_act_backward(i, y, δ, db, mode)`` (in place; True when it also computed ``db``),
+    ``_add_weight_decay``, ``_softmax_ce`` and ``update``. Layers they do not compute
+    (Dropout, other activations) run as the model's own layer objects.
     """
 
     lib = None
@@ -64,9 +66,10 @@ class FlatTrainer:
         self.capacity = 0                                 # batch size the buffers hold
 
     def _stages(self, plan):
-        """Per Dense: ``(W, b, dW, db, mode, layers)`` with views of the flat buffers (b, db None
-        without bias). ``mode`` is ``"identity"``, an activation of :attr:`fused_acts` applied
-        by the trainer, or ``"layers"``: call the generic layer objects in ``layers``."""
+        """Per Dense: ``(W, b, dW, db, mode, post)`` with views of the flat buffers (b, db None
+        without bias). ``mode`` is ``"identity"`` or the activation of :attr:`fused_acts` that
+        directly follows the Dense, computed by the trainer; ``post`` are the generic layer
+        objects that follow it (Dropout, activations the trainer does not compute)."""
         stages, k = [], 0
         for dense, acts in zip(plan.dense, plan.acts, strict=True):
             W, dW = self.p_views[k], self.g_views[k]
@@ -75,14 +78,11 @@ class FlatTrainer:
             if dense.use_bias:
                 b, db = self.p_views[k], self.g_views[k]
                 k += 1
-            names = [name for name, _ in acts if name != "identity"]
-            if not names:
-                mode = "identity"
-            elif len(names) == 1 and names[0] in self.fused_acts:
-                mode = names[0]
-            else:
-                mode = "layers"
-            stages.append((W, b, dW, db, mode, [layer for _, layer in acts]))
+            post = [(name, layer) for name, layer in acts if name != "identity"]
+            mode = "identity"
+            if post and post[0][0] in self.fused_acts:
+                mode = post.pop(0)[0]
+            stages.append((W, b, dW, db, mode, [layer for _, layer in post]))
         return stages
 
     # ------------------------------------------------------------------ the step
@@ -99,22 +99,30 @@ class FlatTrainer:
         if n > self.capacity:
             self._allocate(n)
         matmul, stages = self.lib.matmul, self.stages
+        for layer in self.plan.pre:                         # dropout on the input
+            xb = layer.forward(xb, training=True)
 
-        # forward: a_i = act(a_{i-1} W_i + b_i)
-        outs, a = [], xb
-        for i, (W, b, _, _, mode, layers) in enumerate(stages):
+        # forward: a_i = post(act(a_{i-1} W_i + b_i)), act in place in the buffer z_i
+        acts, outs, a = [], [], xb
+        for i, (W, b, _, _, mode, post) in enumerate(stages):
             z = self.z[i][:n]
             matmul(a, W, out=z)
-            a = self._bias_act(z, W, b, mode, layers)
-            outs.append(a)
+            self._bias_act(z, W, b, mode)
+            acts.append(z)
+            for layer in post:
+                z = layer.forward(z, training=True)
+            outs.append(z)
+            a = z
 
         loss, out, delta = self._head(a, tb, n, check_at)   # and δ = dL/d(network output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
         for i in range(len(stages) - 1, -1, -1):
-            W, b, dW, db, mode, layers = stages[i]
-            delta, db_done = self._act_backward(i, outs[i], delta, db, mode, layers)
+            W, b, dW, db, mode, post = stages[i]
+            for layer in reversed(post):
+                delta = layer.backward(delta)
+            db_done = self._act_backward(i, acts[i], delta, db, mode)
             a_prev = outs[i - 1] if i > 0 else xb
             matmul(a_prev.T, delta, out=dW)
             wd = self.plan.dense[i].weight_decay

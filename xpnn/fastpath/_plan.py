@@ -4,19 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..layers import Dense, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
 from ..optimizers import SGD, Adam, AdamW
 
-#: Activations a fast trainer may find after a Dense (exact classes: subclasses may change math).
+#: Layers a fast trainer may find after a Dense (exact classes: subclasses may change math).
+#: Those it does not compute itself (Dropout always) run as the generic layer objects.
 ACTIVATIONS = {ReLU: "relu", LeakyReLU: "leaky_relu", Tanh: "tanh", Sigmoid: "sigmoid",
-               Identity: "identity"}
+               Identity: "identity", Dropout: "dropout"}
 OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd"}
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What to compute: ``dense[i]`` followed by activation ``acts[i]`` (name, layer or None).
+    """What to compute: the ``pre`` layers (Dropout on the input) on the batch, then each
+    ``dense[i]`` followed by the layers ``acts[i]`` (a tuple of ``(name, layer)``).
 
     ``head`` is ``"softmax_ce"`` (Softmax fused with categorical cross-entropy), ``"sigmoid_bce"``
     (Sigmoid fused with binary cross-entropy) or ``"plain"`` (the loss's own forward/backward on
@@ -24,6 +26,7 @@ class Plan:
     """
 
     layers: tuple        # the model's layer objects (compared by identity)
+    pre: tuple           # Dropout layers before the first Dense
     dense: tuple         # the Dense layers, input to output
     acts: tuple          # per Dense: tuple of (name, layer) activations that follow it
     head: str
@@ -58,9 +61,11 @@ def analyze(model):
         layers = layers[:-1]
     elif type(loss) is not MSE:
         return None, f"{type(loss).__name__} without its fused output activation"
-    dense, acts = [], []
+    pre, dense, acts = [], [], []
     for layer in layers:
-        if type(layer) is Dense:
+        if type(layer) is Dropout and not dense:
+            pre.append(layer)
+        elif type(layer) is Dense:
             dense.append(layer)
             acts.append([])
         elif type(layer) in ACTIVATIONS and dense:
@@ -71,7 +76,7 @@ def analyze(model):
             return None, f"no fast path for a {type(layer).__name__} layer here"
     if not dense:
         return None, "the model has no Dense layer"
-    plan = Plan(layers=tuple(model.layers), dense=tuple(dense),
+    plan = Plan(layers=tuple(model.layers), pre=tuple(pre), dense=tuple(dense),
                 acts=tuple(tuple(a) for a in acts), head=head, optimizer=model.optimizer,
                 loss=loss, dtype=model.dtype, backend=model.backend.name)
     return plan, None

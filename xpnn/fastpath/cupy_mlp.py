@@ -147,25 +147,16 @@ class CupyMLPTrainer(FlatTrainer):
         kernel(z, t, z.shape[1], float(n), p, delta, rowloss)
         return cp.sum(rowloss) / n, p, delta
 
-    def _bias_act(self, z, W, b, mode, layers):
-        """``act(z + b)`` in place: one kernel (bias alone before generic activation layers)."""
-        if mode == "layers":
-            if b is not None:
-                _bias_act(b, z.shape[1], 1, _ACT["identity"], z)
-            for layer in layers:
-                z = layer.forward(z, training=True)
-        elif b is not None or mode != "identity":     # W: an unused stand-in for a missing b
+    def _bias_act(self, z, W, b, mode):
+        """``z ← act(z + b)`` in place, one kernel."""
+        if b is not None or mode != "identity":       # W: an unused stand-in for a missing b
             _bias_act(b if b is not None else W, z.shape[1], int(b is not None), _ACT[mode], z)
-        return z
 
-    def _act_backward(self, i, y, delta, db, mode, layers):
-        """``δ ← act'(·) ⊙ δ`` (one kernel, in place); the bias gradient is left to the caller."""
-        if mode == "layers":
-            for layer in reversed(layers):
-                delta = layer.backward(delta)
-        elif mode != "identity":
+    def _act_backward(self, i, y, delta, db, mode):
+        """``δ ← act'(·) ⊙ δ`` in place, one kernel; the bias gradient is left to the caller."""
+        if mode != "identity":
             _act_backward(y, _ACT[mode], delta)
-        return delta, False
+        return False
 
     def _add_weight_decay(self, i, W, dW, wd):
         cp.add(dW, wd * W, out=dW)

@@ -102,29 +102,25 @@ class NumpyMLPTrainer(FlatTrainer):
         self.rows = np.arange(n)
 
     # ------------------------------------------------------------------ element-wise work
-    def _bias_act(self, z, W, b, mode, layers):
-        """``act(z + b)``, in place where the activation allows it."""
+    def _bias_act(self, z, W, b, mode):
+        """``z ← act(z + b)`` in place."""
         if self.kernels == "numba" and mode == "relu" and b is not None:
             numba_kernels.bias_relu(z, b)                # z ← max(z + b, 0), one pass
-            return z
+            return
         if b is not None:
             np.add(z, b, out=z)
         if mode == "relu":
             np.maximum(z, 0, out=z)
         elif mode == "tanh":
             np.tanh(z, out=z)
-        elif mode == "layers":
-            for layer in layers:
-                z = layer.forward(z, training=True)
-        return z
 
-    def _act_backward(self, i, y, delta, db, mode, layers):
-        """``δ ← act'(·) ⊙ δ`` from the activation's output ``y``; returns ``(δ, db_done)``,
-        ``db_done`` when the bias gradient was computed on the way."""
+    def _act_backward(self, i, y, delta, db, mode):
+        """``δ ← act'(·) ⊙ δ`` in place, from the activation's output ``y``; True when the bias
+        gradient ``db = Σ_n δ`` was computed on the way."""
         if mode == "relu":
             if self.kernels == "numba" and db is not None:
                 numba_kernels.relu_backward_bias_grad(delta, y, db)    # and db = Σ_n δ
-                return delta, True
+                return True
             mask = self.aux[i][:y.shape[0]]              # δ ⊙ [z > 0]  (y > 0 ⇔ z > 0)
             np.greater(y, 0, out=mask)
             np.multiply(delta, mask, out=delta)
@@ -133,10 +129,7 @@ class NumpyMLPTrainer(FlatTrainer):
             np.multiply(y, y, out=tmp)
             np.subtract(1.0, tmp, out=tmp)
             np.multiply(delta, tmp, out=delta)
-        elif mode == "layers":
-            for layer in reversed(layers):
-                delta = layer.backward(delta)
-        return delta, False
+        return False
 
     def _add_weight_decay(self, i, W, dW, wd):
         """``dW ← dW + λ W`` through a buffer kept per layer."""
