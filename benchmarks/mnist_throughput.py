@@ -23,7 +23,10 @@ Per epoch the worker records the wall time and the CPU load of *other* processes
 /proc/stat minus its own CPU time); epochs with more than ``--max-load`` of that load are dropped
 (when none are left, all are used and the row is flagged). Reported: samples/s (median over the
 kept epochs after one warm-up), the median over rounds of the same-round ratio to the reference
-(``torch`` or ``torch-cuda``), GFLOP/s and the fraction of the GEMM-only floor.
+(``torch`` or ``torch-cuda``), GFLOP/s and the fraction of the GEMM-only floor, measured two
+ways: in the worker's own process right after each epoch (:class:`InProcessFloor`, CPU
+implementations; the median over epochs of floor / epoch time, then the median over rounds),
+and by the separate ``gemm-*`` process of the same round (best of 5 repeats per matmul).
 
 Examples
 --------
@@ -69,6 +72,9 @@ FLOOR = {"xpnn-numpy": "gemm-numpy", "xpnn-numpy-nonumba": "gemm-numpy",
          "xpnn-numpy-generic": "gemm-numpy", "xpnn-torch": "gemm-numpy", "torch": "gemm-numpy",
          "sklearn": "gemm-numpy", "xpnn-cupy": "gemm-cupy", "xpnn-torch-cuda": "gemm-cupy",
          "torch-cuda": "gemm-cupy"}
+#: CPU implementations that also time the GEMM-only floor in their own process, between epochs.
+CPU_FLOORED = ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic", "xpnn-torch", "torch",
+               "sklearn")
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
 
@@ -133,13 +139,18 @@ class LoadMeter:
 
 
 # ---------------------------------------------------------------------------------------- workers
+def _with_floor(timing, floor):
+    """``(wall, load)`` of an epoch, plus the in-process floor measured right after it."""
+    return (*timing, floor.measure() if floor is not None else None)
+
+
 def _he_init(sizes, seed):
     rng = np.random.default_rng(seed)
     return [(rng.normal(0.0, math.sqrt(2.0 / a), (a, b)).astype(np.float32),
              np.zeros(b, np.float32)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
-def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True):
+def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=None):
     import xpnn
 
     layers = []
@@ -159,7 +170,7 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True):
             meter.start()
 
         def on_epoch_end(self, epoch, logs=None):  # logs["loss"] was read: device synced
-            times.append(meter.stop())
+            times.append(_with_floor(meter.stop(), floor))
 
     model.fit(Xd, yd, epochs=epochs + 1, batch_size=batch, shuffle=True, verbose=0,
               callbacks=[Timer()])
@@ -171,7 +182,7 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True):
     return times, info
 
 
-def run_torch(device, X, y, sizes, batch, epochs, seed, meter):
+def run_torch(device, X, y, sizes, batch, epochs, seed, meter, floor=None):
     import torch
 
     if device == "cpu":
@@ -207,11 +218,11 @@ def run_torch(device, X, y, sizes, batch, epochs, seed, meter):
             opt.step()
             total += loss.detach() * xb.shape[0]
         float(total)                                      # one sync per epoch
-        times.append(meter.stop())
+        times.append(_with_floor(meter.stop(), floor))
     return times, {"threads": torch.get_num_threads()}
 
 
-def run_sklearn(X, y, sizes, batch, epochs, seed, meter):
+def run_sklearn(X, y, sizes, batch, epochs, seed, meter, floor=None):
     import warnings
 
     from sklearn.neural_network import MLPClassifier
@@ -226,7 +237,7 @@ def run_sklearn(X, y, sizes, batch, epochs, seed, meter):
         for _ in range(epochs + 1):
             meter.start()
             clf.partial_fit(X, y, classes=classes)
-            times.append(meter.stop())
+            times.append(_with_floor(meter.stop(), floor))
     return times, {"dtype": str(clf.coefs_[0].dtype), "init": "glorot (sklearn's own)"}
 
 
@@ -239,6 +250,40 @@ def _gemm_shapes(sizes, batch):
         if i > 0:
             shapes.append((f"dx{i}", (batch, b), (a, b), False, True))     # δ Wᵀ
     return shapes
+
+
+class InProcessFloor:
+    """The GEMM-only floor measured inside a CPU worker, right after each of its epochs.
+
+    A floor timed in another process is not paired with the training it is compared with:
+    on a shared machine a whole process can run at half speed. Here every matmul of one
+    training step (real shapes and layouts, random data, NumPy's BLAS) runs back to back
+    between two epochs, ``loops`` times; the median loop times the number of steps is that
+    epoch's floor. In the torch worker the same NumPy GEMMs share the process with torch's
+    idle OpenMP threads, which can only make its floor slower and its ratio higher.
+    """
+
+    def __init__(self, sizes, batch, steps, seconds=0.3):
+        rng = np.random.default_rng(1)
+        self.ops = []
+        for _, sa, sb, ta, tb in _gemm_shapes(sizes, batch):
+            A = rng.random(sa, dtype=np.float32)
+            B = rng.random(sb, dtype=np.float32)
+            A_, B_ = (A.T if ta else A), (B.T if tb else B)
+            self.ops.append((A_, B_, np.empty((A_.shape[0], B_.shape[1]), np.float32)))
+        self.steps, self.seconds = steps, seconds
+
+    def measure(self):
+        """Seconds the matmuls of one epoch take alone (median over the loops)."""
+        loops, end, first = [], time.perf_counter() + self.seconds, True
+        while len(loops) < 5 or (time.perf_counter() < end and len(loops) < 400):
+            t0 = time.perf_counter()
+            for A, B, out in self.ops:
+                np.matmul(A, B, out=out)
+            if not first:                                  # the first loop warms up
+                loops.append(time.perf_counter() - t0)
+            first = False
+        return statistics.median(loops) * self.steps
 
 
 def run_gemm(lib, n, sizes, batch, epochs, meter):
@@ -279,7 +324,7 @@ def run_gemm(lib, n, sizes, batch, epochs, meter):
         flops_step += 2 * A_.shape[0] * A_.shape[1] * B_.shape[1]
     epoch = per_step * steps
     load = meter.stop()[1]
-    return [(epoch, load)] * (epochs + 1), {"per_step_s": per_step, "gemms": detail,
+    return [(epoch, load, None)] * (epochs + 1), {"per_step_s": per_step, "gemms": detail,
                                            "flops_per_step": flops_step}
 
 
@@ -289,21 +334,25 @@ def worker(args):
     X = X8.astype(np.float32) / np.float32(255.0)
     meter = LoadMeter()
     impl = args.impl
+    floor = (InProcessFloor(sizes, batch, -(-len(X) // batch)) if impl in CPU_FLOORED
+             else None)
     if impl == "xpnn-numpy-nonumba":
         os.environ["XPNN_NUMBA"] = "0"          # read when the fast trainer is built
     if impl in ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic"):
         times, info = run_xpnn("numpy", X, y, sizes, batch, args.epochs, args.seed, meter,
-                               fast=impl != "xpnn-numpy-generic")
+                               fast=impl != "xpnn-numpy-generic", floor=floor)
     elif impl == "xpnn-cupy":
         times, info = run_xpnn("cupy", X, y, sizes, batch, args.epochs, args.seed, meter)
     elif impl in ("xpnn-torch", "xpnn-torch-cuda"):
         backend = "torch" if impl == "xpnn-torch" else "torch:cuda"
-        times, info = run_xpnn(backend, X, y, sizes, batch, args.epochs, args.seed, meter)
+        times, info = run_xpnn(backend, X, y, sizes, batch, args.epochs, args.seed, meter,
+                               floor=floor)
     elif impl in ("torch", "torch-cuda"):
         times, info = run_torch("cpu" if impl == "torch" else "cuda", X, y, sizes, batch,
-                                args.epochs, args.seed, meter)
+                                args.epochs, args.seed, meter, floor=floor)
     elif impl == "sklearn":
-        times, info = run_sklearn(X, y, sizes, batch, args.epochs, args.seed, meter)
+        times, info = run_sklearn(X, y, sizes, batch, args.epochs, args.seed, meter,
+                                  floor=floor)
     elif impl in ("gemm-numpy", "gemm-cupy"):
         times, info = run_gemm(impl.split("-")[1], len(X), sizes, batch, args.epochs, meter)
     else:
@@ -386,14 +435,16 @@ def run_one(impl, sizes, batch, data_file, epochs, seed, timeout):
 
 def summarize(result, n, sizes, batch, max_load):
     """samples/s (median of kept epochs), kept/total epochs, mean other-process load."""
-    epochs = result["times"]
-    kept = [t for t, load in epochs if not load > max_load]
+    epochs = [(e[0], e[1], e[2] if len(e) > 2 else None) for e in result["times"]]
+    kept = [e for e in epochs if not e[1] > max_load]
     flagged = not kept
-    use = kept or [t for t, _ in epochs]
-    t = statistics.median(use)
-    loads = [load for _, load in epochs if load == load]
+    use = kept or epochs
+    t = statistics.median(e[0] for e in use)
+    loads = [load for _, load, _ in epochs if load == load]
+    floors = [f / wall for wall, _, f in use if f]
     return {"sps": n / t, "epoch_s": t, "kept": len(kept), "epochs": len(epochs),
-            "noisy": flagged, "load": statistics.mean(loads) if loads else None}
+            "noisy": flagged, "load": statistics.mean(loads) if loads else None,
+            "floor_inproc": statistics.median(floors) if floors else None}
 
 
 def flops_per_sample(sizes):
@@ -508,6 +559,9 @@ def build_summary(records, n, max_load):
                 row[key] = statistics.median(ratios) if ratios else None
                 row[key + "_rounds"] = ratios
                 row[key + "_name"] = other
+            inproc = [r["floor_inproc"] for r in rounds.values() if r.get("floor_inproc")]
+            row["vs_floor_inproc"] = statistics.median(inproc) if inproc else None
+            row["vs_floor_inproc_rounds"] = inproc
             if FLOOR.get(impl) in impls:
                 fl = statistics.median(r["sps"] for r in impls[FLOOR[impl]].values())
                 row["floor_gflops"] = fl * flops_per_sample(sizes) / 1e9
@@ -545,15 +599,17 @@ def markdown(report, args):
         if not rows:
             continue
         lines += ["| config | batch | implementation | samples/s | vs reference (paired median) "
-                  "| GFLOP/s | of GEMM-only floor | kept epochs |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+                  "| GFLOP/s | of GEMM-only floor (own process) | of GEMM-only floor "
+                  "(separate process) | kept epochs |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             ref = f"{_fmt(r['vs_ref'])} vs {r['vs_ref_name']}" if r["vs_ref"] else "–"
             floor = _fmt(r["vs_floor"], pct=True)
             if r.get("floor_gflops"):
                 floor += f" ({r['floor_gflops']:.0f} GFLOP/s)"
             lines.append(f"| {r['config']} | {r['batch']} | {r['impl']} | {r['sps']:,.0f} | "
-                         f"{ref} | {r['gflops']:.1f} | {floor} | "
+                         f"{ref} | {r['gflops']:.1f} | "
+                         f"{_fmt(r.get('vs_floor_inproc'), pct=True)} | {floor} | "
                          f"{r['kept_epochs']}/{r['epochs']}"
                          + (" (noisy)" if r["noisy_rounds"] else "") + " |")
         lines.append("")

@@ -245,22 +245,59 @@ def test_divergence_raises_and_keeps_weights():
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)   # equal to float32 rounding
 
 
+@pytest.mark.parametrize("kernels", ["numpy", "numba"])
 @pytest.mark.parametrize("opt", ["adam", "adamw", "sgd_nesterov"])
-def test_multithreaded_update_equals_single_threaded(opt, monkeypatch):
-    """The NumPy-pass update split over threads and blocks equals the one-piece update."""
+def test_multithreaded_update_equals_single_threaded(opt, kernels, monkeypatch):
+    """The update split over threads (and, for the NumPy passes, blocks) equals the one-piece
+    update bit for bit."""
     from xpnn.fastpath import numpy_mlp
 
-    monkeypatch.setenv("XPNN_NUMBA", "0")              # threads apply to the NumPy passes
+    if kernels == "numba":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("XPNN_NUMBA", "1" if kernels == "numba" else "0")
     monkeypatch.setattr(numpy_mlp, "BLOCK", 1000)    # several blocks per thread
     weights = []
     for threads in (1, 3):
         model, X, t = _model("numpy", "float32", "relu", opt, fast=True)
         model.fit(X[:64], t[:64], epochs=1, batch_size=64, verbose=0)
-        model._fastpath_trainer.threads = threads
+        trainer = model._fastpath_trainer
+        assert trainer.kernels == kernels
+        trainer.threads = threads
         model.fit(X, t, epochs=2, batch_size=32, verbose=0)
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_fast_path_gathers_each_batch(shuffle, monkeypatch):
+    """Shuffled epochs on the NumPy fast path gather one batch at a time into a reused buffer
+    (no copy of the whole shuffled dataset), batch by batch the rows the generic path uses."""
+    from xpnn.fastpath.numpy_mlp import NumpyMLPTrainer
+
+    rows_seen = []
+    gather = NumpyMLPTrainer.gather
+
+    def spy(self, X, t, rows):
+        rows_seen.append(np.array(rows))
+        return gather(self, X, t, rows)
+
+    monkeypatch.setattr(NumpyMLPTrainer, "gather", spy)
+    model, X, t = _model("numpy", "float32", "relu", "adam", fast=True)
+    generic, _, _ = _model("numpy", "float32", "relu", "adam", fast=False)
+    n = X.shape[0]
+    model.fit(X, t, epochs=2, batch_size=64, shuffle=shuffle, verbose=0)
+    generic.fit(X, t, epochs=2, batch_size=64, shuffle=shuffle, verbose=0)
+    if not shuffle:                                   # contiguous slices: nothing to gather
+        assert rows_seen == []
+        return
+    sizes = [64] * (n // 64) + ([n % 64] if n % 64 else [])
+    assert [len(r) for r in rows_seen] == sizes * 2
+    for e in range(2):                                # each epoch: one permutation of 0..n-1
+        epoch = np.concatenate(rows_seen[e * len(sizes):(e + 1) * len(sizes)])
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(n))
+    assert model._fastpath_trainer._xin.shape == (64, X.shape[1])
+    _assert_same_weights(generic, model, "numpy", "float32")
 
 
 def test_sqrt_matches_power_half():
@@ -280,6 +317,12 @@ def test_benchmark_smoke(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (out / "results.json").exists() and (out / "results.md").exists()
     assert "samples/s" in (out / "results.md").read_text()
+    import json
+
+    records = json.loads((out / "results.json").read_text())["records"]
+    xpnn_rec = next(r for r in records if r["impl"] == "xpnn-numpy")
+    assert 0 < xpnn_rec["floor_inproc"] < 10     # the floor timed in the worker's own process
+    assert all(len(e) == 3 and e[2] > 0 for e in xpnn_rec["times"])
 
 
 def test_copied_trainer_is_dropped():

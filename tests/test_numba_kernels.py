@@ -47,8 +47,9 @@ def test_adam_kernel_equals_numpy_passes(dtype, wd, decoupled):
     for _ in range(3):
         NumpyMLPTrainer._adam_block(_numpy_trainer(*ref), 0, ref[0].size, lr, b1, b2, eps, wd,
                                     decoupled, step_size, bc2)
-        NumpyMLPTrainer._adam_numba(_numpy_trainer(*got), lr, b1, b2, eps, wd, decoupled,
-                                    step_size, bc2)
+        for lo, hi in ((0, 496), (496, ref[0].size)):     # in two parts, as two threads do
+            NumpyMLPTrainer._adam_numba(_numpy_trainer(*got), lo, hi, lr, b1, b2, eps, wd,
+                                        decoupled, step_size, bc2)
     for a, b in zip(got, ref, strict=True):
         np.testing.assert_array_equal(a, b)
 
@@ -63,7 +64,12 @@ def test_sgd_kernel_equals_numpy_passes(dtype, mu, nesterov, wd):
     for started in (False, True, True):
         NumpyMLPTrainer._sgd_block(_numpy_trainer(*ref), 0, ref[0].size, lr, mu, nesterov, wd,
                                    started)
-        nk.sgd_update(got[0], got[1], got[2], c(lr), c(mu), c(wd), started, nesterov)
+        if started:
+            for lo, hi in ((0, 496), (496, ref[0].size)):
+                NumpyMLPTrainer._sgd_numba(_numpy_trainer(*got), lo, hi, lr, mu, nesterov, wd,
+                                           started)
+        else:
+            nk.sgd_update(got[0], got[1], got[2], c(lr), c(mu), c(wd), started, nesterov)
     for a, b in zip(got[:3], ref[:3], strict=True):
         np.testing.assert_array_equal(a, b)
 

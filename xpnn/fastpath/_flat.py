@@ -28,6 +28,9 @@ class FlatTrainer:
     lib = None
     #: Activation names the subclass computes in place; any other runs the generic layers.
     fused_acts: tuple = ()
+    #: Whether ``Sequential.fit`` should hand each shuffled batch to :meth:`gather` (rows of
+    #: the unshuffled data) instead of gathering the whole dataset once per epoch.
+    gathers_batches = False
 
     def __init__(self, model, plan):
         lib = self.lib
