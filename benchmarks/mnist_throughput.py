@@ -177,8 +177,7 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=
     info = {"fast_path": getattr(model, "_fastpath_trainer", None) is not None}
     if backend == "numpy" and info["fast_path"]:
         info["kernels"] = model._fastpath_trainer.kernels
-        if info["kernels"] == "numpy":                 # the Numba update is single-threaded
-            info["update_threads"] = model._fastpath_trainer.threads
+        info["update_threads"] = model._fastpath_trainer.threads
     return times, info
 
 

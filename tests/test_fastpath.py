@@ -47,6 +47,7 @@ def _data(n=300, d=12, k=4, seed=0):
 ARCHS = {
     "relu": lambda: [Dense(12, 32), ReLU(), Dense(32, 16), ReLU(), Dense(16, 4), Softmax()],
     "tanh": lambda: [Dense(12, 24), Tanh(), Dense(24, 4), Softmax()],
+    "relu_nobias": lambda: [Dense(12, 32, bias=False), ReLU(), Dense(32, 4), Softmax()],
     "mixed": lambda: [Dense(12, 32), LeakyReLU(0.1), Dense(32, 16, bias=False), Sigmoid(),
                       Identity(), Dense(16, 4), Softmax()],
     "bce": lambda: [Dense(12, 16), ReLU(), Dense(16, 1), Sigmoid()],
@@ -98,7 +99,8 @@ def _assert_same_weights(a, b, backend, dtype):
 
 CASES = [
     ("relu", "adam"), ("relu", "adamw"), ("relu", "sgd"), ("relu", "sgd_nesterov"),
-    ("tanh", "adam_l2"), ("mixed", "adam"), ("mixed", "sgd_nesterov"), ("bce", "adam"),
+    ("tanh", "adam_l2"), ("relu_nobias", "adam"), ("mixed", "adam"), ("mixed", "sgd_nesterov"),
+    ("bce", "adam"),
     ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"), ("dropout", "adam"),
     ("dropout", "sgd_nesterov"),
 ]
@@ -323,6 +325,22 @@ def test_benchmark_smoke(tmp_path):
     xpnn_rec = next(r for r in records if r["impl"] == "xpnn-numpy")
     assert 0 < xpnn_rec["floor_inproc"] < 10     # the floor timed in the worker's own process
     assert all(len(e) == 3 and e[2] > 0 for e in xpnn_rec["times"])
+
+
+def test_profile_step_smoke():
+    """benchmarks/profile_step.py profiles the real trainer's step: every part is timed and the
+    floor replays the step's 8 matmuls (S has 3 Dense layers)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "profile_step.py"), "--config", "S",
+         "--rounds", "2", "--block", "2", "--samples", "1024"],
+        capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line for line in proc.stdout.splitlines() if line.startswith("| matmul")]
+    assert len(rows) == 8                       # 3 forward, 3 dW, 2 dx (none below layer 1)
+    assert all(float(r.split("|")[3]) > 0 for r in rows)
+    for part in ("batch gather", "optimizer update", "softmax-CE", "whole step"):
+        assert part in proc.stdout
 
 
 def test_copied_trainer_is_dropped():

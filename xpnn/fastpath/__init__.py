@@ -13,8 +13,10 @@ as the model's own layer objects inside the fast step, drawing the same random m
   updated in place; activations and gradients are preallocated and written with ``out=``;
   transposed operands go to BLAS as views. When Numba is installed (``xpnn[fast]``), the
   element-wise work (optimizer update, bias + ReLU, ReLU's backward + bias gradient,
-  softmax-cross-entropy) runs as one compiled pass each from :mod:`.numba_kernels`; otherwise
-  as NumPy passes (the update then split across threads for large models).
+  softmax-cross-entropy) runs as one compiled pass each from :mod:`.numba_kernels`, otherwise
+  as NumPy passes; for large models the update is split across threads. Shuffled batches are
+  gathered one at a time into a reused buffer (``gathers_batches``), not the whole dataset
+  once per epoch.
 * :mod:`.cupy_mlp` (CuPy): the same layout with fused CUDA kernels (one per optimizer update,
   bias+activation forward and backward, softmax-cross-entropy) and no host synchronisation.
 

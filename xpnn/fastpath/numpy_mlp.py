@@ -70,7 +70,7 @@ class NumpyMLPTrainer(FlatTrainer):
     kernels : str
         ``"numba"``: the optimizer update, bias + ReLU, ReLU's backward + the bias gradient and
         softmax-cross-entropy are compiled loops from :mod:`.numba_kernels` (Numba installed
-        and not disabled with ``XPNN_NUMBA=0``), each one pass on one core; ``"numpy"``:
+        and not disabled with ``XPNN_NUMBA=0``), each one pass; ``"numpy"``:
         sequences of in-place NumPy passes. Both give the same numbers (to rounding).
     threads : int
         Threads for the optimizer update (``XPNN_FASTPATH_THREADS``, default: the usable
@@ -115,9 +115,11 @@ class NumpyMLPTrainer(FlatTrainer):
         widths = [W.shape[1] for W, *_ in self.stages]
         self.z = [np.empty((n, w), dt) for w in widths]             # pre-activations / outputs
         self.da = [np.empty((n, w), dt) for w in widths[:-1]]       # dL/d(output of layer i)
+        fused_relu = self.kernels == "numba"       # ReLU + bias grad in one kernel, no mask
         self.aux = [np.empty((n, w), dt) if mode == "tanh" else
-                    np.empty((n, w), np.bool_) if mode == "relu" else None
-                    for (*_, mode, _), w in zip(self.stages, widths, strict=True)]
+                    np.empty((n, w), np.bool_) if mode == "relu" and not (
+                        fused_relu and b is not None) else None
+                    for (_, b, _, _, mode, _), w in zip(self.stages, widths, strict=True)]
         k = widths[-1]
         self.p = np.empty((n, k), dt)       # softmax probabilities
         self.dz = np.empty((n, k), dt)      # dL/dlogits
