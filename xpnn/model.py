@@ -383,40 +383,37 @@ class Sequential:
         return Xd, yd, val
 
     def _train_epoch(self, X, t, batch_size, shuffle, epoch):
-        be, xp = self.backend, self.backend.xp
+        be = self.backend
         n = X.shape[0]
+        perm = self.rng.permutation(n) if shuffle else None
+        # On the host a loss check per batch is free; on a GPU it would sync every batch, so
+        # check once per epoch and, if the loss went bad, replay the epoch with checks on.
+        check = not be.is_gpu
+        saved = None if check else self._snapshot_state()
+        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm)
+        logs = {"loss": float(loss_sum) / n}
+        if not math.isfinite(logs["loss"]) and saved is not None:
+            self._restore_state(saved)
+            self._run_batches(X, t, batch_size, epoch, True, perm)  # raises at the bad batch
+        logs.update({m.name: m.result() for m in self.metrics})
+        return logs
+
+    def _run_batches(self, X, t, batch_size, epoch, check, perm=None):
+        """One pass over consecutive batches, of the rows in the order ``perm`` when given;
+        returns the summed loss (a device scalar)."""
+        be, xp = self.backend, self.backend.xp
+        for m in self.metrics:
+            m.reset()
         # Backend-specific fast trainer for plain MLPs (same numbers), or the generic step.
         trainer = fastpath.select(self)
+        step = self._train_step if trainer is None else trainer.train_step
         order = None
-        if shuffle:
-            perm = self.rng.permutation(n)
+        if perm is not None:
             if trainer is not None and trainer.gathers_batches:
                 order = perm   # the trainer copies each batch's rows into a buffer it reuses
             else:          # one gather per epoch; batches are then contiguous slices
                 idx = be.asarray(perm, dtype="int64")
                 X, t = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
-        # On the host a loss check per batch is free; on a GPU it would sync every batch, so
-        # check once per epoch and, if the loss went bad, replay the epoch with checks on.
-        check = not be.is_gpu
-        saved = None if check else self._snapshot_state()
-        loss_sum = self._run_batches(X, t, batch_size, epoch, check, trainer, order)
-        logs = {"loss": float(loss_sum) / n}
-        if not math.isfinite(logs["loss"]) and saved is not None:
-            self._restore_state(saved)
-            trainer = fastpath.select(self)
-            self._run_batches(X, t, batch_size, epoch, True,  # raises at the bad batch
-                              trainer, order)
-        logs.update({m.name: m.result() for m in self.metrics})
-        return logs
-
-    def _run_batches(self, X, t, batch_size, epoch, check, trainer, order=None):
-        """One pass over consecutive batches (rows ``order[start:stop]`` of ``X`` and ``t``
-        when ``order`` is given, which only a fast trainer that gathers batches receives);
-        returns the summed loss (a device scalar)."""
-        xp = self.backend.xp
-        for m in self.metrics:
-            m.reset()
-        step = self._train_step if trainer is None else trainer.train_step
         loss_sum = 0.0
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
