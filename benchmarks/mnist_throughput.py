@@ -257,9 +257,10 @@ class InProcessFloor:
     A floor timed in another process is not paired with the training it is compared with:
     on a shared machine a whole process can run at half speed. Here every matmul of one
     training step (real shapes and layouts, random data, NumPy's BLAS) runs back to back
-    between two epochs, ``loops`` times; the median loop times the number of steps is that
-    epoch's floor. In the torch worker the same NumPy GEMMs share the process with torch's
-    idle OpenMP threads, which can only make its floor slower and its ratio higher.
+    between two epochs, repeatedly for about ``seconds`` (at least 5 loops after one warm-up
+    loop); the median loop times the number of steps is that epoch's floor. In the torch
+    worker the same NumPy GEMMs share the process with torch's idle OpenMP threads, which can
+    only make its floor slower and its ratio higher.
     """
 
     def __init__(self, sizes, batch, steps, seconds=0.3):
