@@ -19,6 +19,7 @@ from .backend import (
     to_numpy,
 )
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .errors import TrainingDivergedError
 from .layers import (
     Dense,
     Dropout,
@@ -32,7 +33,7 @@ from .layers import (
     Tanh,
 )
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Loss
-from .model import Sequential, TrainingDivergedError, load
+from .model import Sequential, load
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 
 __version__ = "0.1.0"

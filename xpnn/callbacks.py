@@ -1,8 +1,12 @@
 """Training callbacks: :class:`History`, :class:`EarlyStopping`, :class:`LearningRateScheduler`.
 
-``fit`` calls ``on_train_begin()``, then ``on_epoch_end(epoch, logs)`` after every epoch with
-``logs = {"loss": ..., "accuracy": ..., "val_loss": ...}``, and ``on_train_end()``. Setting
-``model.stop_training = True`` ends training after the current epoch.
+``fit`` calls ``on_train_begin()``; for every epoch ``on_epoch_begin(epoch)``, then for every
+batch ``on_train_batch_begin(batch)`` and ``on_train_batch_end(batch, logs)`` with
+``logs = {"size": rows, "loss": batch loss}`` (the loss is an array of the model's backend,
+0-d: reading it with ``float`` costs a device synchronisation on a GPU), then
+``on_epoch_end(epoch, logs)`` with ``logs = {"loss": ..., "accuracy": ..., "val_loss": ...}``;
+finally ``on_train_end()``. Setting ``model.stop_training = True`` ends training after the
+current epoch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,12 @@ class Callback:
         pass
 
     def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_train_batch_begin(self, batch, logs=None):
+        pass
+
+    def on_train_batch_end(self, batch, logs=None):
         pass
 
     def on_epoch_end(self, epoch, logs=None):

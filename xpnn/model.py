@@ -23,6 +23,7 @@ import numpy as np
 from . import fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import History
+from .errors import TrainingDivergedError, diverged
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
@@ -30,10 +31,6 @@ from .optimizers import OPTIMIZERS, get_optimizer
 
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
-
-
-class TrainingDivergedError(FloatingPointError):
-    """The loss became NaN or infinite; the weights from before the bad step were kept."""
 
 
 class Sequential:
@@ -275,11 +272,7 @@ class Sequential:
         if check_at is not None:
             value = float(loss)
             if not math.isfinite(value):
-                epoch, batch = check_at
-                raise TrainingDivergedError(
-                    f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}: training "
-                    "stopped and the weights from before this step were kept (try a lower "
-                    "learning rate, or scale the inputs)")
+                raise diverged(value, *check_at)
         if self._fused:
             delta = loss_fn.backward_logits()
             layers, out = self.layers[:-1], loss_fn.p
@@ -344,7 +337,7 @@ class Sequential:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             t0 = time.perf_counter()
-            logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch)
+            logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch, callbacks)
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val).items()})
             for cb in callbacks:
@@ -382,7 +375,7 @@ class Sequential:
                                  "validation_split")
         return Xd, yd, val
 
-    def _train_epoch(self, X, t, batch_size, shuffle, epoch):
+    def _train_epoch(self, X, t, batch_size, shuffle, epoch, callbacks=()):
         be = self.backend
         n = X.shape[0]
         perm = self.rng.permutation(n) if shuffle else None
@@ -390,7 +383,7 @@ class Sequential:
         # check once per epoch and, if the loss went bad, replay the epoch with checks on.
         check = not be.is_gpu
         saved = None if check else self._snapshot_state()
-        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm)
+        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm, callbacks)
         logs = {"loss": float(loss_sum) / n}
         if not math.isfinite(logs["loss"]) and saved is not None:
             self._restore_state(saved)
@@ -398,7 +391,7 @@ class Sequential:
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
 
-    def _run_batches(self, X, t, batch_size, epoch, check, perm=None):
+    def _run_batches(self, X, t, batch_size, epoch, check, perm=None, callbacks=()):
         """One pass over consecutive batches, of the rows in the order ``perm`` when given;
         returns the summed loss (a device scalar)."""
         be, xp = self.backend, self.backend.xp
@@ -421,10 +414,14 @@ class Sequential:
                 xb, tb = X[start:stop, ...], t[start:stop, ...]
             else:
                 xb, tb = trainer.gather(X, t, order[start:stop])
+            for cb in callbacks:
+                cb.on_train_batch_begin(b)
             loss, out = step(xb, tb, (epoch, b) if check else None)
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in self.metrics:
                 m.update(xp, out, tb)
+            for cb in callbacks:
+                cb.on_train_batch_end(b, {"size": xb.shape[0], "loss": loss})
         return loss_sum
 
     def train_on_batch(self, X, y) -> float:

@@ -73,8 +73,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
 
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback
+from .errors import TrainingDivergedError
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential, TrainingDivergedError
+from .model import Sequential
 from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from ..errors import diverged
+
 _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
 
@@ -240,13 +242,7 @@ class FlatTrainer:
         opt.iterations += 1
 
     def _diverged(self, value, check_at):
-        from ..model import TrainingDivergedError
-
-        epoch, batch = check_at
-        return TrainingDivergedError(
-            f"loss became {value} at epoch {epoch + 1}, batch {batch + 1}: training "
-            "stopped and the weights from before this step were kept (try a lower "
-            "learning rate, or scale the inputs)")
+        return diverged(value, *check_at)
 
 
 def _no_trainer():
