@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 
-from . import fastpath
+from . import distributed, fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError, diverged
@@ -79,6 +79,8 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._fused = False
+        self._data_parallel = None   # a distributed.DataParallel while fit(comm=...) runs
+        self._comm = None            # the communicator of the last data-parallel fit (save)
         self.n_features_in, self.n_outputs = self._check_layer_shapes()
         if self.layers and self.n_features_in is not None:
             self.build(self.n_features_in)
@@ -262,6 +264,10 @@ class Sequential:
 
         With ``check_at=(epoch, batch)`` a non-finite loss raises before any weight changes.
         """
+        if xb.shape[0] == 0:          # data-parallel: no rows of this batch on this rank
+            for p in self.params:
+                p.grad = self.backend.xp.zeros_like(p.data)
+            return self._finish_step(self._idle_batch(), 0, check_at), None
         loss_fn = self.loss
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
@@ -269,10 +275,6 @@ class Sequential:
         else:
             out = self._forward(xb, training=True)
             loss = loss_fn.forward(out, tb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise diverged(value, *check_at)
         if self._fused:
             delta = loss_fn.backward_logits()
             layers, out = self.layers[:-1], loss_fn.p
@@ -283,12 +285,48 @@ class Sequential:
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
+        return self._finish_step(loss, xb.shape[0], check_at), out
+
+    def _finish_step(self, loss, n_rows, check_at):
+        """The end of the generic step: gradients synchronised, the loss checked, the update."""
+        loss = self._sync_gradients([p.grad for p in self.params], loss, n_rows)
+        if check_at is not None:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise diverged(value, *check_at)
         self.optimizer.step(self.params)
-        return loss, out
+        return loss
+
+    def _sync_gradients(self, grads, loss, n_rows):
+        """The gradient boundary of both training steps, after backward and before the update.
+
+        ``grads`` is the list of the parameters' gradient arrays (generic step) or a flat
+        gradient buffer with one free slot at its end (fast trainers); ``loss`` the mean loss
+        of the ``n_rows`` rows of this step. Returns the loss to log and check. In one
+        process this is the identity; in data-parallel training (``fit(comm=...)``) it sums
+        the row-weighted gradients and losses of every rank in one allreduce
+        (:meth:`xpnn.distributed.DataParallel.sync`), so every rank gets the global batch's.
+        """
+        dp = self._data_parallel
+        return loss if dp is None else dp.sync(grads, loss, n_rows)
+
+    def _idle_batch(self):
+        """A rank's part in a data-parallel step where its slice of the batch is empty: the
+        Dropout layers draw their masks anyway (the generators stay in step across ranks);
+        returns a zero loss."""
+        features = self.n_features_in
+        for layer in self.layers:
+            if hasattr(layer, "batch_slice") and layer.batch_slice is not None:
+                layer.draw_mask(layer.batch_slice[0], features)
+            features = layer.output_features(features)
+        be = self.backend
+        return be.xp.zeros((), dtype=be.dtype(self.dtype), device=be.device)
 
     # ------------------------------------------------------------------ training
+    @distributed.guarded
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, validation_data=None,
-            validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1):
+            validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1,
+            comm=None):
         """Train for ``epochs`` passes over the data.
 
         Parameters
@@ -308,6 +346,11 @@ class Sequential:
         callbacks : sequence of Callback
         verbose : int
             0 silent, 1 one line per epoch.
+        comm : xpnn.distributed.Communicator, optional
+            Train data-parallel over ``comm.size`` processes (from
+            :func:`xpnn.distributed.init`; see :mod:`xpnn.distributed`): every rank passes the
+            same data, ``batch_size`` is the global batch and every rank ends with the same
+            weights and logs. Any exception on one rank aborts every rank.
 
         Returns
         -------
@@ -326,6 +369,7 @@ class Sequential:
         Xd, yd, val = self._building_from(X, lambda: self._prepare_fit_data(
             X, y, validation_data, validation_split, callbacks))
 
+        dp = self._start_data_parallel(comm)
         history = History()
         callbacks = [history, *callbacks]
         for cb in callbacks:
@@ -342,15 +386,29 @@ class Sequential:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val).items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if verbose:
+            if verbose and (dp is None or dp.comm.is_root):
                 shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
                 print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - {shown}")
             if self.stop_training:
                 break
         for cb in callbacks:
             cb.on_train_end()
+        self._data_parallel = None
         self.history = history
         return history
+
+    def _start_data_parallel(self, comm):
+        """With a communicator of several ranks: rank 0's weights, optimizer and generator
+        state on every rank, and the steps synchronised until ``fit`` ends. Returns the
+        :class:`~xpnn.distributed.DataParallel` or None."""
+        comm = distributed.active(comm)
+        self._data_parallel = None
+        if comm is None:
+            return None
+        dp = distributed.DataParallel(comm, self)
+        dp.broadcast_state()
+        self._data_parallel, self._comm = dp, comm
+        return dp
 
     def _prepare_fit_data(self, X, y, validation_data, validation_split, callbacks):
         """Checked device arrays for ``fit``: ``(X, t, (X_val, t_val) or None)``."""
@@ -408,8 +466,12 @@ class Sequential:
                 idx = be.asarray(perm, dtype="int64")
                 X, t = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
         loss_sum = 0.0
+        dp = self._data_parallel
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
+            rows = stop - start
+            if dp is not None:          # this rank's contiguous part of the global batch
+                start, stop = dp.batch(start, stop)
             if order is None:
                 xb, tb = X[start:stop, ...], t[start:stop, ...]
             else:
@@ -417,11 +479,15 @@ class Sequential:
             for cb in callbacks:
                 cb.on_train_batch_begin(b)
             loss, out = step(xb, tb, (epoch, b) if check else None)
-            loss_sum = loss_sum + loss * xb.shape[0]
-            for m in self.metrics:
-                m.update(xp, out, tb)
+            loss_sum = loss_sum + loss * rows
+            if out is not None:
+                for m in self.metrics:
+                    m.update(xp, out, tb)
             for cb in callbacks:
-                cb.on_train_batch_end(b, {"size": xb.shape[0], "loss": loss})
+                cb.on_train_batch_end(b, {"size": rows, "loss": loss})
+        if dp is not None:
+            dp.end()
+            dp.reduce_metrics(self.metrics)
         return loss_sum
 
     def train_on_batch(self, X, y) -> float:
@@ -463,14 +529,18 @@ class Sequential:
     def _evaluate_arrays(self, X, t, batch_size=None):
         xp = self.backend.xp
         n = X.shape[0]
-        step = n if batch_size is None else batch_size
+        dp = self._data_parallel
+        if dp is not None:           # data-parallel fit: this rank's shard, then sums over ranks
+            lo, hi = dp.comm.shard(n)
+            X, t = X[lo:hi, ...], t[lo:hi, ...]
+        step = max(X.shape[0], 1) if batch_size is None else batch_size
         metrics = [get_metric(m) for m in self.metrics]
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
                 m.multilabel = src.multilabel
         loss_sum = 0.0
-        for start in range(0, n, step):
-            stop = min(start + step, n)
+        for start in range(0, X.shape[0], step):
+            stop = min(start + step, X.shape[0])
             xb, tb = X[start:stop, ...], t[start:stop, ...]
             if self._fused:
                 loss = self.loss.forward_logits(self._forward(xb, logits=True), tb)
@@ -481,7 +551,11 @@ class Sequential:
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in metrics:
                 m.update(xp, out, tb)
-        return {"loss": float(loss_sum) / n, **{m.name: m.result() for m in metrics}}
+        loss_sum = float(loss_sum)
+        if dp is not None:
+            loss_sum = dp.sum(loss_sum)
+            dp.reduce_metrics(metrics)
+        return {"loss": loss_sum / n, **{m.name: m.result() for m in metrics}}
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
@@ -650,11 +724,22 @@ class Sequential:
             self.optimizer.iterations = state["optimizer_iterations"]
         self.rng.bit_generator.state = state["rng"]
 
-    def save(self, path) -> None:
+    def save(self, path, comm=None) -> None:
         """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.
 
-        No pickle is involved; read it back with :func:`xpnn.load`.
+        No pickle is involved; read it back with :func:`xpnn.load`. After a data-parallel
+        ``fit(comm=...)`` (or given ``comm``) only rank 0 writes and every rank returns once
+        the file is complete; every rank must then call ``save``.
         """
+        comm = distributed.active(comm if comm is not None else self._comm)
+        if comm is not None:
+            if comm.is_root:
+                distributed.or_abort(comm, self._write, path)
+            comm.barrier()
+            return
+        self._write(path)
+
+    def _write(self, path):
         arrays = {"__xpnn__": np.array(json.dumps(self.get_config()))}
         if self.built:
             arrays.update({f"param_{i}": w for i, w in enumerate(self.get_weights())})

@@ -48,7 +48,9 @@ class FlatTrainer:
             total += -(-size // _ALIGN) * _ALIGN
         self.size = max(total, _ALIGN)
         self.flat_p = lib.zeros(self.size, dtype=self.dtype)
-        self.flat_g = lib.zeros(self.size, dtype=self.dtype)
+        # The gradients, and one free slot after them for Sequential._sync_gradients.
+        self.flat_sync = lib.zeros(self.size + 1, dtype=self.dtype)
+        self.flat_g = self.flat_sync[:self.size]
         self.flat_m = lib.zeros(self.size, dtype=self.dtype)
         self.flat_v = lib.zeros(self.size, dtype=self.dtype)
 
@@ -101,6 +103,9 @@ class FlatTrainer:
         passed to the matmul as views.
         """
         n = xb.shape[0]
+        if n == 0:           # data-parallel: no rows of this batch on this rank
+            self.flat_g[...] = 0
+            return self._finish_step(self.model._idle_batch(), 0, check_at), None
         if n > self.capacity:
             self._allocate(n)
         matmul, stages = self.lib.matmul, self.stages
@@ -119,7 +124,7 @@ class FlatTrainer:
             outs.append(z)
             a = z
 
-        loss, out, delta = self._head(a, tb, n, check_at)   # and δ = dL/d(network output)
+        loss, out, delta = self._head(a, tb, n)   # and δ = dL/d(network output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
@@ -140,14 +145,24 @@ class FlatTrainer:
                 matmul(delta, W.T, out=da)
                 delta = da
 
-        self.update()
-        return loss, out
+        return self._finish_step(loss, n, check_at), out
 
-    def _head(self, a, tb, n, check_at):
+    def _finish_step(self, loss, n, check_at):
+        """Gradients through the model's :meth:`~xpnn.Sequential._sync_gradients`, the loss
+        checked (with ``check_at``), then the update."""
+        loss = self.model._sync_gradients(self.flat_sync, loss, n)
+        if check_at is not None:
+            value = float(loss)
+            if not math.isfinite(value):
+                raise self._diverged(value, check_at)
+        self.update()
+        return loss
+
+    def _head(self, a, tb, n):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads call
-        the model's loss object. With ``check_at`` a non-finite loss raises before any update.
+        the model's loss object.
         """
         head, loss_fn = self.plan.head, self.model.loss
         if head == "softmax_ce":
@@ -156,10 +171,6 @@ class FlatTrainer:
             loss = loss_fn.forward_logits(a, tb)
         else:
             loss = loss_fn.forward(a, tb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise self._diverged(value, check_at)
         if head == "sigmoid_bce":
             delta, out = loss_fn.backward_logits(), loss_fn.p
         elif head == "plain":

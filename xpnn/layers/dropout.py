@@ -11,7 +11,15 @@ class Dropout(Layer):
     ``y = x ⊙ m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn on the host from the model's seeded
     generator (so every backend drops the same units); ``dL/dx = δ ⊙ m / (1 - p)``.
     At inference ``y = x``.
+
+    In data-parallel training (``fit(..., comm=...)``) each rank holds a slice of the global
+    batch: ``fit`` sets :attr:`batch_slice` to ``(rows, lo, hi)`` and the mask is drawn for all
+    ``rows`` of the global batch, of which rows ``lo:hi`` are used, so every rank's generator
+    draws the same numbers and the ranks together drop what one process would.
     """
+
+    #: ``(rows of the global batch, lo, hi)`` in data-parallel training, else None.
+    batch_slice = None
 
     def __init__(self, p: float = 0.5):
         super().__init__()
@@ -27,9 +35,19 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self.scale = None
             return x
-        keep = self.rng.random(tuple(x.shape)) >= self.p
+        keep = self.draw_mask(x.shape[0], x.shape[1])
         self.scale = self.backend.asarray(keep / (1.0 - self.p), dtype=self.dtype)
         return x * self.scale
+
+    def draw_mask(self, rows, features):
+        """The keep-mask (bool, host) for a batch of ``rows`` rows: drawn for the whole global
+        batch and cut to this rank's rows under :attr:`batch_slice`."""
+        if self.p == 0.0:
+            return None
+        if self.batch_slice is None:
+            return self.rng.random((rows, features)) >= self.p
+        total, lo, hi = self.batch_slice
+        return (self.rng.random((total, features)) >= self.p)[lo:hi]
 
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale
