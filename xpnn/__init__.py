@@ -10,6 +10,7 @@ The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensor
 >>> model.fit(X_train, y_train, epochs=5, batch_size=128)
 """
 
+from . import distributed
 from .backend import (
     BACKENDS,
     Backend,
@@ -43,5 +44,6 @@ __all__ = [
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
     "Optimizer", "Parameter", "RMSprop", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
-    "TrainingDivergedError", "available_backends", "get_backend", "load", "to_numpy",
+    "TrainingDivergedError", "available_backends", "distributed", "get_backend", "load",
+    "to_numpy",
 ]
