@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import os
 import sys
 import traceback
@@ -153,8 +154,9 @@ class NcclReducer:
     synchronisation).
 
     The NCCL communicator is set up over MPI: rank 0 draws ``nccl.get_unique_id()``, MPI
-    broadcasts it, and every rank joins with ``NcclCommunicator(size, uid, rank)`` on the
-    GPU of its local rank.
+    broadcasts it, and every rank joins with ``NcclCommunicator(size, uid, rank)`` on its
+    current GPU, the one the model's arrays live on (:func:`init` made it the GPU of the
+    local rank).
     """
 
     def __init__(self, comm, cupy=None):
@@ -163,8 +165,7 @@ class NcclReducer:
         self.cupy, self.nccl = cupy, nccl
         uid = nccl.get_unique_id() if comm.is_root else None
         uid = comm.broadcast(uid)
-        with cupy.cuda.Device(comm.local_rank % cupy.cuda.runtime.getDeviceCount()):
-            self.nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
+        self.nccl_comm = nccl.NcclCommunicator(comm.size, uid, comm.rank)
         self.dtypes = {np.dtype("float32"): nccl.NCCL_FLOAT32,
                        np.dtype("float64"): nccl.NCCL_FLOAT64}
 
@@ -197,6 +198,8 @@ def init(threads: bool = True) -> Communicator:
 
     * installs a ``sys.excepthook`` that calls ``MPI_Abort`` after printing the traceback, so
       an uncaught exception on one rank ends the whole job within moments;
+    * where CuPy and GPUs are present, makes the GPU of the local rank the current device
+      (:func:`use_local_gpu`): create models after ``init()``;
     * with ``threads=True``, sets the BLAS (threadpoolctl) and Numba thread counts, and the
       fast path's update threads, to the cores per rank: this machine's cores (the union of the
       ranks' CPU affinities) divided by the number of ranks on it; ranks already bound to
@@ -225,12 +228,32 @@ def init(threads: bool = True) -> Communicator:
     comm = Communicator(world, local.Get_rank(), local.Get_size())
     if comm.size > 1:
         install_excepthook(comm)
+        use_local_gpu(comm)
         if threads:
             comm.threads = cores_per_rank(local.allgather(sorted(_affinity())))
             set_threads(comm.threads)
     local.Free()
     _COMM = comm
     return comm
+
+
+def use_local_gpu(comm, cupy=None) -> int | None:
+    """Make GPU ``local_rank mod (GPUs on this machine)`` CuPy's current device, so the models
+    this rank creates afterwards live there; returns its index, or None without CuPy or GPUs.
+    (CuPy is imported only where it is installed.)"""
+    if cupy is None:
+        if importlib.util.find_spec("cupy") is None:
+            return None
+        cupy = importlib.import_module("cupy")
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception:          # CuPy without a driver or a GPU
+        return None
+    if count < 1:
+        return None
+    device = comm.local_rank % count
+    cupy.cuda.Device(device).use()
+    return device
 
 
 def _affinity():
@@ -444,5 +467,6 @@ def guarded(method):
     return wrapper
 
 
-__all__ = ["Communicator", "DataParallel", "HostReducer", "NcclReducer", "active", "cores_per_rank",
-           "guarded", "init", "install_excepthook", "set_threads", "under_launcher"]
+__all__ = ["Communicator", "DataParallel", "HostReducer", "NcclReducer", "active",
+           "cores_per_rank", "guarded", "init", "install_excepthook", "or_abort", "set_threads",
+           "under_launcher", "use_local_gpu"]
