@@ -131,6 +131,59 @@ def worker(args):
         Path(args.result).write_text(json.dumps(result, indent=1))
 
 
+# ---------------------------------------------------------------------- cost model
+#: Links of the cost model: (name, bandwidth in bytes/s per direction, latency per message).
+#: The bandwidths are the links' nominal rates (NVLink: an effective bus bandwidth typical of
+#: NCCL on NVLink 4); the latencies are typical values, assumed, not measured here.
+LINKS = (("10 Gbit/s Ethernet", 1.25e9, 25e-6), ("100 Gbit/s InfiniBand", 12.5e9, 3e-6),
+         ("NVLink", 300e9, 5e-6))
+RANKS = (2, 8, 64)
+
+
+def allreduce_seconds(grad_bytes, ranks, bandwidth, latency):
+    """Ring allreduce: every rank sends and receives ``2 (N-1)/N`` of the buffer in
+    ``2 (N-1)`` messages."""
+    return 2 * (ranks - 1) / ranks * grad_bytes / bandwidth + 2 * (ranks - 1) * latency
+
+
+def cost_model(runs, configs):
+    """Projected step time and parallel efficiency for N ranks.
+
+    CPU ranks of one core each on Ethernet/InfiniBand: the compute of one global batch on one
+    core is taken from the measured T-rank runs (``T x`` their step time less the allreduce);
+    N ranks share it evenly and the allreduce is not overlapped with backward (as in xpnn), so
+    ``step(N) = compute / N + allreduce(N)`` and ``efficiency = (compute / N) / step(N)``.
+    GPUs on NVLink: the allreduce time, and the compute per rank and step that a GPU must
+    spend for 90 % efficiency (9x the allreduce).
+    """
+    head = " | ".join(f"N = {n}" for n in RANKS)
+    cpu = [f"| config | gradient | one core, one global batch | link | {head} |",
+           "|---|---|---|---|" + "---|" * len(RANKS)]
+    gpu = [f"| config | gradient | {head} |", "|---|---|" + "---|" * len(RANKS)]
+    for config in configs:
+        mine = [r["ranks"] for r in runs if r["config"] == config]
+        t = statistics.median(r["ranks"] * (r["step_ms"] - r["allreduce_in_step_ms"]) / 1e3
+                              for r in mine)
+        grad = mine[0]["grad_bytes"]
+        for name, bw, lat in LINKS:
+            cells = []
+            for n in RANKS:
+                comm = allreduce_seconds(grad, n, bw, lat)
+                if name == "NVLink":
+                    cells.append(f"{1e3 * comm:.3g} ms (90 % from {9e3 * comm:.2g} ms)")
+                    continue
+                eff = (t / n) / (t / n + comm)
+                cells.append(f"{1e3 * comm:.3g} ms: {100 * eff:.0f} %, {n * eff:.1f}x")
+            if name == "NVLink":
+                gpu.append(f"| {config} | {grad / 1e6:.2f} MB | " + " | ".join(cells) + " |")
+            else:
+                cpu.append(f"| {config} | {grad / 1e6:.2f} MB | {1e3 * t:.1f} ms | {name} | "
+                           + " | ".join(cells) + " |")
+    return ("CPU ranks (allreduce time: efficiency, speed-up over one core)\n\n"
+            + "\n".join(cpu) + "\n\nGPUs on NVLink (allreduce time, and the compute per "
+            "step for 90 % efficiency)\n\n" + "\n".join(gpu))
+
+
 # ---------------------------------------------------------------------- launcher
 def _env():
     env = {k: v for k, v in os.environ.items() if k not in UNSET}
@@ -219,8 +272,11 @@ def main(argv=None):
             f"{med('allreduce_alone_ms', 'ranks'):.3f} ms |")
     table = "\n".join(rows)
     print(table)
+    model = cost_model(runs, args.configs.split(","))
+    print(model)
+    (out / "cost_model.md").write_text(model + "\n")
     first = runs[0]["one"]
-    summary = {"runs": runs, "table": table, "blas": first["blas"],
+    summary = {"runs": runs, "table": table, "cost_model": model, "blas": first["blas"],
                "blas_ranks": runs[0]["ranks"]["blas"], "cpus": os.cpu_count(),
                "unset": list(UNSET)}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
