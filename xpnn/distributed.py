@@ -324,15 +324,16 @@ def active(comm):
 
 class DataParallel:
     """What ``fit`` needs for one data-parallel run: the communicator, the gradient reducer of
-    the model's backend and the rows of the global batch being trained.
-
-    :meth:`Sequential._sync_gradients` hands every step's gradients to :meth:`sync`.
+    the model's backend and the batch being trained. ``Sequential._sync_gradients`` hands
+    every step's gradients to :meth:`sync_gradients`; the batch sources ask :meth:`batch` for
+    this rank's rows.
     """
 
     def __init__(self, comm, model):
         self.comm, self.model = comm, model
         self.reduce = comm.reducer(model.backend)
-        self.batch_rows = 0
+        self.batch_rows = 0       # rows of the global batch being trained
+        self.step_weight = 0      # its rows (or sample-weight sum) after the step's allreduce
 
     # ------------------------------------------------------------------ start of fit
     def broadcast_state(self):
@@ -357,54 +358,67 @@ class DataParallel:
         model.rng.bit_generator.state = rng
 
     # ------------------------------------------------------------------ batches
-    def batch(self, start, stop):
-        """This rank's rows ``[lo, hi)`` of the global batch ``[start, stop)``; Dropout layers
-        are told to draw the whole batch's mask and keep these rows."""
-        m = stop - start
-        lo, hi = self.comm.shard(m)
+    def batch(self, lo, hi):
+        """This rank's rows of the global batch of rows ``[lo, hi)``: its contiguous slice
+        (:meth:`Communicator.shard`). Dropout layers are told to draw the whole batch's mask
+        and keep these rows."""
+        m = hi - lo
+        a, b = self.comm.shard(m)
         self.batch_rows = m
         for layer in self.model.layers:
             if hasattr(layer, "batch_slice"):
-                layer.batch_slice = (m, lo, hi)
-        return start + lo, start + hi
+                layer.batch_slice = (m, a, b)
+        return lo + a, lo + b
 
     def end(self):
         for layer in self.model.layers:
             if hasattr(layer, "batch_slice"):
                 layer.batch_slice = None
 
-    def sync(self, grads, loss, n_rows):
-        """Average ``grads`` over the ranks, weighted by rows, and return the batch loss.
+    def sync_gradients(self, model, grads, loss, n_rows):
+        """Combine the gradients of every rank, weighted by rows, and return the batch loss.
 
-        ``grads`` is either a list of gradient arrays (updated in place) or a flat buffer
-        whose last element is a free slot. Computes ``Σ_r (n_r / m) g_r`` and
-        ``Σ_r (n_r / m) loss_r`` in one allreduce; an empty slice (``n_r = 0``) contributes
-        zeros.
+        ``grads`` is a list of gradient arrays (updated in place) or a flat buffer whose last
+        two elements are free slots. Rank r's weight ``s_r`` is ``n_r / m`` (``n_r`` of the
+        global batch's ``m`` rows) or, when the rows carry sample weights, ``n_rows`` is their
+        sum ``W_r``; the buffer ``[s_r g_r, s_r loss_r, s_r]`` is summed over the ranks by
+        one allreduce, and with sample weights divided by the summed ``W`` afterwards. Every
+        rank gets ``g = Σ_r s_r g_r`` and the batch loss; an empty slice contributes zeros.
         """
-        be = self.model.backend
+        be = model.backend
         xp = be.xp
-        scale = n_rows / self.batch_rows
+        weighted = not isinstance(n_rows, (int, np.integer))
+        scale = n_rows if weighted else n_rows / self.batch_rows
         if isinstance(grads, (list, tuple)):
             parts = [xp.reshape(g, (-1,)) for g in grads]
-            slot = xp.reshape(xp.astype(loss, parts[0].dtype), (1,)) if n_rows else \
-                xp.zeros((1,), dtype=parts[0].dtype, device=be.device)
-            buf = self.reduce(xp.concat([*parts, slot]) * scale)
+            dtype = parts[0].dtype
+            slots = xp.stack([xp.astype(xp.asarray(loss, device=be.device), dtype),
+                              xp.ones((), dtype=dtype, device=be.device)])
+            buf = self.reduce(xp.concat([*parts, slots]) * scale)
+        else:
+            buf = grads
+            buf[-2] = loss
+            buf[-1] = 1.0
+            buf *= scale
+            buf = self.reduce(buf)
+        if weighted:                          # Σ_r W_r g_r / W, Σ_r W_r loss_r / W
+            total = xp.asarray(buf[-1], copy=True)
+            buf = buf / total if isinstance(grads, (list, tuple)) else _divide_(buf, total)
+            self.step_weight = total
+        else:
+            self.step_weight = self.batch_rows
+        if isinstance(grads, (list, tuple)):
             offset = 0
             for g, part in zip(grads, parts, strict=True):
                 n = part.shape[0]
                 g[...] = xp.reshape(buf[offset:offset + n], g.shape)
                 offset += n
-        else:
-            buf = grads
-            buf[-1] = loss if n_rows else 0.0
-            if scale != 1.0:
-                buf *= scale
-            buf = self.reduce(buf)
-        return xp.asarray(buf[-1], copy=True)
+        return xp.asarray(buf[-2], copy=True)
 
     # ------------------------------------------------------------------ epoch sums
     def reduce_metrics(self, metrics):
-        """Replace every metric's running sums by their sum over the ranks (rank order)."""
+        """Replace every metric's running sums by their sum over the ranks (in rank order,
+        so every rank gets the same numbers)."""
         from .backend import to_numpy
 
         mine = [(None if m.totals is None else [np.asarray(to_numpy(a)) for a in m.totals],
@@ -420,9 +434,16 @@ class DataParallel:
                                                        zip(totals, t, strict=True)]
             m.totals, m.count = totals, count
 
-    def sum(self, value: float) -> float:
-        """``value`` summed over the ranks, in rank order (the same float on every rank)."""
-        return float(sum(self.comm.allgather(float(value))))
+    def sum_floats(self, *values):
+        """Each of ``values`` summed over the ranks, in rank order (the same floats on every
+        rank)."""
+        every = self.comm.allgather([float(v) for v in values])
+        return tuple(float(sum(r[i] for r in every)) for i in range(len(values)))
+
+
+def _divide_(buf, by):
+    buf /= by
+    return buf
 
 
 def or_abort(comm, fn, *args):
@@ -462,7 +483,7 @@ def guarded(method):
             _report_and_abort(comm)
             raise   # pragma: no cover - abort does not return
         finally:
-            args[0]._data_parallel = None
+            args[0]._end_data_parallel()
 
     return wrapper
 

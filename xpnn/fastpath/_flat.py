@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-from ..errors import diverged
-
 _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
 
@@ -48,8 +46,9 @@ class FlatTrainer:
             total += -(-size // _ALIGN) * _ALIGN
         self.size = max(total, _ALIGN)
         self.flat_p = lib.zeros(self.size, dtype=self.dtype)
-        # The gradients, and one free slot after them for Sequential._sync_gradients.
-        self.flat_sync = lib.zeros(self.size + 1, dtype=self.dtype)
+        # The gradients, then two free slots for Sequential._sync_gradients (data-parallel
+        # training reduces the loss and the rows' weight in the same buffer).
+        self.flat_sync = lib.zeros(self.size + 2, dtype=self.dtype)
         self.flat_g = self.flat_sync[:self.size]
         self.flat_m = lib.zeros(self.size, dtype=self.dtype)
         self.flat_v = lib.zeros(self.size, dtype=self.dtype)
@@ -93,10 +92,9 @@ class FlatTrainer:
         return stages
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, xb, tb, check_at=None):
+    def train_step(self, xb, tb, wb=None):
         """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
-        :meth:`xpnn.Sequential._train_step` (raising TrainingDivergedError before the update
-        when ``check_at`` is given and the loss is not finite).
+        :meth:`xpnn.Sequential._train_step` (``wb``: per-sample weights or None).
 
         The equations of :class:`xpnn.layers.Dense` and its activation, layer by layer, with
         every result written into a preallocated buffer (``out=``) and transposed operands
@@ -105,7 +103,10 @@ class FlatTrainer:
         n = xb.shape[0]
         if n == 0:           # data-parallel: no rows of this batch on this rank
             self.flat_g[...] = 0
-            return self._finish_step(self.model._idle_batch(), 0, check_at), None
+            loss = self.model._sync_gradients(self.flat_sync, self.model._idle_batch(),
+                                              0 if wb is None else self.lib.sum(wb))
+            self.update()
+            return loss, None
         if n > self.capacity:
             self._allocate(n)
         matmul, stages = self.lib.matmul, self.stages
@@ -124,7 +125,7 @@ class FlatTrainer:
             outs.append(z)
             a = z
 
-        loss, out, delta = self._head(a, tb, n)   # and δ = dL/d(network output)
+        loss, out, delta = self._head(a, tb, n, wb)   # and δ = dL/d(network output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
@@ -145,37 +146,34 @@ class FlatTrainer:
                 matmul(delta, W.T, out=da)
                 delta = da
 
-        return self._finish_step(loss, n, check_at), out
-
-    def _finish_step(self, loss, n, check_at):
-        """Gradients through the model's :meth:`~xpnn.Sequential._sync_gradients`, the loss
-        checked (with ``check_at``), then the update."""
-        loss = self.model._sync_gradients(self.flat_sync, loss, n)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise self._diverged(value, check_at)
+        loss = self.model._sync_gradients(           # the one gradient boundary
+            self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
         self.update()
-        return loss
+        return loss, out
 
-    def _head(self, a, tb, n):
+    def _head(self, a, tb, n, wb=None):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
-        Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads call
-        the model's loss object.
+        Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
+        fused form when the rows carry weights ``wb``); the other heads call the model's loss
+        object.
         """
         head, loss_fn = self.plan.head, self.model.loss
-        if head == "softmax_ce":
-            loss, out, delta = self._softmax_ce(a, tb, n)
-        elif head == "sigmoid_bce":
-            loss = loss_fn.forward_logits(a, tb)
-        else:
-            loss = loss_fn.forward(a, tb)
-        if head == "sigmoid_bce":
-            delta, out = loss_fn.backward_logits(), loss_fn.p
-        elif head == "plain":
-            delta, out = loss_fn.backward(), a
-        return loss, out, delta
+        if head == "softmax_ce" and wb is None:
+            return self._softmax_ce(a, tb, n)
+        if head == "plain":
+            loss = loss_fn.forward(a, tb, wb)
+            return loss, a, loss_fn.backward()
+        loss = loss_fn.forward_logits(a, tb, wb)
+        return loss, loss_fn.p, loss_fn.backward_logits()
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite: one sum over the flat buffer (finite exactly when
+        its terms are, unless it overflows; then an exact element-wise check)."""
+        lib = self.lib
+        if math.isfinite(float(lib.sum(self.flat_p))):
+            return True
+        return bool(lib.isfinite(self.flat_p).all())
 
     # A copied or pickled model must not share (or half-share) these buffers: its copy gets no
     # trainer and builds a fresh one at its next fit.
@@ -252,8 +250,6 @@ class FlatTrainer:
                 s["momentum_buffer"] = mv
         opt.iterations += 1
 
-    def _diverged(self, value, check_at):
-        return diverged(value, *check_at)
 
 
 def _no_trainer():
