@@ -50,6 +50,29 @@ def _train(comm, dtype, fast, dropout=0.0, epochs=3, **kw):
             model.optimizer.iterations}
 
 
+def _train_data(comm, how):
+    """Other ways of passing the data: sample weights, host data streamed batch by batch,
+    a list of batches, a validation split."""
+    X, y = data()
+    model = classifier("float64")
+    kw = {}
+    if how == "weighted":
+        kw["sample_weight"] = np.random.default_rng(3).uniform(0.2, 2.0, len(X))
+    elif how == "streamed":            # float32 host data for a float64 model: read per batch
+        model.resident_budget = 0
+        X = X.astype(np.float32)
+    elif how == "split":
+        kw["validation_split"] = 0.25
+    if how == "batches":
+        hist = model.fit([(X[i:i + 20], y[i:i + 20]) for i in range(0, len(X), 20)],
+                         epochs=3, verbose=0, comm=comm)
+    else:
+        hist = model.fit(X, y, epochs=3, batch_size=20, verbose=0, comm=comm, **kw)
+    return {"weights": model.get_weights(), "history": hist.history,
+            "rng": model.rng.bit_generator.state["state"],
+            "iterations": model.optimizer.iterations}
+
+
 def early_stopping(comm):
     X, y = data()
     Xv, yv = data(n=37, seed=2)
@@ -111,6 +134,10 @@ CASES = {
     "generic32": lambda comm: _train(comm, "float32", False),
     "fast64_dropout": lambda comm: _train(comm, "float64", True, dropout=0.3),
     "generic64_dropout": lambda comm: _train(comm, "float64", False, dropout=0.3),
+    "weighted": lambda comm: _train_data(comm, "weighted"),
+    "streamed": lambda comm: _train_data(comm, "streamed"),
+    "batches": lambda comm: _train_data(comm, "batches"),
+    "split": lambda comm: _train_data(comm, "split"),
     "early_stopping": early_stopping,
     "unseeded": unseeded,
     "diverges": diverges,
