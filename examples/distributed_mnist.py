@@ -35,6 +35,8 @@ def parse_args(argv=None):
     parser.add_argument("--hidden", default="512,256")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/distributed_mnist")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="use only N training and N/5 test images (smoke tests)")
     return parser.parse_args(argv)
 
 
@@ -46,7 +48,11 @@ def main(argv=None) -> dict:
     (X, y), (X_test, y_test) = load_mnist("mnist", data_home=args.data_home)
     X = X.reshape(len(X), -1).astype(np.float32) / 255.0
     X_test = X_test.reshape(len(X_test), -1).astype(np.float32) / 255.0
-    X_train, y_train, X_val, y_val = X[:55000], y[:55000], X[55000:], y[55000:]
+    if args.limit:
+        X, y = X[:args.limit], y[:args.limit]
+        X_test, y_test = X_test[:args.limit // 5], y_test[:args.limit // 5]
+    cut = len(X) * 11 // 12                        # 55,000 training, 5,000 validation images
+    X_train, y_train, X_val, y_val = X[:cut], y[:cut], X[cut:], y[cut:]
 
     sizes = [784, *(int(h) for h in args.hidden.split(",") if h), 10]
     layers = []

@@ -9,6 +9,7 @@ counts, launcher detection, NCCL set-up) is tested in-process with fakes.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import pickle
 import shutil
@@ -167,6 +168,37 @@ def test_failure_on_one_rank_aborts_every_rank(tmp_path, where, message):
     assert message in proc.stderr and "aborting all ranks" in proc.stderr
     assert "training ended" not in proc.stdout
     assert seconds < 30
+
+
+def _data_home() -> Path:
+    env = os.environ.get("XPNN_DATA")
+    return Path(env) if env else HERE.parents[1] / "shared" / "data"
+
+
+@needs_mpi
+def test_distributed_mnist_example_matches_one_process(tmp_path):
+    """examples/distributed_mnist.py on 2 ranks reaches what it reaches in one process (a
+    2,000-image subset, 2 epochs)."""
+    data = _data_home()
+    if not (data / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"MNIST not found in {data} (set XPNN_DATA)")
+    env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
+    env["PYTHONPATH"] = str(HERE.parent)
+    script = [sys.executable, str(HERE.parent / "examples" / "distributed_mnist.py"),
+              "--data-home", str(data), "--epochs", "2", "--limit", "2000"]
+    results = []
+    for prefix, out in (([], tmp_path / "one"), ([_mpiexec(), "-n", "2"], tmp_path / "two")):
+        proc = subprocess.run([*prefix, *script, "--out", str(out)], env=env, text=True,
+                              capture_output=True, timeout=TIMEOUT)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.count("test accuracy") == 1          # printed by rank 0 only
+        results.append(json.loads((out / "metrics.json").read_text()))
+        assert (out / "model.npz").is_file()
+    one, two = results
+    assert two["ranks"] == 2 and one["ranks"] == 1
+    assert abs(one["test_accuracy"] - two["test_accuracy"]) <= 2 / 400
+    assert one["test_accuracy"] > 0.8
+    assert two["test_loss"] == pytest.approx(one["test_loss"], rel=1e-3)
 
 
 # ---------------------------------------------------------------------- in-process logic

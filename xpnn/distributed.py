@@ -14,10 +14,16 @@ size N > 1 then trains *one* model:
   ``[⌊m r / N⌋, ⌊m (r+1) / N⌋)``; a rank whose slice is empty takes part with zeros.
 * The gradient of the batch mean loss is ``g = Σ_r (n_r / m) g_r``, where ``g_r`` is the mean
   gradient of rank r's ``n_r`` rows. Each rank scales its flat gradient buffer by ``n_r / m``,
-  writes ``n_r / m · loss_r`` into one extra slot at its end, and a single in-place allreduce
-  (SUM) gives every rank ``g`` and the batch loss. Every rank then applies the same update to the
-  same weights: replicas stay bitwise identical, and a non-finite loss is seen, and raised as
-  :class:`~xpnn.errors.TrainingDivergedError`, by every rank at the same step.
+  writes ``n_r / m · loss_r`` into a free slot at its end, and a single in-place allreduce
+  (SUM) gives every rank ``g`` and the batch loss (with sample weights, the rows' weight sums
+  take the place of ``n_r`` and ``m``, summed in one more slot). Every rank then applies the
+  same update to the same weights: replicas stay bitwise identical, and a non-finite loss is
+  seen, and raised as :class:`~xpnn.errors.TrainingDivergedError`, by every rank at the same
+  step.
+* Batch sources ask for their rows through ``Sequential._local_rows``: host data streamed
+  batch by batch (a large memmap, h5py, zarr) is read only for this rank's rows; each rank
+  reads the whole of each batch of an iterable of batches and keeps its rows, so the iterable
+  must yield the same batches on every rank.
 * Weights, optimizer state and the random generator are broadcast from rank 0 when ``fit``
   starts; Dropout draws its mask for the whole global batch and keeps its rows.
 * Validation is sharded like the batches and combined as sums, so every rank logs the same
