@@ -4,7 +4,8 @@
 communicator of :func:`xpnn.distributed.init` and writes what each rank ended with to
 ``OUT/rank<r>.pkl``. The test imports the same functions and runs them without a communicator
 as the reference. ``python tests/mpi_cases.py OUT --fail=WHERE`` makes rank 1 fail (``input``:
-a NaN in its X; ``callback``: an exception in its second epoch) while rank 0 trains on.
+a NaN in its X; ``rows``: a row fewer; ``callback``: an exception in its second epoch) while
+rank 0 trains on.
 """
 
 from __future__ import annotations
@@ -150,6 +151,8 @@ def fail(comm, where):
     if where == "input" and comm.rank == 1:
         X = X.copy()
         X[3, 2] = np.nan
+    if where == "rows" and comm.rank == 1:
+        X, y = X[:-1], y[:-1]
 
     class FailOnRank1(xpnn.Callback):
         def on_epoch_begin(self, epoch, logs=None):

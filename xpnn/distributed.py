@@ -342,6 +342,18 @@ class DataParallel:
         self.step_weight = 0      # its rows (or sample-weight sum) after the step's allreduce
 
     # ------------------------------------------------------------------ start of fit
+    def check_agreement(self, **facts):
+        """Raise ValueError on every rank when the ranks' ``facts`` (the training rows, batch
+        size, epochs...) differ: their batch schedules would differ, and a rank with more
+        steps would wait for the others forever."""
+        every = self.comm.allgather(facts)
+        for key in facts:
+            values = [f[key] for f in every]
+            if any(v != values[0] for v in values):
+                shown = ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                raise ValueError(f"fit(comm=...): every rank must train with the same "
+                                 f"{key.replace('_', ' ')}; got {shown}")
+
     def broadcast_state(self):
         """Give every rank rank 0's weights, optimizer state (moments, step counts) and
         random-generator state."""

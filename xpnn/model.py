@@ -414,14 +414,18 @@ class Sequential:
         be = self.backend
         return be.xp.zeros((), dtype=be.dtype(self.dtype), device=be.device)
 
-    def _start_data_parallel(self, comm):
-        """With a communicator of several ranks: rank 0's weights, optimizer and generator
-        state on every rank, and the steps synchronised until ``fit`` ends. Returns the
+    def _start_data_parallel(self, comm, **facts):
+        """With a communicator of several ranks: check that every rank runs the same training
+        (``facts``: rows, batch size...), put rank 0's weights, optimizer and generator state
+        on every rank, and synchronise the steps until ``fit`` ends. Returns the
         :class:`~xpnn.distributed.DataParallel` or None."""
         comm = distributed.active(comm)
         if comm is None:
             return None
         dp = distributed.DataParallel(comm, self)
+        dp.check_agreement(**facts, parameters=self.count_params(), dtype=self.dtype,
+                           backend=self.backend.family,
+                           optimizer=type(self.optimizer).__name__)
         dp.broadcast_state()
         self._last_comm = comm
         return dp
@@ -522,7 +526,9 @@ class Sequential:
         history = History()
         callbacks = [history, *callbacks]
         self.history = history
-        self._comm = self._start_data_parallel(comm)
+        self._comm = self._start_data_parallel(
+            comm, training_rows=source.n, validation_rows=None if val is None else val.n,
+            batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle)
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
