@@ -59,13 +59,14 @@ def _data(args):
 
 
 def worker(args):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
     import xpnn
     from xpnn import distributed
 
-    if args.threads:           # the one-process run: T BLAS (and update) threads
-        distributed.set_threads(args.threads)
+    if args.threads:           # the one-process run: T BLAS threads
+        limits = threadpool_limits(args.threads)  # noqa: F841 - kept for the whole run
     comm = distributed.init()
-    from threadpoolctl import threadpool_info
 
     blas = [{k: d.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
             for d in threadpool_info()]

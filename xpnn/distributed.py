@@ -183,6 +183,7 @@ class NcclReducer:
         return buf
 
 
+@functools.cache
 def _in_place():
     from mpi4py import MPI
 
@@ -206,10 +207,10 @@ def init(threads: bool = True) -> Communicator:
       an uncaught exception on one rank ends the whole job within moments;
     * where CuPy and GPUs are present, makes the GPU of the local rank the current device
       (:func:`use_local_gpu`): create models after ``init()``;
-    * with ``threads=True``, sets the BLAS (threadpoolctl) and Numba thread counts, and the
-      fast path's update threads, to the cores per rank: this machine's cores (the union of the
-      ranks' CPU affinities) divided by the number of ranks on it; ranks already bound to
-      disjoint cores keep their own count. Two ranks on two cores then do not oversubscribe.
+    * with ``threads=True``, sets the BLAS (threadpoolctl) and Numba thread counts to the cores
+      per rank (:func:`set_threads`): this machine's cores (the union of the ranks' CPU
+      affinities) divided by the number of ranks on it; ranks already bound to disjoint cores
+      keep their own count. Two ranks on two cores then do not oversubscribe.
 
     Calling it again returns the same communicator.
     """
@@ -284,10 +285,13 @@ _THREAD_LIMITS = None
 
 
 def set_threads(n: int) -> None:
-    """Use ``n`` threads for BLAS (through threadpoolctl), Numba and the fast path's
-    optimizer update in this process."""
+    """Use ``n`` threads for BLAS (through threadpoolctl) and Numba in this process, and with
+    ``n = 1`` one thread for the fast path's optimizer update too (with more, the fast path
+    picks its own count from the CPU affinity: bind the ranks to their cores, e.g.
+    ``mpiexec -bind-to core``, for an exact share)."""
     global _THREAD_LIMITS
-    os.environ["XPNN_FASTPATH_THREADS"] = str(n)
+    if n == 1:
+        os.environ["XPNN_FASTPATH_THREADS"] = "1"
     os.environ["NUMBA_NUM_THREADS"] = str(n)   # read when Numba is first imported
     if "numba" in sys.modules:
         try:
