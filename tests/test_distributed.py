@@ -339,3 +339,35 @@ def test_host_backends_and_one_rank_reduce_through_mpi(monkeypatch):
     assert isinstance(one.reducer(types.SimpleNamespace(family="cupy")),
                       distributed.HostReducer)
     assert calls == []                                   # NCCL never touched
+
+
+def test_sync_gradients_arithmetic_on_every_backend(backend):
+    """The step's combination on one rank, on each backend (on a GPU through a one-rank NCCL
+    communicator): gradients and loss scaled by n_r / m, or divided by the summed sample
+    weights; a list of gradients is updated in place, a flat buffer uses its two last slots."""
+    be = xpnn.get_backend(backend)
+    xp = be.xp
+    model = mpi_cases.classifier("float64")
+    model.to(backend)
+    comm = distributed.Communicator()
+    dp = distributed.DataParallel(comm, model)
+    if be.family == "cupy":
+        dp.reduce = distributed.NcclReducer(comm)
+    assert dp.batch(10, 20) == (10, 20)                  # one rank: all rows of the batch
+    host = [np.arange(6.0).reshape(2, 3), np.array([1.0, -2.0])]
+
+    def grads():
+        return [be.asarray(np.array(g), dtype="float64") for g in host]
+
+    loss = be.asarray(np.array(0.75), dtype="float64")
+    for n_rows, factor in ((10, 1.0), (4, 0.4), (xp.sum(be.asarray(np.ones(3), "float64")), 1.0)):
+        gs = grads()
+        out = dp.sync_gradients(model, gs, loss, n_rows)
+        assert float(out) == pytest.approx(0.75 * factor)
+        for g, h in zip(gs, host, strict=True):
+            np.testing.assert_allclose(xpnn.to_numpy(g), h * factor)
+    flat = be.asarray(np.array([1.0, 2.0, 3.0, 0.0, 0.0]), dtype="float64")
+    out = dp.sync_gradients(model, flat, loss, 5)
+    assert float(out) == pytest.approx(0.375)
+    np.testing.assert_allclose(xpnn.to_numpy(flat)[:3], [0.5, 1.0, 1.5])
+    assert dp.step_weight == 10
