@@ -16,18 +16,18 @@ from __future__ import annotations
 
 import json
 import math
-import time
 
 import numpy as np
 
 from . import fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import History
+from .callbacks import History, fit_callbacks
 from .errors import TrainingDivergedError, diverged
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
+from .progress import step_progress
 
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
@@ -306,8 +306,10 @@ class Sequential:
         shuffle : bool
             Reshuffle the training data every epoch.
         callbacks : sequence of Callback
-        verbose : int
-            0 silent, 1 one line per epoch.
+        verbose : {0, 1, 2, "auto"}
+            0 silent; 1 (or "auto") a progress bar per epoch on stderr when it is a terminal
+            (batches, rate, running loss, then the epoch's metrics; see
+            :class:`xpnn.ProgressBar`), else one line per epoch; 2 one line per epoch.
 
         Returns
         -------
@@ -327,7 +329,8 @@ class Sequential:
             X, y, validation_data, validation_split, callbacks))
 
         history = History()
-        callbacks = [history, *callbacks]
+        callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
+                                             steps=-(-Xd.shape[0] // batch_size))]
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -336,15 +339,11 @@ class Sequential:
         for epoch in range(epochs):
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
-            t0 = time.perf_counter()
             logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch, callbacks)
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val).items()})
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if verbose:
-                shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - {shown}")
             if self.stop_training:
                 break
         for cb in callbacks:
@@ -432,35 +431,57 @@ class Sequential:
         return float(loss)
 
     # ------------------------------------------------------------------ inference
-    def predict(self, X, batch_size: int | None = None):
+    def predict(self, X, batch_size: int | None = None, verbose: int = 0):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
-        Use :func:`xpnn.to_numpy` to bring them to the host.
+        Use :func:`xpnn.to_numpy` to bring them to the host. ``verbose``: 0 silent, 1 a bar
+        over the batches on a terminal (else a line at the end), 2 a line at the end.
         """
         self._require_weights("predict")
         Xd = self._prepare_X(X)
-        return self._predict_arrays(Xd, batch_size)
+        steps = 1 if batch_size is None else -(-Xd.shape[0] // max(int(batch_size), 1))
+        progress = step_progress(verbose, steps, "predict")
+        out = self._predict_arrays(Xd, batch_size, progress)
+        if progress is not None:
+            progress.close()
+        return out
 
-    def _predict_arrays(self, X, batch_size=None):
+    def _predict_arrays(self, X, batch_size=None, progress=None):
         n = X.shape[0]
         if batch_size is None or batch_size >= n:
-            return self._forward(X)
+            out = self._forward(X)
+            if progress is not None:
+                progress.update()
+            return out
         if batch_size < 1:
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
-        parts = [self._forward(X[i:min(i + batch_size, n), ...])
-                 for i in range(0, n, batch_size)]
+        parts = []
+        for i in range(0, n, batch_size):
+            parts.append(self._forward(X[i:min(i + batch_size, n), ...]))
+            if progress is not None:
+                progress.update()
         return self.backend.xp.concat(parts, axis=0)
 
-    def evaluate(self, X, y, batch_size: int | None = None) -> dict:
-        """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, X, y, batch_size: int | None = None, verbose: int = 0) -> dict:
+        """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
+
+        ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line with the
+        results), 2 the line.
+        """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        return self._evaluate_arrays(*self._prepare_Xy(X, y), batch_size)
+        Xd, td = self._prepare_Xy(X, y)
+        steps = 1 if batch_size is None else -(-Xd.shape[0] // batch_size)
+        progress = step_progress(verbose, steps, "evaluate")
+        result = self._evaluate_arrays(Xd, td, batch_size, progress)
+        if progress is not None:
+            progress.close(result)
+        return result
 
-    def _evaluate_arrays(self, X, t, batch_size=None):
+    def _evaluate_arrays(self, X, t, batch_size=None, progress=None):
         xp = self.backend.xp
         n = X.shape[0]
         step = n if batch_size is None else batch_size
@@ -481,6 +502,8 @@ class Sequential:
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in metrics:
                 m.update(xp, out, tb)
+            if progress is not None:
+                progress.update()
         return {"loss": float(loss_sum) / n, **{m.name: m.result() for m in metrics}}
 
     # ------------------------------------------------------------------ weights
@@ -649,6 +672,18 @@ class Sequential:
                 for s in state["optimizer_state"]]
             self.optimizer.iterations = state["optimizer_iterations"]
         self.rng.bit_generator.state = state["rng"]
+
+    def export(self, path, format: str = "onnx", **options):
+        """Write the trained network for inference in another runtime; returns the path.
+
+        ``format="onnx"``: an ONNX graph (opset 17 by default) with input ``"x"`` of shape
+        (batch, n_features) and output ``"y"``, in the model's dtype, Dropout left out; see
+        :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
+        (``pip install "xpnn[onnx]"``).
+        """
+        from .export import export
+
+        return export(self, path, format=format, **options)
 
     def save(self, path) -> None:
         """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.
