@@ -340,35 +340,3 @@ class OptimizerSchedule(Callback):
         opt = self.model.optimizer
         if getattr(opt, "schedule", None) is not None:
             opt.lr = opt.schedule(epoch)
-
-
-VERBOSE = (0, 1, 2, "auto")
-
-
-def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int) -> list:
-    """The callbacks ``fit`` runs besides its History, in order: the optimizer's schedule (if
-    its ``lr`` is one), the user's ``callbacks``, then the progress display that ``verbose``
-    asks for (0: none; 1 or "auto": a bar when stderr is a terminal, else a line per epoch; 2: a
-    line per epoch), unless ``callbacks`` already has a :class:`~xpnn.ProgressBar`.
-
-    Every callback gets ``params = {"epochs", "steps", "verbose"}``.
-    """
-    from .progress import ProgressBar
-
-    if isinstance(verbose, bool):
-        verbose = int(verbose)
-    if verbose not in VERBOSE:
-        raise ValueError(f"fit: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-    verbose = 1 if verbose == "auto" else verbose
-    for i, cb in enumerate(callbacks):
-        if not isinstance(cb, Callback):
-            raise TypeError(f"fit: callbacks[{i}] must be an xpnn.Callback, got "
-                            f"{type(cb).__name__}")
-    chosen = list(callbacks)
-    if getattr(model.optimizer, "schedule", None) is not None:
-        chosen.insert(0, OptimizerSchedule())
-    if verbose and not any(isinstance(cb, ProgressBar) for cb in chosen):
-        chosen.append(ProgressBar(bar=None if verbose == 1 else False))
-    for cb in chosen:
-        cb.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
-    return chosen

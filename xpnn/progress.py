@@ -23,7 +23,7 @@ from __future__ import annotations
 import sys
 import time
 
-from .callbacks import Callback
+from .callbacks import Callback, OptimizerSchedule
 
 
 def interactive(stream=None) -> bool:
@@ -169,14 +169,15 @@ class StepProgress:
     line only, e.g. ``evaluate: 4/4 - 0.01s - loss: 0.1234 - accuracy: 0.9600``.
     """
 
-    def __init__(self, verbose: int, steps: int, desc: str):
-        self.steps, self.desc = steps, desc
+    def __init__(self, verbose: int, steps: int | None, desc: str):
+        self.steps, self.desc, self.done = steps, desc, 0
         self.t0 = time.perf_counter()
         tqdm = _tqdm() if verbose == 1 and interactive() else None
         self.bar = None if tqdm is None else tqdm(total=steps, desc=desc, unit="batch",
                                                   leave=True, dynamic_ncols=True)
 
     def update(self):
+        self.done += 1
         if self.bar is not None:
             self.bar.update(1)
 
@@ -187,19 +188,62 @@ class StepProgress:
             self.bar.close()
             return
         seconds = time.perf_counter() - self.t0
-        print(f"{self.desc}: {self.steps}/{self.steps} - {seconds:.2f}s{_line(shown)}",
+        print(f"{self.desc}: {self.done}/{self.done} - {seconds:.2f}s{_line(shown)}",
               flush=True)
 
 
-def step_progress(verbose, steps: int, desc: str) -> StepProgress | None:
-    """A :class:`StepProgress` for ``verbose`` (None for 0), checking the value."""
+def source_steps(source, batch_size: int) -> int | None:
+    """Batches in one pass over an :mod:`xpnn.data` batch source (None when unknown: a
+    re-iterable without a length)."""
+    n = getattr(source, "n", None)
+    if n is not None:
+        return max(-(-n // batch_size), 1)
+    steps = getattr(source, "steps", None)
+    if steps is None:
+        try:
+            steps = len(source.data)
+        except (AttributeError, TypeError):
+            return None
+    return steps
+
+
+def check_verbose(verbose, owner: str) -> int:
+    """``verbose`` as 0, 1 or 2 (``True``/``"auto"``: 1), or a ValueError naming ``owner``."""
     if isinstance(verbose, bool):
         verbose = int(verbose)
     if verbose not in (0, 1, 2, "auto"):
-        raise ValueError(f"{desc}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
-    if not verbose:
-        return None
-    return StepProgress(1 if verbose == "auto" else verbose, steps, desc)
+        raise ValueError(f"{owner}: verbose must be 0, 1, 2 or 'auto', got {verbose!r}")
+    return 1 if verbose == "auto" else verbose
 
 
-__all__ = ["ProgressBar", "StepProgress", "interactive", "step_progress"]
+def step_progress(verbose, steps: int | None, desc: str) -> StepProgress | None:
+    """A :class:`StepProgress` for ``verbose`` (None for 0), checking the value."""
+    verbose = check_verbose(verbose, desc)
+    return StepProgress(verbose, steps, desc) if verbose else None
+
+
+def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int) -> list:
+    """The callbacks ``fit`` runs besides its History, in order: the optimizer's schedule (if
+    its ``lr`` is one), the user's ``callbacks``, then the progress display that ``verbose``
+    asks for (0: none; 1 or "auto": a bar when stderr is a terminal, else a line per epoch; 2: a
+    line per epoch), unless ``callbacks`` already has a :class:`~xpnn.ProgressBar`.
+
+    Every callback gets ``params = {"epochs", "steps", "verbose"}``.
+    """
+    verbose = check_verbose(verbose, "fit")
+    for i, cb in enumerate(callbacks):
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks[{i}] must be an xpnn.Callback, got "
+                            f"{type(cb).__name__}")
+    chosen = list(callbacks)
+    if getattr(model.optimizer, "schedule", None) is not None:
+        chosen.insert(0, OptimizerSchedule())
+    if verbose and not any(isinstance(cb, ProgressBar) for cb in chosen):
+        chosen.append(ProgressBar(bar=None if verbose == 1 else False))
+    for cb in chosen:
+        cb.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+    return chosen
+
+
+__all__ = ["ProgressBar", "StepProgress", "check_verbose", "fit_callbacks", "interactive",
+           "source_steps", "step_progress"]
