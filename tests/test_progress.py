@@ -226,3 +226,17 @@ def test_progress_bar_arguments_are_checked():
         ProgressBar(per="step")
     with pytest.raises(ValueError, match="sync_every must be an int >= 1"):
         ProgressBar(sync_every=0)
+
+
+def test_iterables_of_batches(capsys):
+    X, y = data(90)
+    batches = [(X[i:i + 30], y[i:i + 30]) for i in range(0, 90, 30)]
+    stream = io.StringIO()
+    m = model()
+    m.fit(batches, epochs=2, callbacks=[ProgressBar(bar=True, file=stream)])
+    assert "Epoch 2/2: 3/3 [" in stream.getvalue()
+    gen = ((X[i % 3 * 30:i % 3 * 30 + 30], y[i % 3 * 30:i % 3 * 30 + 30]) for i in range(100))
+    m.fit(gen, steps_per_epoch=3, epochs=1, callbacks=[ProgressBar(bar=True, file=stream)])
+    assert "Epoch 1/1: 3/3 [" in stream.getvalue()
+    m.evaluate(batches, verbose=2)
+    assert capsys.readouterr().out.startswith("evaluate: 3/3 - ")
