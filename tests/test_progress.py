@@ -212,6 +212,7 @@ def test_no_per_batch_sync_on_gpu():
     bar.params = {"epochs": 1, "steps": 35}
     bar.on_train_begin()
     bar.on_epoch_begin(0)
+    bar._bar.mininterval = 0.0                           # redraw whenever allowed
     _DeviceLoss.reads = 0
     for b in range(35):
         bar.on_train_batch_end(b, {"size": 4, "loss": _DeviceLoss(1.0 + b)})

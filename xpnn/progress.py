@@ -110,7 +110,7 @@ class ProgressBar(Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
-        self._rows, self._loss_sum, self._pending = 0, 0.0, 0
+        self._rows, self._loss_sum, self._pending, self._shown_at = 0, 0.0, 0, -1e9
         self._gpu = bool(getattr(self.model.backend, "is_gpu", False))
         if self._tqdm is not None and self.per == "batch":
             self._bar = self._tqdm(total=self.steps, desc=self._epoch_label(epoch),
@@ -127,10 +127,13 @@ class ProgressBar(Callback):
             self._loss_sum = self._loss_sum + (loss if self._gpu else float(loss)) * logs["size"]
             self._rows += logs["size"]
             self._pending += 1
-            if not self._gpu or self._pending >= self.sync_every:
+            now = time.perf_counter()
+            # The postfix changes at most as often as tqdm redraws (mininterval).
+            if (self._pending >= self.sync_every or not self._gpu) and \
+                    now - self._shown_at >= self._bar.mininterval:
                 self._bar.set_postfix(loss=f"{float(self._loss_sum) / self._rows:.4f}",
                                       refresh=False)
-                self._pending = 0
+                self._pending, self._shown_at = 0, now
         self._bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
