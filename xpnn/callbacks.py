@@ -228,6 +228,9 @@ class ReduceLROnPlateau(Callback):
     verbose : int
         1: print a line at each reduction.
 
+    The rate it lowers is ``model.optimizer.lr``; with an optimizer whose ``lr`` is a schedule,
+    the schedule sets the rate again at every epoch: use one or the other.
+
     Attributes
     ----------
     best : float

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import sys
 import time
+from numbers import Real
 
 from .callbacks import Callback, OptimizerSchedule
 
@@ -47,7 +48,7 @@ def _tqdm():
 
 
 def _shown(logs) -> dict:
-    return {k: f"{v:.4f}" for k, v in logs.items() if isinstance(v, (int, float))}
+    return {k: f"{v:.4f}" for k, v in logs.items() if isinstance(v, Real)}
 
 
 def _line(shown) -> str:
