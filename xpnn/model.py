@@ -670,17 +670,18 @@ class Sequential:
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
         if self._streams(X):
-            n = self._check_host_X(X)[0]
+            self._check_host_X(X)
             step = batch_size or 1024
             source = data.HostBatches(X, None, None, "X")
-            progress = step_progress(verbose, -(-n // step), "predict")
-            parts = []
-            for i in range(0, n, step):
-                parts.append(self._forward(source._convert(self, data.read_batch(X, slice(i, min(
-                    i + step, n))), None, i)))
+            progress = step_progress(verbose, source_steps(source, step), "predict")
+            out = None
+            for b, x, _, _ in source.batches(self, None, step):
+                y = self._forward(x)
+                if out is None:                # one result array, filled batch by batch
+                    out = self.backend.zeros((source.n, y.shape[1]), self.dtype)
+                out[b * step:b * step + y.shape[0], ...] = y
                 if progress is not None:
                     progress.update()
-            out = self.backend.xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
         else:
             Xd = self._prepare_X(X)
             n = Xd.shape[0]
