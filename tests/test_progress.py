@@ -241,3 +241,15 @@ def test_iterables_of_batches(capsys):
     assert "Epoch 1/1: 3/3 [" in stream.getvalue()
     m.evaluate(batches, verbose=2)
     assert capsys.readouterr().out.startswith("evaluate: 3/3 - ")
+
+
+def test_streamed_predict_and_evaluate_lines(capsys):
+    m = model()
+    m.fit(*data(), epochs=1, verbose=0)
+    m.resident_budget = 0                        # every host array is streamed
+    X, y = data()
+    out = m.predict(X, batch_size=50, verbose=2)
+    m.evaluate(X, y, batch_size=50, verbose=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert out.shape == (120, 2)
+    assert lines[0].startswith("predict: 3/3 - ") and lines[1].startswith("evaluate: 3/3 - ")
