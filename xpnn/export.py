@@ -1,7 +1,9 @@
 """Export a trained :class:`~xpnn.Sequential` for inference outside xpnn: ONNX.
 
 The graph is written layer by layer from the model's weights, one or two standard ONNX
-operators per layer:
+operators per layer (tracing the layers' own ``forward`` through ``ndonnx``, an array-API
+namespace that records ONNX, also works, but adds shape checks and control flow to the graph and
+two dependencies):
 
 =============  ==========================================
 xpnn layer     ONNX nodes
