@@ -187,7 +187,7 @@ def test_distributed_mnist_example_matches_one_process(tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in distributed.LAUNCHER_VARIABLES}
     env["PYTHONPATH"] = str(HERE.parent)
     script = [sys.executable, str(HERE.parent / "examples" / "distributed_mnist.py"),
-              "--data-home", str(data), "--epochs", "2", "--limit", "2000"]
+              "--data-home", str(data), "--epochs", "2", "--limit", "2000", "--batch-size", "128"]
     results = []
     for prefix, out in (([], tmp_path / "one"), ([_mpiexec(), "-n", "2"], tmp_path / "two")):
         proc = subprocess.run([*prefix, *script, "--out", str(out)], env=env, text=True,
