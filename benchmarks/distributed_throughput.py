@@ -211,7 +211,7 @@ def measure(args, config, ranks, out):
     if args.data_home:
         base += ["--data-home", args.data_home]
     if ranks == 1:
-        cmd = [*base, "--threads", str(args.cores)]
+        cmd = [*base, "--threads", str(1 if args.one_core else args.cores)]
     else:
         cmd = [_mpiexec(), "-n", str(ranks), *base]
     _run(cmd, args.timeout)
@@ -229,6 +229,8 @@ def main(argv=None):
     parser.add_argument("--out", default="runs/distributed")
     parser.add_argument("--timeout", type=int, default=900)
     parser.add_argument("--smoke", action="store_true", help="synthetic data, 2 epochs")
+    parser.add_argument("--one-core", action="store_true",
+                        help="the one process uses 1 BLAS thread (T ranks vs one core)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
@@ -252,7 +254,8 @@ def main(argv=None):
             runs.append({"round": rnd, "config": config, "one": pair[1],
                          "ranks": pair[args.cores],
                          "speedup": pair[args.cores]["samples_per_s"] / pair[1]["samples_per_s"]})
-    rows = [f"| config | params | gradient | 1 process x {args.cores} threads | "
+    threads = 1 if args.one_core else args.cores
+    rows = [f"| config | params | gradient | 1 process x {threads} thread(s) | "
             f"{args.cores} ranks x 1 thread | ranks / process (median of rounds) | "
             "allreduce share of the step | allreduce alone |",
             "|---|---|---|---|---|---|---|---|"]
