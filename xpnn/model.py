@@ -14,13 +14,12 @@ steps 1-3 skip that activation and use the loss's fused, numerically stable form
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
 import numpy as np
 
-from . import fastpath
+from . import fastpath, serialization
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError, diverged
@@ -29,8 +28,7 @@ from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
 
-FORMAT = "xpnn-model"
-FORMAT_VERSION = 1
+FORMAT, FORMAT_VERSION = serialization.FORMAT, serialization.FORMAT_VERSION
 
 
 class Sequential:
@@ -624,73 +622,51 @@ class Sequential:
         return model
 
     def __getstate__(self):
-        """Pickle/copy support: configuration, weights, optimizer state and random-generator
-        state as NumPy data; the backend is resolved again by name when unpickled."""
-        opt = self.optimizer
-        return {
-            "config": self.get_config(),
-            "weights": self.get_weights() if self.built else None,
-            "optimizer_state": None if opt is None else [
-                {k: np.array(to_numpy(v), copy=True) if hasattr(v, "shape") else v
-                 for k, v in s.items()} for s in opt.state],
-            "optimizer_iterations": None if opt is None else opt.iterations,
-            "rng": self.rng.bit_generator.state,
-            "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"},
-        }
+        """Pickle/copy support: the state :meth:`save` writes (configuration, weights, optimizer
+        state, random-generator state, epochs trained) as JSON data and NumPy arrays; the
+        backend is resolved again by name when unpickled."""
+        config, arrays = serialization.state_of(self)
+        return {"xpnn": config, "arrays": arrays,
+                "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"}}
 
     def __setstate__(self, state):
-        model = type(self).from_config(state["config"], state["weights"])
-        self.__dict__.update(model.__dict__)
+        payload = serialization.from_state(state["xpnn"], state["arrays"], "pickled model")
+        self.__dict__.update(serialization.build(payload).__dict__)
         self.__dict__.update(state["extra"])
-        if self.optimizer is not None:
-            be = self.backend
-            self.optimizer.state = [
-                {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
-                for s in state["optimizer_state"]]
-            self.optimizer.iterations = state["optimizer_iterations"]
-        self.rng.bit_generator.state = state["rng"]
 
     def save(self, path) -> None:
-        """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.
+        """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
+        missing): architecture, compile settings, weights, the optimizer's state (moments,
+        momentum buffers, step counts, current lr), the random generator's state and the
+        epochs trained, with a checksum. The file is written atomically.
 
-        No pickle is involved; read it back with :func:`xpnn.load`.
+        No pickle is involved; read it back with :func:`xpnn.load`. Format:
+        :mod:`xpnn.serialization`.
         """
-        arrays = {"__xpnn__": np.array(json.dumps(self.get_config()))}
-        if self.built:
-            arrays.update({f"param_{i}": w for i, w in enumerate(self.get_weights())})
-        np.savez(path, **arrays)
+        serialization.save(self, path)
 
 
 def load(path, backend=None) -> Sequential:
-    """Read a model written by :meth:`Sequential.save`.
+    """Read a model written by :meth:`Sequential.save`, ready to continue training.
+
+    ``fit`` on the loaded model continues exactly where the saved one stood: same weights,
+    optimizer moments and step counts, learning rate, and random generator (the next shuffles
+    and dropout masks).
 
     Parameters
     ----------
     path : str or path-like
     backend : str, optional
         Backend to load onto; by default the one it was saved from.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a valid xpnn model file (damaged, truncated, of another format, or
+        describing an invalid model); the message names the file and the problem.
+    FileNotFoundError
+        If there is no such file.
     """
-    try:
-        f = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, ValueError) as exc:  # text, pickle, truncated... files
-        raise ValueError(f"{path} is not an xpnn model file (not a NumPy .npz archive)") from exc
-    if not isinstance(f, np.lib.npyio.NpzFile):     # a single .npy array
-        raise ValueError(f"{path} is not an xpnn model file (a .npy array, not an .npz archive)")
-    with f:
-        if "__xpnn__" not in f.files:
-            raise ValueError(f"{path} is not an xpnn model file (no '__xpnn__' entry)")
-        try:
-            config = json.loads(str(f["__xpnn__"]))
-        except ValueError as exc:
-            raise ValueError(f"{path} is not an xpnn model file (unreadable header)") from exc
-        weights = [f[f"param_{i}"] for i in range(len(f.files) - 1)]
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an xpnn model file (format tag missing)")
-    if config.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer xpnn (format version "
-                         f"{config['version']}); upgrade xpnn to read it")
-    return Sequential.from_config(config, weights, backend=backend, source=str(path))
+    return serialization.load(path, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]
