@@ -584,7 +584,7 @@ def _construct(cls, config, where):
             raise _Bad(f"is not a valid xpnn model ({where}: unknown argument {key!r})")
         kinds = _kinds(accepted[key])
         if not any(_matches(value, kind) for kind in kinds):
-            raise _Bad(f"is not a valid xpnn model ({where}: {key}={value!r}, expected "
+            raise _Bad(f"is not a valid xpnn model ({where}: {key}={_short(value)}, expected "
                        f"{' or '.join('finite ' + k if k == 'float' else k for k in kinds)})")
     missing = [n for n, p in accepted.items() if p.default is p.empty and n not in config]
     if missing:
@@ -593,6 +593,14 @@ def _construct(cls, config, where):
         return cls(**config)
     except (ValueError, TypeError, OverflowError) as exc:
         raise _Bad(f"is not a valid xpnn model ({where}: {exc})") from None
+
+
+_FLOAT_MAX = float(np.finfo(np.float64).max)
+
+
+def _short(value, limit=60):
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _kinds(param):
@@ -614,8 +622,10 @@ def _matches(value, kind):
     if kind == "int":
         return _is_int(value, -MAX_WIDTH, MAX_WIDTH)
     if kind == "float":
-        return (isinstance(value, (int, float)) and not isinstance(value, bool)
-                and math.isfinite(value))
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        return math.isfinite(value) if isinstance(value, float) else \
+            abs(value) <= _FLOAT_MAX
     if kind == "str":
         return isinstance(value, str) and len(value) <= 256
     return False
