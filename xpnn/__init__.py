@@ -19,6 +19,7 @@ from .backend import (
     to_numpy,
 )
 from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .checkpoint import BackupAndRestore, ModelCheckpoint
 from .errors import TrainingDivergedError
 from .layers import (
     Dense,
@@ -39,9 +40,11 @@ from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackendUnavailableError",
+    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackupAndRestore",
+    "BackendUnavailableError",
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
+    "ModelCheckpoint",
     "Optimizer", "Parameter", "RMSprop", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
     "TrainingDivergedError", "available_backends", "get_backend", "load", "to_numpy",
 ]

@@ -7,6 +7,10 @@ batch ``on_train_batch_begin(batch)`` and ``on_train_batch_end(batch, logs)`` wi
 ``on_epoch_end(epoch, logs)`` with ``logs = {"loss": ..., "accuracy": ..., "val_loss": ...}``;
 finally ``on_train_end()``. Setting ``model.stop_training = True`` ends training after the
 current epoch.
+
+A callback with state that matters for resuming (a best value, a wait count) returns it from
+``get_state()`` (JSON values and arrays) and takes it back in ``set_state(state)``;
+:class:`~xpnn.BackupAndRestore` stores and restores these.
 """
 
 from __future__ import annotations
@@ -40,6 +44,14 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def get_state(self) -> dict:
+        """What this callback must remember across an interruption: a dict of JSON values
+        and arrays (default: nothing)."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Take back what :meth:`get_state` returned (called after ``on_train_begin``)."""
+
 
 class History(Callback):
     """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
@@ -60,6 +72,14 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+
+    def get_state(self):
+        return {"history": {k: list(v) for k, v in self.history.items()},
+                "epoch": list(self.epoch)}
+
+    def set_state(self, state):
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.epoch = list(state["epoch"])
 
     def __getitem__(self, key):
         return self.history[key]
@@ -144,13 +164,48 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is not None:
             self.model._restore_weights(self.best_weights)
 
+    def get_state(self):
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def set_state(self, state):
+        model = self.model
+        weights = state["best_weights"]
+        if weights is not None:
+            shapes = [p.shape for p in model.params]
+            if [tuple(w.shape) for w in weights] != shapes:
+                raise ValueError(f"EarlyStopping: saved best weights of shapes "
+                                 f"{[tuple(w.shape) for w in weights]} do not fit this model "
+                                 f"({shapes})")
+            weights = [model.backend.asarray(w, dtype=model.dtype) for w in weights]
+        self.wait, self.best = int(state["wait"]), float(state["best"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.best_weights = weights
+
 
 class LearningRateScheduler(Callback):
-    """Set ``optimizer.lr = schedule(epoch, lr)`` at the start of every epoch."""
+    """Set ``optimizer.lr = schedule(epoch, lr)`` at the start of every epoch.
+
+    ``lr`` is the rate in force before the epoch began, also when the start of an epoch is
+    repeated (a run resumed by :class:`~xpnn.BackupAndRestore`): the schedule is applied once
+    per epoch.
+    """
 
     def __init__(self, schedule):
         self.schedule = schedule
+        self._epoch, self._lr_before = None, None
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._lr_before = None, None
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
-        opt.lr = float(self.schedule(epoch, opt.lr))
+        if epoch != self._epoch:
+            self._epoch, self._lr_before = epoch, opt.lr
+        opt.lr = float(self.schedule(epoch, self._lr_before))
+
+    def get_state(self):
+        return {"epoch": self._epoch, "lr_before": self._lr_before}
+
+    def set_state(self, state):
+        self._epoch, self._lr_before = state["epoch"], state["lr_before"]

@@ -326,6 +326,7 @@ class Sequential:
 
         history = History()
         callbacks = [history, *callbacks]
+        self._callbacks = callbacks     # BackupAndRestore saves and restores their states
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -347,6 +348,7 @@ class Sequential:
                 break
         for cb in callbacks:
             cb.on_train_end()
+        self._callbacks = ()
         self.history = history
         return history
 
