@@ -691,12 +691,7 @@ def _check_training(training, shapes, dtype, compiled, expected):
         out["iterations"] = opt["iterations"]
         out["optimizer_state"] = states
     rng = training["rng"]
-    _check_keys(rng, {"bit_generator", "state", "has_uint32", "uinteger"}, "the rng state")
-    _check_keys(rng["state"], {"state", "inc"}, "the rng state")
-    if (rng["bit_generator"] != "PCG64" or rng["has_uint32"] not in (0, 1)
-            or not _is_int(rng["uinteger"], 0, 2**32 - 1)
-            or not all(_is_int(v, 0, 2**128 - 1) for v in rng["state"].values())):
-        raise _Bad("is not a valid xpnn model (bad random generator state)")
+    _check_rng(rng)
     out["rng"] = rng
     if not _is_int(training["epochs_trained"]):
         raise _Bad(f"is not a valid xpnn model (epochs_trained "
@@ -704,12 +699,7 @@ def _check_training(training, shapes, dtype, compiled, expected):
     out["epochs_trained"] = training["epochs_trained"]
     position = training["position"]
     if position is not None:
-        _check_keys(position, set(position), "the training position")
-        for key in ("epoch", "batch"):
-            if key in position and not _is_int(position[key]):
-                raise _Bad(f"is not a valid xpnn model (training position {key} "
-                           f"{position[key]!r})")
-        _scan(position, expected, "the training position")
+        _check_position(position, compiled)
     out["position"] = position
     cbs = training["callbacks"]
     if not isinstance(cbs, list) or len(cbs) > 1000:
@@ -721,6 +711,55 @@ def _check_training(training, shapes, dtype, compiled, expected):
         _scan(cb["state"], expected, f"the {cb['class']} state")
     out["callbacks"] = cbs
     return out
+
+
+_POSITION_KEYS = {"epoch", "batch", "epoch_rng", "rng", "loss", "weight", "metrics"}
+
+
+def _check_rng(rng, what="the random generator state"):
+    _check_keys(rng, {"bit_generator", "state", "has_uint32", "uinteger"}, what)
+    _check_keys(rng["state"], {"state", "inc"}, what)
+    if (rng["bit_generator"] != "PCG64" or rng["has_uint32"] not in (0, 1)
+            or not _is_int(rng["uinteger"], 0, 2**32 - 1)
+            or not all(_is_int(v, 0, 2**128 - 1) for v in rng["state"].values())):
+        raise _Bad(f"is not a valid xpnn model (bad {what})")
+
+
+def _check_position(position, compiled):
+    """The training loop's position (``Sequential._capture_position``): an epoch start
+    ``{"epoch", "batch": 0}``, or inside an epoch also the generator's states, the running
+    loss and weight sums and the metrics' running states."""
+    if not isinstance(position, dict) or not {"epoch", "batch"} <= set(position):
+        raise _Bad("is not a valid xpnn model (bad training position)")
+    _check_keys(position, _POSITION_KEYS if len(position) > 2 else {"epoch", "batch"},
+                "the training position")
+    if not (_is_int(position["epoch"]) and _is_int(position["batch"])):
+        raise _Bad("is not a valid xpnn model (bad training position)")
+    if len(position) == 2:
+        if position["batch"] != 0:
+            raise _Bad("is not a valid xpnn model (training position inside an epoch without "
+                       "its state)")
+        return
+    _check_rng(position["epoch_rng"], "random generator state of the training position")
+    _check_rng(position["rng"], "random generator state of the training position")
+    for key in ("loss", "weight"):
+        if not _matches(position[key], "float") or position[key] < 0 and key == "weight":
+            raise _Bad(f"is not a valid xpnn model (training position {key} "
+                       f"{_short(position[key])})")
+    metrics = position["metrics"]
+    n_metrics = len(compiled["metrics"]) if compiled else 0
+    if not isinstance(metrics, list) or len(metrics) != n_metrics:
+        raise _Bad("is not a valid xpnn model (training position: metric states do not match "
+                   "the compiled metrics)")
+    for m in metrics:
+        _check_keys(m, {"totals", "dtype", "count"}, "a metric state")
+        totals = m["totals"]
+        if not _is_int(m["count"]) or (totals is None) != (m["dtype"] is None) or (
+                totals is not None and (
+                    m["dtype"] not in ("float32", "float64") or not isinstance(totals, list)
+                    or len(totals) > 8 or not all(_matches(v, "float") for v in totals))):
+            raise _Bad("is not a valid xpnn model (bad metric state in the training "
+                       "position)")
 
 
 def _scan(value, expected, owner, depth=0):
