@@ -32,7 +32,8 @@ class ModelCheckpoint(Callback):
     filepath : str or path-like
         Where to write; may contain ``{epoch}`` (1-based, as Keras) and any key of the epoch
         logs with a format spec, e.g. ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``. ``.npz`` is
-        appended when missing. Without placeholders the same file is overwritten.
+        appended when missing; a missing folder is created. Without placeholders the same
+        file is overwritten.
     monitor : str
         The logged value judged by ``save_best_only``.
     save_best_only : bool
@@ -93,6 +94,9 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
                              f"which is not among the logged values {sorted(logs)}") from None
+        folder = os.path.dirname(path)
+        if folder:
+            os.makedirs(folder, exist_ok=True)
         self.last_saved = serialization.save(self.model, path)
 
     def get_state(self):
