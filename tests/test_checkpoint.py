@@ -321,3 +321,24 @@ def test_pickled_sklearn_estimator_with_warm_start_continues_like_one_run():
     np.testing.assert_array_equal(restored.predict_proba(X), whole.predict_proba(X))
     for a, b in zip(restored.coefs_, whole.coefs_, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+class FakeComm:
+    """A one-process stand-in for a data-parallel communicator of the given rank."""
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def sync_gradients(self, model, grads, loss, n_rows):
+        return loss
+
+
+@pytest.mark.parametrize("rank", [0, 1])
+def test_only_rank_0_writes_backups_and_checkpoints(tmp_path, rank):
+    model = model_for()
+    model.fit(X, Y, epochs=3, verbose=0, comm=FakeComm(rank), callbacks=[
+        xpnn.BackupAndRestore(tmp_path / "b", delete_checkpoint=False),
+        xpnn.ModelCheckpoint(tmp_path / "c" / "m-{epoch}.npz")])
+    backups = sorted(os.listdir(tmp_path / "b"))
+    assert backups == ([] if rank else ["backup-000002.npz", "backup-000003.npz"])
+    assert os.path.exists(tmp_path / "c") == (rank == 0)

@@ -16,6 +16,12 @@ from . import serialization
 from .callbacks import Callback
 
 
+def _writes_files(model) -> bool:
+    """False on the ranks other than 0 of a data-parallel ``fit``: only rank 0 writes."""
+    comm = getattr(model, "_comm", None)
+    return comm is None or getattr(comm, "rank", 0) == 0
+
+
 def _check_mode(mode, monitor, owner):
     if mode not in ("auto", "min", "max"):
         raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
@@ -94,6 +100,9 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
                              f"which is not among the logged values {sorted(logs)}") from None
+        if not _writes_files(self.model):
+            self.last_saved = serialization.npz_path(path)
+            return
         folder = os.path.dirname(path)
         if folder:
             os.makedirs(folder, exist_ok=True)
@@ -119,7 +128,8 @@ class BackupAndRestore(Callback):
     included) and started again with the same command ends with exactly the weights of an
     uninterrupted run (same seed and data). Two generations are kept; a damaged newest backup
     is reported by a warning and the previous one used. When ``fit`` finishes, the backup is
-    deleted unless ``delete_checkpoint=False``.
+    deleted unless ``delete_checkpoint=False``. In a data-parallel ``fit`` only rank 0 writes
+    and deletes; every rank restores from the same files.
 
     Parameters
     ----------
@@ -163,10 +173,12 @@ class BackupAndRestore(Callback):
 
     def _save(self, position):
         number = self._generation + 1
+        self._generation = number
+        if not _writes_files(self.model):     # data-parallel: rank 0 writes for all
+            return
         path = os.path.join(self.backup_dir, f"backup-{number:06d}.npz")
         serialization.save(self.model, path, callbacks=self.model._callbacks,
                            position=position)
-        self._generation = number
         for n, old in self._generations():
             if n < number - 1:
                 os.unlink(old)
@@ -177,7 +189,8 @@ class BackupAndRestore(Callback):
         self.restored_from = None
         os.makedirs(self.backup_dir, exist_ok=True)
         for name in os.listdir(self.backup_dir):          # temporary files of a killed write
-            if name.startswith(".backup-") and name.endswith(".tmp"):
+            if name.startswith(".backup-") and name.endswith(".tmp") and \
+                    _writes_files(self.model):
                 os.unlink(os.path.join(self.backup_dir, name))
         generations = self._generations()
         self._generation = generations[0][0] if generations else 0
@@ -266,6 +279,8 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         self._flush_deferred()
+        if not _writes_files(self.model):
+            return
         if self.delete_checkpoint:
             for _, path in self._generations():
                 os.unlink(path)

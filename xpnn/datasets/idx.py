@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..serialization import atomic_write
+
 __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
@@ -194,7 +196,8 @@ def load_idx_labels(path: str | os.PathLike[str]):
 
 
 def write_idx(path: str | os.PathLike[str], array) -> Path:
-    """Write an array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
+    """Write an array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``),
+    atomically (:func:`xpnn.serialization.atomic_write`).
 
     Parameters
     ----------
@@ -227,5 +230,5 @@ def write_idx(path: str | os.PathLike[str], array) -> Path:
     path = Path(path)
     if path.suffix == ".gz":
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write(path, lambda f: f.write(payload))
     return path
