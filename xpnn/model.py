@@ -672,11 +672,10 @@ class Sequential:
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
         if self._streams(X):
-            n = self._check_host_X(X)[0]
+            self._check_host_X(X)
             step = batch_size or 1024
             source = data.HostBatches(X, None, None, "X")
-            parts = [self._forward(source._convert(self, data.read_batch(X, slice(i, min(
-                i + step, n))), None, i)) for i in range(0, n, step)]
+            parts = [self._forward(x) for _, x, _, _ in source.batches(self, None, step)]
             return self.backend.xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
         Xd = self._prepare_X(X)
         return self._predict_arrays(Xd, batch_size)
