@@ -877,7 +877,7 @@ class Sequential:
 
     def __setstate__(self, state):
         payload = serialization.from_state(state["xpnn"], state["arrays"], "pickled model")
-        self.__dict__.update(serialization.build(payload).__dict__)
+        self.__dict__.update(serialization.build(payload, type(self)).__dict__)
         self.__dict__.update(state["extra"])
 
     def save(self, path) -> None:
@@ -971,6 +971,6 @@ def load(path, backend=None) -> Sequential:
     FileNotFoundError
         If there is no such file.
     """
-    return serialization.load(path, backend=backend)
+    return serialization.build(serialization.read(path), Sequential, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

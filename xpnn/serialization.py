@@ -277,11 +277,6 @@ class Payload:
     training: dict | None = None        # decoded: arrays in place of references
 
 
-def load(path, backend=None):
-    """Read a model written by :meth:`Sequential.save` (see :func:`xpnn.load`)."""
-    return build(read(path), backend=backend)
-
-
 def read(path) -> Payload:
     """Read and validate the file ``path``; raises ``ValueError`` naming it if it is not a
     valid xpnn model file (``FileNotFoundError`` if it does not exist)."""
@@ -815,15 +810,14 @@ def _fill(payload, arrays):
 
 
 # ====================================================================== building
-def build(payload: Payload, backend=None):
-    """The model a validated :class:`Payload` describes, compiled when it was, with its
-    weights and training state."""
+def build(payload: Payload, cls, backend=None):
+    """The model (of class ``cls``, :class:`~xpnn.Sequential`) a validated :class:`Payload`
+    describes, compiled when it was, with its weights and training state."""
     from .losses import LOSS_CLASSES
-    from .model import Sequential
 
     cfg = payload.config
     try:
-        model = Sequential(*payload.layers, backend=backend or cfg["backend"],
+        model = cls(*payload.layers, backend=backend or cfg["backend"],
                            dtype=cfg["dtype"], seed=cfg["seed"])
         if payload.weights:
             if not model.built:
