@@ -352,3 +352,24 @@ def test_pickle_goes_through_the_same_validation():
     assert_same_weights(twin.get_weights(), model.get_weights())
     np.testing.assert_array_equal(to_numpy(twin.predict(blobs()[0])),
                                   to_numpy(model.predict(blobs()[0])))
+
+
+def test_pickles_of_the_earlier_layout_still_load():
+    """A state dict as the earlier ``__getstate__`` wrote it (config, weights, optimizer state,
+    rng) unpickles into the same model."""
+    X, y = blobs()
+    model = mlp()
+    model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01))
+    model.fit(X, y, epochs=1, verbose=0)
+    config = model.get_config()
+    config["version"] = 1
+    old = {"config": config, "weights": model.get_weights(),
+           "optimizer_state": [{k: np.array(to_numpy(v)) if hasattr(v, "shape") else v
+                                for k, v in s.items()} for s in model.optimizer.state],
+           "optimizer_iterations": model.optimizer.iterations,
+           "rng": model.rng.bit_generator.state, "extra": {}}
+    twin = object.__new__(xpnn.Sequential)
+    twin.__setstate__(old)
+    model.fit(X, y, epochs=1, verbose=0)
+    twin.fit(X, y, epochs=1, verbose=0)
+    assert_same_weights(twin.get_weights(), model.get_weights())

@@ -876,6 +876,19 @@ class Sequential:
                 "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"}}
 
     def __setstate__(self, state):
+        if "xpnn" not in state:            # pickled with the earlier layout
+            config = dict(state["config"], version=1)
+            arrays = {f"param_{i}": w for i, w in enumerate(state["weights"] or ())}
+            payload = serialization.from_state(config, arrays, "pickled model")
+            self.__dict__.update(serialization.build(payload, type(self)).__dict__)
+            self.__dict__.update(state["extra"])
+            if self.optimizer is not None:
+                self.optimizer.state = [
+                    {k: self.backend.asarray(v) if isinstance(v, np.ndarray) else v
+                     for k, v in s.items()} for s in state["optimizer_state"]]
+                self.optimizer.iterations = state["optimizer_iterations"]
+            self.rng.bit_generator.state = state["rng"]
+            return
         payload = serialization.from_state(state["xpnn"], state["arrays"], "pickled model")
         self.__dict__.update(serialization.build(payload, type(self)).__dict__)
         self.__dict__.update(state["extra"])
