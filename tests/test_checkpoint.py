@@ -342,3 +342,28 @@ def test_only_rank_0_writes_backups_and_checkpoints(tmp_path, rank):
     backups = sorted(os.listdir(tmp_path / "b"))
     assert backups == ([] if rank else ["backup-000002.npz", "backup-000003.npz"])
     assert os.path.exists(tmp_path / "c") == (rank == 0)
+
+
+def test_backup_written_on_numpy_resumes_on_torch(tmp_path):
+    """A run stopped mid-epoch on NumPy and restarted on torch (float64) ends where the
+    uninterrupted NumPy run does, within float tolerance."""
+    pytest.importorskip("torch")
+
+    def run64(backend, backup, crash_at=None):
+        model = xpnn.Sequential(xpnn.Dense(4, 16), xpnn.Tanh(), xpnn.Dropout(0.2),
+                                xpnn.Dense(16, 3), xpnn.Softmax(), seed=0, dtype="float64",
+                                backend=backend)
+        model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
+        callbacks = [xpnn.BackupAndRestore(backup, save_freq=5)]
+        if crash_at is not None:
+            callbacks.append(CrashAt(crash_at))
+        model.fit(X, Y, epochs=4, batch_size=16, callbacks=callbacks, verbose=0)
+        return model
+
+    reference = run64("numpy", tmp_path / "ref")
+    with pytest.raises(Crash):
+        run64("numpy", tmp_path / "b", crash_at=13)
+    resumed = run64("torch", tmp_path / "b")
+    assert resumed.backend.name == "torch"
+    for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
