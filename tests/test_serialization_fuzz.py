@@ -118,6 +118,14 @@ def _paths(node, prefix=()):
             yield from _paths(v, (*prefix, i))
 
 
+def nested(depth):
+    """``[[...[]...]]``, ``depth`` lists deep (deeper JSON: test_deeply_nested_json)."""
+    value = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 PATHS = [p for p in _paths(CONFIG) if p and p != ("checksum",)]
 SCALARS = st.one_of(
     st.none(), st.booleans(),
@@ -126,7 +134,7 @@ SCALARS = st.one_of(
     st.sampled_from(["Dense", "Adam", "numpy", "float64", "PCG64", "exp_avg", "param_0"]))
 VALUES = st.one_of(SCALARS, st.lists(SCALARS, max_size=4),
                    st.dictionaries(st.text(max_size=6), SCALARS, max_size=3),
-                   st.integers(1, 5000).map(lambda depth: json.loads("[" * depth + "]" * depth)))
+                   st.integers(1, 200).map(lambda depth: nested(depth)))
 
 
 @st.composite
