@@ -26,12 +26,12 @@ X, Y = blobs()
 XV, YV = blobs(30, seed=1)
 
 
-def model_for(opt="adam", fast=True, seed=0):
+def model_for(opt="adam", fast=True, seed=0, lr=None):
     model = xpnn.Sequential(xpnn.Dense(4, 16), xpnn.ReLU(), xpnn.Dropout(0.2), xpnn.Dense(16, 3),
                             xpnn.Softmax(), seed=seed)
     model.fastpath = fast
-    optimizer = {"adam": lambda: xpnn.Adam(0.01), "sgd": lambda: xpnn.SGD(0.05, momentum=0.9,
-                                                                           nesterov=True),
+    optimizer = {"adam": lambda: xpnn.Adam(0.01 if lr is None else lr),
+                 "sgd": lambda: xpnn.SGD(0.05, momentum=0.9, nesterov=True),
                  "rmsprop": lambda: xpnn.RMSprop(0.005), "adamw": lambda: xpnn.AdamW(0.01)}[opt]
     model.compile(loss="crossentropy", optimizer=optimizer(), metrics=["accuracy"])
     return model
@@ -56,7 +56,8 @@ class CrashAt(xpnn.Callback):
 def other_callbacks(tmp_path):
     return [xpnn.EarlyStopping("val_loss", patience=3),
             xpnn.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
-            xpnn.ModelCheckpoint(tmp_path / "best.npz", save_best_only=True)]
+            xpnn.ModelCheckpoint(tmp_path / "best.npz", save_best_only=True),
+            xpnn.ReduceLROnPlateau("val_loss", factor=0.5, patience=1, min_delta=0.0)]
 
 
 def run(tmp_path, backup, save_freq, crash_at=None, opt="adam", fast=True, before=False,
@@ -84,6 +85,7 @@ def assert_same_run(a, b):
     assert ma.epochs_trained == mb.epochs_trained
     assert oa[0].best == ob[0].best and oa[0].best_epoch == ob[0].best_epoch
     assert oa[0].stopped_epoch == ob[0].stopped_epoch and oa[2].best == ob[2].best
+    assert oa[3].get_state() == ob[3].get_state()
 
 
 @pytest.mark.parametrize("save_freq", ["epoch", 4])
@@ -367,3 +369,31 @@ def test_backup_written_on_numpy_resumes_on_torch(tmp_path):
     assert resumed.backend.name == "torch"
     for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_resume_with_a_scheduled_learning_rate(tmp_path):
+    """An optimizer whose lr is a schedule: the backup keeps the schedule and the current rate."""
+    from xpnn.schedules import CosineDecay
+
+    def go(backup, crash_at=None):
+        model = model_for(lr=CosineDecay(0.02, 6))
+        callbacks = [xpnn.BackupAndRestore(backup, save_freq=4)]
+        if crash_at is not None:
+            callbacks.append(CrashAt(crash_at))
+        model.fit(X, Y, epochs=6, batch_size=16, callbacks=callbacks, verbose=0)
+        return model
+
+    reference = go(tmp_path / "ref")
+    for at in (9, 8, 11):
+        with pytest.raises(Crash):
+            go(tmp_path / "b", crash_at=at)
+    resumed = go(tmp_path / "b")
+    for a, b in zip(resumed.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed.optimizer.lr == reference.optimizer.lr
+    model = model_for(lr=CosineDecay(0.02, 6))
+    model.fit(X, Y, epochs=2, verbose=0)
+    model.save(tmp_path / "s.npz")
+    loaded = xpnn.load(tmp_path / "s.npz")
+    assert loaded.optimizer.schedule == model.optimizer.schedule
+    assert loaded.optimizer.lr == model.optimizer.lr

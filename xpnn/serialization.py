@@ -182,7 +182,7 @@ def state_of(model, *, callbacks=None, position=None):
                 else:
                     raise ValueError(f"save: unknown optimizer state entry {key!r}")
             states.append(entry)
-        optimizer = {"iterations": int(opt.iterations), "state": states}
+        optimizer = {"iterations": int(opt.iterations), "lr": float(opt.lr), "state": states}
     saved_callbacks = []
     for cb in callbacks or ():
         state = cb.get_state()
@@ -569,7 +569,10 @@ def _check_config(path, config):
 
 def _construct(cls, config, where):
     """``cls(**config)`` after checking every argument against the constructor's signature
-    (names, JSON types from the annotations, finite numbers)."""
+    (names, JSON types from the annotations, finite numbers; an optimizer's ``lr`` may be a
+    schedule's configuration)."""
+    from .optimizers import Optimizer
+
     if not isinstance(config, dict):
         raise _Bad(f"is not a valid xpnn model ({where}: its arguments must be a JSON object)")
     accepted = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
@@ -577,6 +580,8 @@ def _construct(cls, config, where):
     for key, value in config.items():
         if key not in accepted:
             raise _Bad(f"is not a valid xpnn model ({where}: unknown argument {key!r})")
+        if key == "lr" and isinstance(value, dict) and issubclass(cls, Optimizer):
+            continue          # a schedule's configuration: checked by building it below
         kinds = _kinds(accepted[key])
         if not any(_matches(value, kind) for kind in kinds):
             raise _Bad(f"is not a valid xpnn model ({where}: {key}={_short(value)}, expected "
@@ -586,7 +591,7 @@ def _construct(cls, config, where):
         raise _Bad(f"is not a valid xpnn model ({where}: missing arguments {missing})")
     try:
         return cls(**config)
-    except (ValueError, TypeError, OverflowError) as exc:
+    except (ValueError, TypeError, OverflowError, KeyError, RecursionError) as exc:
         raise _Bad(f"is not a valid xpnn model ({where}: {exc})") from None
 
 
@@ -656,9 +661,13 @@ def _check_training(training, shapes, dtype, compiled, expected):
         raise _Bad("is not a valid xpnn model (optimizer state and compile settings disagree)")
     out = {"optimizer_state": [], "iterations": 0}
     if opt is not None:
-        _check_keys(opt, {"iterations", "state"}, "the optimizer state")
+        _check_keys(opt, {"iterations", "lr", "state"}, "the optimizer state")
         if not _is_int(opt["iterations"]):
             raise _Bad(f"is not a valid xpnn model (iterations {opt['iterations']!r})")
+        if not _matches(opt["lr"], "float") or opt["lr"] < 0:
+            raise _Bad(f"is not a valid xpnn model (current learning rate "
+                       f"{_short(opt['lr'])})")
+        out["lr"] = float(opt["lr"])
         states = opt["state"]
         if not isinstance(states, list) or len(states) not in (0, len(shapes)):
             raise _Bad(f"is not a valid xpnn model (optimizer state for "
@@ -841,6 +850,7 @@ def _apply_training(model, training):
         opt.state = [{k: be.asarray(v, dtype=model.dtype) if isinstance(v, np.ndarray) else v
                       for k, v in s.items()} for s in training["optimizer_state"]]
         opt.iterations = training["iterations"]
+        opt.lr = training["lr"]
     model.rng.bit_generator.state = training["rng"]
     model.epochs_trained = training["epochs_trained"]
 
@@ -865,7 +875,9 @@ def restore_into(model, payload: Payload) -> None:
                          f"{a and (a['loss'], a['optimizer']['class'])})")
     if payload.weights:
         model.set_weights(payload.weights)
-    if model.optimizer is not None:
-        for key, value in payload.optimizer.get_config().items():
-            setattr(model.optimizer, key, value)     # the current lr among them
+    if model.optimizer is not None:          # hyperparameters (the current lr: below)
+        opt, saved = model.optimizer, payload.optimizer
+        opt.schedule = getattr(saved, "schedule", None)
+        for key in saved.get_config():
+            setattr(opt, key, getattr(saved, key))
     _apply_training(model, payload.training)
