@@ -373,3 +373,38 @@ def test_pickles_of_the_earlier_layout_still_load():
     model.fit(X, y, epochs=1, verbose=0)
     twin.fit(X, y, epochs=1, verbose=0)
     assert_same_weights(twin.get_weights(), model.get_weights())
+
+
+def test_every_file_xpnn_writes_goes_through_atomic_write():
+    """No module writes a file directly: opening for writing, ``write_bytes``/``write_text``,
+    ``numpy.save*``/``tofile`` appear only in ``atomic_write`` itself and in the dataset
+    downloader, which streams into a temporary file renamed once its checksum matched."""
+    import ast
+    from pathlib import Path
+
+    allowed = {("serialization.py", "atomic_write"), ("_home.py", "_download")}
+    package = Path(xpnn.__file__).parent
+    found = []
+
+    def visit(node, path, function):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            function = node.name
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else getattr(f, "id", "")
+            writes = name in ("write_bytes", "write_text", "savez", "savez_compressed",
+                              "tofile") or (name == "save" and isinstance(f, ast.Attribute)
+                                            and getattr(f.value, "id", "") in ("np", "numpy"))
+            if name in ("open", "fdopen"):
+                modes = [a.value for a in node.args[1:2] if isinstance(a, ast.Constant)]
+                modes += [k.value.value for k in node.keywords
+                          if k.arg == "mode" and isinstance(k.value, ast.Constant)]
+                writes = any(isinstance(m, str) and set(m) & set("wax+") for m in modes)
+            if writes and (path.name, function) not in allowed:
+                found.append(f"{path.relative_to(package)}:{node.lineno} {name}")
+        for child in ast.iter_child_nodes(node):
+            visit(child, path, function)
+
+    for path in package.rglob("*.py"):
+        visit(ast.parse(path.read_text()), path, "<module>")
+    assert not found, f"files written without atomic_write: {found}"
