@@ -209,3 +209,19 @@ def test_deeply_nested_json(depth):
     np.savez(path, __xpnn__=np.array(text), **ARRAYS)
     with pytest.raises(ValueError, match="deep.npz"):
         xpnn.load(path)
+
+
+def test_header_entry_declaring_a_huge_string_is_refused_cheaply():
+    """An ``__xpnn__`` entry whose .npy header declares 10**10 characters (40 GB) is refused
+    from the header, before anything that size is allocated."""
+    import zipfile
+
+    header = {"descr": "<U10000000000", "fortran_order": False, "shape": ()}
+    text = repr(header).encode()
+    text += b" " * (-(len(text) + 11) % 64) + b"\n"
+    entry = b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + b"abcd"
+    path = FOLDER / "huge-header.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("__xpnn__.npy", entry)
+    result = load_bounded(path.read_bytes(), "huge-header.npz")
+    assert isinstance(result, ValueError) and "unreadable header" in str(result)

@@ -51,7 +51,7 @@ import numpy as np
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 2
 #: Largest ``__xpnn__`` JSON entry read (bytes of the stored UTF-32 string).
-MAX_JSON_BYTES = 256 * 2**20
+MAX_JSON_BYTES = 64 * 2**20
 #: Deepest nesting of JSON containers accepted.
 MAX_DEPTH = 24
 #: Largest layer width or feature count accepted.
@@ -377,11 +377,22 @@ def _read_json(zf, info):
                    "bytes)")
     try:
         raw = zf.read(info)
-        a = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        f = io.BytesIO(raw)
+        version = np.lib.format.read_magic(f)
+        if version not in ((1, 0), (2, 0)):
+            raise ValueError(f"unsupported .npy version {version}")
+        read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0)
+        shape, _, dtype = read_header(f)
+        # the header alone decides how much read_array allocates: check it first
+        if dtype.kind != "U" or shape != () or f.tell() + dtype.itemsize != len(raw):
+            raise _Bad("is not an xpnn model file (unreadable header: '__xpnn__' is not a "
+                       "string)")
+        f.seek(0)
+        a = np.lib.format.read_array(f, allow_pickle=False)
+    except (ValueError, SyntaxError, TypeError, OSError, EOFError, zipfile.BadZipFile,
+            zlib.error) as exc:
         raise _Bad(f"is not an xpnn model file (unreadable header: {exc})") from None
-    if a.dtype.kind != "U" or a.shape != ():
-        raise _Bad("is not an xpnn model file (unreadable header: '__xpnn__' is not a string)")
 
     def no_constant(token):
         raise ValueError(f"non-finite number {token} in JSON")
