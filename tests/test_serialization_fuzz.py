@@ -225,3 +225,24 @@ def test_header_entry_declaring_a_huge_string_is_refused_cheaply():
         zf.writestr("__xpnn__.npy", entry)
     result = load_bounded(path.read_bytes(), "huge-header.npz")
     assert isinstance(result, ValueError) and "unreadable header" in str(result)
+
+
+def test_overlapping_entries_are_refused():
+    """Directory entries all pointing at the same bytes (a way to make a small file expand into
+    many large arrays) are refused from the ZIP directory, before anything is read."""
+    import zipfile
+
+    path = FOLDER / "overlap.npz"
+    path.write_bytes(DATA)
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+    big = max(infos, key=lambda i: i.file_size)
+    assert big.file_size * len(infos) > len(DATA)
+    data = bytearray(DATA)
+    records = [i for i in range(len(data) - 3) if data[i:i + 4] == b"PK\x01\x02"]
+    assert len(records) == len(infos)
+    for r in records:        # central directory: sizes at +20/+24, local header offset at +42
+        data[r + 20:r + 28] = big.compress_size.to_bytes(4, "little") * 2
+        data[r + 42:r + 46] = big.header_offset.to_bytes(4, "little")
+    result = load_bounded(bytes(data), "overlap.npz")
+    assert isinstance(result, ValueError) and "overlap" in str(result)

@@ -368,6 +368,11 @@ def _directory(zf, size):
             raise _Bad(f"is damaged (entry {info.filename!r} declares {info.file_size} bytes, "
                        f"more than the file holds)")
         entries[key] = info
+    # Entries may not share bytes (overlapping entries would let a small file expand into
+    # many large arrays): together they hold at most the file's size.
+    if sum(info.file_size for info in entries.values()) > size:
+        raise _Bad("is damaged (its entries overlap: they declare more bytes than the file "
+                   "holds)")
     return entries
 
 
