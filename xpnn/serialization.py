@@ -3,14 +3,15 @@ defensively.
 
 Layout (format version 2)
 -------------------------
-A ZIP archive of uncompressed ``.npy`` entries (what :func:`numpy.savez` writes):
+A ZIP archive of uncompressed ``.npy`` entries (the layout of :func:`numpy.savez`, so
+``numpy.load`` reads it too):
 
 * ``__xpnn__``: a 0-d string array holding JSON: ``format`` (``"xpnn-model"``), ``version``,
   the architecture (``backend``, ``dtype``, ``seed``, ``n_features_in``, ``layers``), the
-  compile settings (``compile``: loss, optimizer class and hyperparameters including the
-  current ``lr``, metrics), ``training`` (optimizer step counts and iterations, the random
-  generator's state, ``epochs_trained``, the training ``position`` inside an epoch, the state
-  of every callback that has one) and ``checksum``;
+  compile settings (``compile``: loss, optimizer class and hyperparameters, metrics),
+  ``training`` (the optimizer's iterations, current ``lr`` and per-parameter step counts, the
+  random generator's state, ``epochs_trained``, the training ``position`` inside an epoch,
+  the state of every callback that has one) and ``checksum``;
 * ``param_<i>``: the i-th parameter (W1, b1, W2, ...), in the model's dtype;
 * ``opt_<i>_<key>``: the optimizer's state array ``key`` (``exp_avg``, ``momentum_buffer``...)
   of parameter i;
@@ -24,8 +25,9 @@ of a payload is detected. No pickle is involved anywhere. Files of version 1 (JS
 Reading never trusts the file: the JSON is validated completely (types, ranges, layer and
 optimizer arguments, sizes) before anything is allocated; every array's ``.npy`` header is read
 from the ZIP directory and compared with the shape and dtype the architecture implies, and the
-entry's size with what that header implies, before the array itself is read. Whatever is wrong
-raises ``ValueError`` naming the file and the problem.
+entry's size with what that header implies, before the array itself is read; compressed,
+encrypted, duplicated or overlapping entries are refused, so reading allocates at most about
+the file's size. Whatever is wrong raises ``ValueError`` naming the file and the problem.
 
 Writing goes through :func:`atomic_write`: a temporary file in the target's folder, flushed and
 fsynced, then renamed over the target, so a crash never leaves a torn file under the real name.
@@ -425,7 +427,6 @@ class _Expect:
 
     shape: tuple
     dtypes: tuple             # acceptable dtype names
-    role: str                 # "param", "state" or "callback"
     what: str                 # for messages
     target: str | None = None  # the model's dtype, whose range the values must fit
     nonnegative: bool = False
@@ -553,7 +554,7 @@ def _check_config(path, config):
         layers.append(_construct(cls, spec["config"], f"layer {i} ({spec['class']})"))
     shapes = _param_shapes(layers, n_in)
     payload = Payload(path=path, config=config, version=version, layers=layers)
-    expected = {f"param_{i}": _Expect(shape, _WEIGHT_DTYPES, "param",
+    expected = {f"param_{i}": _Expect(shape, _WEIGHT_DTYPES,
                                       f"parameter {i} ({what})", target=dtype)
                 for i, (what, shape) in enumerate(shapes)}
 
@@ -704,7 +705,7 @@ def _check_training(training, shapes, dtype, compiled, expected):
                     raise _Bad(f"is not a valid xpnn model (optimizer state {i} refers to "
                                f"{value!r})")
                 else:
-                    expected[value] = _Expect(shapes[i][1], _WEIGHT_DTYPES, "state",
+                    expected[value] = _Expect(shapes[i][1], _WEIGHT_DTYPES,
                                               f"optimizer {key} of parameter {i}",
                                               target=dtype,
                                               nonnegative=key in _NONNEGATIVE_STATE)
@@ -803,8 +804,7 @@ def _scan(value, expected, owner, depth=0):
                     not all(_is_int(d, 0, MAX_WIDTH) for d in shape):
                 raise _Bad(f"is not a valid xpnn model ({owner}: array {name} is declared "
                            f"as {dt!r} {shape!r})")
-            expected[name] = _Expect(tuple(shape), (dt,), "callback",
-                                     f"array {name} of {owner}")
+            expected[name] = _Expect(tuple(shape), (dt,), f"array {name} of {owner}")
         else:
             for v in value.values():
                 _scan(v, expected, owner, depth + 1)
