@@ -26,8 +26,9 @@ Reading never trusts the file: the JSON is validated completely (types, ranges, 
 optimizer arguments, sizes) before anything is allocated; every array's ``.npy`` header is read
 from the ZIP directory and compared with the shape and dtype the architecture implies, and the
 entry's size with what that header implies, before the array itself is read; compressed,
-encrypted, duplicated or overlapping entries are refused, so reading allocates at most about
-the file's size. Whatever is wrong raises ``ValueError`` naming the file and the problem.
+encrypted, duplicated or overlapping entries are refused, so loading allocates a small
+multiple of the file's size at most. Whatever is wrong raises ``ValueError`` naming the file
+and the problem.
 
 Writing goes through :func:`atomic_write`: a temporary file in the target's folder, flushed and
 fsynced, then renamed over the target, so a crash never leaves a torn file under the real name.
