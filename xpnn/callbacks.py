@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 
+from ._validation import check_int, check_real
+
 
 class Callback:
     """Base class; ``self.model`` is set by ``fit``."""
@@ -100,8 +102,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        patience = check_int("patience", patience, "EarlyStopping", 0)
+        min_delta = check_real("min_delta", min_delta, "EarlyStopping")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping: monitor must be the name of a logged value, e.g. "
+                             f"'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
@@ -149,8 +154,18 @@ class LearningRateScheduler(Callback):
     """Set ``optimizer.lr = schedule(epoch, lr)`` at the start of every epoch."""
 
     def __init__(self, schedule):
+        if not callable(schedule):
+            raise ValueError(f"LearningRateScheduler: schedule must be callable (epoch, lr) -> "
+                             f"lr, got {schedule!r}")
         self.schedule = schedule
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Raises ValueError, before the epoch changes anything, when the schedule returns
+        anything but a finite number > 0."""
         opt = self.model.optimizer
-        opt.lr = float(self.schedule(epoch, opt.lr))
+        lr = self.schedule(epoch, opt.lr)
+        try:
+            opt.lr = lr
+        except ValueError:
+            raise ValueError(f"LearningRateScheduler: the schedule returned lr={lr!r} for epoch "
+                             f"{epoch + 1}; a learning rate must be a finite number > 0") from None

@@ -181,17 +181,17 @@ class Sequential:
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
+        if shape[1] == 0:
+            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
+                             "least one input feature")
         if owner is None:
-            if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-                raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                                 "infinite values")
-            return be.asarray(host, dtype=self.dtype)
+            return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
         xp = be.xp
         X = be.asarray(X, dtype=self.dtype)
         if owner.name != be.name:  # same library, other device (torch cpu -> cuda)
             X = be.asarray(to_numpy(X), dtype=self.dtype)
-        if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(f"{what} contains NaN or infinite values")
+        if not bool(xp.all(xp.isfinite(X))):    # checked after the cast to the model's dtype
+            raise ValueError(f"{what} contains NaN or infinite values (as {self.dtype})")
         return X
 
     def _prepare_y(self, y, n_samples, what="y"):
@@ -207,9 +207,8 @@ class Sequential:
             raise ValueError(f"{what} has {host.shape[0] if host.ndim else 0} samples but "
                              f"{what.replace('y', 'X', 1)} has {n_samples} (shape of {what}: "
                              f"{host.shape})")
-        if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-            raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                             "infinite values")
+        if host.dtype.kind == "f":
+            _cast_finite(host, self.dtype, what)
         t = self.loss.prepare_targets(host, self.n_outputs)
         return self.backend.asarray(t, dtype="int64" if t.dtype.kind == "i" else self.dtype)
 
@@ -504,9 +503,11 @@ class Sequential:
                 raise ValueError(f"set_weights: array {i} ({p.name} of layer "
                                  f"{self._owner_index(p)}) must have shape {p.shape}, got "
                                  f"{w.shape}")
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"set_weights: array {i} contains NaN or infinite values")
-            host.append(w)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: array {i} ({p.name} of layer "
+                                f"{self._owner_index(p)}) must hold real numbers, got dtype "
+                                f"{w.dtype}")
+            host.append(_cast_finite(w, self.dtype, f"set_weights: array {i}"))
         for p, w in zip(self.params, host, strict=True):
             p.data[...] = self.backend.asarray(w, dtype=self.dtype)
 
@@ -659,6 +660,24 @@ class Sequential:
         if self.built:
             arrays.update({f"param_{i}": w for i, w in enumerate(self.get_weights())})
         np.savez(path, **arrays)
+
+
+def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """``host`` (a real NumPy array) cast to ``dtype``, after checking that it holds no NaN or
+    inf and nothing that the cast turns into inf (1e300 in float32). Raises ValueError naming
+    ``what``, the count and the range."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(host, dtype=dtype)
+    if host.dtype.kind == "f" and not np.all(np.isfinite(cast)):
+        bad = int(np.sum(~np.isfinite(host)))
+        if bad:
+            raise ValueError(f"{what} contains {bad} NaN or infinite values")
+        big = int(np.sum(~np.isfinite(cast)))
+        raise ValueError(f"{what} contains {big} values beyond the {dtype} range (largest "
+                         f"magnitude {float(np.max(np.abs(host))):.3g}, {dtype} ends at "
+                         f"{float(np.finfo(dtype).max):.3g}): scale the data or use "
+                         "dtype='float64'")
+    return cast
 
 
 def load(path, backend=None) -> Sequential:

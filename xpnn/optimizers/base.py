@@ -9,15 +9,26 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+from .._validation import check_real
+
 
 class Optimizer:
     """Base class: subclasses implement :meth:`update` for one parameter."""
 
     def __init__(self, lr: float):
-        _check_positive("lr", lr, type(self).__name__)
-        self.lr = float(lr)
+        self.lr = lr
         self.state: list[dict] = []
         self.iterations = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate, a finite Python float > 0; checked whenever it is set (by the
+        constructor, a callback or ``model.optimizer.lr = ...``)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        self._lr = check_real("lr", value, type(self).__name__, 0.0, low_open=True)
 
     def step(self, params) -> None:
         """Update every parameter from its ``grad``."""
@@ -45,13 +56,11 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-def _check_positive(name, value, owner, allow_zero=False):
-    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+def _check_positive(name, value, owner, allow_zero=False) -> float:
+    """``value`` as a float, checked to be finite and > 0 (>= 0 with ``allow_zero``)."""
+    return check_real(name, value, owner, 0.0, low_open=not allow_zero)
 
 
-def _check_fraction(name, value, owner):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value!r}")
+def _check_fraction(name, value, owner) -> float:
+    """``value`` as a float, checked to be in [0, 1)."""
+    return check_real(name, value, owner, 0.0, 1.0, high_open=True)
