@@ -157,7 +157,8 @@ def test_y_of_the_wrong_shape_for_the_loss(trained):
     with unchanged(reg), pytest.raises(ValueError, match=r"mse: y must have shape "
                                                          r"\(n_samples, 2\).*got shape \(30,\)"):
         reg.fit(X, np.zeros(30), verbose=0)
-    one = xpnn.Sequential(xpnn.Dense(4, 1), seed=0).compile(loss="categorical_crossentropy")
+    one = xpnn.Sequential(xpnn.Dense(4, 1), xpnn.Softmax(), seed=0)
+    one.compile(loss="categorical_crossentropy")
     with pytest.raises(ValueError, match="needs at least 2 outputs"):
         one.fit(X, y, verbose=0)
 

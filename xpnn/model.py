@@ -22,7 +22,7 @@ import numpy as np
 
 from . import fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import History
+from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
@@ -141,6 +141,15 @@ class Sequential:
         loss = get_loss(loss, last_layer=next(
             (layer for layer in reversed(self.layers) if type(layer).__name__ in
              ("Sigmoid", "Softmax", "Dense")), last))
+        out = next((layer for layer in reversed(self.layers)
+                    if type(layer).__name__ != "Identity"), last)
+        if loss.fuses_with is not None and type(out).__name__ not in ("Sigmoid", "Softmax"):
+            raise ValueError(
+                f"compile: {loss.name} needs probabilities, but the last layer {out!r} outputs "
+                "unbounded scores: end the network with Softmax() for categorical_crossentropy "
+                "(integer labels or one-hot rows) or Sigmoid() for binary_crossentropy "
+                "(targets in [0, 1]); either then trains on the logits through its fused, "
+                "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
         if isinstance(metrics, str):
             metrics = [metrics]
@@ -366,12 +375,25 @@ class Sequential:
                                  f"{Xd.shape[0]} samples leaves an empty split")
             cut = Xd.shape[0] - n_val
             Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
+        # The epoch logs fit will write: a monitor naming anything else is refused now, before
+        # an epoch changes the weights (unless a user callback listed before it may add keys).
+        logged = ["loss", *(m.name for m in self.metrics)]
+        if val is not None:
+            logged += [f"val_{k}" for k in logged]
+        adds_keys = False
         for cb in callbacks:
             monitor = getattr(cb, "monitor", None)
-            if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
-                raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
-                                 "is no validation data: pass validation_data or "
-                                 "validation_split")
+            if isinstance(monitor, str) and monitor not in logged and not adds_keys:
+                if val is None and monitor.startswith("val_") and monitor[4:] in logged:
+                    raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but "
+                                     "there is no validation data: pass validation_data or "
+                                     "validation_split")
+                raise ValueError(f"fit: {type(cb).__name__} monitor {monitor!r} is not among "
+                                 f"the logged values {logged} (metrics come from "
+                                 "compile(metrics=[...]))")
+            adds_keys = adds_keys or (
+                not type(cb).__module__.startswith("xpnn.")
+                and getattr(type(cb), "on_epoch_end", None) is not Callback.on_epoch_end)
         return Xd, yd, val
 
     def _train_epoch(self, X, t, batch_size, shuffle, epoch, callbacks=()):
