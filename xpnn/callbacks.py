@@ -12,14 +12,29 @@ current epoch.
 from __future__ import annotations
 
 import math
+import weakref
 
 from ._validation import check_int, check_real
 
 
 class Callback:
-    """Base class; ``self.model`` is set by ``fit``."""
+    """Base class; ``self.model`` is set by ``fit``.
 
-    model = None
+    The callback holds the model through a weak reference: the model keeps its
+    :class:`History`, and a strong reference back would make a cycle that keeps a deleted
+    model's memory until Python's cycle collector runs.
+    """
+
+    _model_ref = None
+
+    @property
+    def model(self):
+        """The model being trained (None before ``fit``, or once the model was freed)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    @model.setter
+    def model(self, model):
+        self._model_ref = None if model is None else weakref.ref(model)
 
     def set_model(self, model):
         self.model = model
