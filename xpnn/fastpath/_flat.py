@@ -38,6 +38,9 @@ class FlatTrainer:
     #: trainer finds it in the update's own pass); None when the trainer does not know
     #: without a device synchronisation (CuPy).
     last_update_finite: bool | None = None
+    #: Set while :meth:`_after_update` writes the per-parameter state (see
+    #: :meth:`_interrupted_record`).
+    _recording = False
 
     def __init__(self, model, plan):
         lib = self.lib
@@ -279,8 +282,11 @@ class FlatTrainer:
     def _interrupted_record(self, states) -> bool:
         """Whether unequal per-parameter state is what an interrupted :meth:`_after_update`
         leaves: the flat update ran for every parameter and only part of its record was
-        written. Adam: counts ``self.t - 1`` and ``self.t`` (at least one), the moments still
-        this trainer's views; SGD: the buffers present are this trainer's views."""
+        written (``_recording`` is still set). Adam: counts ``self.t - 1`` and ``self.t``, the
+        moments still this trainer's views; SGD: the buffers present are this trainer's
+        views."""
+        if not self._recording:
+            return False
         if self.kind in ("adam", "adamw"):
             steps = self._adam_steps(states)
             return (steps == {self.t - 1, self.t} and all(
@@ -309,14 +315,18 @@ class FlatTrainer:
         if self.kind in ("adam", "adamw"):
             self.t = t = self.t if t is None else t
             opt.iterations += 1
+            self._recording = True
             for s in opt.state:
                 s["step"] = t
+            self._recording = False
             return
         opt.iterations += 1
         if opt.momentum and not self.momentum_started:
             self.momentum_started = True
+            self._recording = True
             for s, mv in zip(opt.state, self.m_views, strict=True):
                 s["momentum_buffer"] = mv
+            self._recording = False
 
     def _diverged(self, value, check_at):
         return diverged(value, *check_at)
