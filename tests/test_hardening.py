@@ -362,6 +362,11 @@ def test_fast_update_reports_finiteness(kernels, opt, threads, monkeypatch):
         assert trainer.update() is False
     assert trainer.last_update_finite is False
     assert not all_finite(np, [p.data for p in model.params])
+    assert trainer.weights_finite() is False                 # the update's own finding
+    trainer.last_update_finite = True
+    assert trainer.weights_finite() is True                  # ... used as is, no second pass
+    assert trainer.attach() and trainer.last_update_finite is None
+    assert trainer.weights_finite() is False                 # unknown: the buffer is checked
 
 
 def test_numba_update_kernels_flag_any_position():
@@ -382,10 +387,11 @@ def test_numba_update_kernels_flag_any_position():
     assert nk.adam_update(p, g, m, v, c(.9), c(.999), c(.1), c(.001), c(1e-8), c(1e-3), c(0),
                           c(1))
     assert nk.sgd_update(p, g, m, c(0.1), c(0.9), c(0), True, True)
-    g[:] = 1e30                                 # g² overflows: v is inf while θ stays finite
+    g[:] = 1e30            # g² overflows: v is inf but θ stays finite, as on the generic path
     with np.errstate(over="ignore"):
-        assert not nk.adam_update(p, g, m, v, c(.9), c(.999), c(.1), c(.001), c(1e-8),
-                                  c(1e-3), c(0), c(1))
+        assert nk.adam_update(p, g, m, v, c(.9), c(.999), c(.1), c(.001), c(1e-8), c(1e-3),
+                              c(0), c(1))
+    assert np.all(np.isinf(v)) and np.all(np.isfinite(p))
 
 
 # ------------------------------------------------------------------ interrupted steps

@@ -34,7 +34,7 @@ class FlatTrainer:
     gathers_batches = False
     #: Whether the parameters were all finite after the last :meth:`update` (the NumPy
     #: trainer finds it in the update's own pass); None when the trainer does not know
-    #: without a device synchronisation (CuPy).
+    #: without a device synchronisation (CuPy), or after :meth:`attach`.
     last_update_finite: bool | None = None
     #: Set while :meth:`_after_update` writes the per-parameter state (see
     #: :meth:`_interrupted_record`).
@@ -173,8 +173,12 @@ class FlatTrainer:
         return loss, loss_fn.p, loss_fn.backward_logits()
 
     def weights_finite(self) -> bool:
-        """Whether every parameter is finite: one sum over the flat buffer (finite exactly when
-        its terms are, unless it overflows; then an exact element-wise check)."""
+        """Whether every parameter is finite: what the last :meth:`update` found in its own
+        pass (:attr:`last_update_finite`) when it is known and nothing was linked since;
+        otherwise one sum over the flat buffer (finite exactly when its terms are, unless it
+        overflows; then an exact element-wise check)."""
+        if self.last_update_finite is not None:
+            return self.last_update_finite
         lib = self.lib
         if math.isfinite(float(lib.sum(self.flat_p))):
             return True
@@ -200,6 +204,7 @@ class FlatTrainer:
         represented (:meth:`state_problem` says why)."""
         if self.state_problem() is not None:
             return False
+        self.last_update_finite = None          # the parameters may have been replaced
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
                 pv[...] = p.data

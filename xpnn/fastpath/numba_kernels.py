@@ -70,10 +70,10 @@ def adam_update(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, eps_bc, step_bc,
     The last line is torch.optim.Adam's ``θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)``
     with √(1-β₂ᵗ) moved into the numerator (``eps_bc``, ``step_bc``), as the NumPy passes do.
 
-    Returns whether every new θ and v is finite, found in the same loop (``x - x`` is 0 for a
+    Returns whether every new θ is finite, found in the same loop (``x - x`` is 0 for a
     finite ``x``, NaN otherwise; an OR over the elements, which vectorises).
     """
-    bad = False                             # becomes True at a non-finite new θ or v
+    bad = False                             # becomes True at a non-finite new θ
     for i in range(p.shape[0]):
         pi = p[i] * decay if decay != 1 else p[i]
         gi = g[i] + wd * pi if wd != 0 else g[i]
@@ -83,7 +83,7 @@ def adam_update(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, eps_bc, step_bc,
         v[i] = vi
         pn = pi - mi / (np.sqrt(vi) + eps_bc) * step_bc
         p[i] = pn
-        bad |= (pn - pn) + (vi - vi) != 0   # x - x: 0 if x is finite, NaN otherwise
+        bad |= pn - pn != 0                 # x - x: 0 if x is finite, NaN otherwise
     return not bad
 
 

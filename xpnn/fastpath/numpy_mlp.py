@@ -199,8 +199,8 @@ class NumpyMLPTrainer(FlatTrainer):
     def update(self) -> bool:
         """One optimizer step over the flat buffers (the equations of the optimizer classes).
 
-        Returns whether every parameter (and Adam's second moment) is finite afterwards, found
-        in the same pass as the update; also kept as :attr:`last_update_finite`.
+        Returns whether every parameter is finite afterwards (what the generic path checks),
+        found in the same pass as the update; also kept as :attr:`last_update_finite`.
         """
         opt = self.opt
         t = self.t + 1
@@ -259,8 +259,8 @@ class NumpyMLPTrainer(FlatTrainer):
             v ← β₂ v + (1 - β₂) g²
             θ ← θ - (lr / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
 
-        Returns whether θ and v are finite on these elements (checked block by block, while
-        the block is in cache).
+        Returns whether θ is finite on these elements (checked block by block, while the
+        block is in cache).
         """
         P, G, M, V = self.flat_p, self.flat_g, self.flat_m, self.flat_v
         tmp_full = np.empty(min(BLOCK, hi - lo), self.dtype)
@@ -285,7 +285,7 @@ class NumpyMLPTrainer(FlatTrainer):
             np.divide(m, tmp, out=tmp)
             np.multiply(tmp, step_size * bc2, out=tmp)
             np.subtract(p, tmp, out=p)
-            finite = finite and bool(np.isfinite(p).all() and np.isfinite(v).all())
+            finite = finite and bool(np.isfinite(p).all())
         return finite
 
     def _sgd_block(self, lo, hi, lr, mu, nesterov, wd, started):
