@@ -694,8 +694,13 @@ class Sequential:
             self._check_host_X(X)
             step = batch_size or 1024
             source = data.HostBatches(X, None, None, "X")
-            parts = [self._forward(x) for _, x, _, _ in source.batches(self, None, step)]
-            return self.backend.xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
+            out = None
+            for b, x, _, _ in source.batches(self, None, step):
+                y = self._forward(x)
+                if out is None:                # one result array, filled batch by batch
+                    out = self.backend.zeros((source.n, y.shape[1]), self.dtype)
+                out[b * step:b * step + y.shape[0], ...] = y
+            return out
         Xd = self._prepare_X(X)
         return self._predict_arrays(Xd, batch_size)
 
