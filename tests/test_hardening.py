@@ -498,6 +498,22 @@ def test_deleted_model_is_freed_without_the_cycle_collector(fast):
         gc.enable()
 
 
+def test_callbacks_hold_the_model_weakly_and_still_pickle(trained):
+    import copy
+    import pickle
+
+    model, X, y = trained
+    stopper = xpnn.EarlyStopping(monitor="loss", patience=3)
+    history = model.fit(X, y, epochs=2, verbose=0, callbacks=[stopper])
+    assert history.model is model and stopper.model is model
+    for cb in (history, stopper):
+        again = pickle.loads(pickle.dumps(cb))
+        assert again.model is None and again.__dict__.keys() == {
+            k for k in cb.__dict__ if k != "_model_ref"}
+    assert copy.deepcopy(stopper).best == stopper.best
+    assert pickle.loads(pickle.dumps(history)).history == history.history
+
+
 def test_deleted_estimator_frees_its_network():
     pytest.importorskip("sklearn")
     from xpnn.sklearn import MLPClassifier

@@ -39,6 +39,12 @@ class Callback:
     def set_model(self, model):
         self.model = model
 
+    def __getstate__(self):
+        """Pickle/copy without the model (a weak reference cannot be pickled)."""
+        state = dict(self.__dict__)
+        state.pop("_model_ref", None)
+        return state
+
     def on_train_begin(self, logs=None):
         pass
 
