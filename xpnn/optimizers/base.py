@@ -10,25 +10,44 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 from __future__ import annotations
 
 from .._validation import check_real
+from ..schedules import Schedule, from_config
 
 
 class Optimizer:
-    """Base class: subclasses implement :meth:`update` for one parameter."""
+    """Base class: subclasses implement :meth:`update` for one parameter.
 
-    def __init__(self, lr: float):
-        self.lr = lr
+    ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
+    With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
+    ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
+    gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
+    """
+
+    def __init__(self, lr):
+        owner = type(self).__name__
+        if isinstance(lr, dict):
+            lr = from_config(lr)
+        self.schedule = lr if isinstance(lr, Schedule) else None
+        if self.schedule is not None:
+            lr = self.schedule(0)
+        elif callable(lr):
+            raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
+                            f"{lr!r}; for a plain function use "
+                            "xpnn.LearningRateScheduler(function)")
+        self.lr = _check_positive("lr", lr, owner)
         self.state: list[dict] = []
         self.iterations = 0
 
     @property
     def lr(self) -> float:
-        """The learning rate, a finite Python float > 0; checked whenever it is set (by the
-        constructor, a callback or ``model.optimizer.lr = ...``)."""
+        """The learning rate, a finite Python float >= 0 (> 0 at construction); checked
+        whenever it is set (by the constructor, a schedule, a callback or
+        ``model.optimizer.lr = ...``)."""
         return self._lr
 
     @lr.setter
     def lr(self, value):
-        self._lr = check_real("lr", value, type(self).__name__, 0.0, low_open=True)
+        # >= 0 here (a schedule may end at 0); the constructor asks for > 0
+        self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
         """Update every parameter from its ``grad``."""
@@ -47,9 +66,13 @@ class Optimizer:
         self.state = []
         self.iterations = 0
 
+    def lr_config(self):
+        """``lr`` as ``get_config`` gives it: the number, or the schedule's ``to_config()``."""
+        return self.lr if self.schedule is None else self.schedule.to_config()
+
     def get_config(self) -> dict:
         """Constructor arguments, JSON-serialisable."""
-        return {"lr": self.lr}
+        return {"lr": self.lr_config()}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
