@@ -274,14 +274,11 @@ class ReduceLROnPlateau(Callback):
         name = "ReduceLROnPlateau"
         if not isinstance(monitor, str):
             raise TypeError(f"{name}: monitor must be a str, got {monitor!r}")
-        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
-            raise ValueError(f"{name}: factor must be in (0, 1), got {factor!r}")
-        for arg, value in (("patience", patience), ("cooldown", cooldown)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: {arg} must be an int >= 0, got {value!r}")
-        for arg, value in (("min_delta", min_delta), ("min_lr", min_lr)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: {arg} must be a number >= 0, got {value!r}")
+        factor = check_real("factor", factor, name, 0.0, 1.0, low_open=True, high_open=True)
+        patience = check_int("patience", patience, name, low=0)
+        cooldown = check_int("cooldown", cooldown, name, low=0)
+        min_delta = check_real("min_delta", min_delta, name, low=0.0)
+        min_lr = check_real("min_lr", min_lr, name, low=0.0)
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{name}: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor

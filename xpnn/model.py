@@ -26,6 +26,7 @@ from . import data, fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
+from .guard import all_finite
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
@@ -394,7 +395,7 @@ class Sequential:
         own check of its flat buffer)."""
         if trainer is not None:
             return trainer.weights_finite()
-        return _all_finite(self.backend.xp, [p.data for p in self.params])
+        return all_finite(self.backend.xp, [p.data for p in self.params])
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
@@ -990,15 +991,6 @@ def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
 def _host_float(x) -> float:
     """A device scalar (or a Python number) as a Python float."""
     return float(x)
-
-
-def _all_finite(xp, arrays) -> bool:
-    """Whether every element of every array is finite: one sum per array (a sum is finite
-    exactly when its terms are, unless it overflows; then an exact element-wise check)."""
-    for a in arrays:
-        if not math.isfinite(float(xp.sum(a))) and not bool(xp.all(xp.isfinite(a))):
-            return False
-    return True
 
 
 def _split_source(source, cut):
