@@ -19,6 +19,9 @@ from __future__ import annotations
 
 import inspect
 import math
+import weakref
+
+from ._validation import check_int, check_real
 
 
 class Callback:
@@ -66,6 +69,26 @@ class History(Callback):
     epoch : list[int]
         Epoch indices (0-based) that ran.
     """
+
+    # The model keeps its History (``model.history``): a weak reference back keeps that from
+    # being a reference cycle, so a deleted model is freed at once, without the cycle
+    # collector.
+    _model_ref = None
+
+    @property
+    def model(self):
+        """The model trained (None before ``fit``, or once that model was freed)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    @model.setter
+    def model(self, model):
+        self._model_ref = None if model is None else weakref.ref(model)
+
+    def __getstate__(self):
+        """Pickle/copy without the model (a weak reference cannot be pickled)."""
+        state = dict(self.__dict__)
+        state.pop("_model_ref", None)
+        return state
 
     def on_train_begin(self, logs=None):
         self.history: dict[str, list[float]] = {}
@@ -123,8 +146,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        patience = check_int("patience", patience, "EarlyStopping", 0)
+        min_delta = check_real("min_delta", min_delta, "EarlyStopping")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping: monitor must be the name of a logged value, e.g. "
+                             f"'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
@@ -210,6 +236,8 @@ class LearningRateScheduler(Callback):
         self._epoch, self._lr_before = None, None
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Raises ValueError, before the epoch changes anything, when the schedule returns
+        anything but a finite number >= 0."""
         opt = self.model.optimizer
         if epoch != self._epoch:
             self._epoch, self._lr_before = epoch, opt.lr
@@ -290,14 +318,11 @@ class ReduceLROnPlateau(Callback):
         name = "ReduceLROnPlateau"
         if not isinstance(monitor, str):
             raise TypeError(f"{name}: monitor must be a str, got {monitor!r}")
-        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
-            raise ValueError(f"{name}: factor must be in (0, 1), got {factor!r}")
-        for arg, value in (("patience", patience), ("cooldown", cooldown)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: {arg} must be an int >= 0, got {value!r}")
-        for arg, value in (("min_delta", min_delta), ("min_lr", min_lr)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: {arg} must be a number >= 0, got {value!r}")
+        factor = check_real("factor", factor, name, 0.0, 1.0, low_open=True, high_open=True)
+        patience = check_int("patience", patience, name, low=0)
+        cooldown = check_int("cooldown", cooldown, name, low=0)
+        min_delta = check_real("min_delta", min_delta, name, low=0.0)
+        min_lr = check_real("min_lr", min_lr, name, low=0.0)
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{name}: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor

@@ -23,8 +23,9 @@ import numpy as np
 
 from . import data, fastpath, serialization
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import History
+from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
+from .guard import all_finite
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
@@ -142,6 +143,15 @@ class Sequential:
         loss = get_loss(loss, last_layer=next(
             (layer for layer in reversed(self.layers) if type(layer).__name__ in
              ("Sigmoid", "Softmax", "Dense")), last))
+        out = next((layer for layer in reversed(self.layers)
+                    if type(layer).__name__ != "Identity"), last)
+        if loss.fuses_with is not None and type(out).__name__ not in ("Sigmoid", "Softmax"):
+            raise ValueError(
+                f"compile: {loss.name} needs probabilities, but the last layer {out!r} outputs "
+                "unbounded scores: end the network with Softmax() for categorical_crossentropy "
+                "(integer labels or one-hot rows) or Sigmoid() for binary_crossentropy "
+                "(targets in [0, 1]); either then trains on the logits through its fused, "
+                "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
         if isinstance(metrics, str):
             metrics = [metrics]
@@ -182,17 +192,17 @@ class Sequential:
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
+        if shape[1] == 0:
+            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
+                             "least one input feature")
         if owner is None:
-            if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-                raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                                 "infinite values")
-            return be.asarray(host, dtype=self.dtype)
+            return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
         xp = be.xp
         X = be.asarray(X, dtype=self.dtype)
         if owner.name != be.name:  # same library, other device (torch cpu -> cuda)
             X = be.asarray(to_numpy(X), dtype=self.dtype)
-        if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(f"{what} contains NaN or infinite values")
+        if not bool(xp.all(xp.isfinite(X))):    # checked after the cast to the model's dtype
+            raise ValueError(f"{what} contains NaN or infinite values (as {self.dtype})")
         return X
 
     def _prepare_y(self, y, n_samples, what="y"):
@@ -208,9 +218,8 @@ class Sequential:
             raise ValueError(f"{what} has {host.shape[0] if host.ndim else 0} samples but "
                              f"{what.replace('y', 'X', 1)} has {n_samples} (shape of {what}: "
                              f"{host.shape})")
-        if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-            raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                             "infinite values")
+        if host.dtype.kind == "f":
+            _cast_finite(host, self.dtype, what)
         t = self.loss.prepare_targets(host, self.n_outputs)
         return self.backend.asarray(t, dtype="int64" if t.dtype.kind == "i" else self.dtype)
 
@@ -384,7 +393,7 @@ class Sequential:
         own check of its flat buffer)."""
         if trainer is not None:
             return trainer.weights_finite()
-        return _all_finite(self.backend.xp, [p.data for p in self.params])
+        return all_finite(self.backend.xp, [p.data for p in self.params])
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
@@ -532,12 +541,25 @@ class Sequential:
                 raise ValueError(f"fit: validation_split={validation_split} of "
                                  f"{n} samples leaves an empty split")
             source, val = _split_source(source, n - n_val)
+        # The epoch logs fit will write: a monitor naming anything else is refused now, before
+        # an epoch changes the weights (unless a user callback listed before it may add keys).
+        logged = ["loss", *(m.name for m in self.metrics)]
+        if val is not None:
+            logged += [f"val_{k}" for k in logged]
+        adds_keys = False
         for cb in callbacks:
             monitor = getattr(cb, "monitor", None)
-            if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
-                raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
-                                 "is no validation data: pass validation_data or "
-                                 "validation_split")
+            if isinstance(monitor, str) and monitor not in logged and not adds_keys:
+                if val is None and monitor.startswith("val_") and monitor[4:] in logged:
+                    raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but "
+                                     "there is no validation data: pass validation_data or "
+                                     "validation_split")
+                raise ValueError(f"fit: {type(cb).__name__} monitor {monitor!r} is not among "
+                                 f"the logged values {logged} (metrics come from "
+                                 "compile(metrics=[...]))")
+            adds_keys = adds_keys or (
+                not type(cb).__module__.startswith("xpnn.")
+                and getattr(type(cb), "on_epoch_end", None) is not Callback.on_epoch_end)
         return source, val
 
     def _train_epoch(self, source, batch_size, shuffle, epoch, callbacks=(), resume=None):
@@ -779,9 +801,11 @@ class Sequential:
                 raise ValueError(f"set_weights: array {i} ({p.name} of layer "
                                  f"{self._owner_index(p)}) must have shape {p.shape}, got "
                                  f"{w.shape}")
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"set_weights: array {i} contains NaN or infinite values")
-            host.append(w)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: array {i} ({p.name} of layer "
+                                f"{self._owner_index(p)}) must hold real numbers, got dtype "
+                                f"{w.dtype}")
+            host.append(_cast_finite(w, self.dtype, f"set_weights: array {i}"))
         for p, w in zip(self.params, host, strict=True):
             p.data[...] = self.backend.asarray(w, dtype=self.dtype)
 
@@ -948,18 +972,27 @@ class Sequential:
         serialization.save(self, path)
 
 
+def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """``host`` (a real NumPy array) cast to ``dtype``, after checking that it holds no NaN or
+    inf and nothing that the cast turns into inf (1e300 in float32). Raises ValueError naming
+    ``what``, the count and the range."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(host, dtype=dtype)
+    if host.dtype.kind == "f" and not np.all(np.isfinite(cast)):
+        bad = int(np.sum(~np.isfinite(host)))
+        if bad:
+            raise ValueError(f"{what} contains {bad} NaN or infinite values")
+        big = int(np.sum(~np.isfinite(cast)))
+        raise ValueError(f"{what} contains {big} values beyond the {dtype} range (largest "
+                         f"magnitude {float(np.max(np.abs(host))):.3g}, {dtype} ends at "
+                         f"{float(np.finfo(dtype).max):.3g}): scale the data or use "
+                         "dtype='float64'")
+    return cast
+
+
 def _host_float(x) -> float:
     """A device scalar (or a Python number) as a Python float."""
     return float(x)
-
-
-def _all_finite(xp, arrays) -> bool:
-    """Whether every element of every array is finite: one sum per array (a sum is finite
-    exactly when its terms are, unless it overflows; then an exact element-wise check)."""
-    for a in arrays:
-        if not math.isfinite(float(xp.sum(a))) and not bool(xp.all(xp.isfinite(a))):
-            return False
-    return True
 
 
 def _split_source(source, cut):

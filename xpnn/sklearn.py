@@ -75,7 +75,7 @@ from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback
 from .errors import TrainingDivergedError
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential
+from .model import Sequential, _cast_finite
 from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -391,6 +391,30 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ training
     def _fit(self, X, y, incremental):
+        """:meth:`_fit_once`, undone when it raises: the estimator keeps its previous fit
+        (fitted attributes, network, weights and optimizer state)."""
+        saved = dict(self.__dict__)
+        model = saved.get("_model")
+        in_place = model is not None and (incremental or self.warm_start)
+        if in_place:      # trained in place: keep what training changes
+            model_dict = dict(model.__dict__)
+            decays = [(layer, layer.weight_decay) for layer in model.layers
+                      if isinstance(layer, Dense)]
+            state = model._snapshot_state()
+        try:
+            return self._fit_once(X, y, incremental)
+        except Exception:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            if in_place:
+                model.__dict__.clear()
+                model.__dict__.update(model_dict)
+                for layer, decay in decays:
+                    layer.weight_decay = decay
+                model._restore_state(state)
+            raise
+
+    def _fit_once(self, X, y, incremental):
         sizes = self._check_params()
         backend = get_backend(self.backend)
         first_pass = "_model" not in self.__dict__ or (not self.warm_start and not incremental)
@@ -758,7 +782,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         elif (1 if y.ndim == 1 else y.shape[1]) != self.n_outputs_:
             raise ValueError(f"y has {1 if y.ndim == 1 else y.shape[1]} outputs but the model "
                              f"was fitted with {self.n_outputs_}")
-        y = y.astype(self.dtype, copy=False)
+        y = _cast_finite(y, self.dtype, "y")      # 1e300 is inf in float32: refused
         return y, y
 
     def partial_fit(self, X, y):

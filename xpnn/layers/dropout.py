@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .._validation import check_real
 from .base import Layer
 
 
@@ -15,9 +16,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_real("p", p, "Dropout", 0.0, 1.0, high_open=True)
 
     def build(self, backend, dtype, rng, in_features):
         super().build(backend, dtype, rng, in_features)
