@@ -192,6 +192,7 @@ def test_delete_checkpoint_false_keeps_the_final_state(tmp_path):
 def test_backup_arguments_are_checked(tmp_path, bad):
     with pytest.raises(ValueError, match="BackupAndRestore"):
         xpnn.BackupAndRestore(tmp_path, **bad)
+    assert xpnn.BackupAndRestore(tmp_path, save_freq=np.int64(3)).save_freq == 3
 
 
 # ------------------------------------------------------------------ ModelCheckpoint

@@ -8,6 +8,7 @@ intact under its name, never a torn one.
 
 from __future__ import annotations
 
+import numbers
 import os
 import re
 import warnings
@@ -145,10 +146,12 @@ class BackupAndRestore(Callback):
     PATTERN = re.compile(r"backup-([0-9]{6,})\.npz")
 
     def __init__(self, backup_dir, save_freq="epoch", delete_checkpoint: bool = True):
-        if save_freq != "epoch" and (not isinstance(save_freq, int)
-                                     or isinstance(save_freq, bool) or save_freq < 1):
-            raise ValueError(f"BackupAndRestore: save_freq must be 'epoch' or an int >= 1, got "
-                             f"{save_freq!r}")
+        if not (isinstance(save_freq, str) and save_freq == "epoch"):
+            if not isinstance(save_freq, numbers.Integral) or isinstance(save_freq, bool) \
+                    or save_freq < 1:
+                raise ValueError(f"BackupAndRestore: save_freq must be 'epoch' or an int >= 1, "
+                                 f"got {save_freq!r}")
+            save_freq = int(save_freq)
         if not isinstance(delete_checkpoint, bool):
             raise ValueError(f"BackupAndRestore: delete_checkpoint must be a bool, got "
                              f"{delete_checkpoint!r}")
