@@ -341,7 +341,7 @@ def from_state(config, arrays, source="state") -> Payload:
             if a.dtype.name not in spec.dtypes or a.shape != spec.shape:
                 raise _Bad(f"is not a valid xpnn model ({spec.what} is a {a.dtype} array of "
                            f"shape {a.shape}, expected {spec.shape})")
-            checked[key] = _parse_array(_npy_bytes(a), key, spec, (a.shape, False, a.dtype))
+            checked[key] = _check_values(a, spec)
         _fill(payload, checked)
     except _Bad as exc:
         raise ValueError(f"{source} {exc}") from None
@@ -476,6 +476,12 @@ def _parse_array(raw, key, spec, header):
     a = np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
     if a.shape != tuple(header[0]) or a.dtype != header[2]:       # pragma: no cover - paranoia
         raise _Bad(f"is damaged (array {key} does not match its header)")
+    return _check_values(a, spec)
+
+
+def _check_values(a, spec):
+    """``a`` if its values are acceptable: finite, within the model dtype's range,
+    non-negative where required."""
     if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
         raise _Bad(f"is not a valid xpnn model ({spec.what} contains NaN or infinite values)")
     if spec.target is not None and a.size:
