@@ -445,14 +445,22 @@ def worker(args):
 
 
 # ---------------------------------------------------------------------------------------- driver
+def _has_module(name):
+    """Whether ``name`` can be imported (looked up without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:                          # a parent package is missing
+        return False
+
+
 def _available(impl):
     if impl in ("jax", "jax-cuda"):
         # Only looked up, not imported: JAX would take the GPU's memory in this process.
-        import importlib.util
-
-        if importlib.util.find_spec("jax") is None or importlib.util.find_spec("jaxlib") is None:
+        if not (_has_module("jax") and _has_module("jaxlib")):
             return False, "jax not installed (pip install jax jaxlib)"
-        if impl == "jax-cuda" and not any(importlib.util.find_spec(m) for m in (
+        if impl == "jax-cuda" and not any(_has_module(m) for m in (
                 "jax_cuda13_plugin", "jax_cuda12_plugin", "jax_plugins.xla_cuda13",
                 "jax_plugins.xla_cuda12")):
             return False, "jax has no CUDA plugin (pip install jax[cuda13])"
@@ -494,9 +502,7 @@ def machine_info():
         except Exception:
             pass
     info["versions"] = versions
-    import importlib.util
-
-    if importlib.util.find_spec("jax") is not None:         # version only: no import of jax
+    if _has_module("jax"):                                   # version only: no import of jax
         from importlib.metadata import PackageNotFoundError, version
 
         try:
