@@ -90,6 +90,16 @@ def test_backend_of(backend):
     assert backend_of([1, 2]) is None
 
 
+def test_device_context(backend):
+    """CuPy: the backend's Device (entering it makes that GPU current); elsewhere a no-op."""
+    be = get_backend(backend)
+    context = be.device_context()
+    if be.family == "cupy":
+        assert context is be.device
+    with context:
+        assert be.owns(be.zeros((1,), "float32"))
+
+
 def test_to_numpy_on_host_data():
     a = np.ones(3)
     assert to_numpy(a) is a
@@ -195,6 +205,7 @@ def test_cupy_devices_have_their_own_names(fresh_cache, monkeypatch):
     assert (be0.name, be0.device.id, be1.name, be1.device.id) == ("cupy", 0, "cupy:1", 1)
     assert get_backend("cupy:0") is be0 and get_backend("cupy:1") is be1
     assert backend_of(ndarray(1)) is be1 and backend_of(ndarray(0)) is be0
+    assert be1.device_context() is be1.device              # `with` makes GPU 1 current
     with pytest.raises(xpnn.BackendUnavailableError, match="no CUDA device 2 .this machine has 2"):
         get_backend("cupy:2")
 

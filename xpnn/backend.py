@@ -23,6 +23,7 @@ and moves the result to the device, so one seed gives the same run on every back
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,6 +119,14 @@ class Backend:
         if isinstance(dtype, str):
             dtype = getattr(self.xp, dtype)
         return self.xp.zeros(shape, dtype=dtype, device=self.device)
+
+    def device_context(self):
+        """A context manager making this backend's device the current one where the library
+        has such a notion (CuPy allocates and launches on the *current* GPU), a no-op
+        elsewhere: ``with be.device_context(): ...``."""
+        if self.family == "cupy":
+            return self.device                     # cupy.cuda.Device is a context manager
+        return contextlib.nullcontext()
 
     def copy(self, a):
         """An independent copy of a backend array."""

@@ -124,8 +124,8 @@ _sgd = cp.ElementwiseKernel(
 
 
 def _device_of(model):
-    """The CUDA device (a ``cupy.cuda.Device``) of ``model``'s backend."""
-    return model.backend.device
+    """A context manager making ``model``'s CUDA device current (its ``cupy.cuda.Device``)."""
+    return model.backend.device_context()
 
 
 class CupyMLPTrainer(FlatTrainer):
