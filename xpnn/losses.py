@@ -8,6 +8,10 @@ gives ``δ = dL/dy`` to start backpropagation:
 * :class:`CategoricalCrossEntropy` — ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` with integer labels
   (N,) or one-hot targets (N, K).
 
+With per-sample weights ``w`` (``fit(..., sample_weight=w)``) each loss is the weighted mean of
+its per-row values ``L = Σ_n w_n ℓ_n / Σ_n w_n`` (``numpy.average``, as scikit-learn), and every
+``1/N`` in a gradient becomes ``w_n / Σ w``; ``w = None`` is the plain mean.
+
 When the model ends in Sigmoid (Softmax) and the loss is the binary (categorical) cross-entropy,
 the model skips the final activation while training and calls :meth:`Loss.forward_logits` on the
 logits ``z`` instead: the value is computed with log-sum-exp (never ``log 0``) and the gradient
@@ -39,14 +43,22 @@ class Loss:
         y = _as_2d(y, n_outputs, self.name)
         return y.astype(np.float64, copy=False)
 
-    def forward(self, y_pred, t):
+    def forward(self, y_pred, t, w=None):
         raise NotImplementedError
 
     def backward(self):
         raise NotImplementedError
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         raise NotImplementedError(f"{type(self).__name__} has no fused path")
+
+    def _weigh(self, rows, w):
+        """The weighted mean ``Σ w_n ℓ_n / Σ w_n`` of per-row losses ``rows`` (N,); remembers the
+        row factors ``w_n / Σ w`` (N, 1) for the gradient in ``self.row_scale``."""
+        xp = self.xp
+        total = xp.sum(w)
+        self.row_scale = (w / total)[:, None]
+        return xp.sum(rows * w) / total
 
     def get_config(self) -> dict:
         return {}
@@ -81,11 +93,16 @@ class MSE(Loss):
 
     name = "mse"
 
-    def forward(self, y_pred, t):
+    def forward(self, y_pred, t, w=None):
         self.diff = y_pred - t
+        self.row_scale = None
+        if w is not None:
+            return self._weigh(self.xp.mean(self.diff * self.diff, axis=1), w)
         return self.xp.mean(self.diff * self.diff)
 
     def backward(self):
+        if self.row_scale is not None:
+            return (2.0 / self.diff.shape[1]) * self.diff * self.row_scale
         n = self.diff.shape[0] * self.diff.shape[1]
         return (2.0 / n) * self.diff
 
@@ -108,25 +125,38 @@ class BinaryCrossEntropy(Loss):
                              f"[{y.min():g}, {y.max():g}]")
         return y
 
-    def forward(self, p, t):
+    def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).eps)
         self.p = _clip(xp, p, eps, 1.0 - eps)
         self.t = t
-        return -xp.mean(t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p))
+        self.row_scale = None
+        terms = t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p)
+        if w is not None:
+            return -self._weigh(xp.mean(terms, axis=1), w)
+        return -xp.mean(terms)
 
     def backward(self):
-        n = self.p.shape[0] * self.p.shape[1]
+        k = self.p.shape[1]
+        if self.row_scale is not None:
+            return (self.p - self.t) / (self.p * (1.0 - self.p) * k) * self.row_scale
+        n = self.p.shape[0] * k
         return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.p = sigmoid(xp, z)
         self.t = t
+        self.row_scale = None
         softplus = xp.log1p(xp.exp(-xp.abs(z)))
-        return xp.mean(z * xp.astype(z > 0, z.dtype) - z * t + softplus)
+        terms = z * xp.astype(z > 0, z.dtype) - z * t + softplus
+        if w is not None:
+            return self._weigh(xp.mean(terms, axis=1), w)
+        return xp.mean(terms)
 
     def backward_logits(self):
+        if self.row_scale is not None:
+            return (self.p - self.t) / self.p.shape[1] * self.row_scale
         n = self.p.shape[0] * self.p.shape[1]
         return (self.p - self.t) / n
 
@@ -174,23 +204,33 @@ class CategoricalCrossEntropy(Loss):
             return xp.astype(t[:, None] == classes, like.dtype)
         return t
 
-    def forward(self, p, t):
+    def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).smallest_normal)
         self.p = _clip(xp, p, eps, 1.0)
         self.t = self._dense_targets(xp, t, p)
+        self.row_scale = None
+        if w is not None:
+            return -self._weigh(xp.sum(self.t * xp.log(self.p), axis=1), w)
         return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
 
     def backward(self):
+        if self.row_scale is not None:
+            return -self.t / self.p * self.row_scale
         return -self.t / (self.p * self.p.shape[0])
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.t = self._dense_targets(xp, t, z)
         self.p = softmax(xp, z)
+        self.row_scale = None
+        if w is not None:
+            return -self._weigh(xp.sum(self.t * log_softmax(xp, z), axis=1), w)
         return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
 
     def backward_logits(self):
+        if self.row_scale is not None:
+            return (self.p - self.t) * self.row_scale
         return (self.p - self.t) / self.p.shape[0]
 
 
