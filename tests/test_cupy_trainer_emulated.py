@@ -215,6 +215,11 @@ def _add(a, b, out):
     return np.add(a, b, out=out)
 
 
+def _isfinite(a):
+    DEVICES.check("isfinite")
+    return np.isfinite(a)
+
+
 def _allocator(fn):
     def allocate(shape, dtype):
         DEVICES.check(f"{fn.__name__}({shape})")
@@ -222,7 +227,8 @@ def _allocator(fn):
     return allocate
 
 
-FAKE_LIB = {"matmul": _matmul, "sum": _sum, "add": _add, "empty": _allocator(np.empty),
+FAKE_LIB = {"matmul": _matmul, "sum": _sum, "add": _add, "isfinite": _isfinite,
+            "empty": _allocator(np.empty),
             "zeros": _allocator(np.zeros), "dtype": np.dtype}
 
 

@@ -152,6 +152,10 @@ class CupyMLPTrainer(FlatTrainer):
         with self.device:
             return super().train_step(*args, **kwargs)
 
+    def weights_finite(self):
+        with self.device:
+            return super().weights_finite()
+
     def _allocate(self, n):
         dt = self.dtype
         self.capacity = n
