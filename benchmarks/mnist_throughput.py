@@ -784,8 +784,8 @@ def main(argv=None):
         return worker(args)
     global CLEAN_BLAS_ENV
     CLEAN_BLAS_ENV = not args.keep_blas_env
-    run_on_default_kernels(__file__, sys.argv[1:] if argv is None else list(argv),
-                           keep=args.keep_blas_env)
+    if argv is None:                     # run as a script: re-executed without the overrides
+        run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
     if args.smoke:
         args.configs, args.rounds, args.epochs = "S", 1, 1
         args.sweep_rounds, args.synthetic = 0, args.synthetic or 512

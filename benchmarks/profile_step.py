@@ -83,8 +83,8 @@ def main(argv=None):
     p.add_argument("--keep-blas-env", action="store_true",
                    help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: run without them)")
     args = p.parse_args(argv)
-    run_on_default_kernels(__file__, sys.argv[1:] if argv is None else list(argv),
-                           keep=args.keep_blas_env)
+    if argv is None:                     # run as a script: re-executed without the overrides
+        run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
 
     sizes, batch = CONFIGS[args.config]
     rng = np.random.default_rng(0)
