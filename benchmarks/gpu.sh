@@ -143,11 +143,12 @@ if [ "$DRY" = 1 ]; then
     SIZE=(--limit 1024); [ "${DATA_ARGS[0]}" = --synthetic ] && SIZE=(--synthetic 1024)
     step bench-configs 90 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" "${SIZE[@]}" \
         --configs S --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy,xpnn-numpy \
-        --rounds 1 --epochs 1 --timeout 60 --out "$OUT/bench" --name configs >>"$BLOG" 2>&1
+        --rounds 1 --epochs 1 --rounds-first --time-budget 90 --timeout 60 \
+        --out "$OUT/bench" --name configs >>"$BLOG" 2>&1
 else
     step bench-configs 140 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" \
         --configs S,M,L --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy \
-        --rounds 3 --epochs 3 --time-budget 100 --timeout 60 \
+        --rounds 3 --epochs 3 --rounds-first --time-budget 90 --timeout 60 \
         --out "$OUT/bench" --name configs >>"$BLOG" 2>&1
 fi
 show "$OUT/bench/configs.md" 12

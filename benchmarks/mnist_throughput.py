@@ -619,27 +619,37 @@ def driver(args):
         (out / f"{args.name}.md").write_text(md)
         return report, md
 
-    for table, label, sizes, batch, rounds, epochs in jobs:
-        for r in range(rounds):
-            if time.perf_counter() - t_start > args.time_budget and r >= 1:
-                print(f"time budget reached: {label} stops after {r} rounds", flush=True)
-                break
-            for impl in available:
-                if impl not in (sweep_impls if table == "sweep" else impls):
-                    continue
-                res = run_one(impl, sizes, batch, data_file, epochs, args.seed, args.timeout)
-                rec = {"table": table, "config": label, "sizes": sizes, "batch": batch,
-                       "round": r, "impl": impl, **res}
-                if "error" not in res:
-                    rec.update(summarize(res, n, sizes, batch, args.max_load))
-                    print(f"{label:8s} round {r} {impl:20s} {rec['sps']:10.0f} samples/s "
-                          f"(other load {rec['load'] or 0:.0%}, kept {rec['kept']}/"
-                          f"{rec['epochs']})", flush=True)
-                else:
-                    print(f"{label:8s} round {r} {impl:20s} ERROR {res['error'][-300:]}",
-                          flush=True)
-                records.append(rec)
-                write()                             # partial results survive a time-out
+    # Configuration by configuration (all rounds of S, then of M...), or with --rounds-first
+    # round by round (S M L, S M L...), so that a run cut short has every configuration.
+    if args.rounds_first:
+        order = [(r, job) for r in range(max((j[4] for j in jobs), default=0))
+                 for job in jobs if r < job[4]]
+    else:
+        order = [(r, job) for job in jobs for r in range(job[4])]
+    stopped = set()
+    for r, (table, label, sizes, batch, _, epochs) in order:
+        if label in stopped:
+            continue
+        if time.perf_counter() - t_start > args.time_budget and r >= 1:
+            print(f"time budget reached: {label} stops after {r} rounds", flush=True)
+            stopped.add(label)
+            continue
+        for impl in available:
+            if impl not in (sweep_impls if table == "sweep" else impls):
+                continue
+            res = run_one(impl, sizes, batch, data_file, epochs, args.seed, args.timeout)
+            rec = {"table": table, "config": label, "sizes": sizes, "batch": batch,
+                   "round": r, "impl": impl, **res}
+            if "error" not in res:
+                rec.update(summarize(res, n, sizes, batch, args.max_load))
+                print(f"{label:8s} round {r} {impl:20s} {rec['sps']:10.0f} samples/s "
+                      f"(other load {rec['load'] or 0:.0%}, kept {rec['kept']}/"
+                      f"{rec['epochs']})", flush=True)
+            else:
+                print(f"{label:8s} round {r} {impl:20s} ERROR {res['error'][-300:]}",
+                      flush=True)
+            records.append(rec)
+            write()                             # partial results survive a time-out
     report, md = write(final=True)
     print(md)
     return report
@@ -767,6 +777,8 @@ def main(argv=None):
     p.add_argument("--smoke", action="store_true", help="tiny synthetic run (CI)")
     p.add_argument("--max-load", type=float, default=0.05)
     p.add_argument("--time-budget", type=float, default=1e9, help="seconds; later rounds skipped")
+    p.add_argument("--rounds-first", action="store_true",
+                   help="run round 1 of every configuration before round 2 of any")
     p.add_argument("--timeout", type=float, default=900, help="seconds per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/mnist_throughput")

@@ -72,7 +72,8 @@ def test_tables_blas_and_jax(tmp_path):
 
 def test_keep_blas_env_and_limit(tmp_path):
     """``--keep-blas-env`` leaves the variables to the workers; ``--limit`` takes the first
-    samples of a dataset (here an MNIST folder of 300 images)."""
+    samples of a dataset (here an MNIST folder of 300 images); ``--rounds-first`` runs round 0
+    of every configuration before round 1 of any."""
     import gzip
 
     import numpy as np
@@ -81,16 +82,18 @@ def test_keep_blas_env_and_limit(tmp_path):
     folder.mkdir(parents=True)
     _write_idx_mnist(folder, 300, gzip, np)
     out = tmp_path / "out"
-    _bench(out, "--data-home", str(tmp_path / "data"), "--limit", "256", "--configs", "S",
-           "--impls", "xpnn-numpy-generic", "--rounds", "1", "--epochs", "1",
+    _bench(out, "--data-home", str(tmp_path / "data"), "--limit", "256", "--configs", "S,M",
+           "--impls", "xpnn-numpy-generic", "--rounds", "2", "--epochs", "1", "--rounds-first",
            "--keep-blas-env", env={"OPENBLAS_L2_SIZE": "512"})
     report = json.loads((out / "results.json").read_text())
     assert report["data"] == "mnist train, first 256 samples"
     assert report["machine"]["blas_env_removed"] == ""
-    (rec,) = report["records"]
+    records = report["records"]
+    assert [(r["config"], r["round"]) for r in records] == [("S", 0), ("M", 0), ("S", 1),
+                                                            ("M", 1)]    # --rounds-first
     kept = {k: v for k, v in {**os.environ, "OPENBLAS_L2_SIZE": "512"}.items()
             if k.startswith("OPENBLAS")}
-    assert rec["info"]["blas_env"] == kept
+    assert all(rec["info"]["blas_env"] == kept for rec in records)
 
 
 def _write_idx_mnist(folder, n, gzip, np):
