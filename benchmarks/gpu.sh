@@ -20,8 +20,9 @@
 #     bench/sweep.json, sweep.md       M at batch 32..4096: xpnn-cupy, xpnn-numpy, torch-cuda
 #
 # Without a usable CUDA device (or with GPU_DRY=1) the same steps run as a quick dry run on
-# the CPU: tiny data, the CUDA implementations skipped with their reasons, the example on
-# numpy. Data: $XPNN_DATA, else .data (staged), else ../shared/data, else synthetic data.
+# the CPU: the GPU steps' own arguments are checked (names, data files), then each step runs
+# with them plus small overrides: tiny data, the CUDA implementations skipped with their
+# reasons, the example on numpy. Data: $XPNN_DATA, else .data (staged), else ../shared/data, else synthetic data.
 # The script always exits 0; step exit codes are in gpu.log.
 set -u
 cd "$(dirname "$0")/.."
@@ -138,19 +139,36 @@ else
     DRY=0
 fi
 
-# 1. the benchmark on S/M/L: the numbers this run is for
+# What each step runs on the GPU. The dry run passes the same arguments followed by its small
+# overrides (the last value of an option wins), and first checks the GPU arguments alone.
+CONFIGS=(--configs S,M,L --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy --rounds 3 --epochs 3
+         --rounds-first --time-budget 90 --timeout 60 --out "$OUT/bench" --name configs)
+SWEEP=(--configs sweep --impls xpnn-cupy --sweep-impls xpnn-cupy,xpnn-numpy,torch-cuda
+       --sweep-batches 32,128,512,2048,4096 --sweep-rounds 1 --sweep-epochs 1 --timeout 30
+       --out "$OUT/bench" --name sweep)
+EXAMPLE_OUT=$(mktemp -d "${TMPDIR:-/tmp}/xpnn-gpu-example.XXXXXX")
+EXAMPLE=(--backend cupy --epochs 5 --quiet --data-home "${XPNN_DATA:-.data}" --out "$EXAMPLE_OUT")
 if [ "$DRY" = 1 ]; then
     SIZE=(--limit 1024); [ "${DATA_ARGS[0]}" = --synthetic ] && SIZE=(--synthetic 1024)
-    step bench-configs 90 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" "${SIZE[@]}" \
-        --configs S --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy,xpnn-numpy \
-        --rounds 1 --epochs 1 --rounds-first --time-budget 90 --timeout 60 \
-        --out "$OUT/bench" --name configs >>"$BLOG" 2>&1
+    DRY_CONFIGS=("${SIZE[@]}" --configs S --rounds 1 --epochs 1
+                 --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy,xpnn-numpy)
+    DRY_SWEEP=("${SIZE[@]}" --sweep-batches 256 --timeout 60)
+    DRY_EXAMPLE=(--backend numpy --epochs 1 --limit 256 --val-size 50 --hidden 32)
+    for args in CONFIGS SWEEP; do
+        declare -n gpu_args=$args
+        step "check-$args-args" 30 "$PY" benchmarks/mnist_throughput.py --check-args \
+            "${DATA_ARGS[@]}" "${gpu_args[@]}" >>"$BLOG" 2>&1
+    done
+    step check-EXAMPLE-args 30 "$PY" -c 'import sys; sys.path.insert(0, "examples")
+import mnist; mnist.parse_args(sys.argv[1:]); print("example arguments ok")' \
+        "${EXAMPLE[@]}" >>"$LOG" 2>&1
 else
-    step bench-configs 140 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" \
-        --configs S,M,L --impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy \
-        --rounds 3 --epochs 3 --rounds-first --time-budget 90 --timeout 60 \
-        --out "$OUT/bench" --name configs >>"$BLOG" 2>&1
+    DRY_CONFIGS=() DRY_SWEEP=() DRY_EXAMPLE=()
 fi
+
+# 1. the benchmark on S/M/L: the numbers this run is for
+step bench-configs 140 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" "${CONFIGS[@]}" \
+    ${DRY_CONFIGS[@]+"${DRY_CONFIGS[@]}"} >>"$BLOG" 2>&1
 show "$OUT/bench/configs.md" 12
 
 # 2. the GPU-marked tests (the rest runs in CI)
@@ -159,30 +177,16 @@ step tests 100 env XPNN_TEST_BACKENDS=cupy "$PY" -m pytest tests -m gpu -q --no-
 show "$OUT/tests.txt" 5
 
 # 3. the batch-size sweep: where xpnn[cupy] overtakes xpnn[numpy] (on this machine's CPU)
-if [ "$DRY" = 1 ]; then
-    step bench-sweep 60 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" "${SIZE[@]}" \
-        --configs sweep --impls xpnn-cupy --sweep-impls xpnn-cupy,xpnn-numpy,torch-cuda \
-        --sweep-batches 256 --sweep-rounds 1 --sweep-epochs 1 --timeout 60 \
-        --out "$OUT/bench" --name sweep >>"$BLOG" 2>&1
-else
-    step bench-sweep 70 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" \
-        --configs sweep --impls xpnn-cupy --sweep-impls xpnn-cupy,xpnn-numpy,torch-cuda \
-        --sweep-batches 32,128,512,2048,4096 --sweep-rounds 1 --sweep-epochs 1 --timeout 30 \
-        --out "$OUT/bench" --name sweep >>"$BLOG" 2>&1
-fi
+step bench-sweep 70 "$PY" benchmarks/mnist_throughput.py "${DATA_ARGS[@]}" "${SWEEP[@]}" \
+    ${DRY_SWEEP[@]+"${DRY_SWEEP[@]}"} >>"$BLOG" 2>&1
 show "$OUT/bench/sweep.md" 10
 
 # 4. the MNIST example (needs the real data)
-EXAMPLE_OUT=$(mktemp -d "${TMPDIR:-/tmp}/xpnn-gpu-example.XXXXXX")
 if [ -z "${XPNN_DATA:-}" ]; then
     log "step example skipped: no MNIST data"
-elif [ "$DRY" = 1 ]; then
-    step example 40 "$PY" examples/mnist.py --backend numpy --epochs 1 --limit 256 \
-        --val-size 50 --hidden 32 --quiet --data-home "$XPNN_DATA" --out "$EXAMPLE_OUT" \
-        >>"$LOG" 2>&1
 else
-    step example 40 "$PY" examples/mnist.py --backend cupy --epochs 5 --quiet \
-        --data-home "$XPNN_DATA" --out "$EXAMPLE_OUT" >>"$LOG" 2>&1
+    step example 40 "$PY" examples/mnist.py "${EXAMPLE[@]}" \
+        ${DRY_EXAMPLE[@]+"${DRY_EXAMPLE[@]}"} >>"$LOG" 2>&1
 fi
 rm -rf "$EXAMPLE_OUT"
 log "done in $((SECONDS - START))s"

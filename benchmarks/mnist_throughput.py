@@ -565,7 +565,45 @@ def flops_per_sample(sizes):
     return total
 
 
+#: Every implementation the workers know.
+IMPLS = ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic", "xpnn-torch",
+         "xpnn-torch-cuda", "xpnn-cupy", "torch", "torch-cuda", "jax", "jax-cuda", "sklearn",
+         "gemm-numpy", "gemm-cupy")
+
+
+def check_args(args):
+    """Raise SystemExit naming the first unknown implementation, configuration or batch size,
+    or missing data file; return a one-line plan of the run otherwise."""
+    for option in ("impls", "sweep_impls"):
+        for impl in filter(None, (getattr(args, option) or "").split(",")):
+            if impl not in IMPLS:
+                raise SystemExit(f"--{option.replace('_', '-')}: unknown implementation "
+                                 f"{impl!r}; known: {', '.join(IMPLS)}")
+    configs = [c for c in args.configs.split(",") if c]
+    for cfg in configs:
+        if cfg not in CONFIGS and cfg != "sweep":
+            raise SystemExit(f"--configs: unknown configuration {cfg!r}; known: "
+                             f"{', '.join(CONFIGS)}, sweep")
+    try:
+        batches = [int(b) for b in args.sweep_batches.split(",") if b]
+    except ValueError:
+        raise SystemExit(f"--sweep-batches: integers expected, got {args.sweep_batches!r}"
+                         ) from None
+    if not (args.smoke or args.synthetic):
+        home = args.data_home or os.environ.get("XPNN_DATA")
+        folder = Path(home or ".") / ("mnist" if args.dataset == "mnist" else "fashion-mnist")
+        missing = [f for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+                   if not (folder / f).is_file()]
+        if not home or missing:
+            raise SystemExit(f"no {args.dataset} training data in {folder} (give --data-home "
+                             "or set XPNN_DATA, or use --synthetic N)")
+    return (f"configs {','.join(configs)}; impls {args.impls}; sweep impls "
+            f"{args.sweep_impls or args.impls} at batch {batches}; rounds {args.rounds}, "
+            f"epochs {args.epochs}; out {args.out}/{args.name}.json")
+
+
 def driver(args):
+    check_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     impls = [i for i in args.impls.split(",") if i]
@@ -791,9 +829,14 @@ def main(argv=None):
     p.add_argument("--sizes", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--data-file", help=argparse.SUPPRESS)
+    p.add_argument("--check-args", action="store_true",
+                   help="check the arguments (and that the data files exist), run nothing")
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.check_args:
+        print("arguments ok:", check_args(args))
+        return 0
     global CLEAN_BLAS_ENV
     CLEAN_BLAS_ENV = not args.keep_blas_env
     if argv is None:                     # run as a script: re-executed without the overrides

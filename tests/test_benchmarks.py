@@ -107,3 +107,27 @@ def _write_idx_mnist(folder, n, gzip, np):
                 d.to_bytes(4, "big") for d in arr.shape)
             with gzip.open(folder / f"{split}-{kind}-ubyte.gz", "wb") as f:
                 f.write(header + arr.tobytes())
+
+
+def test_check_args_names_what_is_wrong(tmp_path, monkeypatch, capsys):
+    """``--check-args`` (what gpu.sh's dry run does with the GPU arguments) runs nothing and
+    refuses unknown names and missing data with the option named."""
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import mnist_throughput
+
+    assert mnist_throughput.main(["--check-args", "--synthetic", "10", "--configs", "S,sweep",
+                                  "--impls", "xpnn-cupy,jax-cuda", "--out", str(tmp_path)]) == 0
+    assert "arguments ok: configs S,sweep; impls xpnn-cupy,jax-cuda" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []                      # nothing ran, nothing written
+    for argv, message in (
+            (["--impls", "xpnn-cuda"], "--impls: unknown implementation 'xpnn-cuda'"),
+            (["--sweep-impls", "torch_cuda"], "--sweep-impls: unknown implementation"),
+            (["--configs", "XL"], "--configs: unknown configuration 'XL'"),
+            (["--sweep-batches", "32,1k"], "--sweep-batches: integers expected")):
+        with pytest.raises(SystemExit, match=message):
+            mnist_throughput.main(["--check-args", "--synthetic", "10", *argv])
+    monkeypatch.delenv("XPNN_DATA", raising=False)
+    with pytest.raises(SystemExit, match="no mnist training data in"):
+        mnist_throughput.main(["--check-args", "--data-home", str(tmp_path)])

@@ -72,9 +72,13 @@ def test_gpu_script_dry_run_layout(tmp_path):
 
     assert f"MNIST from {repo / '.data'}" in log
     assert "dry run of every step on the CPU" in log
-    for step in ("versions", "bench-configs", "tests", "bench-sweep", "example"):
+    for step in ("versions", "check-CONFIGS-args", "check-SWEEP-args", "check-EXAMPLE-args",
+                 "bench-configs", "tests", "bench-sweep", "example"):
         assert f"step {step} exit code 0" in log, log
     assert "MNIST: 1 epochs" in log                              # the example trained
+    bench_log = (out / "bench" / "log.txt").read_text()
+    assert "arguments ok: configs S,M,L; impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy" in bench_log
+    assert "arguments ok: configs sweep" in bench_log and "example arguments ok" in log
     assert re.search(r"done in \d+s", log)
 
     configs = json.loads((out / "bench" / "configs.json").read_text())
