@@ -22,8 +22,9 @@
 # Without a usable CUDA device (or with GPU_DRY=1) the same steps run as a quick dry run on
 # the CPU: the GPU steps' own arguments are checked (names, data files), then each step runs
 # with them plus small overrides: tiny data, the CUDA implementations skipped with their
-# reasons, the example on numpy. Data: $XPNN_DATA, else .data (staged), else ../shared/data, else synthetic data.
-# The script always exits 0; step exit codes are in gpu.log.
+# reasons, the example on numpy. Data: $XPNN_DATA, else .data (staged), else ../shared/data,
+# else synthetic data (no example then). The script always exits 0; step exit codes are in
+# gpu.log. Worst case, every step stopped at its limit: about 7 minutes.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
