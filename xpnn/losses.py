@@ -67,6 +67,15 @@ class Loss:
         return f"{type(self).__name__}()"
 
 
+def _clip(xp, x, low: float, high: float):
+    """``min(max(x, low), high)`` element-wise, as two element-wise passes.
+
+    Not ``xp.clip``: array-api-compat implements it for NumPy and CuPy with masked assignments,
+    which on CuPy read a count back from the device (a host synchronisation) on every call.
+    """
+    return xp.minimum(xp.maximum(x, low), high)
+
+
 def _as_2d(y: np.ndarray, n_outputs: int, loss: str) -> np.ndarray:
     if y.ndim == 1 and n_outputs == 1:
         y = y.reshape(-1, 1)
@@ -119,7 +128,7 @@ class BinaryCrossEntropy(Loss):
     def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).eps)
-        self.p = xp.clip(p, eps, 1.0 - eps)
+        self.p = _clip(xp, p, eps, 1.0 - eps)
         self.t = t
         self.row_scale = None
         terms = t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p)
@@ -198,7 +207,7 @@ class CategoricalCrossEntropy(Loss):
     def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).smallest_normal)
-        self.p = xp.clip(p, eps, 1.0)
+        self.p = _clip(xp, p, eps, 1.0)
         self.t = self._dense_targets(xp, t, p)
         self.row_scale = None
         if w is not None:
