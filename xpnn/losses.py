@@ -7,6 +7,13 @@ gives ``δ = dL/dy`` to start backpropagation:
 * :class:`BinaryCrossEntropy` — ``L = -mean(t log p + (1 - t) log(1 - p))`` over all elements.
 * :class:`CategoricalCrossEntropy` — ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` with integer labels
   (N,) or one-hot targets (N, K).
+* :class:`Poisson` — half the Poisson deviance on a log-mean output ``z = log μ`` (log link),
+  averaged over all N·K elements.
+
+Every ``forward`` takes optional sample weights ``w`` (N,): the mean over samples becomes the
+weighted mean ``Σ_n w_n ℓ_n / Σ_n w_n`` (``ℓ_n`` the sample's loss, averaged over its K outputs
+where the loss averages over them), and ``δ`` row ``n`` is scaled by ``N w_n / Σ w``. Weights all
+equal give the unweighted loss.
 
 When the model ends in Sigmoid (Softmax) and the loss is the binary (categorical) cross-entropy,
 the model skips the final activation while training and calls :meth:`Loss.forward_logits` on the
@@ -39,14 +46,37 @@ class Loss:
         y = _as_2d(y, n_outputs, self.name)
         return y.astype(np.float64, copy=False)
 
-    def forward(self, y_pred, t):
+    def forward(self, y_pred, t, w=None):
         raise NotImplementedError
 
     def backward(self):
         raise NotImplementedError
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         raise NotImplementedError(f"{type(self).__name__} has no fused path")
+
+    def _weigh(self, w, like, per_output=True):
+        """Remember the sample weights of this batch as the column ``r = w / Σw`` (N, 1) in
+        ``like``'s dtype (``/ K`` as well when the loss averages over the K outputs), or None
+        without weights."""
+        if w is None:
+            self.r = None
+            return
+        xp = self.xp
+        r = xp.reshape(xp.astype(w, like.dtype), (-1, 1))
+        r = r / xp.sum(r)
+        self.r = r / like.shape[1] if per_output else r
+
+    def _mean(self, e):
+        """The (weighted) mean of the element-wise losses ``e`` (N, K) over all elements."""
+        xp = self.xp
+        return xp.mean(e) if self.r is None else xp.sum(self.r * e)
+
+    def _scaled(self, d):
+        """``d`` (N, K) times d(mean)/d(element): ``1/(N K)`` or ``w_n / (Σw K)``."""
+        if self.r is None:
+            return d / (d.shape[0] * d.shape[1])
+        return self.r * d
 
     def get_config(self) -> dict:
         return {}
@@ -72,13 +102,16 @@ class MSE(Loss):
 
     name = "mse"
 
-    def forward(self, y_pred, t):
+    def forward(self, y_pred, t, w=None):
         self.diff = y_pred - t
-        return self.xp.mean(self.diff * self.diff)
+        self._weigh(w, y_pred)
+        return self._mean(self.diff * self.diff)
 
     def backward(self):
-        n = self.diff.shape[0] * self.diff.shape[1]
-        return (2.0 / n) * self.diff
+        if self.r is None:
+            n = self.diff.shape[0] * self.diff.shape[1]
+            return (2.0 / n) * self.diff
+        return 2.0 * self.r * self.diff
 
 
 class BinaryCrossEntropy(Loss):
@@ -99,27 +132,33 @@ class BinaryCrossEntropy(Loss):
                              f"[{y.min():g}, {y.max():g}]")
         return y
 
-    def forward(self, p, t):
+    def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).eps)
         self.p = xp.clip(p, eps, 1.0 - eps)
         self.t = t
-        return -xp.mean(t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p))
+        self._weigh(w, p)
+        return -self._mean(t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p))
 
     def backward(self):
-        n = self.p.shape[0] * self.p.shape[1]
-        return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
+        if self.r is None:
+            n = self.p.shape[0] * self.p.shape[1]
+            return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
+        return self.r * (self.p - self.t) / (self.p * (1.0 - self.p))
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.p = sigmoid(xp, z)
         self.t = t
+        self._weigh(w, z)
         softplus = xp.log1p(xp.exp(-xp.abs(z)))
-        return xp.mean(z * xp.astype(z > 0, z.dtype) - z * t + softplus)
+        return self._mean(z * xp.astype(z > 0, z.dtype) - z * t + softplus)
 
     def backward_logits(self):
-        n = self.p.shape[0] * self.p.shape[1]
-        return (self.p - self.t) / n
+        if self.r is None:
+            n = self.p.shape[0] * self.p.shape[1]
+            return (self.p - self.t) / n
+        return self.r * (self.p - self.t)
 
 
 class CategoricalCrossEntropy(Loss):
@@ -165,24 +204,66 @@ class CategoricalCrossEntropy(Loss):
             return xp.astype(t[:, None] == classes, like.dtype)
         return t
 
-    def forward(self, p, t):
+    def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).smallest_normal)
         self.p = xp.clip(p, eps, 1.0)
         self.t = self._dense_targets(xp, t, p)
-        return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
+        self._weigh(w, p, per_output=False)
+        if self.r is None:
+            return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
+        return -xp.sum(self.r * self.t * xp.log(self.p))
 
     def backward(self):
-        return -self.t / (self.p * self.p.shape[0])
+        if self.r is None:
+            return -self.t / (self.p * self.p.shape[0])
+        return -self.r * self.t / self.p
 
-    def forward_logits(self, z, t):
+    def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.t = self._dense_targets(xp, t, z)
         self.p = softmax(xp, z)
-        return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
+        self._weigh(w, z, per_output=False)
+        if self.r is None:
+            return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
+        return -xp.sum(self.r * self.t * log_softmax(xp, z))
 
     def backward_logits(self):
-        return (self.p - self.t) / self.p.shape[0]
+        if self.r is None:
+            return (self.p - self.t) / self.p.shape[0]
+        return self.r * (self.p - self.t)
+
+
+class Poisson(Loss):
+    """Half the Poisson deviance, on a network output ``z`` read as the log of the Poisson
+    mean ``μ = exp(z)`` (log link, ``torch.nn.PoissonNLLLoss(log_input=True)``'s convention:
+    the model's predictions are ``exp(output)``).
+
+    ``L = mean(e^z - t z + t log t - t)`` over all N·K elements (``t log t = 0`` at ``t = 0``;
+    the constant terms make a perfect fit ``L = 0``, as scikit-learn's ``loss="poisson"``),
+    ``δ = (e^z - t) / (N K)``. Targets are counts or rates ``t >= 0``, shape (N,) or (N, K).
+    """
+
+    name = "poisson"
+
+    def prepare_targets(self, y, n_outputs):
+        y = super().prepare_targets(y, n_outputs)
+        if y.size and y.min() < 0:
+            raise ValueError(f"{self.name}: targets must be >= 0, got a minimum of {y.min():g}")
+        return y
+
+    def forward(self, z, t, w=None):
+        xp = self.xp
+        self.mu = xp.exp(z)
+        self.t = t
+        self._weigh(w, z)
+        positive = t > 0
+        t_log_t = xp.where(positive, t * xp.log(xp.where(positive, t, xp.ones_like(t))),
+                           xp.zeros_like(t))
+        return self._mean(self.mu - t * z + t_log_t - t)
+
+    def backward(self):
+        return self._scaled(self.mu - self.t)
 
 
 #: Loss classes and aliases by name. ``"crossentropy"`` is resolved by the model from its last
@@ -193,8 +274,10 @@ LOSSES = {
     "categorical_crossentropy": CategoricalCrossEntropy,
     "sparse_categorical_crossentropy": CategoricalCrossEntropy,
     "cce": CategoricalCrossEntropy,
+    "poisson": Poisson,
 }
-LOSS_CLASSES = {cls.__name__: cls for cls in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy)}
+LOSS_CLASSES = {cls.__name__: cls
+                for cls in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson)}
 
 
 def get_loss(loss, last_layer=None) -> Loss:

@@ -257,18 +257,19 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def _train_step(self, xb, tb, check_at=None):
+    def _train_step(self, xb, tb, check_at=None, wb=None):
         """One step of backpropagation on a batch; returns (loss, output) as device arrays.
 
         With ``check_at=(epoch, batch)`` a non-finite loss raises before any weight changes.
+        ``wb``: the batch's sample weights (the loss is their weighted mean), or None.
         """
         loss_fn = self.loss
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
-            loss = loss_fn.forward_logits(z, tb)
+            loss = loss_fn.forward_logits(z, tb, w=wb)
         else:
             out = self._forward(xb, training=True)
-            loss = loss_fn.forward(out, tb)
+            loss = loss_fn.forward(out, tb, w=wb)
         if check_at is not None:
             value = float(loss)
             if not math.isfinite(value):
@@ -288,7 +289,8 @@ class Sequential:
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y, epochs: int = 1, batch_size: int = 32, validation_data=None,
-            validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1):
+            validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1,
+            sample_weight=None):
         """Train for ``epochs`` passes over the data.
 
         Parameters
@@ -308,6 +310,11 @@ class Sequential:
         callbacks : sequence of Callback
         verbose : int
             0 silent, 1 one line per epoch.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights of the training samples: each batch's loss is the weighted
+            mean ``Σ w_n ℓ_n / Σ w_n`` over its samples (the logged epoch loss stays the
+            row-weighted average of the batch losses). With ``validation_split`` the held-out
+            rows' weights are dropped.
 
         Returns
         -------
@@ -323,8 +330,8 @@ class Sequential:
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
 
-        Xd, yd, val = self._building_from(X, lambda: self._prepare_fit_data(
-            X, y, validation_data, validation_split, callbacks))
+        Xd, yd, val, wd = self._building_from(X, lambda: self._prepare_fit_data(
+            X, y, validation_data, validation_split, callbacks, sample_weight))
 
         history = History()
         callbacks = [history, *callbacks]
@@ -337,7 +344,7 @@ class Sequential:
             for cb in callbacks:
                 cb.on_epoch_begin(epoch)
             t0 = time.perf_counter()
-            logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch, callbacks)
+            logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch, callbacks, wd)
             if val is not None:
                 logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val).items()})
             for cb in callbacks:
@@ -352,9 +359,11 @@ class Sequential:
         self.history = history
         return history
 
-    def _prepare_fit_data(self, X, y, validation_data, validation_split, callbacks):
-        """Checked device arrays for ``fit``: ``(X, t, (X_val, t_val) or None)``."""
+    def _prepare_fit_data(self, X, y, validation_data, validation_split, callbacks,
+                          sample_weight=None):
+        """Checked device arrays for ``fit``: ``(X, t, (X_val, t_val) or None, w or None)``."""
         Xd, yd = self._prepare_Xy(X, y)
+        wd = None if sample_weight is None else self._prepare_weights(sample_weight, Xd.shape[0])
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
@@ -367,15 +376,30 @@ class Sequential:
                                  f"{Xd.shape[0]} samples leaves an empty split")
             cut = Xd.shape[0] - n_val
             Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
+            wd = None if wd is None else wd[:cut]
         for cb in callbacks:
             monitor = getattr(cb, "monitor", None)
             if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
                 raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
                                  "is no validation data: pass validation_data or "
                                  "validation_split")
-        return Xd, yd, val
+        return Xd, yd, val, wd
 
-    def _train_epoch(self, X, t, batch_size, shuffle, epoch, callbacks=()):
+    def _prepare_weights(self, w, n_samples):
+        """Sample weights as a checked device vector in the model's dtype."""
+        host = np.asarray(to_numpy(w))
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numeric, got dtype {host.dtype}")
+        if host.shape != (n_samples,):
+            raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got "
+                             f"{host.shape}")
+        if not np.all(np.isfinite(host)) or np.any(host < 0):
+            raise ValueError("sample_weight must be finite and >= 0")
+        if not np.any(host > 0):
+            raise ValueError("sample_weight must contain at least one non-zero weight")
+        return self.backend.asarray(host, dtype=self.dtype)
+
+    def _train_epoch(self, X, t, batch_size, shuffle, epoch, callbacks=(), w=None):
         be = self.backend
         n = X.shape[0]
         perm = self.rng.permutation(n) if shuffle else None
@@ -383,17 +407,17 @@ class Sequential:
         # check once per epoch and, if the loss went bad, replay the epoch with checks on.
         check = not be.is_gpu
         saved = None if check else self._snapshot_state()
-        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm, callbacks)
+        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm, callbacks, w)
         logs = {"loss": float(loss_sum) / n}
         if not math.isfinite(logs["loss"]) and saved is not None:
             self._restore_state(saved)
-            self._run_batches(X, t, batch_size, epoch, True, perm)  # raises at the bad batch
+            self._run_batches(X, t, batch_size, epoch, True, perm, w=w)  # raises at the bad batch
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
 
-    def _run_batches(self, X, t, batch_size, epoch, check, perm=None, callbacks=()):
-        """One pass over consecutive batches, of the rows in the order ``perm`` when given;
-        returns the summed loss (a device scalar)."""
+    def _run_batches(self, X, t, batch_size, epoch, check, perm=None, callbacks=(), w=None):
+        """One pass over consecutive batches, of the rows in the order ``perm`` when given
+        (with the sample weights ``w``, or None); returns the summed loss (a device scalar)."""
         be, xp = self.backend, self.backend.xp
         for m in self.metrics:
             m.reset()
@@ -407,16 +431,20 @@ class Sequential:
             else:          # one gather per epoch; batches are then contiguous slices
                 idx = be.asarray(perm, dtype="int64")
                 X, t = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
+                w = None if w is None else xp.take(w, idx, axis=0)
         loss_sum = 0.0
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
             if order is None:
                 xb, tb = X[start:stop, ...], t[start:stop, ...]
+                wb = None if w is None else w[start:stop]
             else:
                 xb, tb = trainer.gather(X, t, order[start:stop])
+                wb = None if w is None else xp.take(
+                    w, be.asarray(order[start:stop], dtype="int64"), axis=0)
             for cb in callbacks:
                 cb.on_train_batch_begin(b)
-            loss, out = step(xb, tb, (epoch, b) if check else None)
+            loss, out = step(xb, tb, (epoch, b) if check else None, wb)
             loss_sum = loss_sum + loss * xb.shape[0]
             for m in self.metrics:
                 m.update(xp, out, tb)

@@ -91,10 +91,11 @@ class FlatTrainer:
         return stages
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, xb, tb, check_at=None):
+    def train_step(self, xb, tb, check_at=None, wb=None):
         """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
         :meth:`xpnn.Sequential._train_step` (raising TrainingDivergedError before the update
-        when ``check_at`` is given and the loss is not finite).
+        when ``check_at`` is given and the loss is not finite; ``wb`` the batch's sample
+        weights or None).
 
         The equations of :class:`xpnn.layers.Dense` and its activation, layer by layer, with
         every result written into a preallocated buffer (``out=``) and transposed operands
@@ -119,7 +120,7 @@ class FlatTrainer:
             outs.append(z)
             a = z
 
-        loss, out, delta = self._head(a, tb, n, check_at)   # and δ = dL/d(network output)
+        loss, out, delta = self._head(a, tb, n, check_at, wb)   # and δ = dL/d(output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
@@ -143,24 +144,25 @@ class FlatTrainer:
         self.update()
         return loss, out
 
-    def _head(self, a, tb, n, check_at):
+    def _head(self, a, tb, n, check_at, wb=None):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
-        Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads call
-        the model's loss object. With ``check_at`` a non-finite loss raises before any update.
+        Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads, and
+        every head with sample weights ``wb``, call the model's loss object. With ``check_at``
+        a non-finite loss raises before any update.
         """
         head, loss_fn = self.plan.head, self.model.loss
-        if head == "softmax_ce":
+        if head == "softmax_ce" and wb is None:
             loss, out, delta = self._softmax_ce(a, tb, n)
-        elif head == "sigmoid_bce":
-            loss = loss_fn.forward_logits(a, tb)
+        elif head != "plain":
+            loss = loss_fn.forward_logits(a, tb, w=wb)
         else:
-            loss = loss_fn.forward(a, tb)
+            loss = loss_fn.forward(a, tb, w=wb)
         if check_at is not None:
             value = float(loss)
             if not math.isfinite(value):
                 raise self._diverged(value, check_at)
-        if head == "sigmoid_bce":
+        if head != "plain" and not (head == "softmax_ce" and wb is None):
             delta, out = loss_fn.backward_logits(), loss_fn.p
         elif head == "plain":
             delta, out = loss_fn.backward(), a
