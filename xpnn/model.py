@@ -32,6 +32,14 @@ from .optimizers import OPTIMIZERS, get_optimizer
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
 
+#: Rows densified at a time when a sparse matrix is predicted or evaluated in one call.
+SPARSE_BLOCK = 4096
+
+
+def _is_sparse(X) -> bool:
+    """A SciPy sparse matrix or array (host data, densified batch by batch)."""
+    return hasattr(X, "tocsr") and hasattr(X, "nnz")
+
 
 class Sequential:
     """A linear stack of layers with a Keras-like training API.
@@ -157,6 +165,8 @@ class Sequential:
     # ------------------------------------------------------------------ data checks
     def _prepare_X(self, X, what="X"):
         be = self.backend
+        if _is_sparse(X):
+            return self._prepare_sparse_X(X, what)
         owner = backend_of(X)
         if owner is not None and owner.family != be.family:
             raise TypeError(f"{what} is a {owner.name} array but the model's backend is "
@@ -193,6 +203,26 @@ class Sequential:
         if not bool(xp.all(xp.isfinite(X))):
             raise ValueError(f"{what} contains NaN or infinite values")
         return X
+
+    def _prepare_sparse_X(self, X, what):
+        """A SciPy sparse ``X`` stays on the host as CSR in the model's dtype; batches are
+        densified and moved to the device one at a time (:meth:`_rows`)."""
+        if len(X.shape) != 2 or X.shape[0] == 0:
+            raise ValueError(f"{what} must be 2-D with samples, got a sparse matrix of shape "
+                             f"{X.shape}")
+        n_in = self.n_features_in
+        if n_in is not None and X.shape[1] != n_in:
+            raise ValueError(f"{what} has {X.shape[1]} features but the model expects {n_in}")
+        X = X.tocsr().astype(np.dtype(self.dtype))
+        if not np.all(np.isfinite(X.data)):
+            raise ValueError(f"{what} contains NaN or infinite values")
+        return X
+
+    def _rows(self, X, start, stop):
+        """Rows ``start:stop`` of prepared data as a device array (a sparse X densified)."""
+        if _is_sparse(X):
+            return self.backend.asarray(X[start:stop].toarray(), dtype=self.dtype)
+        return X[start:stop, ...]
 
     def _prepare_y(self, y, n_samples, what="y"):
         if y is None:
@@ -238,7 +268,8 @@ class Sequential:
             raise ValueError("Sequential: the model has no layers")
         if self.built:
             return prepare()
-        shape = tuple(np.shape(to_numpy(X)) if backend_of(X) is None else X.shape)
+        shape = tuple(np.shape(to_numpy(X)) if backend_of(X) is None and not _is_sparse(X)
+                      else X.shape)
         if len(shape) != 2:
             raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
         self.n_features_in = shape[1]
@@ -426,7 +457,11 @@ class Sequential:
         step = self._train_step if trainer is None else trainer.train_step
         order = None
         if perm is not None:
-            if trainer is not None and trainer.gathers_batches:
+            if _is_sparse(X):           # rows of the host matrix; batches densified below
+                idx = be.asarray(perm, dtype="int64")
+                X, t = X[perm], xp.take(t, idx, axis=0)
+                w = None if w is None else xp.take(w, idx, axis=0)
+            elif trainer is not None and trainer.gathers_batches:
                 order = perm   # the trainer copies each batch's rows into a buffer it reuses
             else:          # one gather per epoch; batches are then contiguous slices
                 idx = be.asarray(perm, dtype="int64")
@@ -436,7 +471,7 @@ class Sequential:
         for b, start in enumerate(range(0, X.shape[0], batch_size)):
             stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
             if order is None:
-                xb, tb = X[start:stop, ...], t[start:stop, ...]
+                xb, tb = self._rows(X, start, stop), t[start:stop, ...]
                 wb = None if w is None else w[start:stop]
             else:
                 xb, tb = trainer.gather(X, t, order[start:stop])
@@ -471,6 +506,13 @@ class Sequential:
 
     def _predict_arrays(self, X, batch_size=None):
         n = X.shape[0]
+        if _is_sparse(X):
+            batch_size = batch_size or SPARSE_BLOCK
+            if batch_size < 1:
+                raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
+            parts = [self._forward(self._rows(X, i, min(i + batch_size, n)))
+                     for i in range(0, n, batch_size)]
+            return self.backend.xp.concat(parts, axis=0)
         if batch_size is None or batch_size >= n:
             return self._forward(X)
         if batch_size < 1:
@@ -492,6 +534,8 @@ class Sequential:
         xp = self.backend.xp
         n = X.shape[0]
         step = n if batch_size is None else batch_size
+        if _is_sparse(X):
+            step = min(step, SPARSE_BLOCK)
         metrics = [get_metric(m) for m in self.metrics]
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
@@ -499,7 +543,7 @@ class Sequential:
         loss_sum = 0.0
         for start in range(0, n, step):
             stop = min(start + step, n)
-            xb, tb = X[start:stop, ...], t[start:stop, ...]
+            xb, tb = self._rows(X, start, stop), t[start:stop, ...]
             if self._fused:
                 loss = self.loss.forward_logits(self._forward(xb, logits=True), tb)
                 out = self.loss.p
