@@ -63,8 +63,11 @@ def test_sklearn_test_mlp_passes(tmp_path):
     (tmp_path / "conftest.py").write_text(CONFTEST)
     (tmp_path / "pytest.ini").write_text("[pytest]\n")
     repo = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    # One BLAS thread: the module fits hundreds of tiny networks, for which thread hand-offs
+    # cost more than the matmuls (and a busy machine makes them far worse).
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1",
+               MKL_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(
+                   [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]))
     deselect = " or ".join(PRIVATE)
     cmd = [sys.executable, "-m", "pytest", "test_mlp_xpnn.py", "-q", "-p", "no:cacheprovider",
            "-rfE", "--tb=short", "-k", f"not ({deselect})", "-W",
