@@ -79,7 +79,8 @@ def test_sklearn_test_mlp_passes(tmp_path):
         out = (exc.stdout or b"")[-6000:]
         pytest.fail(f"scikit-learn's test_mlp.py did not finish in {TIMEOUT_S} s:\n{out}")
     out = run.stdout + run.stderr
-    assert run.returncode == 0, f"scikit-learn's test_mlp.py failed on xpnn.sklearn:\n{out[-20000:]}"
+    assert run.returncode == 0, (f"scikit-learn's test_mlp.py failed on xpnn.sklearn:\n"
+                                 f"{out[-20000:]}")
     summary = out.strip().splitlines()[-1]
     assert "passed" in summary and "failed" not in summary and "skipped" not in summary, summary
     assert f"{len(PRIVATE)} deselected" in summary, summary
