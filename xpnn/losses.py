@@ -10,10 +10,9 @@ gives ``δ = dL/dy`` to start backpropagation:
 * :class:`Poisson` — half the Poisson deviance on a log-mean output ``z = log μ`` (log link),
   averaged over all N·K elements.
 
-Every ``forward`` takes optional sample weights ``w`` (N,): the mean over samples becomes the
-weighted mean ``Σ_n w_n ℓ_n / Σ_n w_n`` (``ℓ_n`` the sample's loss, averaged over its K outputs
-where the loss averages over them), and ``δ`` row ``n`` is scaled by ``N w_n / Σ w``. Weights all
-equal give the unweighted loss.
+With per-sample weights ``w`` (``fit(..., sample_weight=w)``) each loss is the weighted mean of
+its per-row values ``L = Σ_n w_n ℓ_n / Σ_n w_n`` (``numpy.average``, as scikit-learn), and every
+``1/N`` in a gradient becomes ``w_n / Σ w``; ``w = None`` is the plain mean.
 
 When the model ends in Sigmoid (Softmax) and the loss is the binary (categorical) cross-entropy,
 the model skips the final activation while training and calls :meth:`Loss.forward_logits` on the
@@ -55,28 +54,13 @@ class Loss:
     def forward_logits(self, z, t, w=None):
         raise NotImplementedError(f"{type(self).__name__} has no fused path")
 
-    def _weigh(self, w, like, per_output=True):
-        """Remember the sample weights of this batch as the column ``r = w / Σw`` (N, 1) in
-        ``like``'s dtype (``/ K`` as well when the loss averages over the K outputs), or None
-        without weights."""
-        if w is None:
-            self.r = None
-            return
+    def _weigh(self, rows, w):
+        """The weighted mean ``Σ w_n ℓ_n / Σ w_n`` of per-row losses ``rows`` (N,); remembers the
+        row factors ``w_n / Σ w`` (N, 1) for the gradient in ``self.row_scale``."""
         xp = self.xp
-        r = xp.reshape(xp.astype(w, like.dtype), (-1, 1))
-        r = r / xp.sum(r)
-        self.r = r / like.shape[1] if per_output else r
-
-    def _mean(self, e):
-        """The (weighted) mean of the element-wise losses ``e`` (N, K) over all elements."""
-        xp = self.xp
-        return xp.mean(e) if self.r is None else xp.sum(self.r * e)
-
-    def _scaled(self, d):
-        """``d`` (N, K) times d(mean)/d(element): ``1/(N K)`` or ``w_n / (Σw K)``."""
-        if self.r is None:
-            return d / (d.shape[0] * d.shape[1])
-        return self.r * d
+        total = xp.sum(w)
+        self.row_scale = (w / total)[:, None]
+        return xp.sum(rows * w) / total
 
     def get_config(self) -> dict:
         return {}
@@ -104,14 +88,16 @@ class MSE(Loss):
 
     def forward(self, y_pred, t, w=None):
         self.diff = y_pred - t
-        self._weigh(w, y_pred)
-        return self._mean(self.diff * self.diff)
+        self.row_scale = None
+        if w is not None:
+            return self._weigh(self.xp.mean(self.diff * self.diff, axis=1), w)
+        return self.xp.mean(self.diff * self.diff)
 
     def backward(self):
-        if self.r is None:
-            n = self.diff.shape[0] * self.diff.shape[1]
-            return (2.0 / n) * self.diff
-        return 2.0 * self.r * self.diff
+        if self.row_scale is not None:
+            return (2.0 / self.diff.shape[1]) * self.diff * self.row_scale
+        n = self.diff.shape[0] * self.diff.shape[1]
+        return (2.0 / n) * self.diff
 
 
 class BinaryCrossEntropy(Loss):
@@ -137,28 +123,35 @@ class BinaryCrossEntropy(Loss):
         eps = float(xp.finfo(p.dtype).eps)
         self.p = xp.clip(p, eps, 1.0 - eps)
         self.t = t
-        self._weigh(w, p)
-        return -self._mean(t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p))
+        self.row_scale = None
+        terms = t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p)
+        if w is not None:
+            return -self._weigh(xp.mean(terms, axis=1), w)
+        return -xp.mean(terms)
 
     def backward(self):
-        if self.r is None:
-            n = self.p.shape[0] * self.p.shape[1]
-            return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
-        return self.r * (self.p - self.t) / (self.p * (1.0 - self.p))
+        k = self.p.shape[1]
+        if self.row_scale is not None:
+            return (self.p - self.t) / (self.p * (1.0 - self.p) * k) * self.row_scale
+        n = self.p.shape[0] * k
+        return (self.p - self.t) / (self.p * (1.0 - self.p) * n)
 
     def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.p = sigmoid(xp, z)
         self.t = t
-        self._weigh(w, z)
+        self.row_scale = None
         softplus = xp.log1p(xp.exp(-xp.abs(z)))
-        return self._mean(z * xp.astype(z > 0, z.dtype) - z * t + softplus)
+        terms = z * xp.astype(z > 0, z.dtype) - z * t + softplus
+        if w is not None:
+            return self._weigh(xp.mean(terms, axis=1), w)
+        return xp.mean(terms)
 
     def backward_logits(self):
-        if self.r is None:
-            n = self.p.shape[0] * self.p.shape[1]
-            return (self.p - self.t) / n
-        return self.r * (self.p - self.t)
+        if self.row_scale is not None:
+            return (self.p - self.t) / self.p.shape[1] * self.row_scale
+        n = self.p.shape[0] * self.p.shape[1]
+        return (self.p - self.t) / n
 
 
 class CategoricalCrossEntropy(Loss):
@@ -209,29 +202,29 @@ class CategoricalCrossEntropy(Loss):
         eps = float(xp.finfo(p.dtype).smallest_normal)
         self.p = xp.clip(p, eps, 1.0)
         self.t = self._dense_targets(xp, t, p)
-        self._weigh(w, p, per_output=False)
-        if self.r is None:
-            return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
-        return -xp.sum(self.r * self.t * xp.log(self.p))
+        self.row_scale = None
+        if w is not None:
+            return -self._weigh(xp.sum(self.t * xp.log(self.p), axis=1), w)
+        return -xp.sum(self.t * xp.log(self.p)) / p.shape[0]
 
     def backward(self):
-        if self.r is None:
-            return -self.t / (self.p * self.p.shape[0])
-        return -self.r * self.t / self.p
+        if self.row_scale is not None:
+            return -self.t / self.p * self.row_scale
+        return -self.t / (self.p * self.p.shape[0])
 
     def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.t = self._dense_targets(xp, t, z)
         self.p = softmax(xp, z)
-        self._weigh(w, z, per_output=False)
-        if self.r is None:
-            return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
-        return -xp.sum(self.r * self.t * log_softmax(xp, z))
+        self.row_scale = None
+        if w is not None:
+            return -self._weigh(xp.sum(self.t * log_softmax(xp, z), axis=1), w)
+        return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
 
     def backward_logits(self):
-        if self.r is None:
-            return (self.p - self.t) / self.p.shape[0]
-        return self.r * (self.p - self.t)
+        if self.row_scale is not None:
+            return (self.p - self.t) * self.row_scale
+        return (self.p - self.t) / self.p.shape[0]
 
 
 class Poisson(Loss):
@@ -256,14 +249,20 @@ class Poisson(Loss):
         xp = self.xp
         self.mu = xp.exp(z)
         self.t = t
-        self._weigh(w, z)
+        self.row_scale = None
         positive = t > 0
         t_log_t = xp.where(positive, t * xp.log(xp.where(positive, t, xp.ones_like(t))),
                            xp.zeros_like(t))
-        return self._mean(self.mu - t * z + t_log_t - t)
+        terms = self.mu - t * z + t_log_t - t
+        if w is not None:
+            return self._weigh(xp.mean(terms, axis=1), w)
+        return xp.mean(terms)
 
     def backward(self):
-        return self._scaled(self.mu - self.t)
+        k = self.mu.shape[1]
+        if self.row_scale is not None:
+            return (self.mu - self.t) / k * self.row_scale
+        return (self.mu - self.t) / (self.mu.shape[0] * k)
 
 
 #: Loss classes and aliases by name. ``"crossentropy"`` is resolved by the model from its last

@@ -19,6 +19,20 @@ class Metric:
         self.totals = None
         self.count = 0
 
+    def get_state(self) -> dict:
+        """The running sums as JSON-able data (exact: each float is the device value)."""
+        return {"totals": None if self.totals is None else [float(v) for v in self.totals],
+                "dtype": None if self.totals is None else (
+                    "float64" if "64" in str(self.totals[0].dtype) else "float32"),
+                "count": int(self.count)}
+
+    def set_state(self, backend, state):
+        """Continue from :meth:`get_state`'s data, the sums on ``backend``."""
+        totals = state["totals"]
+        self.totals = None if totals is None else [
+            backend.asarray(v, dtype=state["dtype"]) for v in totals]
+        self.count = state["count"]
+
     def _accumulate(self, *values):
         self.totals = list(values) if self.totals is None else [
             a + b for a, b in zip(self.totals, values, strict=True)]

@@ -14,13 +14,16 @@ steps 1-3 skip that activation and use the loss's fused, numerically stable form
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import threading
 import time
 
 import numpy as np
 
-from . import fastpath
+from . import data, fastpath
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError, diverged
@@ -31,14 +34,6 @@ from .optimizers import OPTIMIZERS, get_optimizer
 
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
-
-#: Rows densified at a time when a sparse matrix is predicted or evaluated in one call.
-SPARSE_BLOCK = 4096
-
-
-def _is_sparse(X) -> bool:
-    """A SciPy sparse matrix or array (host data, densified batch by batch)."""
-    return hasattr(X, "tocsr") and hasattr(X, "nnz")
 
 
 class Sequential:
@@ -165,8 +160,6 @@ class Sequential:
     # ------------------------------------------------------------------ data checks
     def _prepare_X(self, X, what="X"):
         be = self.backend
-        if _is_sparse(X):
-            return self._prepare_sparse_X(X, what)
         owner = backend_of(X)
         if owner is not None and owner.family != be.family:
             raise TypeError(f"{what} is a {owner.name} array but the model's backend is "
@@ -204,26 +197,6 @@ class Sequential:
             raise ValueError(f"{what} contains NaN or infinite values")
         return X
 
-    def _prepare_sparse_X(self, X, what):
-        """A SciPy sparse ``X`` stays on the host as CSR in the model's dtype; batches are
-        densified and moved to the device one at a time (:meth:`_rows`)."""
-        if len(X.shape) != 2 or X.shape[0] == 0:
-            raise ValueError(f"{what} must be 2-D with samples, got a sparse matrix of shape "
-                             f"{X.shape}")
-        n_in = self.n_features_in
-        if n_in is not None and X.shape[1] != n_in:
-            raise ValueError(f"{what} has {X.shape[1]} features but the model expects {n_in}")
-        X = X.tocsr().astype(np.dtype(self.dtype))
-        if not np.all(np.isfinite(X.data)):
-            raise ValueError(f"{what} contains NaN or infinite values")
-        return X
-
-    def _rows(self, X, start, stop):
-        """Rows ``start:stop`` of prepared data as a device array (a sparse X densified)."""
-        if _is_sparse(X):
-            return self.backend.asarray(X[start:stop].toarray(), dtype=self.dtype)
-        return X[start:stop, ...]
-
     def _prepare_y(self, y, n_samples, what="y"):
         if y is None:
             raise TypeError(f"{what} is required")
@@ -260,16 +233,23 @@ class Sequential:
             raise ValueError(f"Sequential.{method}: the model has no weights yet; call fit() "
                              "first or give the first Dense its in_features")
 
-    def _building_from(self, X, prepare):
+    def _building_from(self, X, prepare, iterable=None):
         """Run ``prepare()`` (the data checks) and return its result. If the weights do not
-        exist yet, their input width is taken from ``X`` for the checks and they are built only
-        when the checks pass: a bad call leaves the model as it was."""
+        exist yet, their input width is taken from ``X`` (or from the first batch of
+        ``iterable`` when ``X`` is None) for the checks and they are built only when the checks
+        pass: a bad call leaves the model as it was."""
         if not self.layers:
             raise ValueError("Sequential: the model has no layers")
         if self.built:
             return prepare()
-        shape = tuple(np.shape(to_numpy(X)) if backend_of(X) is None and not _is_sparse(X)
-                      else X.shape)
+        if X is None:
+            result = prepare()
+            shape = result[0].peek_shape(self)
+            if len(shape) != 2:
+                raise ValueError(f"fit: batches of x must be 2-D (n, n_features), got {shape}")
+            self.build(shape[1])
+            return result
+        shape = tuple(data.host_shape(X) if backend_of(X) is None else X.shape)
         if len(shape) != 2:
             raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {shape}")
         self.n_features_in = shape[1]
@@ -281,6 +261,83 @@ class Sequential:
         self.build(shape[1])
         return result
 
+    def _prepare_w(self, w, n_samples, what="sample_weight"):
+        """Per-sample weights as a checked device array of the model's dtype (N,)."""
+        host = np.asarray(to_numpy(w))
+        if host.dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
+        if host.shape != (n_samples,):
+            raise ValueError(f"{what} must have shape ({n_samples},), one weight per sample, got "
+                             f"shape {host.shape}")
+        cast = host.astype(self.dtype)
+        if not np.all(np.isfinite(cast)) or np.any(cast < 0):
+            raise ValueError(f"{what} must hold finite values >= 0 in {self.dtype}")
+        if not np.any(cast > 0):
+            raise ValueError(f"{what} is zero for every sample")
+        return self.backend.asarray(cast, dtype=self.dtype)
+
+    # ------------------------------------------------------------------ batch sources
+    #: Largest converted training set (bytes) that ``fit`` puts on the device up front; larger
+    #: host data is read one batch at a time (:mod:`xpnn.data`). Set it per model to override.
+    resident_budget = data.RESIDENT_BUDGET
+
+    def _streams(self, X) -> bool:
+        """Whether host data ``X`` is read one batch at a time rather than converted up front."""
+        if backend_of(X) is not None:
+            return False
+        if data.is_sparse(X):
+            return True                       # never densify a whole sparse matrix
+        if not hasattr(X, "shape"):
+            return False                      # lists and the like: converted up front
+        if (type(X) is np.ndarray and X.dtype == np.dtype(self.dtype)
+                and self.backend.family == "numpy"):
+            return False                      # already the model's array: nothing to copy
+        shape = data.host_shape(X)
+        size = int(np.prod(shape)) * np.dtype(self.dtype).itemsize
+        return size > self.resident_budget
+
+    def _check_host_X(self, X, what="X"):
+        """Shape and dtype checks of host data that is streamed (the rows are checked as read)."""
+        shape = data.host_shape(X)
+        dtype = data.host_dtype(X)
+        if dtype is not None and dtype.kind not in "biuf":
+            raise TypeError(f"{what} must be numeric, got dtype {dtype}")
+        self._check_X_shape(shape, what)
+        return shape
+
+    def _check_X_shape(self, shape, what="X"):
+        if len(shape) != 2:
+            raise ValueError(f"{what} must be 2-D (n_samples, n_features), got shape {shape}"
+                             + (": use X.reshape(-1, 1) for a single feature"
+                                if len(shape) == 1 else ""))
+        if shape[0] == 0:
+            raise ValueError(f"{what} has no samples (shape {shape})")
+        n_in = self.n_features_in
+        if n_in is not None and shape[1] != n_in:
+            first = next((i for i, layer in enumerate(self.layers) if layer.in_features), 0)
+            raise ValueError(f"{what} has {shape[1]} features but layer {first} "
+                             f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
+                             f"{shape}, expected (n_samples, {n_in})")
+
+    def _make_source(self, X, y, w=None, what="X", steps=None):
+        """A batch source (:mod:`xpnn.data`) for ``(X, y, w)``, or for an iterable of batches
+        when ``y`` is None."""
+        if y is None and data.is_batch_iterable(X):
+            if w is not None:
+                raise ValueError(f"fit: give sample weights as the third item of each batch of "
+                                 f"{what}, not as sample_weight")
+            return data.IterableBatches(X, steps, what="data" if what == "X" else what)
+        if steps is not None:
+            raise ValueError("fit: steps_per_epoch applies only to a generator of batches")
+        if self._streams(X):
+            shape = self._check_host_X(X, what)
+            t = self._prepare_y(y, shape[0], what.replace("X", "y", 1))
+            wd = None if w is None else self._prepare_w(w, shape[0])
+            return data.HostBatches(X, t, wd, what)
+        Xd, td = self._prepare_Xy(X, y, what)
+        wd = None if w is None else self._prepare_w(w, Xd.shape[0])
+        return data.ArrayBatches(Xd, td, wd)
+
     # ------------------------------------------------------------------ forward / backward
     def _forward(self, x, training=False, logits=False):
         layers = self.layers[:-1] if logits else self.layers
@@ -288,51 +345,73 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def _train_step(self, xb, tb, check_at=None, wb=None):
+    def _train_step(self, xb, tb, wb=None):
         """One step of backpropagation on a batch; returns (loss, output) as device arrays.
 
-        With ``check_at=(epoch, batch)`` a non-finite loss raises before any weight changes.
-        ``wb``: the batch's sample weights (the loss is their weighted mean), or None.
+        ``wb`` are per-sample weights (None: every row counts the same).
         """
         loss_fn = self.loss
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
-            loss = loss_fn.forward_logits(z, tb, w=wb)
-        else:
-            out = self._forward(xb, training=True)
-            loss = loss_fn.forward(out, tb, w=wb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise diverged(value, *check_at)
-        if self._fused:
+            loss = loss_fn.forward_logits(z, tb, wb)
             delta = loss_fn.backward_logits()
             layers, out = self.layers[:-1], loss_fn.p
         else:
+            out = self._forward(xb, training=True)
+            loss = loss_fn.forward(out, tb, wb)
             delta = loss_fn.backward()
             layers = self.layers
         for layer in reversed(layers):
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
+        loss = self._sync_gradients([p.grad for p in self.params], loss, xb.shape[0])
         self.optimizer.step(self.params)
         return loss, out
 
+    def _sync_gradients(self, grads, loss, n_rows):
+        """The one boundary between backward and the optimizer update, on both the generic step
+        (``grads`` the list of per-parameter gradients) and the fast trainers (``grads`` their
+        flat gradient buffer). Returns the loss the step reports. With a single process there is
+        nothing to combine; data-parallel training combines gradients and loss here."""
+        comm = self._comm
+        if comm is None:
+            return loss
+        return comm.sync_gradients(self, grads, loss, n_rows)
+
+    _comm = None
+
+    def _weights_finite(self, trainer=None) -> bool:
+        """Whether every parameter is finite (one reduction per parameter, or the fast trainer's
+        own check of its flat buffer)."""
+        if trainer is not None:
+            return trainer.weights_finite()
+        return _all_finite(self.backend.xp, [p.data for p in self.params])
+
     # ------------------------------------------------------------------ training
-    def fit(self, X, y, epochs: int = 1, batch_size: int = 32, validation_data=None,
+    def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1,
-            sample_weight=None):
+            sample_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
+            comm=None):
         """Train for ``epochs`` passes over the data.
 
         Parameters
         ----------
-        X : array-like (n_samples, n_features)
-            NumPy array, pandas DataFrame, list, or an array of the model's backend.
+        X : array-like (n_samples, n_features), or an iterable of batches
+            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array,
+            SciPy sparse matrix, or an array of the model's backend. Host data whose converted
+            size exceeds ``model.resident_budget`` (and sparse data always) is read, converted
+            and checked one batch at a time (:mod:`xpnn.data`); the rest is moved to the device
+            once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
+            ``(x, y, sample_weight)`` batches (a list, a ``DataLoader``), or a generator read
+            ``steps_per_epoch`` batches per epoch; ``shuffle`` does not apply to it.
         y : array-like
             Targets: (n_samples,) or (n_samples, n_outputs); integer labels or one-hot rows for
             categorical cross-entropy.
         epochs, batch_size : int
-        validation_data : (X_val, y_val), optional
+            ``epochs`` is the index of the last epoch to run (as in Keras): with
+            ``initial_epoch=e``, ``epochs - e`` epochs run.
+        validation_data : (X_val, y_val) or (X_val, y_val, w_val) or an iterable of batches
             Evaluated after every epoch; logged as ``val_loss`` and ``val_<metric>``.
         validation_split : float
             Fraction of the data (taken from the end, before shuffling) held out for validation.
@@ -342,218 +421,314 @@ class Sequential:
         verbose : int
             0 silent, 1 one line per epoch.
         sample_weight : array-like (n_samples,), optional
-            Non-negative weights of the training samples: each batch's loss is the weighted
-            mean ``Σ w_n ℓ_n / Σ w_n`` over its samples (the logged epoch loss stays the
-            row-weighted average of the batch losses). With ``validation_split`` the held-out
-            rows' weights are dropped.
+            Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
+        steps_per_epoch : int, optional
+            Batches per epoch when ``X`` is a generator of batches.
+        initial_epoch : int
+            Index of the first epoch (callbacks and logs count from it).
+        comm : optional
+            A communicator from :func:`xpnn.distributed.init` for data-parallel training.
 
         Returns
         -------
         History
             ``history.history["loss"]``, ``["val_loss"]``, ... one value per epoch.
+
+        Notes
+        -----
+        On the CPU every step is checked: if the loss or any weight becomes NaN or infinite,
+        ``TrainingDivergedError`` is raised and the model keeps the weights (and optimizer and
+        random-generator state) from before that step. On a GPU the check runs once per epoch
+        and a bad epoch is replayed with per-step checks. A ``KeyboardInterrupt`` takes effect
+        between steps, so the model always holds the state after the last completed step.
         """
         self._require_compiled("fit")
-        for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
+                                 ("initial_epoch", initial_epoch, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"fit: {name} must be an int >= {low}, got {value!r}")
+        if steps_per_epoch is not None and (
+                not isinstance(steps_per_epoch, (int, np.integer))
+                or isinstance(steps_per_epoch, bool) or steps_per_epoch < 1):
+            raise ValueError(f"fit: steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
-
-        Xd, yd, val, wd = self._building_from(X, lambda: self._prepare_fit_data(
-            X, y, validation_data, validation_split, callbacks, sample_weight))
+        callbacks = list(callbacks)
+        first = X
+        if y is None and data.is_batch_iterable(X):
+            first = None
+        source, val = self._building_from(first, lambda: self._prepare_fit_data(
+            X, y, sample_weight, validation_data, validation_split, callbacks,
+            steps_per_epoch), iterable=X)
 
         history = History()
         callbacks = [history, *callbacks]
+        self.history = history
+        self._comm = comm
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
+        self._resume_at = None
         for cb in callbacks:
             cb.on_train_begin()
-        for epoch in range(epochs):
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            t0 = time.perf_counter()
-            logs = self._train_epoch(Xd, yd, batch_size, shuffle, epoch, callbacks, wd)
-            if val is not None:
-                logs.update({f"val_{k}": v for k, v in self._evaluate_arrays(*val).items()})
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if verbose:
-                shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - {shown}")
-            if self.stop_training:
-                break
+        resume, self._resume_at = self._resume_at, None
+        start = initial_epoch if resume is None else resume["epoch"]
+        with _interrupts_between_steps(self):
+            for epoch in range(start, epochs):
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
+                t0 = time.perf_counter()
+                logs = self._train_epoch(source, batch_size, shuffle, epoch, callbacks, resume)
+                resume = None
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_source(
+                        val, batch_size=None).items()})
+                self.epochs_trained += 1
+                self._position = {"epoch": epoch + 1, "batch": 0}
+                for cb in callbacks:
+                    cb.on_epoch_end(epoch, logs)
+                if verbose:
+                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
+                    print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - "
+                          f"{shown}")
+                if self.stop_training:
+                    break
         for cb in callbacks:
             cb.on_train_end()
-        self.history = history
+        self._comm = None
         return history
 
-    def _prepare_fit_data(self, X, y, validation_data, validation_split, callbacks,
-                          sample_weight=None):
-        """Checked device arrays for ``fit``: ``(X, t, (X_val, t_val) or None, w or None)``."""
-        Xd, yd = self._prepare_Xy(X, y)
-        wd = None if sample_weight is None else self._prepare_weights(sample_weight, Xd.shape[0])
+    #: Epochs completed over the model's life (all ``fit`` calls; saved with the model).
+    epochs_trained = 0
+    _position = None
+    _resume_at = None
+    _interrupted = False
+
+    def _prepare_fit_data(self, X, y, w, validation_data, validation_split, callbacks,
+                          steps=None):
+        """Batch sources for ``fit``: ``(train, validation or None)``."""
+        source = self._make_source(X, y, w, steps=steps)
         val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("fit: validation_data must be a tuple (X_val, y_val)")
-            val = self._prepare_Xy(*validation_data, what="X_val")
+            if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) \
+                    and not data.is_batch_iterable(validation_data):
+                vw = validation_data[2] if len(validation_data) == 3 else None
+                val = self._make_source(validation_data[0], validation_data[1], vw, "X_val")
+            elif data.is_batch_iterable(validation_data):
+                val = data.IterableBatches(validation_data, what="validation_data")
+            else:
+                raise ValueError("fit: validation_data must be a tuple (X_val, y_val) or "
+                                 "(X_val, y_val, sample_weight_val), or an iterable of batches")
         elif validation_split:
-            n_val = int(Xd.shape[0] * validation_split)
-            if n_val < 1 or n_val >= Xd.shape[0]:
+            if not source.replayable or source.n is None:
+                raise ValueError("fit: validation_split needs array data; pass "
+                                 "validation_data with an iterable of batches")
+            n = source.n
+            n_val = int(n * validation_split)
+            if n_val < 1 or n_val >= n:
                 raise ValueError(f"fit: validation_split={validation_split} of "
-                                 f"{Xd.shape[0]} samples leaves an empty split")
-            cut = Xd.shape[0] - n_val
-            Xd, yd, val = Xd[:cut, ...], yd[:cut, ...], (Xd[cut:, ...], yd[cut:, ...])
-            wd = None if wd is None else wd[:cut]
+                                 f"{n} samples leaves an empty split")
+            source, val = _split_source(source, n - n_val)
         for cb in callbacks:
             monitor = getattr(cb, "monitor", None)
             if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
                 raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
                                  "is no validation data: pass validation_data or "
                                  "validation_split")
-        return Xd, yd, val, wd
+        return source, val
 
-    def _prepare_weights(self, w, n_samples):
-        """Sample weights as a checked device vector in the model's dtype."""
-        host = np.asarray(to_numpy(w))
-        if host.dtype.kind not in "biuf":
-            raise TypeError(f"sample_weight must be numeric, got dtype {host.dtype}")
-        if host.shape != (n_samples,):
-            raise ValueError(f"sample_weight must have shape ({n_samples},) to match X, got "
-                             f"{host.shape}")
-        if not np.all(np.isfinite(host)) or np.any(host < 0):
-            raise ValueError("sample_weight must be finite and >= 0")
-        if not np.any(host > 0):
-            raise ValueError("sample_weight must contain at least one non-zero weight")
-        return self.backend.asarray(host, dtype=self.dtype)
+    def _train_epoch(self, source, batch_size, shuffle, epoch, callbacks=(), resume=None):
+        """One epoch: the loss and metrics over its batches, as host floats.
 
-    def _train_epoch(self, X, t, batch_size, shuffle, epoch, callbacks=(), w=None):
-        be = self.backend
-        n = X.shape[0]
-        perm = self.rng.permutation(n) if shuffle else None
-        # On the host a loss check per batch is free; on a GPU it would sync every batch, so
-        # check once per epoch and, if the loss went bad, replay the epoch with checks on.
-        check = not be.is_gpu
-        saved = None if check else self._snapshot_state()
-        loss_sum = self._run_batches(X, t, batch_size, epoch, check, perm, callbacks, w)
-        logs = {"loss": float(loss_sum) / n}
-        if not math.isfinite(logs["loss"]) and saved is not None:
-            self._restore_state(saved)
-            self._run_batches(X, t, batch_size, epoch, True, perm, w=w)  # raises at the bad batch
+        ``resume`` (a position from :meth:`_capture_position`) continues an epoch that was cut
+        short: the same permutation, from the batch it had reached.
+        """
+        rng = self.rng
+        if resume is not None:
+            rng.bit_generator.state = resume["epoch_rng"]
+        epoch_rng = rng.bit_generator.state
+        perm = None
+        if shuffle and source.n is not None:
+            perm = rng.permutation(source.n)
+        sums = {"loss": 0.0, "weight": 0.0, "batch": 0}
+        for m in self.metrics:
+            m.reset()
+        if resume is not None:
+            rng.bit_generator.state = resume["rng"]
+            sums = {"loss": resume["loss"], "weight": resume["weight"], "batch": resume["batch"]}
+            for m, state in zip(self.metrics, resume["metrics"], strict=True):
+                m.set_state(self.backend, state)
+        self._position = {"epoch": epoch, "epoch_rng": epoch_rng, "sums": sums}
+        # On the host a check per step is cheap; on a GPU it would sync every step, so check
+        # once per epoch and, if the epoch went bad, replay it with per-step checks.
+        per_step = not self.backend.is_gpu or not source.replayable
+        saved = (self._snapshot_state(), sums["batch"]) if source.replayable else None
+        self._run_batches(source, batch_size, epoch, perm, sums, callbacks, per_step, saved)
+        if not per_step:
+            value = _host_float(sums["loss"])
+            if not (math.isfinite(value) and self._weights_finite(fastpath.select(self))):
+                self._restore_state(saved[0])
+                sums.update(loss=0.0, weight=0.0, batch=saved[1])
+                self._run_batches(source, batch_size, epoch, perm, sums, (), True, saved)
+        logs = {"loss": _host_float(sums["loss"]) / _host_float(sums["weight"])}
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
 
-    def _run_batches(self, X, t, batch_size, epoch, check, perm=None, callbacks=(), w=None):
-        """One pass over consecutive batches, of the rows in the order ``perm`` when given
-        (with the sample weights ``w``, or None); returns the summed loss (a device scalar)."""
-        be, xp = self.backend, self.backend.xp
-        for m in self.metrics:
-            m.reset()
+    def _run_batches(self, source, batch_size, epoch, perm, sums, callbacks, check, saved,
+                     stop=None):
+        """Train on the epoch's batches from ``sums["batch"]`` on (up to ``stop``), adding to
+        ``sums`` (device scalars) and the metrics. With ``check`` every step is verified and a
+        bad step undone (by replaying the epoch from ``saved`` up to it) before
+        TrainingDivergedError is raised."""
+        xp = self.backend.xp
         # Backend-specific fast trainer for plain MLPs (same numbers), or the generic step.
         trainer = fastpath.select(self)
         step = self._train_step if trainer is None else trainer.train_step
-        order = None
-        if perm is not None:
-            if _is_sparse(X):           # rows of the host matrix; batches densified below
-                idx = be.asarray(perm, dtype="int64")
-                X, t = X[perm], xp.take(t, idx, axis=0)
-                w = None if w is None else xp.take(w, idx, axis=0)
-            elif trainer is not None and trainer.gathers_batches:
-                order = perm   # the trainer copies each batch's rows into a buffer it reuses
-            else:          # one gather per epoch; batches are then contiguous slices
-                idx = be.asarray(perm, dtype="int64")
-                X, t = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
-                w = None if w is None else xp.take(w, idx, axis=0)
-        loss_sum = 0.0
-        for b, start in enumerate(range(0, X.shape[0], batch_size)):
-            stop = min(start + batch_size, X.shape[0])  # array API: slice stops must be in bounds
-            if order is None:
-                xb, tb = self._rows(X, start, stop), t[start:stop, ...]
-                wb = None if w is None else w[start:stop]
-            else:
-                xb, tb = trainer.gather(X, t, order[start:stop])
-                wb = None if w is None else xp.take(
-                    w, be.asarray(order[start:stop], dtype="int64"), axis=0)
+        start = sums["batch"]
+        for b, xb, tb, wb in source.batches(self, perm, batch_size, trainer, start=start,
+                                            stop=stop):
             for cb in callbacks:
                 cb.on_train_batch_begin(b)
-            loss, out = step(xb, tb, (epoch, b) if check else None, wb)
-            loss_sum = loss_sum + loss * xb.shape[0]
+            before = None if saved is not None or not check else self._snapshot_state()
+            loss, out = step(xb, tb, wb)
+            if check:
+                value = _host_float(loss)
+                finite = math.isfinite(value)
+                if not (finite and self._weights_finite(trainer)):
+                    self._undo_step(source, batch_size, epoch, perm, saved, before, b)
+                    raise diverged(value if not finite else "non-finite", epoch, b,
+                                   "loss" if not finite else "a weight")
+            rows = xb.shape[0] if wb is None else xp.sum(wb)
+            sums["loss"] = sums["loss"] + loss * rows
+            sums["weight"] = sums["weight"] + rows
+            sums["batch"] = b + 1
             for m in self.metrics:
                 m.update(xp, out, tb)
             for cb in callbacks:
                 cb.on_train_batch_end(b, {"size": xb.shape[0], "loss": loss})
-        return loss_sum
+            if self._interrupted:
+                self._interrupted = False
+                raise KeyboardInterrupt
 
-    def train_on_batch(self, X, y) -> float:
-        """One optimizer step on one batch; returns the batch loss (before the step)."""
+    def _undo_step(self, source, batch_size, epoch, perm, saved, before, bad):
+        """Put the model back to its state before batch ``bad`` of this epoch: restore the
+        snapshot from just before the step, or replay the epoch from its snapshot up to it."""
+        if before is not None:
+            self._restore_state(before)
+            return
+        state, start = saved
+        self._restore_state(state)
+        if bad > start:
+            sums = {"loss": 0.0, "weight": 0.0, "batch": start}
+            self._run_batches(source, batch_size, epoch, perm, sums, (), False, saved, stop=bad)
+
+    def train_on_batch(self, X, y, sample_weight=None) -> float:
+        """One optimizer step on one batch; returns the batch loss (before the step).
+
+        If the loss or any weight becomes NaN or infinite, ``TrainingDivergedError`` is raised
+        and the model is left as it was before the call.
+        """
         self._require_compiled("train_on_batch")
         Xd, yd = self._building_from(X, lambda: self._prepare_Xy(X, y))
-        loss, _ = self._train_step(Xd, yd, check_at=(0, 0))
-        return float(loss)
+        wd = None if sample_weight is None else self._prepare_w(sample_weight, Xd.shape[0])
+        trainer = None
+        before = self._snapshot_state()
+        loss, _ = self._train_step(Xd, yd, wd)
+        value = _host_float(loss)
+        if not (math.isfinite(value) and self._weights_finite(trainer)):
+            self._restore_state(before)
+            raise diverged(value if not math.isfinite(value) else "non-finite", 0, 0,
+                           "loss" if not math.isfinite(value) else "a weight")
+        return value
+
+    def _capture_position(self) -> dict:
+        """Where training stands, as JSON-able data, for an exact resume: the epoch, the batch
+        reached within it, the random generator's state at the epoch's start (which gives its
+        permutation) and now, and the epoch's running sums."""
+        pos = self._position
+        if pos is None or "sums" not in pos:
+            epoch = self.epochs_trained if pos is None else pos["epoch"]
+            return {"epoch": int(epoch), "batch": 0}
+        sums = pos["sums"]
+        return {"epoch": int(pos["epoch"]), "batch": int(sums["batch"]),
+                "epoch_rng": pos["epoch_rng"], "rng": self.rng.bit_generator.state,
+                "loss": _host_float(sums["loss"]), "weight": _host_float(sums["weight"]),
+                "metrics": [m.get_state() for m in self.metrics]}
 
     # ------------------------------------------------------------------ inference
     def predict(self, X, batch_size: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
-        Use :func:`xpnn.to_numpy` to bring them to the host.
+        Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
+        rows at a time (default 1024 then), into one preallocated result. Use
+        :func:`xpnn.to_numpy` to bring the outputs to the host.
         """
         self._require_weights("predict")
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
+                                       or isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
+        if self._streams(X):
+            self._check_host_X(X)
+            step = batch_size or 1024
+            source = data.HostBatches(X, None, None, "X")
+            out = None
+            for b, x, _, _ in source.batches(self, None, step):
+                y = self._forward(x)
+                if out is None:                # one result array, filled batch by batch
+                    out = self.backend.zeros((source.n, y.shape[1]), self.dtype)
+                out[b * step:b * step + y.shape[0], ...] = y
+            return out
         Xd = self._prepare_X(X)
         return self._predict_arrays(Xd, batch_size)
 
     def _predict_arrays(self, X, batch_size=None):
         n = X.shape[0]
-        if _is_sparse(X):
-            batch_size = batch_size or SPARSE_BLOCK
-            if batch_size < 1:
-                raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
-            parts = [self._forward(self._rows(X, i, min(i + batch_size, n)))
-                     for i in range(0, n, batch_size)]
-            return self.backend.xp.concat(parts, axis=0)
         if batch_size is None or batch_size >= n:
             return self._forward(X)
-        if batch_size < 1:
-            raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
         parts = [self._forward(X[i:min(i + batch_size, n), ...])
                  for i in range(0, n, batch_size)]
         return self.backend.xp.concat(parts, axis=0)
 
-    def evaluate(self, X, y, batch_size: int | None = None) -> dict:
-        """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``."""
+    def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None) -> dict:
+        """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
+
+        ``X`` may be anything ``fit`` takes, an iterable of batches included.
+        """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        return self._evaluate_arrays(*self._prepare_Xy(X, y), batch_size)
+        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size)
 
     def _evaluate_arrays(self, X, t, batch_size=None):
+        return self._evaluate_source(data.ArrayBatches(X, t), batch_size)
+
+    def _evaluate_source(self, source, batch_size=None):
         xp = self.backend.xp
-        n = X.shape[0]
-        step = n if batch_size is None else batch_size
-        if _is_sparse(X):
-            step = min(step, SPARSE_BLOCK)
+        if batch_size is None:
+            batch_size = source.n if isinstance(source, data.ArrayBatches) else 1024
         metrics = [get_metric(m) for m in self.metrics]
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
                 m.multilabel = src.multilabel
-        loss_sum = 0.0
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            xb, tb = self._rows(X, start, stop), t[start:stop, ...]
+        loss_sum, total = 0.0, 0.0
+        for _, xb, tb, wb in source.batches(self, None, batch_size or 1):
             if self._fused:
-                loss = self.loss.forward_logits(self._forward(xb, logits=True), tb)
+                loss = self.loss.forward_logits(self._forward(xb, logits=True), tb, wb)
                 out = self.loss.p
             else:
                 out = self._forward(xb)
-                loss = self.loss.forward(out, tb)
-            loss_sum = loss_sum + loss * xb.shape[0]
+                loss = self.loss.forward(out, tb, wb)
+            rows = xb.shape[0] if wb is None else xp.sum(wb)
+            loss_sum = loss_sum + loss * rows
+            total = total + rows
             for m in metrics:
                 m.update(xp, out, tb)
-        return {"loss": float(loss_sum) / n, **{m.name: m.result() for m in metrics}}
+        return {"loss": _host_float(loss_sum) / _host_float(total),
+                **{m.name: m.result() for m in metrics}}
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
@@ -731,6 +906,64 @@ class Sequential:
         if self.built:
             arrays.update({f"param_{i}": w for i, w in enumerate(self.get_weights())})
         np.savez(path, **arrays)
+
+
+def _host_float(x) -> float:
+    """A device scalar (or a Python number) as a Python float."""
+    return float(x)
+
+
+def _all_finite(xp, arrays) -> bool:
+    """Whether every element of every array is finite: one sum per array (a sum is finite
+    exactly when its terms are, unless it overflows; then an exact element-wise check)."""
+    for a in arrays:
+        if not math.isfinite(float(xp.sum(a))) and not bool(xp.all(xp.isfinite(a))):
+            return False
+    return True
+
+
+def _split_source(source, cut):
+    """``(first cut rows, the rest)`` of an array or host batch source (validation_split)."""
+    if isinstance(source, data.ArrayBatches):
+        w = source.w
+        return (data.ArrayBatches(source.X[:cut, ...], source.t[:cut, ...],
+                                  None if w is None else w[:cut]),
+                data.ArrayBatches(source.X[cut:, ...], source.t[cut:, ...],
+                                  None if w is None else w[cut:]))
+    n, w = source.n, source.w
+    return (data.HostBatches(source.X, source.t[:cut, ...], None if w is None else w[:cut],
+                             source.what, rows=slice(0, cut)),
+            data.HostBatches(source.X, source.t[cut:, ...], None if w is None else w[cut:],
+                             "X_val", rows=slice(cut, n)))
+
+
+@contextlib.contextmanager
+def _interrupts_between_steps(model):
+    """Let Ctrl-C (SIGINT) take effect only between training steps: the handler records it and
+    the loop raises KeyboardInterrupt after the step in progress has been applied in full. A
+    second Ctrl-C before that interrupts at once. (Main thread only; elsewhere a no-op.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if model._interrupted:
+            raise KeyboardInterrupt
+        model._interrupted = True
+
+    try:
+        previous = signal.signal(signal.SIGINT, handler)
+    except (ValueError, OSError):      # no signals here (e.g. an embedded interpreter)
+        yield
+        return
+    model._interrupted = False
+    try:
+        yield
+        if model._interrupted:
+            raise KeyboardInterrupt
+    finally:
+        model._interrupted = False
+        signal.signal(signal.SIGINT, previous)
 
 
 def load(path, backend=None) -> Sequential:

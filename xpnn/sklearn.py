@@ -102,9 +102,6 @@ _OUTPUTS = {
     "exp": ("poisson", lambda k: float(k), lambda k: 1.0 / k),
 }
 
-#: Rows per block when a sparse matrix is densified for prediction.
-_SPARSE_BLOCK = 4096
-
 
 def _set_lr(opt, lr):
     """Change the SGD step size the way scikit-learn's velocity form sees it.
@@ -439,22 +436,10 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"{type(self).__name__}: the coefs_ / intercepts_ set before fit "
                              f"do not fit the network: {exc}") from exc
 
-    def _device_X(self, X):
-        """X for the model: a backend array (checked), or a SciPy sparse matrix kept on the
-        host in the model's dtype (densified batch by batch)."""
-        if scipy.sparse.issparse(X):
-            return scipy.sparse.csr_matrix(X, dtype=self._dtype)
-        return self._model._prepare_X(X)
-
     def _predict_output(self, X):
-        """The network's output for prepared X (sparse X densified by blocks of rows)."""
-        model = self._model
-        if not scipy.sparse.issparse(X):
-            return self._output(model.predict(X))
-        X = scipy.sparse.csr_matrix(X)
-        parts = [model.predict(X[i:i + _SPARSE_BLOCK].toarray())
-                 for i in range(0, X.shape[0], _SPARSE_BLOCK)]
-        return self._output(model.backend.xp.concat(parts, axis=0))
+        """Predictions for validated X (a sparse X is densified batch by batch by
+        :meth:`Sequential.predict`)."""
+        return self._output(self._model.predict(X))
 
     def _output(self, out):
         """Predictions from the network output (the identity but for the Poisson loss)."""
@@ -526,9 +511,13 @@ class _BaseMLP(BaseEstimator):
         n = X.shape[0]
         weight_sum = float(n if sw is None else np.sum(sw))
         self._set_decay(weight_sum)
-        if scipy.sparse.issparse(X) and be.family != "numpy":
-            X = X.toarray()            # only the NumPy backend has the host sparse matmul
-        Xd = self._device_X(X)
+        if scipy.sparse.issparse(X):
+            if be.family == "numpy":   # X W and Xᵀ δ of the first layer as SciPy sparse matmuls
+                Xd = scipy.sparse.csr_matrix(X, dtype=self._dtype)
+            else:                      # other backends: the matrix densified on the device
+                Xd = model._prepare_X(X.toarray())
+        else:
+            Xd = model._prepare_X(X)
         td = model._prepare_y(targets, n)
         wd = None if sw is None else be.asarray(sw, dtype=self._dtype)
         objective = FlatObjective(model, Xd, td, wd)
@@ -618,8 +607,7 @@ class _BaseMLP(BaseEstimator):
         monitor = _Monitor(self, n_train, -(-n_train // batch_size), validation, mean_weight)
         self.n_iter_ = 0
         try:
-            model.fit(self._device_X(X_train) if scipy.sparse.issparse(X_train) else X_train,
-                      targets, epochs=1 if incremental else self.max_iter,
+            model.fit(X_train, targets, epochs=1 if incremental else self.max_iter,
                       batch_size=batch_size, shuffle=self.shuffle, callbacks=[monitor],
                       verbose=0, sample_weight=sw)
         except TrainingDivergedError as exc:

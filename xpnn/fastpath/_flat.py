@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import math
 
-from ..errors import diverged
-
 _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
 
@@ -91,11 +89,9 @@ class FlatTrainer:
         return stages
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, xb, tb, check_at=None, wb=None):
+    def train_step(self, xb, tb, wb=None):
         """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
-        :meth:`xpnn.Sequential._train_step` (raising TrainingDivergedError before the update
-        when ``check_at`` is given and the loss is not finite; ``wb`` the batch's sample
-        weights or None).
+        :meth:`xpnn.Sequential._train_step` (``wb``: per-sample weights or None).
 
         The equations of :class:`xpnn.layers.Dense` and its activation, layer by layer, with
         every result written into a preallocated buffer (``out=``) and transposed operands
@@ -120,7 +116,7 @@ class FlatTrainer:
             outs.append(z)
             a = z
 
-        loss, out, delta = self._head(a, tb, n, check_at, wb)   # and δ = dL/d(output)
+        loss, out, delta = self._head(a, tb, n, wb)   # and δ = dL/d(network output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
@@ -141,32 +137,33 @@ class FlatTrainer:
                 matmul(delta, W.T, out=da)
                 delta = da
 
+        loss = self.model._sync_gradients(self.flat_g, loss, n)   # the one gradient boundary
         self.update()
         return loss, out
 
-    def _head(self, a, tb, n, check_at, wb=None):
+    def _head(self, a, tb, n, wb=None):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
-        Softmax + cross-entropy is the subclass's fused ``_softmax_ce``; the other heads, and
-        every head with sample weights ``wb``, call the model's loss object. With ``check_at``
-        a non-finite loss raises before any update.
+        Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
+        fused form when the rows carry weights ``wb``); the other heads call the model's loss
+        object.
         """
         head, loss_fn = self.plan.head, self.model.loss
         if head == "softmax_ce" and wb is None:
-            loss, out, delta = self._softmax_ce(a, tb, n)
-        elif head != "plain":
-            loss = loss_fn.forward_logits(a, tb, w=wb)
-        else:
-            loss = loss_fn.forward(a, tb, w=wb)
-        if check_at is not None:
-            value = float(loss)
-            if not math.isfinite(value):
-                raise self._diverged(value, check_at)
-        if head != "plain" and not (head == "softmax_ce" and wb is None):
-            delta, out = loss_fn.backward_logits(), loss_fn.p
-        elif head == "plain":
-            delta, out = loss_fn.backward(), a
-        return loss, out, delta
+            return self._softmax_ce(a, tb, n)
+        if head == "plain":
+            loss = loss_fn.forward(a, tb, wb)
+            return loss, a, loss_fn.backward()
+        loss = loss_fn.forward_logits(a, tb, wb)
+        return loss, loss_fn.p, loss_fn.backward_logits()
+
+    def weights_finite(self) -> bool:
+        """Whether every parameter is finite: one sum over the flat buffer (finite exactly when
+        its terms are, unless it overflows; then an exact element-wise check)."""
+        lib = self.lib
+        if math.isfinite(float(lib.sum(self.flat_p))):
+            return True
+        return bool(lib.isfinite(self.flat_p).all())
 
     # A copied or pickled model must not share (or half-share) these buffers: its copy gets no
     # trainer and builds a fresh one at its next fit.
@@ -243,8 +240,6 @@ class FlatTrainer:
                 s["momentum_buffer"] = mv
         opt.iterations += 1
 
-    def _diverged(self, value, check_at):
-        return diverged(value, *check_at)
 
 
 def _no_trainer():

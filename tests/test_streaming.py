@@ -1,0 +1,357 @@
+"""Data that is not converted up front: memmaps, uint8, float64, pandas, sparse, h5py, zarr,
+iterables of batches; sample weights; the per-step guard; exact resume; Ctrl-C between steps."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import data
+
+
+def _images(n=300, d=20, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.integers(0, 256, size=(n, d), dtype=np.uint8)
+    y = (X[:, :k].argmax(axis=1)).astype(np.int64)
+    return X, y
+
+
+def _model(d=20, k=4, dropout=True, seed=0, optimizer=None, fast=True):
+    layers = [xpnn.Dense(d, 16), xpnn.ReLU()]
+    if dropout:
+        layers.append(xpnn.Dropout(0.2))
+    layers += [xpnn.Dense(16, k), xpnn.Softmax()]
+    model = xpnn.Sequential(*layers, seed=seed)
+    model.compile("crossentropy", optimizer or xpnn.Adam(1e-2), metrics=["accuracy"])
+    model.fastpath = fast
+    return model
+
+
+def _fit(model, X, y, **kw):
+    kw.setdefault("epochs", 3)
+    kw.setdefault("batch_size", 32)
+    kw.setdefault("verbose", 0)
+    return model.fit(X, y, **kw)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_memmap_uint8_streamed_equals_resident(tmp_path, fast):
+    X, y = _images()
+    path = tmp_path / "x.u8"
+    mm = np.memmap(path, dtype=np.uint8, mode="w+", shape=X.shape)
+    mm[...] = X
+    mm.flush()
+    mm = np.memmap(path, dtype=np.uint8, mode="r", shape=X.shape)
+    resident = _model(fast=fast)
+    h1 = _fit(resident, X.astype(np.float32) / 1.0, y, validation_split=0.2)
+    streamed = _model(fast=fast)
+    streamed.resident_budget = 1000          # bytes: far below the data
+    assert streamed._streams(mm)
+    h2 = _fit(streamed, mm, y, validation_split=0.2)
+    for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h1.history == h2.history
+
+
+@pytest.mark.parametrize("kind", ["float64", "pandas", "sparse", "h5py", "zarr"])
+def test_other_host_data_streamed_equals_resident(tmp_path, kind):
+    X, y = _images(n=200)
+    Xf = X.astype(np.float64) / 255.0
+    if kind == "float64":
+        source = Xf
+    elif kind == "pandas":
+        pd = pytest.importorskip("pandas")
+        source = pd.DataFrame(Xf)
+    elif kind == "sparse":
+        sparse = pytest.importorskip("scipy.sparse")
+        Xf[Xf < 0.5] = 0.0
+        source = sparse.csr_matrix(Xf)
+    elif kind == "h5py":
+        h5py = pytest.importorskip("h5py")
+        f = h5py.File(tmp_path / "x.h5", "w")
+        source = f.create_dataset("x", data=Xf)
+    else:
+        zarr = pytest.importorskip("zarr")
+        source = zarr.create_array(store=str(tmp_path / "x.zarr"), shape=Xf.shape,
+                                   chunks=(64, 20), dtype="float64")
+        source[...] = Xf
+    resident = _model()
+    _fit(resident, Xf.astype(np.float32), y)
+    streamed = _model()
+    streamed.resident_budget = 0
+    assert streamed._streams(source)
+    _fit(streamed, source, y)
+    for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(
+        xpnn.to_numpy(streamed.predict(source, batch_size=64)),
+        xpnn.to_numpy(resident.predict(Xf.astype(np.float32), batch_size=64)))
+    assert streamed.evaluate(source, y) == resident.evaluate(Xf.astype(np.float32), y)
+
+
+def test_sparse_input_is_streamed_by_default():
+    sparse = pytest.importorskip("scipy.sparse")
+    assert _model()._streams(sparse.csr_matrix(np.eye(20, dtype=np.float32)))
+
+
+def test_iterable_of_batches_equals_unshuffled_array_fit():
+    X, y = _images(n=128)
+    Xf = X.astype(np.float32)
+    batches = [(Xf[i:i + 32], y[i:i + 32]) for i in range(0, 128, 32)]
+    a, b = _model(), _model()
+    h1 = _fit(a, Xf, y, shuffle=False, validation_data=(Xf[:40], y[:40]))
+    h2 = b.fit(batches, epochs=3, verbose=0, validation_data=batches[:1] + [(Xf[32:40],
+                                                                              y[32:40])])
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert h1.history["loss"] == h2.history["loss"]
+    np.testing.assert_allclose(h1.history["val_loss"], h2.history["val_loss"], rtol=1e-6)
+
+
+def test_generator_with_steps_per_epoch_and_lazy_build():
+    X, y = _images(n=128)
+    Xf = X.astype(np.float32)
+
+    def forever():
+        while True:
+            for i in range(0, 128, 32):
+                yield Xf[i:i + 32], y[i:i + 32]
+
+    lazy = xpnn.Sequential(xpnn.Dense(None, 16), xpnn.ReLU(), xpnn.Dense(16, 4), xpnn.Softmax(),
+                           seed=0)
+    lazy.compile("crossentropy", xpnn.Adam(1e-2))
+    lazy.fit(forever(), epochs=2, steps_per_epoch=4, verbose=0)
+    ref = _model(dropout=False)
+    ref.compile("crossentropy", xpnn.Adam(1e-2))
+    _fit(ref, Xf, y, epochs=2, shuffle=False)
+    for wa, wb in zip(ref.get_weights(), lazy.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_bad_row_in_a_streamed_source_names_it_and_keeps_the_weights():
+    X, y = _images(n=200)
+    Xf = X.astype(np.float64)
+    Xf[150, 3] = 1e300                     # finite in float64, inf in float32
+    model = _model()
+    model.resident_budget = 0
+    model.fit(Xf[:100], y[:100], epochs=1, verbose=0, shuffle=False)
+    before = model.get_weights()
+    it = model.optimizer.iterations
+    with pytest.raises(ValueError, match="row 150"):
+        model.fit(Xf, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
+    assert model.optimizer.iterations == it + 3          # the three good batches were applied
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    assert not np.array_equal(before[0], model.get_weights()[0])
+
+
+def test_streamed_memory_stays_near_a_batch(tmp_path):
+    """Fitting a memmap 16x the budget grows the process by far less than the converted data."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import resource, numpy as np, xpnn
+        n, d = 120_000, 256
+        mm = np.lib.format.open_memmap({str(tmp_path / 'x.npy')!r}, mode='w+', dtype=np.uint8,
+                                       shape=(n, d))
+        mm[:] = 7
+        mm.flush(); del mm
+        X = np.load({str(tmp_path / 'x.npy')!r}, mmap_mode='r')
+        y = np.zeros(n, dtype=np.int64)
+        m = xpnn.Sequential(xpnn.Dense(d, 8), xpnn.ReLU(), xpnn.Dense(8, 2), xpnn.Softmax(),
+                            seed=0)
+        m.compile('crossentropy', 'adam')
+        m.resident_budget = 8 * 1024 * 1024
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        m.fit(X, y, epochs=1, batch_size=256, verbose=0)
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(grown)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    grown_kib = int(out.stdout.strip().splitlines()[-1])
+    converted_kib = 120_000 * 256 * 4 // 1024           # 120 MiB as float32
+    assert grown_kib < converted_kib // 3, (grown_kib, converted_kib)
+
+
+# ---------------------------------------------------------------------- sample weights
+@pytest.mark.parametrize("fast", [True, False])
+def test_integer_weights_equal_repeated_rows_in_one_batch(fast):
+    X, y = _images(n=40)
+    Xf = X.astype(np.float64) / 255
+    w = np.tile([1.0, 2.0, 0.0, 3.0], 10)
+    rep = np.repeat(np.arange(40), w.astype(int))
+    a = xpnn.Sequential(xpnn.Dense(20, 8), xpnn.Tanh(), xpnn.Dense(8, 4), xpnn.Softmax(),
+                        seed=1, dtype="float64")
+    b = xpnn.Sequential(xpnn.Dense(20, 8), xpnn.Tanh(), xpnn.Dense(8, 4), xpnn.Softmax(),
+                        seed=1, dtype="float64")
+    for m in (a, b):
+        m.compile("crossentropy", xpnn.SGD(0.5))
+        m.fastpath = fast
+    a.fit(Xf, y, epochs=5, batch_size=40, shuffle=False, verbose=0, sample_weight=w)
+    b.fit(Xf[rep], y[rep], epochs=5, batch_size=len(rep), shuffle=False, verbose=0)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("loss,last", [("mse", None), ("binary_crossentropy", "Sigmoid"),
+                                       ("categorical_crossentropy", "Softmax")])
+def test_weighted_fast_path_equals_generic(loss, last):
+    X, y = _images(n=96)
+    Xf = X.astype(np.float64) / 255
+    k = 1 if last == "Sigmoid" else 4
+    yy = (y == 0).astype(float) if k == 1 else y
+    if loss == "mse":
+        yy = np.eye(4)[y]
+    w = np.random.default_rng(3).uniform(0, 2, size=96)
+    models = []
+    for fast in (True, False):
+        layers = [xpnn.Dense(20, 8), xpnn.ReLU(), xpnn.Dense(8, k)]
+        if last:
+            layers.append(getattr(xpnn, last)())
+        m = xpnn.Sequential(*layers, seed=2, dtype="float64")
+        m.compile(loss, xpnn.Adam(1e-2))
+        m.fastpath = fast
+        m.fit(Xf, yy, epochs=2, batch_size=16, verbose=0, sample_weight=w)
+        models.append(m)
+    assert xpnn.fastpath.select(models[0]) is not None
+    for wa, wb in zip(models[0].get_weights(), models[1].get_weights(), strict=True):
+        np.testing.assert_allclose(wa, wb, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("loss_cls,fused", [
+    (xpnn.MSE, False), (xpnn.BinaryCrossEntropy, False), (xpnn.BinaryCrossEntropy, True),
+    (xpnn.CategoricalCrossEntropy, False), (xpnn.CategoricalCrossEntropy, True)])
+def test_weighted_loss_gradient_matches_finite_differences(loss_cls, fused):
+    rng = np.random.default_rng(0)
+    loss = loss_cls().bind(xpnn.get_backend("numpy").xp)
+    z = rng.normal(size=(6, 3))
+    if loss_cls is xpnn.CategoricalCrossEntropy:
+        t = rng.integers(0, 3, size=6)
+    else:
+        t = rng.uniform(size=(6, 3))
+    if not fused and loss_cls is not xpnn.MSE:
+        z = 1 / (1 + np.exp(-z)) if loss_cls is xpnn.BinaryCrossEntropy else (
+            np.exp(z) / np.exp(z).sum(1, keepdims=True))
+    w = rng.uniform(0.1, 2.0, size=6)
+    f = (loss.forward_logits if fused else loss.forward)
+    f(z, t, w)
+    grad = loss.backward_logits() if fused else loss.backward()
+    num = np.zeros_like(z)
+    for idx in np.ndindex(z.shape):
+        e = np.zeros_like(z)
+        e[idx] = 1e-6
+        num[idx] = (float(f(z + e, t, w)) - float(f(z - e, t, w))) / 2e-6
+    np.testing.assert_allclose(grad, num, rtol=1e-5, atol=1e-8)
+
+
+def test_bad_sample_weights_are_refused():
+    X, y = _images(n=20)
+    model = _model()
+    for w, msg in ((np.ones(19), "shape"), (-np.ones(20), ">= 0"), (np.zeros(20), "zero"),
+                   (np.full(20, np.nan), "finite")):
+        with pytest.raises(ValueError, match=msg):
+            model.fit(X, y, sample_weight=w, verbose=0)
+
+
+# ---------------------------------------------------------------------- the guard
+@pytest.mark.parametrize("fast", [True, False])
+def test_divergence_on_the_last_step_raises_and_restores(fast):
+    X, y = _images(n=64)
+    Xf = X.astype(np.float32)
+    model = _model(dropout=False, optimizer=xpnn.SGD(1e30), fast=fast)
+    ref = _model(dropout=False, optimizer=xpnn.SGD(1e30), fast=fast)
+    with pytest.raises(xpnn.TrainingDivergedError) as info:
+        model.fit(Xf, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    bad = int(str(info.value).split("batch ")[1].split(":")[0]) - 1
+    assert all(np.all(np.isfinite(w)) for w in model.get_weights())
+    if bad:
+        ref.fit(Xf[:32 * bad], y[:32 * bad], epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(ref.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == bad
+
+
+def test_train_on_batch_divergence_leaves_the_model_unchanged():
+    X, y = _images(n=32)
+    model = _model(dropout=False, optimizer=xpnn.SGD(1e38))
+    w0 = model.get_weights()
+    with pytest.raises(xpnn.TrainingDivergedError):
+        for _ in range(5):
+            w0 = model.get_weights()
+            model.train_on_batch(X.astype(np.float32) * 1e3, y)
+    for a, b in zip(w0, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+# ---------------------------------------------------------------------- resume and Ctrl-C
+class _StopAt(xpnn.Callback):
+    def __init__(self, epoch, batch):
+        self.at = (epoch, batch)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            self.position = self.model._capture_position()
+            self.state = pickle.dumps(self.model)
+            raise RuntimeError("killed")
+
+
+class _ResumeFrom(xpnn.Callback):
+    def __init__(self, position):
+        self.position = position
+
+    def on_train_begin(self, logs=None):
+        self.model._resume_at = self.position
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_resume_mid_epoch_gives_the_same_weights(fast):
+    X, y = _images(n=200)
+    full = _model(fast=fast)
+    hist = _fit(full, X, y, epochs=3, validation_split=0.1)
+    stop = _StopAt(1, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        _fit(_model(fast=fast), X, y, epochs=3, validation_split=0.1, callbacks=[stop])
+    resumed = pickle.loads(stop.state)
+    resumed.fastpath = fast
+    h2 = _fit(resumed, X, y, epochs=3, validation_split=0.1,
+              callbacks=[_ResumeFrom(stop.position)])
+    for a, b in zip(full.get_weights(), resumed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h2.history["loss"] == hist.history["loss"][1:]
+    assert h2.history["accuracy"] == hist.history["accuracy"][1:]
+
+
+def test_ctrl_c_takes_effect_after_the_step_in_progress():
+    X, y = _images(n=128)
+
+    class Interrupt(xpnn.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 2:
+                signal.raise_signal(signal.SIGINT)
+
+    model = _model(dropout=False)
+    ref = _model(dropout=False)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=32, shuffle=False, verbose=0,
+                  callbacks=[Interrupt()])
+    assert model.optimizer.iterations == 3
+    ref.fit(X[:96], y[:96], epochs=1, batch_size=32, shuffle=False, verbose=0)
+    for a, b in zip(ref.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_data_module_reads_rows_in_any_order():
+    X = np.arange(30.0).reshape(10, 3)
+    rows = np.array([7, 2, 9, 2 + 1])
+    np.testing.assert_array_equal(data.read_batch(X, rows), X[rows])

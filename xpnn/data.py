@@ -1,0 +1,264 @@
+"""Where training batches come from.
+
+``Sequential.fit`` turns its data into one of three batch sources, each yielding
+``(batch index, x, t, w)`` with ``x`` and the prepared targets ``t`` (and the sample weights ``w``
+or None) as arrays of the model's backend and dtype:
+
+* :class:`ArrayBatches` — the whole dataset already on the device in the model's dtype
+  (NumPy arrays that fit in :data:`RESIDENT_BUDGET` once converted, or arrays of the model's
+  backend). Batches are slices of one per-epoch gather, or rows the fast trainer gathers itself.
+* :class:`HostBatches` — host data that is *not* converted up front: a NumPy memmap or any array
+  whose converted size exceeds the budget, ``uint8`` images, ``float64`` data for a ``float32``
+  model, an ``h5py`` dataset, a ``zarr`` array, a pandas frame, a SciPy sparse matrix. Each batch's
+  rows are read (in sorted order, which suits files and chunked stores), converted, checked and
+  moved to the device on their own, so memory grows with the batch, not with the dataset. The
+  rows and their order are those :class:`ArrayBatches` would use: same seed, same numbers.
+* :class:`IterableBatches` — any re-iterable of ``(x, y)`` or ``(x, y, w)`` batches (a list, a
+  class with ``__iter__``, a ``torch.utils.data.DataLoader``) or a generator read
+  ``steps_per_epoch`` batches at a time. The batches come in the iterable's own order: ``shuffle``
+  does not apply, and the model's random generator is not used for them.
+
+:data:`RESIDENT_BUDGET` (bytes; environment variable ``XPNN_RESIDENT_BUDGET``, or the attribute
+``model.resident_budget``) decides between the first two for host arrays.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import numpy as np
+
+from . import staging
+
+#: Largest converted training set (bytes) that ``fit`` copies to the device up front; larger
+#: host data is streamed one batch at a time. Default 2 GiB.
+RESIDENT_BUDGET = int(float(os.environ.get("XPNN_RESIDENT_BUDGET", 2 * 1024 ** 3)))
+
+#: Rows checked per block when scanning a whole host array for NaN/inf (bounds the temporary).
+CHECK_ROWS = 1 << 16
+
+
+def is_sparse(X) -> bool:
+    """Whether ``X`` is a SciPy sparse matrix or array (checked without importing SciPy)."""
+    return type(X).__module__.startswith("scipy.sparse")
+
+
+def _is_pandas(X) -> bool:
+    return type(X).__module__.startswith("pandas")
+
+
+def host_shape(X) -> tuple:
+    """Shape of host data of any supported kind, without reading it."""
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        return np.shape(np.asarray(X))
+    return tuple(shape)
+
+
+def host_dtype(X):
+    """NumPy dtype of host data, or None for a frame of mixed column types."""
+    if _is_pandas(X):
+        dtypes = set(X.dtypes) if hasattr(X, "columns") else {X.dtype}
+        return np.result_type(*dtypes) if all(
+            isinstance(d, np.dtype) for d in dtypes) else None
+    dtype = getattr(X, "dtype", None)
+    return None if dtype is None else np.dtype(dtype)
+
+
+def read_rows(X, rows) -> np.ndarray:
+    """``X[rows]`` as a dense NumPy array, for host data of any supported kind.
+
+    ``rows`` is a slice or an increasing integer array (h5py needs increasing indices).
+    """
+    if is_sparse(X):
+        return X[rows].toarray()
+    if _is_pandas(X):
+        return X.iloc[rows].to_numpy()
+    if hasattr(X, "get_orthogonal_selection") and not isinstance(rows, slice):   # zarr
+        return np.asarray(X.get_orthogonal_selection((rows, slice(None))))
+    return np.asarray(X[rows])
+
+
+def read_batch(X, rows) -> np.ndarray:
+    """Rows ``rows`` (any order; a slice for consecutive rows) of host data ``X``, in that order.
+    They are read in increasing order and put back in the requested one."""
+    if isinstance(rows, slice):
+        return read_rows(X, rows)
+    order = np.argsort(rows, kind="stable")
+    block = read_rows(X, rows[order])
+    out = np.empty_like(block)
+    out[order] = block
+    return out
+
+
+def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
+    """Raise ``ValueError`` naming the first row of ``block`` (already in the model's dtype)
+    that holds NaN or inf. ``rows`` maps block rows to dataset rows (default: consecutive from
+    ``first_row``)."""
+    if block.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(block)
+    if not bad.any():
+        return
+    i = int(np.argmax(bad.reshape(block.shape[0], -1).any(axis=1)))
+    row = int(rows[i]) if rows is not None else first_row + i
+    raise ValueError(f"{what} row {row} contains NaN or infinite values in the model's dtype "
+                     f"{block.dtype} (values beyond its range, ±{np.finfo(block.dtype).max:.3g}, "
+                     "become infinite)")
+
+
+class ArrayBatches:
+    """The training set as device arrays ``X``, ``t`` (and ``w``) of the model's backend."""
+
+    replayable = True
+
+    def __init__(self, X, t, w=None):
+        self.X, self.t, self.w = X, t, w
+        self.n = X.shape[0]
+
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+        """Yield ``(b, x, t, w)`` for batches ``start <= b < stop`` of the rows in the order
+        ``perm`` (None: as stored)."""
+        be, xp = model.backend, model.backend.xp
+        X, t, w = self.X, self.t, self.w
+        gather = None
+        if perm is not None:
+            if trainer is not None and trainer.gathers_batches:
+                gather = trainer.gather     # the trainer copies each batch's rows into a buffer
+            else:                           # one gather per epoch, then contiguous slices
+                idx = be.asarray(perm, dtype="int64")
+                X, t = xp.take(X, idx, axis=0), xp.take(t, idx, axis=0)
+                if w is not None:
+                    w = xp.take(w, idx, axis=0)
+        n_batches = -(-self.n // batch_size)
+        for b in range(start, n_batches if stop is None else min(stop, n_batches)):
+            lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
+            if gather is None:
+                yield b, X[lo:hi, ...], t[lo:hi, ...], None if w is None else w[lo:hi]
+            else:
+                rows = perm[lo:hi]
+                xb, tb = gather(X, t, rows)
+                yield b, xb, tb, None if w is None else xp.take(
+                    w, be.asarray(rows, dtype="int64"), axis=0)
+
+
+class HostBatches:
+    """Host data ``X`` read, converted and checked one batch at a time (see the module doc).
+
+    ``t`` and ``w`` are the prepared targets and weights, already on the device (they are small
+    next to ``X``).
+    """
+
+    replayable = True
+
+    def __init__(self, X, t, w=None, what="X", rows=None):
+        self.X, self.t, self.w, self.what = X, t, w, what
+        self.rows = rows                 # a slice of X's rows this source covers (validation split)
+        start = 0 if rows is None else rows.start
+        self.offset = start
+        self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
+
+    def _convert(self, model, block, rows_in_X, lo):
+        """A batch read from ``X`` in the model's dtype, checked for values that are not finite
+        there (rows named as in ``X``), still on the host."""
+        integer = block.dtype.kind in "biu"            # always finite in a float dtype
+        with np.errstate(over="ignore", invalid="ignore"):     # checked just below
+            block = np.asarray(block, dtype=model.dtype)
+        if not integer:
+            check_finite_rows(block, lo, self.what, rows_in_X)
+        return block
+
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+        be, xp = model.backend, model.backend.xp
+        stager = staging.stager_for(be)      # GPU: copy the next batch during this step
+        n_batches = -(-self.n // batch_size)
+        for b in range(start, n_batches if stop is None else min(stop, n_batches)):
+            lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
+            if perm is None:
+                rows = slice(self.offset + lo, self.offset + hi)
+                block = self._convert(model, read_batch(self.X, rows), None, self.offset + lo)
+                tb = None if self.t is None else self.t[lo:hi, ...]
+                wb = None if self.w is None else self.w[lo:hi]
+            else:
+                local = perm[lo:hi]
+                block = self._convert(model, read_batch(self.X, local + self.offset),
+                                      local + self.offset, 0)
+                idx = be.asarray(local, dtype="int64")
+                tb = xp.take(self.t, idx, axis=0)
+                wb = None if self.w is None else xp.take(self.w, idx, axis=0)
+            xb = be.asarray(block, dtype=model.dtype) if stager is None else stager.put(block)
+            yield b, xb, tb, wb
+            if stager is not None:
+                stager.release()
+
+
+class IterableBatches:
+    """Batches from a re-iterable (one pass per epoch) or a generator (``steps_per_epoch``
+    batches per epoch), each prepared and checked by the model like ``fit``'s own arrays."""
+
+    replayable = False
+
+    def __init__(self, data, steps_per_epoch=None, what="data"):
+        self.data, self.steps, self.what = data, steps_per_epoch, what
+        self.n = None
+        self._iterator = None
+
+    def peek_shape(self, model):
+        """Shape of the first batch's ``x`` (the batch is kept for the first epoch)."""
+        if self.steps is None:
+            first = next(iter(self.data), None)
+        else:
+            if self._iterator is None:
+                self._iterator = iter(self.data)
+            first = next(self._iterator, None)
+            if first is not None:
+                self._iterator = itertools.chain([first], self._iterator)
+        if first is None:
+            raise ValueError(f"fit: {self.what} yielded no batches")
+        return tuple(np.shape(first[0]) if not hasattr(first[0], "shape") else first[0].shape)
+
+    def _items(self):
+        if self.steps is None:
+            yield from self.data            # a fresh pass over a re-iterable
+            return
+        if self._iterator is None:
+            self._iterator = iter(self.data)
+        for _ in range(self.steps):
+            try:
+                yield next(self._iterator)
+            except StopIteration:
+                self._iterator = None
+                return
+
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+        for b, item in enumerate(self._items()):
+            if stop is not None and b >= stop:
+                return
+            if b < start:
+                continue
+            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+                raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
+                                 f"batches; batch {b} is a {type(item).__name__}")
+            xb = model._prepare_X(item[0], f"{self.what} batch {b}: x")
+            tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
+            wb = None
+            if len(item) == 3 and item[2] is not None:
+                wb = model._prepare_w(item[2], xb.shape[0], f"{self.what} batch {b}: "
+                                      "sample_weight")
+            yield b, xb, tb, wb
+
+
+def is_batch_iterable(data) -> bool:
+    """Whether ``fit``'s first argument is an iterable of batches rather than an array."""
+    if data is None or isinstance(data, (str, bytes, np.ndarray, list, tuple)):
+        return isinstance(data, (list, tuple)) and len(data) > 0 and all(
+            isinstance(item, (tuple, list)) and len(item) in (2, 3)
+            and hasattr(item[0], "shape") for item in data)
+    if hasattr(data, "shape") or is_sparse(data) or _is_pandas(data):
+        return False
+    return hasattr(data, "__iter__") or hasattr(data, "__next__")
+
+
+__all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches",
+           "check_finite_rows", "host_shape", "is_batch_iterable", "is_sparse", "read_batch"]
