@@ -1,10 +1,12 @@
 """scikit-learn estimators trained by xpnn: :class:`MLPClassifier` and :class:`MLPRegressor`.
 
-They are drop-in replacements for :mod:`sklearn.neural_network`'s estimators of the same names:
-same parameter names and defaults, same fitted attributes, same training semantics (minibatch
-``"adam"`` or ``"sgd"``, ``alpha`` as an L2 penalty on the weights, ``tol`` /
-``n_iter_no_change`` convergence, ``early_stopping`` on a validation split, warm starts and
-``partial_fit``), but the training loop is :meth:`xpnn.Sequential.fit` on any xpnn backend:
+They are drop-in replacements for :mod:`sklearn.neural_network`'s estimators of the same names
+(scikit-learn's own ``test_mlp.py`` passes against them, but for its three tests of private
+internals): same parameter names and defaults, same fitted attributes, same training semantics
+(minibatch ``"adam"`` or ``"sgd"`` and full-batch ``"lbfgs"``, ``alpha`` as an L2 penalty on
+the weights, ``sample_weight``, ``tol`` / ``n_iter_no_change`` convergence, ``early_stopping``
+on a validation split, warm starts and ``partial_fit``, ``MLPRegressor(loss="poisson")``,
+sparse input), but the training runs on xpnn's backpropagation on any xpnn backend:
 
 >>> from xpnn.sklearn import MLPClassifier
 >>> clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0).fit(X_train, y_train)
@@ -12,14 +14,16 @@ same parameter names and defaults, same fitted attributes, same training semanti
 >>> gpu = MLPClassifier(backend="cupy").fit(X_gpu, y)   # X_gpu a cupy array: stays on the GPU
 
 Two parameters are added: ``backend`` (``"numpy"``, ``"torch"``, ``"cupy"``, ...) and ``dtype``
-(``"float32"``, the default, or ``"float64"``).
+(``None``, the default: float32 for float32 input and float64 otherwise, as scikit-learn's
+parameters follow the input; or ``"float32"`` / ``"float64"`` to choose).
 
 How scikit-learn's algorithm maps onto xpnn
 -------------------------------------------
 * Network: ``Dense`` layers with the hidden ``activation`` (``"identity"``, ``"logistic"``,
   ``"tanh"``, ``"relu"`` -> :class:`~xpnn.Identity`, :class:`~xpnn.Sigmoid`, :class:`~xpnn.Tanh`,
   :class:`~xpnn.ReLU`); output Softmax + categorical cross-entropy (multiclass), Sigmoid + binary
-  cross-entropy (binary, multi-label) or identity + squared error (regression). Weights and
+  cross-entropy (binary, multi-label), identity + squared error (regression) or a log-link
+  Poisson deviance (:class:`xpnn.losses.Poisson`, ``loss="poisson"``). Weights and
   biases start as scikit-learn draws them (Glorot-uniform from ``random_state``), so both
   libraries start from the same weights for the same ``random_state``.
 * Gradients equal scikit-learn's: xpnn's losses average over all outputs while scikit-learn's
@@ -27,7 +31,24 @@ How scikit-learn's algorithm maps onto xpnn
   constant; the step size (SGD), ``epsilon`` (Adam) and the L2 term are scaled to compensate.
   ``alpha`` is :class:`~xpnn.Dense`'s ``weight_decay`` (weights only, never biases), as
   ``alpha / batch_size``; scikit-learn divides by the size of each batch, so only a last,
-  smaller batch of an epoch sees a slightly weaker penalty.
+  smaller batch of an epoch sees a slightly weaker penalty. With ``sample_weight`` the loss is
+  the weighted mean and scikit-learn divides the penalty by the batch's weight sum; xpnn uses
+  ``batch_size × mean weight`` (exact for full batches and L-BFGS).
+* ``solver="lbfgs"``: :func:`scipy.optimize.minimize` (``method="L-BFGS-B"``, ``maxiter``,
+  ``maxfun``, ``gtol=tol``, as scikit-learn) on :class:`xpnn.flat.FlatObjective`: the loss and
+  the gradient come from the model's own forward and backward pass on its backend, and each
+  evaluation moves only the parameter vector to the device and the gradient (with the loss)
+  back. ``loss_curve_`` has one value per L-BFGS iteration; ``partial_fit`` does not exist.
+  Sparse X on the NumPy backend goes through the first layer as SciPy sparse matmuls; other
+  backends get it densified on the device.
+* Sparse X (CSR/CSC) with ``"adam"``/``"sgd"`` is densified one batch at a time by
+  :meth:`Sequential.fit`, never as a whole; ``predict`` densifies blocks of rows.
+* ``coefs_`` / ``intercepts_`` assigned (as whole lists) before the first fit are the starting
+  weights of ``partial_fit`` or of a ``warm_start`` fit, as in scikit-learn.
+* Divergence: without early stopping a non-finite loss raises scikit-learn's ``ValueError``
+  ("Solver produced non-finite parameter weights..."); with early stopping training stops,
+  ``validation_scores_`` ends with NaN and the best validation weights are kept (scikit-learn
+  keeps iterating on NaN weights to the same end).
 * ``loss_curve_`` / ``loss_`` / ``best_loss_`` are in scikit-learn's convention (log loss summed
   over labels, half squared error, plus ``alpha/2 ||W||² / batch`` averaged over the epoch's
   batches). The penalty part is computed from the weights at the end of the epoch rather than
@@ -36,9 +57,7 @@ How scikit-learn's algorithm maps onto xpnn
   root), which differs from scikit-learn's placement by a factor ``sqrt(1 - beta_2**t)`` on
   ``epsilon``. SGD momentum is ``torch.optim.SGD``'s form, identical to scikit-learn's for a
   constant learning rate.
-* Not supported: ``solver="lbfgs"`` (xpnn trains by minibatches), ``sample_weight``, sparse
-  inputs, ``MLPRegressor(loss="poisson")``, ``max_fun`` (an L-BFGS setting) and
-  ``momentum=1`` (xpnn's SGD needs momentum < 1); each raises a clear error.
+* Not supported: ``momentum=1`` (xpnn's SGD needs momentum < 1), raising a clear error.
 
 Inputs: NumPy arrays, pandas DataFrames (``feature_names_in_`` is recorded) and anything
 scikit-learn's ``validate_data`` accepts; arrays of the estimator's backend (CuPy arrays with
@@ -748,8 +767,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         Units of each hidden layer (``()`` for none: logistic regression).
     activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
         Hidden activation.
-    solver : {"adam", "sgd"}, default="adam"
-        ``"lbfgs"`` is not supported.
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        Minibatch Adam or SGD, or full-batch L-BFGS (SciPy's L-BFGS-B).
     alpha : float, default=1e-4
         L2 penalty on the weights: ``alpha/2 · Σ||W||²`` divided by the batch size is added to
         each batch's loss.
@@ -761,7 +780,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         rate by 5 each time ``n_iter_no_change`` epochs pass without improvement.
     learning_rate_init, power_t : float
     max_iter : int, default=200
-        Maximum number of epochs (``ConvergenceWarning`` when reached without converging).
+        Maximum number of epochs (L-BFGS iterations for ``"lbfgs"``; ``ConvergenceWarning``
+        when reached without converging).
     shuffle : bool, default=True
     random_state : int, RandomState or None
         Initial weights, the early-stopping split and the shuffling order.
@@ -779,10 +799,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     beta_1, beta_2, epsilon : float
         Adam's parameters.
     n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of ``"lbfgs"``.
     backend : str, default="numpy"
         xpnn backend to train on: ``"numpy"``, ``"torch"``, ``"cupy"``, ``"array_api_strict"``.
-    dtype : {"float32", "float64"}, default="float32"
-        Floating type of the weights and computations.
+    dtype : {None, "float32", "float64"}, default=None
+        Floating type of the weights and computations; None: float32 for float32 input,
+        float64 otherwise (scikit-learn's rule), fixed at the first fit.
 
     Attributes
     ----------
@@ -797,7 +820,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     validation_scores_, best_validation_score_ : list of float or None, float or None
         Validation accuracy per epoch (early stopping only).
     n_iter_ : int
-        Epochs run by the last ``fit`` (1 after ``partial_fit``).
+        Epochs (L-BFGS iterations) run by the last ``fit`` (1 after ``partial_fit``).
     t_ : int
         Training samples seen.
     coefs_, intercepts_ : list of ndarray
