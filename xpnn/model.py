@@ -19,7 +19,6 @@ import json
 import math
 import signal
 import threading
-import time
 
 import numpy as np
 
@@ -31,6 +30,7 @@ from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
+from .progress import check_verbose, fit_callbacks, source_steps, step_progress
 
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 1
@@ -418,8 +418,10 @@ class Sequential:
         shuffle : bool
             Reshuffle the training data every epoch.
         callbacks : sequence of Callback
-        verbose : int
-            0 silent, 1 one line per epoch.
+        verbose : {0, 1, 2, "auto"}
+            0 silent; 1 (or "auto") a progress bar per epoch on stderr when it is a terminal
+            (batches, rate, running loss, then the epoch's metrics; see
+            :class:`xpnn.ProgressBar`), else one line per epoch; 2 one line per epoch.
         sample_weight : array-like (n_samples,), optional
             Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
         steps_per_epoch : int, optional
@@ -455,6 +457,7 @@ class Sequential:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
+        check_verbose(verbose, "fit")
         callbacks = list(callbacks)
         first = X
         if y is None and data.is_batch_iterable(X):
@@ -464,7 +467,8 @@ class Sequential:
             steps_per_epoch), iterable=X)
 
         history = History()
-        callbacks = [history, *callbacks]
+        callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
+                                             steps=source_steps(source, batch_size))]
         self.history = history
         self._comm = comm
         for cb in callbacks:
@@ -479,7 +483,6 @@ class Sequential:
             for epoch in range(start, epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
-                t0 = time.perf_counter()
                 logs = self._train_epoch(source, batch_size, shuffle, epoch, callbacks, resume)
                 resume = None
                 if val is not None:
@@ -489,10 +492,6 @@ class Sequential:
                 self._position = {"epoch": epoch + 1, "batch": 0}
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
-                if verbose:
-                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                    print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - "
-                          f"{shown}")
                 if self.stop_training:
                     break
         for cb in callbacks:
@@ -658,12 +657,13 @@ class Sequential:
                 "metrics": [m.get_state() for m in self.metrics]}
 
     # ------------------------------------------------------------------ inference
-    def predict(self, X, batch_size: int | None = None):
+    def predict(self, X, batch_size: int | None = None, verbose: int = 0):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
         Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
         rows at a time (default 1024 then), into one preallocated result. Use
-        :func:`xpnn.to_numpy` to bring the outputs to the host.
+        :func:`xpnn.to_numpy` to bring the outputs to the host. ``verbose``: 0 silent, 1 a bar
+        over the batches on a terminal (else a line at the end), 2 the line.
         """
         self._require_weights("predict")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
@@ -673,43 +673,64 @@ class Sequential:
             self._check_host_X(X)
             step = batch_size or 1024
             source = data.HostBatches(X, None, None, "X")
+            progress = step_progress(verbose, source_steps(source, step), "predict")
             out = None
             for b, x, _, _ in source.batches(self, None, step):
                 y = self._forward(x)
                 if out is None:                # one result array, filled batch by batch
                     out = self.backend.zeros((source.n, y.shape[1]), self.dtype)
                 out[b * step:b * step + y.shape[0], ...] = y
-            return out
-        Xd = self._prepare_X(X)
-        return self._predict_arrays(Xd, batch_size)
+                if progress is not None:
+                    progress.update()
+        else:
+            Xd = self._prepare_X(X)
+            n = Xd.shape[0]
+            progress = step_progress(verbose, 1 if batch_size is None or batch_size >= n
+                                     else -(-n // batch_size), "predict")
+            out = self._predict_arrays(Xd, batch_size, progress)
+        if progress is not None:
+            progress.close()
+        return out
 
-    def _predict_arrays(self, X, batch_size=None):
+    def _predict_arrays(self, X, batch_size=None, progress=None):
         n = X.shape[0]
         if batch_size is None or batch_size >= n:
-            return self._forward(X)
-        parts = [self._forward(X[i:min(i + batch_size, n), ...])
-                 for i in range(0, n, batch_size)]
+            out = self._forward(X)
+            if progress is not None:
+                progress.update()
+            return out
+        parts = []
+        for i in range(0, n, batch_size):
+            parts.append(self._forward(X[i:min(i + batch_size, n), ...]))
+            if progress is not None:
+                progress.update()
         return self.backend.xp.concat(parts, axis=0)
 
-    def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None) -> dict:
+    def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None,
+                 verbose: int = 0) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
 
-        ``X`` may be anything ``fit`` takes, an iterable of batches included.
+        ``X`` may be anything ``fit`` takes, an iterable of batches included. ``verbose``: 0
+        silent, 1 a bar over the batches on a terminal (else a line with the results), 2 the
+        line.
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size)
+        check_verbose(verbose, "evaluate")
+        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size,
+                                     verbose)
 
     def _evaluate_arrays(self, X, t, batch_size=None):
         return self._evaluate_source(data.ArrayBatches(X, t), batch_size)
 
-    def _evaluate_source(self, source, batch_size=None):
+    def _evaluate_source(self, source, batch_size=None, verbose=0):
         xp = self.backend.xp
         if batch_size is None:
             batch_size = source.n if isinstance(source, data.ArrayBatches) else 1024
+        progress = step_progress(verbose, source_steps(source, batch_size or 1), "evaluate")
         metrics = [get_metric(m) for m in self.metrics]
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
@@ -727,8 +748,13 @@ class Sequential:
             total = total + rows
             for m in metrics:
                 m.update(xp, out, tb)
-        return {"loss": _host_float(loss_sum) / _host_float(total),
-                **{m.name: m.result() for m in metrics}}
+            if progress is not None:
+                progress.update()
+        result = {"loss": _host_float(loss_sum) / _host_float(total),
+                  **{m.name: m.result() for m in metrics}}
+        if progress is not None:
+            progress.close(result)
+        return result
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
@@ -896,6 +922,18 @@ class Sequential:
                 for s in state["optimizer_state"]]
             self.optimizer.iterations = state["optimizer_iterations"]
         self.rng.bit_generator.state = state["rng"]
+
+    def export(self, path, format: str = "onnx", **options):
+        """Write the trained network for inference in another runtime; returns the path.
+
+        ``format="onnx"``: an ONNX graph (opset 17 by default) with input ``"x"`` of shape
+        (batch, n_features) and output ``"y"``, in the model's dtype, Dropout left out; see
+        :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
+        (``pip install "xpnn[onnx]"``).
+        """
+        from .export import export
+
+        return export(self, path, format=format, **options)
 
     def save(self, path) -> None:
         """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.

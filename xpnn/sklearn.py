@@ -757,6 +757,13 @@ class _BaseMLP(BaseEstimator):
         self._require_model("model_")
         return self._model
 
+    def export(self, path, format: str = "onnx", **options):
+        """Write the trained network for inference elsewhere (see
+        :meth:`xpnn.Sequential.export`); returns the path. The graph maps ``x`` to the
+        network's outputs: ``predict_proba``'s columns for a multi-class classifier, the
+        probability of ``classes_[1]`` for a binary one, the predictions for a regressor."""
+        return self.model_.export(path, format=format, **options)
+
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
     """Multi-layer perceptron classifier trained by xpnn; scikit-learn's ``MLPClassifier`` API.

@@ -55,7 +55,7 @@ class Adam(Optimizer):
         param.data -= step_size * (m / denom)
 
     def get_config(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+        return {"lr": self.lr_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
 

@@ -9,12 +9,30 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+from ..schedules import Schedule, from_config
+
 
 class Optimizer:
-    """Base class: subclasses implement :meth:`update` for one parameter."""
+    """Base class: subclasses implement :meth:`update` for one parameter.
 
-    def __init__(self, lr: float):
-        _check_positive("lr", lr, type(self).__name__)
+    ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
+    With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
+    ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
+    gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
+    """
+
+    def __init__(self, lr):
+        owner = type(self).__name__
+        if isinstance(lr, dict):
+            lr = from_config(lr)
+        self.schedule = lr if isinstance(lr, Schedule) else None
+        if self.schedule is not None:
+            lr = self.schedule(0)
+        elif callable(lr):
+            raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
+                            f"{lr!r}; for a plain function use "
+                            "xpnn.LearningRateScheduler(function)")
+        _check_positive("lr", lr, owner)
         self.lr = float(lr)
         self.state: list[dict] = []
         self.iterations = 0
@@ -36,9 +54,13 @@ class Optimizer:
         self.state = []
         self.iterations = 0
 
+    def lr_config(self):
+        """``lr`` as ``get_config`` gives it: the number, or the schedule's ``to_config()``."""
+        return self.lr if self.schedule is None else self.schedule.to_config()
+
     def get_config(self) -> dict:
         """Constructor arguments, JSON-serialisable."""
-        return {"lr": self.lr}
+        return {"lr": self.lr_config()}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -49,5 +49,5 @@ class RMSprop(Optimizer):
         param.data -= self.lr * u
 
     def get_config(self):
-        return {"lr": self.lr, "rho": self.rho, "eps": self.eps, "momentum": self.momentum,
+        return {"lr": self.lr_config(), "rho": self.rho, "eps": self.eps, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}

@@ -42,5 +42,5 @@ class SGD(Optimizer):
         param.data -= self.lr * grad
 
     def get_config(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+        return {"lr": self.lr_config(), "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}
