@@ -761,7 +761,8 @@ class _BaseMLP(BaseEstimator):
         """Write the trained network for inference elsewhere (see
         :meth:`xpnn.Sequential.export`); returns the path. The graph maps ``x`` to the
         network's outputs: ``predict_proba``'s columns for a multi-class classifier, the
-        probability of ``classes_[1]`` for a binary one, the predictions for a regressor."""
+        probability of ``classes_[1]`` for a binary one, the predictions for a regressor
+        (their logarithm for ``loss="poisson"``: apply ``exp``)."""
         return self.model_.export(path, format=format, **options)
 
 
