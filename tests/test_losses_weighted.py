@@ -207,3 +207,24 @@ def test_fit_integer_weights_equal_repeated_rows(fast):
     repeated_fit = trained(np.repeat(X, w, axis=0), np.repeat(y, w), None)
     for a, b in zip(weighted_fit, repeated_fit, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_poisson_trains_on_the_fast_path_with_the_generic_numbers(weighted):
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(96, 5))
+    y = rng.poisson(np.exp(0.4 * X[:, :2])).astype(np.float64)
+    w = rng.uniform(0.5, 2.0, 96) if weighted else None
+
+    def trained(fast):
+        model = xpnn.Sequential(xpnn.Dense(5, 8), xpnn.Tanh(), xpnn.Dense(8, 2),
+                                dtype="float64", seed=2)
+        model.fastpath = fast
+        model.compile(loss="poisson", optimizer=xpnn.Adam(0.01))
+        model.fit(X, y, epochs=4, batch_size=32, verbose=0, sample_weight=w)
+        return model
+
+    fast, generic = trained(True), trained(False)
+    assert xpnn.fastpath.explain(fast) is None and fast._fastpath_trainer is not None
+    for a, b in zip(fast.get_weights(), generic.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
