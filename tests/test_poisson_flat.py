@@ -1,12 +1,13 @@
-"""Sample-weighted losses, the Poisson loss and the flat objective, checked in float64.
+"""The Poisson loss, weighted losses and the flat objective, checked in float64.
 
-* every loss with sample weights ``w``: the value is the weighted mean ``Σ w_n ℓ_n / Σ w_n``
-  (written out in NumPy here) and ``δ`` equals central differences of it;
-* :class:`xpnn.losses.Poisson` (half deviance on ``z = log μ``) against its NumPy formula and
-  finite differences, with and without weights;
+* every loss (Poisson included) with and without sample weights ``w``: the value is the
+  weighted mean ``Σ w_n ℓ_n / Σ w_n`` (written out in NumPy here) and ``δ`` equals central
+  differences of it;
+* :class:`xpnn.losses.Poisson` (half deviance on ``z = log μ``): zero at a perfect fit, its
+  target check, and the fast path giving the generic step's numbers;
 * :class:`xpnn.flat.FlatObjective`: ``∇f(θ)`` against central differences of ``f(θ)`` for a
-  whole network (dense and SciPy sparse input), and ``Sequential.fit(sample_weight=)``: integer
-  weights equal repeated rows, on the generic and the fast path.
+  whole network (dense and SciPy sparse input), and ``f(θ)`` against the model's predictions;
+  integer sample weights in ``fit`` equal repeated rows, on the generic and the fast path.
 """
 
 from __future__ import annotations
