@@ -10,9 +10,10 @@ backpropagation on the model's backend:
 ``θ`` holds the parameters in the order of ``model.params`` (W1, b1, W2, b2, ...), each
 flattened in C order, as float64 on the host. One evaluation moves ``θ`` to the device once,
 writes it into the parameters, runs the forward pass, the loss and the backward pass (the
-walk of :meth:`Sequential._train_step` without the optimizer update; layers are used in
-training mode, so the objective is deterministic only without Dropout), and brings the
-gradient and the loss back in a single host transfer.
+walk of :meth:`Sequential._train_step` without the optimizer update, through the same
+gradient boundary ``model._sync_gradients``; layers are used in training mode, so the
+objective is deterministic only without Dropout), and brings the gradient and the loss back
+in a single host transfer.
 
 Sparse ``X`` (a SciPy sparse matrix) is accepted on the NumPy backend: the first layer must be
 a :class:`~xpnn.Dense`, whose products ``X W`` and ``Xᵀ δ`` are SciPy's sparse matmuls; the
@@ -127,6 +128,8 @@ class FlatObjective:
                 first.W.grad = first.W.grad + first.weight_decay * first.W.data
             if first.b is not None:
                 first.b.grad = np.sum(delta, axis=0)
+        # the gradient boundary of the training steps (data-parallel training combines here)
+        loss = model._sync_gradients([p.grad for p in self.params], loss, X.shape[0])
 
         # + Σ (λ/2)||W||², whose gradient λW the Dense layers already added
         for layer in model.layers:
