@@ -106,7 +106,8 @@ def test_classifier_predict_refuses_values_beyond_float32():
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(40, 3))
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3, random_state=0,
+                        dtype="float32")
     with pytest.warns(Warning):
         clf.fit(X, X[:, 0] > 0)
     Xbad = X.copy()
@@ -553,9 +554,9 @@ def test_estimator_keeps_its_fit_when_a_refit_fails(warm_start):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reg = MLPRegressor(hidden_layer_sizes=(5,), max_iter=4, random_state=0,
-                           warm_start=warm_start).fit(X, y)
+                           warm_start=warm_start, dtype="float32").fit(X, y)
         clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, random_state=0,
-                            warm_start=warm_start).fit(X, y > 0)
+                            warm_start=warm_start, dtype="float32").fit(X, y > 0)
     for est, bad_calls in (
             (reg, [lambda: reg.fit(X, ybad), lambda: reg.partial_fit(X, ybad),
                    lambda: reg.partial_fit(X, np.c_[y, y])]),
@@ -586,7 +587,7 @@ def test_regressor_names_y_beyond_float32():
     y = X[:, 0].copy()
     y[0] = 1e300
     with pytest.raises(ValueError, match="y " + BEYOND):
-        MLPRegressor(hidden_layer_sizes=(3,), max_iter=2).fit(X, y)
+        MLPRegressor(hidden_layer_sizes=(3,), max_iter=2, dtype="float32").fit(X, y)
 
 
 # ------------------------------------------------------------------ IDX files
