@@ -37,24 +37,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _blas_env import blas_info, clean_environ
 
 try:
     import xpnn  # noqa: F401
 except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
-
-
-def blas_info():
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return "threadpoolctl not installed"
-    return [{k: v for k, v in lib.items() if k in (
-        "internal_api", "architecture", "version", "num_threads", "filepath")}
-        for lib in threadpool_info()]
-
 
 def make_data(path, copies, data_home):
     """``path``: the memmap (n, 784) uint8; labels next to it. Returns (n, source)."""
@@ -128,7 +116,7 @@ def main():
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_ENV}
+    env = clean_environ()              # workers run on the kernels OpenBLAS picks itself
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "images.npy")

@@ -242,8 +242,16 @@ def test_reduce_lr_on_plateau_in_fit():
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"factor": 1.0}, "factor must be in"), ({"patience": -1}, "patience must be an int"),
-    ({"min_lr": -1e-3}, "min_lr must be a number >= 0"), ({"mode": "up"}, "mode must be"),
+    ({"min_lr": -1e-3}, "min_lr must be a finite number >= 0"), ({"mode": "up"}, "mode must be"),
 ])
 def test_reduce_lr_on_plateau_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         xpnn.ReduceLROnPlateau(**kwargs)
+
+
+def test_schedules_and_plateau_accept_numpy_scalars():
+    import numpy as np
+
+    cb = xpnn.ReduceLROnPlateau(factor=np.float32(0.5), patience=np.int64(2))
+    assert (cb.factor, cb.patience) == (0.5, 2) and type(cb.patience) is int
+    assert xpnn.schedules.CosineDecay(np.float64(0.1), np.int64(10))(0) == pytest.approx(0.1)

@@ -27,6 +27,7 @@ from .callbacks import (
     LearningRateScheduler,
     ReduceLROnPlateau,
 )
+from .checkpoint import BackupAndRestore, ModelCheckpoint
 from .errors import TrainingDivergedError
 from .layers import (
     Dense,
@@ -48,10 +49,11 @@ from .progress import ProgressBar
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackendUnavailableError",
+    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackupAndRestore",
+    "BackendUnavailableError",
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
-    "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU", "ReduceLROnPlateau", "Sequential",
-    "Sigmoid", "Softmax", "Tanh", "TrainingDivergedError", "available_backends", "distributed",
-    "get_backend", "load", "mlp", "schedules", "to_numpy",
+    "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
+    "ReduceLROnPlateau", "Sequential", "Sigmoid", "Softmax", "Tanh", "TrainingDivergedError",
+    "available_backends", "distributed", "get_backend", "load", "mlp", "schedules", "to_numpy",
 ]

@@ -11,13 +11,17 @@ current epoch.
 
 A callback whose behaviour depends on what it has seen (counters, best values) returns it from
 ``get_state()`` as JSON-able data and takes it back with ``set_state(state)``, so that a
-checkpoint can save it and a resumed ``fit`` continue where it stopped.
+checkpoint can save it and a resumed ``fit`` continue where it stopped
+(:class:`~xpnn.BackupAndRestore` stores them all; arrays are allowed too).
 """
 
 from __future__ import annotations
 
 import inspect
 import math
+import weakref
+
+from ._validation import check_int, check_real
 
 
 class Callback:
@@ -47,11 +51,12 @@ class Callback:
         pass
 
     def get_state(self) -> dict:
-        """What this callback has accumulated, as JSON-able data (``{}``: nothing)."""
+        """What this callback must remember across an interruption: a dict of JSON values
+        and arrays (default: nothing)."""
         return {}
 
     def set_state(self, state: dict) -> None:
-        """Take back what :meth:`get_state` returned."""
+        """Take back what :meth:`get_state` returned (called after ``on_train_begin``)."""
 
 
 class History(Callback):
@@ -65,6 +70,26 @@ class History(Callback):
         Epoch indices (0-based) that ran.
     """
 
+    # The model keeps its History (``model.history``): a weak reference back keeps that from
+    # being a reference cycle, so a deleted model is freed at once, without the cycle
+    # collector.
+    _model_ref = None
+
+    @property
+    def model(self):
+        """The model trained (None before ``fit``, or once that model was freed)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    @model.setter
+    def model(self, model):
+        self._model_ref = None if model is None else weakref.ref(model)
+
+    def __getstate__(self):
+        """Pickle/copy without the model (a weak reference cannot be pickled)."""
+        state = dict(self.__dict__)
+        state.pop("_model_ref", None)
+        return state
+
     def on_train_begin(self, logs=None):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
@@ -73,6 +98,14 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+
+    def get_state(self):
+        return {"history": {k: list(v) for k, v in self.history.items()},
+                "epoch": list(self.epoch)}
+
+    def set_state(self, state):
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.epoch = list(state["epoch"])
 
     def __getitem__(self, key):
         return self.history[key]
@@ -113,8 +146,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        patience = check_int("patience", patience, "EarlyStopping", 0)
+        min_delta = check_real("min_delta", min_delta, "EarlyStopping")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping: monitor must be the name of a logged value, e.g. "
+                             f"'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
@@ -157,6 +193,24 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is not None:
             self.model._restore_weights(self.best_weights)
 
+    def get_state(self):
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def set_state(self, state):
+        model = self.model
+        weights = state["best_weights"]
+        if weights is not None:
+            shapes = [p.shape for p in model.params]
+            if [tuple(w.shape) for w in weights] != shapes:
+                raise ValueError(f"EarlyStopping: saved best weights of shapes "
+                                 f"{[tuple(w.shape) for w in weights]} do not fit this model "
+                                 f"({shapes})")
+            weights = [model.backend.asarray(w, dtype=model.dtype) for w in weights]
+        self.wait, self.best = int(state["wait"]), float(state["best"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.best_weights = weights
+
 
 class LearningRateScheduler(Callback):
     """Set the optimizer's rate from ``schedule`` at the start of every epoch.
@@ -164,6 +218,10 @@ class LearningRateScheduler(Callback):
     ``schedule`` is an :mod:`xpnn.schedules` object or any function of the epoch,
     ``lr = schedule(epoch)``, or of the epoch and the current rate, ``lr = schedule(epoch, lr)``
     (Keras's form); which one is read from the function's signature.
+
+    The schedule is applied once per epoch: ``lr`` is the rate in force before the epoch began,
+    also when the start of an epoch is repeated (a run resumed by
+    :class:`~xpnn.BackupAndRestore`).
     """
 
     def __init__(self, schedule):
@@ -172,15 +230,29 @@ class LearningRateScheduler(Callback):
                             f"{schedule!r}")
         self.schedule = schedule
         self._with_lr = _takes_lr(schedule)
+        self._epoch, self._lr_before = None, None
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._lr_before = None, None
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Raises ValueError, before the epoch changes anything, when the schedule returns
+        anything but a finite number >= 0."""
         opt = self.model.optimizer
-        lr = self.schedule(epoch, opt.lr) if self._with_lr else self.schedule(epoch)
+        if epoch != self._epoch:
+            self._epoch, self._lr_before = epoch, opt.lr
+        lr = self.schedule(epoch, self._lr_before) if self._with_lr else self.schedule(epoch)
         lr = float(lr)
         if not (math.isfinite(lr) and lr >= 0):
             raise ValueError(f"LearningRateScheduler: schedule({epoch}) returned {lr!r}; "
                              "a learning rate must be a finite number >= 0")
         opt.lr = lr
+
+    def get_state(self):
+        return {"epoch": self._epoch, "lr_before": self._lr_before}
+
+    def set_state(self, state):
+        self._epoch, self._lr_before = state["epoch"], state["lr_before"]
 
 
 def _takes_lr(schedule) -> bool:
@@ -246,14 +318,11 @@ class ReduceLROnPlateau(Callback):
         name = "ReduceLROnPlateau"
         if not isinstance(monitor, str):
             raise TypeError(f"{name}: monitor must be a str, got {monitor!r}")
-        if not isinstance(factor, (int, float)) or not 0.0 < factor < 1.0:
-            raise ValueError(f"{name}: factor must be in (0, 1), got {factor!r}")
-        for arg, value in (("patience", patience), ("cooldown", cooldown)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"{name}: {arg} must be an int >= 0, got {value!r}")
-        for arg, value in (("min_delta", min_delta), ("min_lr", min_lr)):
-            if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"{name}: {arg} must be a number >= 0, got {value!r}")
+        factor = check_real("factor", factor, name, 0.0, 1.0, low_open=True, high_open=True)
+        patience = check_int("patience", patience, name, low=0)
+        cooldown = check_int("cooldown", cooldown, name, low=0)
+        min_delta = check_real("min_delta", min_delta, name, low=0.0)
+        min_lr = check_real("min_lr", min_lr, name, low=0.0)
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{name}: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
@@ -320,6 +389,9 @@ class ReduceLROnPlateau(Callback):
         otherwise starts afresh)."""
         self._apply(state)
         self._restored = dict(state)
+
+    def on_train_end(self, logs=None):
+        self._restored = None     # a state given during fit (BackupAndRestore) is not replayed
 
     def _apply(self, state):
         self._reset()

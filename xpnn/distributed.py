@@ -341,9 +341,14 @@ class DataParallel:
 
     def __init__(self, comm, model):
         self.comm, self.model = comm, model
+        self.rank, self.size = comm.rank, comm.size
         self.reduce = comm.reducer(model.backend)
         self.batch_rows = 0       # rows of the global batch being trained
         self.step_weight = 0      # its rows (or sample-weight sum) after the step's allreduce
+
+    @property
+    def is_root(self) -> bool:
+        return self.rank == 0
 
     # ------------------------------------------------------------------ start of fit
     def check_agreement(self, **facts):

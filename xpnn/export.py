@@ -158,9 +158,11 @@ def _host(array):
 def export_onnx(model, path, opset: int = 17, input_name: str = "x", output_name: str = "y"):
     """Write :func:`to_onnx`'s graph of ``model`` to ``path`` (``.onnx``); returns ``path``."""
     proto = to_onnx(model, opset=opset, input_name=input_name, output_name=output_name)
+    from .serialization import atomic_write
+
     path = os.fspath(path)
-    with open(path, "wb") as f:
-        f.write(proto.SerializeToString())
+    data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))        # no torn file under the real name
     return path
 
 

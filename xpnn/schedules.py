@@ -20,18 +20,14 @@ from __future__ import annotations
 import math
 from numbers import Real
 
+from ._validation import check_int, check_real
+
 
 def _number(owner, name, value, low=None, low_open=False, integer=False):
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and integer:
-        ok = float(value).is_integer()
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if not ok:
-        kind = "an int" if integer else "a finite number"
-        bound = "" if low is None else f" {'>' if low_open else '>='} {low}"
-        raise ValueError(f"{owner}: {name} must be {kind}{bound}, got {value!r}")
-    return int(value) if integer else float(value)
+    """A checked hyperparameter (:mod:`xpnn._validation`): an int, or a finite real number."""
+    if integer:
+        return check_int(name, value, owner, low=low)
+    return check_real(name, value, owner, low=low, low_open=low_open)
 
 
 class Schedule:

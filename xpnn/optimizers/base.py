@@ -9,6 +9,7 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+from .._validation import check_real
 from ..schedules import Schedule, from_config
 
 
@@ -32,10 +33,21 @@ class Optimizer:
             raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
                             f"{lr!r}; for a plain function use "
                             "xpnn.LearningRateScheduler(function)")
-        _check_positive("lr", lr, owner)
-        self.lr = float(lr)
+        self.lr = _check_positive("lr", lr, owner)
         self.state: list[dict] = []
         self.iterations = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate, a finite Python float >= 0 (> 0 at construction); checked
+        whenever it is set (by the constructor, a schedule, a callback or
+        ``model.optimizer.lr = ...``)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        # >= 0 here (a schedule may end at 0); the constructor asks for > 0
+        self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
         """Update every parameter from its ``grad``."""
@@ -67,13 +79,11 @@ class Optimizer:
         return f"{type(self).__name__}({args})"
 
 
-def _check_positive(name, value, owner, allow_zero=False):
-    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+def _check_positive(name, value, owner, allow_zero=False) -> float:
+    """``value`` as a float, checked to be finite and > 0 (>= 0 with ``allow_zero``)."""
+    return check_real(name, value, owner, 0.0, low_open=not allow_zero)
 
 
-def _check_fraction(name, value, owner):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value!r}")
+def _check_fraction(name, value, owner) -> float:
+    """``value`` as a float, checked to be in [0, 1)."""
+    return check_real(name, value, owner, 0.0, 1.0, high_open=True)
