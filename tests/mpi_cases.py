@@ -4,8 +4,8 @@
 communicator of :func:`xpnn.distributed.init` and writes what each rank ended with to
 ``OUT/rank<r>.pkl``. The test imports the same functions and runs them without a communicator
 as the reference. ``python tests/mpi_cases.py OUT --fail=WHERE`` makes rank 1 fail (``input``:
-a NaN in its X; ``rows``: a row fewer; ``callback``: an exception in its second epoch) while
-rank 0 trains on.
+a NaN in its X; ``rows``: a row fewer; ``callback``: an exception in its second epoch;
+``script``: an uncaught exception outside fit) while rank 0 trains on or waits.
 """
 
 from __future__ import annotations
@@ -157,6 +157,10 @@ CASES = {
 
 
 def fail(comm, where):
+    if where == "script":       # outside fit: init()'s excepthook aborts the job
+        if comm.rank == 1:
+            raise RuntimeError("script failed on rank 1")
+        comm.barrier()
     X, y = data()
     if where == "input" and comm.rank == 1:
         X = X.copy()

@@ -42,6 +42,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 import traceback
 import warnings
 
@@ -315,6 +316,7 @@ def install_excepthook(comm) -> None:
         try:
             previous(kind, value, tb)
             sys.stderr.flush()
+            time.sleep(ABORT_GRACE)
         finally:
             comm.abort(1)
 
@@ -482,10 +484,16 @@ def or_abort(comm, fn, *args):
         _report_and_abort(comm)
 
 
+#: Seconds between printing a rank's error and aborting the job, so that the launcher forwards
+#: the message before it tears the other ranks down.
+ABORT_GRACE = 0.5
+
+
 def _report_and_abort(comm):
-    sys.stderr.write(f"xpnn: rank {comm.rank} of {comm.size} failed; aborting all ranks\n")
-    traceback.print_exc()
+    sys.stderr.write(f"xpnn: rank {comm.rank} of {comm.size} failed; aborting all ranks\n"
+                     + traceback.format_exc())
     sys.stderr.flush()
+    time.sleep(ABORT_GRACE)
     comm.abort(1)
 
 
