@@ -92,7 +92,7 @@ class Communicator:
     def allreduce_(self, buf):
         """Sum ``buf`` (a contiguous 1-D NumPy array) over all ranks, in place; returns it."""
         if self.size > 1:
-            self.mpi.Allreduce(_in_place(), buf)
+            self.mpi.Allreduce(_in_place(self.mpi), buf)
         return buf
 
     def broadcast_array_(self, a):
@@ -184,8 +184,10 @@ class NcclReducer:
         return buf
 
 
-@functools.cache
-def _in_place():
+def _in_place(mpi_comm):
+    """``MPI.IN_PLACE`` (a stand-in communicator may bring its own)."""
+    if hasattr(mpi_comm, "IN_PLACE"):
+        return mpi_comm.IN_PLACE
     from mpi4py import MPI
 
     return MPI.IN_PLACE
