@@ -180,21 +180,7 @@ class Sequential:
             shape = host.shape
         else:
             shape = tuple(X.shape)
-        if len(shape) != 2:
-            raise ValueError(f"{what} must be 2-D (n_samples, n_features), got shape {shape}"
-                             + (": use X.reshape(-1, 1) for a single feature"
-                                if len(shape) == 1 else ""))
-        if shape[0] == 0:
-            raise ValueError(f"{what} has no samples (shape {shape})")
-        n_in = self.n_features_in
-        if n_in is not None and shape[1] != n_in:
-            first = next((i for i, layer in enumerate(self.layers) if layer.in_features), 0)
-            raise ValueError(f"{what} has {shape[1]} features but layer {first} "
-                             f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
-                             f"{shape}, expected (n_samples, {n_in})")
-        if shape[1] == 0:
-            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
-                             "least one input feature")
+        self._check_X_shape(shape, what)
         if owner is None:
             return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
         xp = be.xp
@@ -325,6 +311,9 @@ class Sequential:
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
+        if shape[1] == 0:
+            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
+                             "least one input feature")
 
     def _make_source(self, X, y, w=None, what="X", steps=None):
         """A batch source (:mod:`xpnn.data`) for ``(X, y, w)``, or for an iterable of batches
