@@ -26,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent
@@ -60,12 +61,15 @@ def parse_args(argv=None):
         description=__doc__.splitlines()[0], usage="%(prog)s SCRIPT [options] [-- ARGS...]",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("script", help="example script in examples/, e.g. mnist.py")
-    parser.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-2"),
+    parser.add_argument("--seeds", type=parse_seeds, default="0-2",
                         help="seeds to run: 0,1,2 or 0-4")
     parser.add_argument("--out", default=None,
-                        help="folder for the runs and seeds.json (default: runs/seeds/NAME)")
+                        help="folder for the runs and seeds.json; none: runs/seeds/SCRIPT")
     parser.add_argument("--target", type=parse_target, action="append", default=[],
                         metavar="NAME=VALUE", help="test metric that mean - std must reach")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs at a time (each keeps the BLAS threads it would have alone, "
+                             "so the arithmetic is unchanged; only the run times grow)")
     parser.add_argument("--timeout", type=float, default=3600.0,
                         help="seconds one run may take")
     parser.add_argument("--results", default=None,
@@ -161,10 +165,12 @@ def main(argv=None) -> dict:
     out = Path(args.out) if args.out else Path("runs/seeds") / script.stem
     out.mkdir(parents=True, exist_ok=True)
 
-    records = []
-    for seed in args.seeds:
-        record = run_one(script, seed, out / f"seed{seed}", args.script_args, args.timeout)
-        records.append(record)
+    def one(seed):
+        return run_one(script, seed, out / f"seed{seed}", args.script_args, args.timeout)
+
+    with ThreadPoolExecutor(max(args.jobs, 1)) as pool:
+        records = list(pool.map(one, args.seeds))
+    for seed, record in zip(args.seeds, records, strict=True):
         shown = ", ".join(f"{k} {v:.4f}" for k, v in scalar_metrics(record["test"]).items())
         print(f"seed {seed}: {shown} ({record['seconds']:.1f} s)", flush=True)
 
