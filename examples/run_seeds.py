@@ -147,7 +147,10 @@ def run_one(script: Path, seed: int, out: Path, script_args, timeout: float) -> 
     cmd = [sys.executable, str(script), *script_args, "--seed", str(seed), "--quiet",
            "--out", str(out)]
     print("$", " ".join(cmd), flush=True)
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise SystemExit(f"{script.name} --seed {seed} ran past --timeout {timeout:g} s") from None
     (out.parent / f"seed{seed}.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"{script.name} --seed {seed} failed with status {proc.returncode}:\n"

@@ -112,7 +112,8 @@ def main(argv=None) -> dict:
             curve_model, history = train(X_fit, y_fit, args.seed, (sx(X_val), sy(y_val)),
                                          [progress(args, args.epochs, "student (curves)")])
             # 2. final ensemble on all training rows
-            members = [train(X_train, y_train, args.seed * 1000 + k)[0] for k in range(args.members)]
+            members = [train(X_train, y_train, args.seed * 1000 + k)[0]
+                       for k in range(args.members)]
 
         def predict(models, a):
             mean = sum(xpnn.to_numpy(m.predict(sx(a))).ravel() for m in models) / len(models)
