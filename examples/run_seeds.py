@@ -186,8 +186,8 @@ def main(argv=None) -> dict:
     print(f"{records[0]['experiment']} over {n} seeds ({summary['seconds']['min']:.1f}-"
           f"{summary['seconds']['max']:.1f} s per run):")
     for name, m in summary["test"].items():
-        print(f"  {name}: {m['mean']:.4f} ± {m['std']:.4f} (min {m['min']:.4f}, "
-              f"max {m['max']:.4f})")
+        print(f"  {name}: {m['mean']:.5f} ± {m['std']:.5f} (min {m['min']:.5f}, "
+              f"max {m['max']:.5f})")
     for name, t in summary.get("targets", {}).items():
         state = "cleared" if t["cleared"] else "NOT cleared"
         print(f"  target {name} >= {t['target']} on mean - std: {state}")
