@@ -15,24 +15,37 @@ Implementations (``--impls``): ``xpnn-numpy`` (fast path; with Numba's fused ker
 Numba is installed), ``xpnn-numpy-nonumba`` (fast path, NumPy passes only: ``XPNN_NUMBA=0``),
 ``xpnn-numpy-generic`` (fast paths off), ``xpnn-torch`` / ``xpnn-torch-cuda`` (xpnn's own
 backprop on torch tensors, CPU / CUDA: the generic path, there is no torch fast path),
-``xpnn-cupy``, ``torch`` (CPU, threads = cores), ``torch-cuda``, ``sklearn`` (MLPClassifier on
-float32) and the GEMM-only floors ``gemm-numpy`` / ``gemm-cupy`` (every matmul of one training
-step timed alone at its real shape and layout, times the number of steps).
+``xpnn-cupy``, ``torch`` (CPU, threads = cores), ``torch-cuda``, ``jax`` / ``jax-cuda`` (one
+jit-compiled step: the same network and Adam, float32 matmuls at full precision, data resident
+on the device, one gather per epoch; skipped with the reason when JAX is not installed),
+``sklearn`` (MLPClassifier on float32) and the GEMM-only floors ``gemm-numpy`` / ``gemm-cupy``
+(every matmul of one training step timed alone at its real shape and layout, times the number
+of steps).
+
+BLAS: the benchmark runs on the kernels OpenBLAS picks for the processor. When
+``OPENBLAS_CORETYPE`` or ``OPENBLAS_L2_SIZE`` is set, the script re-executes itself without them
+(``--keep-blas-env`` keeps them), and every result file records the variables removed and, per
+worker process, the kernel set threadpoolctl reports (``architecture``, ``internal_api``,
+``version``, ``num_threads``).
 
 Per epoch the worker records the wall time and the CPU load of *other* processes (from
 /proc/stat minus its own CPU time); epochs with more than ``--max-load`` of that load are dropped
 (when none are left, all are used and the row is flagged). Reported: samples/s (median over the
 kept epochs after one warm-up), the median over rounds of the same-round ratio to the reference
-(``torch`` or ``torch-cuda``), GFLOP/s and the fraction of the GEMM-only floor, measured two
-ways: in the worker's own process right after each epoch (:class:`InProcessFloor`, CPU
-implementations; the median over epochs of floor / epoch time, then the median over rounds),
-and by the separate ``gemm-*`` process of the same round (best of 5 repeats per matmul).
+(``torch`` or ``torch-cuda``) and to JAX (``jax`` or ``jax-cuda``), GFLOP/s and the fraction of
+the GEMM-only floor, measured two ways: in the worker's own process right after each epoch
+(:class:`InProcessFloor`, CPU implementations; the median over epochs of floor / epoch time,
+then the median over rounds), and by the separate ``gemm-*`` process of the same round (best
+of 5 repeats per matmul).
 
 Examples
 --------
     XPNN_DATA=../shared/data python benchmarks/mnist_throughput.py --configs S,M,L \\
         --rounds 4 --epochs 3 --impls xpnn-numpy,torch,sklearn,gemm-numpy --out runs/cpu
     python benchmarks/mnist_throughput.py --smoke --out runs/smoke     # CI: tiny synthetic data
+
+Results go to ``OUT/NAME.json`` and ``OUT/NAME.md`` (``--out``, ``--name``), rewritten after
+every measurement so that a run stopped by a time limit keeps what it measured.
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _blas_env import blas_info, clean_environ, describe, removed, run_on_default_kernels
 
 try:
     import xpnn  # noqa: F401
@@ -63,18 +77,22 @@ CONFIGS = {
     "L": ((784, 1024, 1024, 10), 512),
 }
 SWEEP_BATCHES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
-CPU_IMPLS = ("xpnn-numpy", "xpnn-torch", "torch", "sklearn", "gemm-numpy")
-GPU_IMPLS = ("xpnn-cupy", "xpnn-torch-cuda", "torch-cuda", "gemm-cupy")
+CPU_IMPLS = ("xpnn-numpy", "xpnn-torch", "torch", "jax", "sklearn", "gemm-numpy")
+GPU_IMPLS = ("xpnn-cupy", "xpnn-torch-cuda", "torch-cuda", "jax-cuda", "gemm-cupy")
 REFERENCE = {"xpnn-numpy": "torch", "xpnn-numpy-nonumba": "torch", "xpnn-numpy-generic": "torch",
-             "xpnn-torch": "torch", "sklearn": "torch", "xpnn-cupy": "torch-cuda",
-             "xpnn-torch-cuda": "torch-cuda"}
+             "xpnn-torch": "torch", "sklearn": "torch", "jax": "torch", "xpnn-cupy": "torch-cuda",
+             "xpnn-torch-cuda": "torch-cuda", "jax-cuda": "torch-cuda"}
+#: The second peer each implementation is paired with (JAX on the same device).
+PEER = {"xpnn-numpy": "jax", "xpnn-numpy-nonumba": "jax", "xpnn-numpy-generic": "jax",
+        "xpnn-torch": "jax", "torch": "jax", "sklearn": "jax", "xpnn-cupy": "jax-cuda",
+        "xpnn-torch-cuda": "jax-cuda", "torch-cuda": "jax-cuda"}
 FLOOR = {"xpnn-numpy": "gemm-numpy", "xpnn-numpy-nonumba": "gemm-numpy",
          "xpnn-numpy-generic": "gemm-numpy", "xpnn-torch": "gemm-numpy", "torch": "gemm-numpy",
-         "sklearn": "gemm-numpy", "xpnn-cupy": "gemm-cupy", "xpnn-torch-cuda": "gemm-cupy",
-         "torch-cuda": "gemm-cupy"}
+         "sklearn": "gemm-numpy", "jax": "gemm-numpy", "xpnn-cupy": "gemm-cupy",
+         "xpnn-torch-cuda": "gemm-cupy", "torch-cuda": "gemm-cupy", "jax-cuda": "gemm-cupy"}
 #: CPU implementations that also time the GEMM-only floor in their own process, between epochs.
 CPU_FLOORED = ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic", "xpnn-torch", "torch",
-               "sklearn")
+               "jax", "sklearn")
 LR, BETAS, EPS = 1e-3, (0.9, 0.999), 1e-8
 
 
@@ -221,6 +239,67 @@ def run_torch(device, X, y, sizes, batch, epochs, seed, meter, floor=None):
     return times, {"threads": torch.get_num_threads()}
 
 
+def run_jax(platform_name, X, y, sizes, batch, epochs, seed, meter, floor=None):
+    """The same training in JAX: one jit-compiled step (forward, backward, Adam as in
+    torch.optim.Adam, the batch sliced from the epoch's shuffled copy inside the step), the
+    loss summed on the device and read once per epoch."""
+    os.environ["JAX_PLATFORMS"] = platform_name                 # "cpu" or "cuda"
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    import warnings
+
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_default_matmul_precision", "highest")   # float32, no TF32
+    warnings.filterwarnings("ignore", message=".*donat")           # buffer donation on CPU
+    device = jax.devices()[0]
+    params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in _he_init(sizes, seed)]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    b1, b2 = BETAS
+
+    def loss_fn(params, xb, yb):
+        a = xb
+        for i, (W, b) in enumerate(params):
+            a = a @ W + b
+            if i < len(params) - 1:
+                a = jax.nn.relu(a)
+        logp = jax.nn.log_softmax(a, axis=1)
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1))
+
+    def step(state, Xs, ys, start, size):
+        params, m, v, t, total = state
+        xb = jax.lax.dynamic_slice_in_dim(Xs, start, size)
+        yb = jax.lax.dynamic_slice_in_dim(ys, start, size)
+        loss, g = jax.value_and_grad(loss_fn)(params, xb, yb)
+        t = t + 1.0
+        m = jax.tree_util.tree_map(lambda m, g: b1 * m + (1.0 - b1) * g, m, g)
+        v = jax.tree_util.tree_map(lambda v, g: b2 * v + (1.0 - b2) * g * g, v, g)
+        step_size, bc2 = LR / (1.0 - b1 ** t), jnp.sqrt(1.0 - b2 ** t)
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - step_size * m / (jnp.sqrt(v) / bc2 + EPS), params, m, v)
+        return (params, m, v, t, total + loss * size)
+
+    step = jax.jit(step, static_argnums=4, donate_argnums=0)
+    Xd, yd = jax.device_put(X, device), jax.device_put(y.astype(np.int32), device)
+    n = X.shape[0]
+    rng = np.random.default_rng(seed)
+    # committed to the device like the step's outputs, so the first epoch compiles for good
+    state = jax.device_put((params, zeros, jax.tree_util.tree_map(jnp.zeros_like, params),
+                            jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)), device)
+    times = []
+    for _ in range(epochs + 1):
+        meter.start()
+        perm = jax.device_put(rng.permutation(n).astype(np.int32), device)
+        Xs, ys = Xd[perm], yd[perm]                       # one gather per epoch
+        state = (*state[:4], jax.device_put(jnp.zeros((), jnp.float32), device))
+        for s in range(0, n, batch):
+            state = step(state, Xs, ys, s, min(batch, n - s))
+        float(state[4])                                   # one sync per epoch
+        times.append(_with_floor(meter.stop(), floor))
+    return times, {"jax": jax.__version__, "device": str(device),
+                   "matmul_precision": "highest"}
+
+
 def run_sklearn(X, y, sizes, batch, epochs, seed, meter, floor=None):
     import warnings
 
@@ -350,6 +429,9 @@ def worker(args):
     elif impl in ("torch", "torch-cuda"):
         times, info = run_torch("cpu" if impl == "torch" else "cuda", X, y, sizes, batch,
                                 args.epochs, args.seed, meter, floor=floor)
+    elif impl in ("jax", "jax-cuda"):
+        times, info = run_jax("cpu" if impl == "jax" else "cuda", X, y, sizes, batch,
+                              args.epochs, args.seed, meter, floor=floor)
     elif impl == "sklearn":
         times, info = run_sklearn(X, y, sizes, batch, args.epochs, args.seed, meter,
                                   floor=floor)
@@ -357,11 +439,32 @@ def worker(args):
         times, info = run_gemm(impl.split("-")[1], len(X), sizes, batch, args.epochs, meter)
     else:
         raise SystemExit(f"unknown implementation {impl!r}")
+    info["blas"] = blas_info()                    # the kernels this process actually ran
+    info["blas_env"] = {k: v for k, v in os.environ.items() if k.startswith("OPENBLAS")}
     print("RESULT " + json.dumps({"times": times[1:], "warmup": times[0], "info": info}))
 
 
 # ---------------------------------------------------------------------------------------- driver
+def _has_module(name):
+    """Whether ``name`` can be imported (looked up without importing it)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:                          # a parent package is missing
+        return False
+
+
 def _available(impl):
+    if impl in ("jax", "jax-cuda"):
+        # Only looked up, not imported: JAX would take the GPU's memory in this process.
+        if not (_has_module("jax") and _has_module("jaxlib")):
+            return False, "jax not installed (pip install jax jaxlib)"
+        if impl == "jax-cuda" and not any(_has_module(m) for m in (
+                "jax_cuda13_plugin", "jax_cuda12_plugin", "jax_plugins.xla_cuda13",
+                "jax_plugins.xla_cuda12")):
+            return False, "jax has no CUDA plugin (pip install jax[cuda13])"
+        return True, ""
     mods = {"torch": "torch", "torch-cuda": "torch", "xpnn-torch": "torch",
             "xpnn-torch-cuda": "torch", "sklearn": "sklearn", "xpnn-cupy": "cupy",
             "gemm-cupy": "cupy"}
@@ -399,16 +502,17 @@ def machine_info():
         except Exception:
             pass
     info["versions"] = versions
-    try:
-        from threadpoolctl import threadpool_info
+    if _has_module("jax"):                                   # version only: no import of jax
+        from importlib.metadata import PackageNotFoundError, version
 
-        info["blas"] = [{k: d.get(k) for k in ("internal_api", "version", "architecture",
-                                                 "num_threads", "prefix")}
-                        for d in threadpool_info()]
-    except ImportError:
-        info["blas"] = "threadpoolctl not installed"
+        try:
+            versions["jax"] = version("jax")
+        except PackageNotFoundError:
+            pass
+    info["blas"] = blas_info()
+    info["blas_env_removed"] = removed()
     info["env"] = {k: v for k, v in os.environ.items()
-                   if k.startswith(("OPENBLAS", "OMP_", "MKL_", "CUPY_", "XPNN_"))}
+                   if k.startswith(("OPENBLAS", "OMP_", "MKL_", "CUPY_", "XPNN_", "JAX_"))}
     try:
         import cupy
 
@@ -419,12 +523,18 @@ def machine_info():
     return info
 
 
+#: Whether worker processes start without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (see the module
+#: docstring); ``--keep-blas-env`` turns it off.
+CLEAN_BLAS_ENV = True
+
+
 def run_one(impl, sizes, batch, data_file, epochs, seed, timeout):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--impl", impl,
            "--sizes", "-".join(map(str, sizes)), "--batch", str(batch), "--data-file",
            data_file, "--epochs", str(epochs), "--seed", str(seed)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=clean_environ() if CLEAN_BLAS_ENV else None)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout}s"}
     for line in proc.stdout.splitlines()[::-1]:
@@ -455,12 +565,53 @@ def flops_per_sample(sizes):
     return total
 
 
+#: Every implementation the workers know.
+IMPLS = ("xpnn-numpy", "xpnn-numpy-nonumba", "xpnn-numpy-generic", "xpnn-torch",
+         "xpnn-torch-cuda", "xpnn-cupy", "torch", "torch-cuda", "jax", "jax-cuda", "sklearn",
+         "gemm-numpy", "gemm-cupy")
+
+
+def check_args(args):
+    """Raise SystemExit naming the first unknown implementation, configuration or batch size,
+    or missing data file; return a one-line plan of the run otherwise."""
+    for option in ("impls", "sweep_impls"):
+        for impl in filter(None, (getattr(args, option) or "").split(",")):
+            if impl not in IMPLS:
+                raise SystemExit(f"--{option.replace('_', '-')}: unknown implementation "
+                                 f"{impl!r}; known: {', '.join(IMPLS)}")
+    configs = [c for c in args.configs.split(",") if c]
+    for cfg in configs:
+        if cfg not in CONFIGS and cfg != "sweep":
+            raise SystemExit(f"--configs: unknown configuration {cfg!r}; known: "
+                             f"{', '.join(CONFIGS)}, sweep")
+    try:
+        batches = [int(b) for b in args.sweep_batches.split(",") if b]
+    except ValueError:
+        raise SystemExit(f"--sweep-batches: integers expected, got {args.sweep_batches!r}"
+                         ) from None
+    if not (args.smoke or args.synthetic):
+        home = args.data_home or os.environ.get("XPNN_DATA")
+        folder = Path(home or ".") / ("mnist" if args.dataset == "mnist" else "fashion-mnist")
+        missing = [f for f in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+                   if not (folder / f).is_file()]
+        if not home or missing:
+            raise SystemExit(f"no {args.dataset} training data in {folder} (give --data-home "
+                             "or set XPNN_DATA, or use --synthetic N)")
+    return (f"configs {','.join(configs)}; impls {args.impls}; sweep impls "
+            f"{args.sweep_impls or args.impls} at batch {batches}; rounds {args.rounds}, "
+            f"epochs {args.epochs}; out {args.out}/{args.name}.json")
+
+
 def driver(args):
+    check_args(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     impls = [i for i in args.impls.split(",") if i]
+    # The sweep has its own list (default: --impls without sklearn); both are checked here.
+    sweep_impls = [i for i in (args.sweep_impls or args.impls).split(",")
+                   if i and (args.sweep_impls or i != "sklearn")]
     available, skipped = [], {}
-    for impl in impls:
+    for impl in dict.fromkeys(impls + sweep_impls):
         ok, why = _available(impl)
         (available.append(impl) if ok else skipped.__setitem__(impl, why))
     for impl, why in skipped.items():
@@ -475,6 +626,9 @@ def driver(args):
             raise SystemExit("give --data-home or set XPNN_DATA (the folder holding mnist/)")
         X, y = load_train(args.dataset, data_home)
         source = f"{args.dataset} train ({len(X)} samples)"
+        if args.limit and args.limit < len(X):
+            X, y = X[:args.limit], y[:args.limit]
+            source = f"{args.dataset} train, first {len(X)} samples"
     tmp = tempfile.mkdtemp(prefix="xpnn-bench-")
     data_file = os.path.join(tmp, "data")
     np.save(data_file + ".X.npy", X)
@@ -491,8 +645,6 @@ def driver(args):
             sizes, batch = CONFIGS[cfg]
             jobs.append(("configs", cfg, sizes, batch, args.rounds, args.epochs))
 
-    sweep_impls = [i for i in (args.sweep_impls or args.impls).split(",")
-                   if i and i != "sklearn"]
     t_start = time.perf_counter()
     records = []
 
@@ -501,31 +653,41 @@ def driver(args):
                   "skipped": skipped, "records": records, "complete": final,
                   "summary": build_summary(records, n, args.max_load)}
         md = markdown(report, args)
-        (out / "results.json").write_text(json.dumps(report, indent=1, default=str))
-        (out / "results.md").write_text(md)
+        (out / f"{args.name}.json").write_text(json.dumps(report, indent=1, default=str))
+        (out / f"{args.name}.md").write_text(md)
         return report, md
 
-    for table, label, sizes, batch, rounds, epochs in jobs:
-        for r in range(rounds):
-            if time.perf_counter() - t_start > args.time_budget and r >= 1:
-                print(f"time budget reached: {label} stops after {r} rounds", flush=True)
-                break
-            for impl in available:
-                if table == "sweep" and impl not in sweep_impls:
-                    continue
-                res = run_one(impl, sizes, batch, data_file, epochs, args.seed, args.timeout)
-                rec = {"table": table, "config": label, "sizes": sizes, "batch": batch,
-                       "round": r, "impl": impl, **res}
-                if "error" not in res:
-                    rec.update(summarize(res, n, sizes, batch, args.max_load))
-                    print(f"{label:8s} round {r} {impl:20s} {rec['sps']:10.0f} samples/s "
-                          f"(other load {rec['load'] or 0:.0%}, kept {rec['kept']}/"
-                          f"{rec['epochs']})", flush=True)
-                else:
-                    print(f"{label:8s} round {r} {impl:20s} ERROR {res['error'][-300:]}",
-                          flush=True)
-                records.append(rec)
-        write()                                     # partial results survive a time-out
+    # Configuration by configuration (all rounds of S, then of M...), or with --rounds-first
+    # round by round (S M L, S M L...), so that a run cut short has every configuration.
+    if args.rounds_first:
+        order = [(r, job) for r in range(max((j[4] for j in jobs), default=0))
+                 for job in jobs if r < job[4]]
+    else:
+        order = [(r, job) for job in jobs for r in range(job[4])]
+    stopped = set()
+    for r, (table, label, sizes, batch, _, epochs) in order:
+        if label in stopped:
+            continue
+        if time.perf_counter() - t_start > args.time_budget and r >= 1:
+            print(f"time budget reached: {label} stops after {r} rounds", flush=True)
+            stopped.add(label)
+            continue
+        for impl in available:
+            if impl not in (sweep_impls if table == "sweep" else impls):
+                continue
+            res = run_one(impl, sizes, batch, data_file, epochs, args.seed, args.timeout)
+            rec = {"table": table, "config": label, "sizes": sizes, "batch": batch,
+                   "round": r, "impl": impl, **res}
+            if "error" not in res:
+                rec.update(summarize(res, n, sizes, batch, args.max_load))
+                print(f"{label:8s} round {r} {impl:20s} {rec['sps']:10.0f} samples/s "
+                      f"(other load {rec['load'] or 0:.0%}, kept {rec['kept']}/"
+                      f"{rec['epochs']})", flush=True)
+            else:
+                print(f"{label:8s} round {r} {impl:20s} ERROR {res['error'][-300:]}",
+                      flush=True)
+            records.append(rec)
+            write()                             # partial results survive a time-out
     report, md = write(final=True)
     print(md)
     return report
@@ -553,7 +715,8 @@ def build_summary(records, n, max_load):
                    "kept_epochs": sum(r["kept"] for r in rounds.values()),
                    "epochs": sum(r["epochs"] for r in rounds.values())}
             row["gflops"] = row["sps"] * flops_per_sample(sizes) / 1e9
-            for key, other in (("vs_ref", REFERENCE.get(impl)), ("vs_floor", FLOOR.get(impl))):
+            for key, other in (("vs_ref", REFERENCE.get(impl)), ("vs_peer", PEER.get(impl)),
+                               ("vs_floor", FLOOR.get(impl))):
                 ratios = [rec["sps"] / impls[other][r]["sps"] for r, rec in rounds.items()
                           if other in impls and r in impls[other]]
                 row[key] = statistics.median(ratios) if ratios else None
@@ -577,15 +740,23 @@ def _fmt(v, pct=False):
 
 def markdown(report, args):
     m = report["machine"]
-    blas = m.get("blas")
-    blas_s = ", ".join(f"{b['internal_api']} {b['version']} ({b['architecture']}, "
-                       f"{b['num_threads']} threads)" for b in blas) if isinstance(blas, list) \
-        else str(blas)
+    worker_blas = {}                            # impl -> the kernels its workers reported
+    for rec in report["records"]:
+        if "info" in rec:
+            worker_blas.setdefault(rec["impl"], describe(rec["info"].get("blas")))
+    removed_env = m.get("blas_env_removed")
     lines = [
         f"Machine: {m.get('cpu_model')}, {m.get('cpus')} CPUs"
         + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; {m['platform']}",
-        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f"; BLAS: {blas_s}",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"BLAS (driver process): {describe(m.get('blas'))}; "
+        + (f"removed from the environment: {removed_env}" if removed_env
+           else "no OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE in the environment"
+           if not m["env"].get("OPENBLAS_CORETYPE") and not m["env"].get("OPENBLAS_L2_SIZE")
+           else "environment kept (--keep-blas-env): "
+           + ", ".join(f"{k}={v}" for k, v in m["env"].items() if k.startswith("OPENBLAS"))),
+        *(f"BLAS in the {impl} workers: {b}" for impl, b in sorted(set(worker_blas.items()))
+          if b != describe(m.get("blas"))),
         f"Data: {report['data']}; rounds {args.rounds} (sweep {args.sweep_rounds}), timed "
         f"epochs per process {args.epochs} (sweep {args.sweep_epochs}) after 1 warm-up; epochs "
         f"with other-process CPU load > {args.max_load:.0%} dropped.",
@@ -599,16 +770,17 @@ def markdown(report, args):
         if not rows:
             continue
         lines += ["| config | batch | implementation | samples/s | vs reference (paired median) "
-                  "| GFLOP/s | of GEMM-only floor (own process) | of GEMM-only floor "
-                  "(separate process) | kept epochs |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+                  "| vs JAX (paired median) | GFLOP/s | of GEMM-only floor (own process) "
+                  "| of GEMM-only floor (separate process) | kept epochs |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in rows:
             ref = f"{_fmt(r['vs_ref'])} vs {r['vs_ref_name']}" if r["vs_ref"] else "–"
+            peer = f"{_fmt(r['vs_peer'])} vs {r['vs_peer_name']}" if r.get("vs_peer") else "–"
             floor = _fmt(r["vs_floor"], pct=True)
             if r.get("floor_gflops"):
                 floor += f" ({r['floor_gflops']:.0f} GFLOP/s)"
             lines.append(f"| {r['config']} | {r['batch']} | {r['impl']} | {r['sps']:,.0f} | "
-                         f"{ref} | {r['gflops']:.1f} | "
+                         f"{ref} | {peer} | {r['gflops']:.1f} | "
                          f"{_fmt(r.get('vs_floor_inproc'), pct=True)} | {floor} | "
                          f"{r['kept_epochs']}/{r['epochs']}"
                          + (" (noisy)" if r["noisy_rounds"] else "") + " |")
@@ -630,28 +802,45 @@ def main(argv=None):
     p.add_argument("--impls", default=",".join(CPU_IMPLS))
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per process")
-    p.add_argument("--sweep-impls", default=None, help="default: --impls without sklearn")
+    p.add_argument("--sweep-impls", default=None,
+                   help="implementations of the batch-size sweep (default: --impls without "
+                        "sklearn)")
     p.add_argument("--sweep-batches", default=",".join(map(str, SWEEP_BATCHES)))
     p.add_argument("--sweep-rounds", type=int, default=2)
     p.add_argument("--sweep-epochs", type=int, default=2)
     p.add_argument("--dataset", default="mnist", choices=("mnist", "fashion"))
     p.add_argument("--data-home", default=None, help="folder with mnist/ (default $XPNN_DATA)")
     p.add_argument("--synthetic", type=int, default=0, help="random data of this many samples")
+    p.add_argument("--limit", type=int, default=0, help="use the first N training samples")
     p.add_argument("--smoke", action="store_true", help="tiny synthetic run (CI)")
     p.add_argument("--max-load", type=float, default=0.05)
     p.add_argument("--time-budget", type=float, default=1e9, help="seconds; later rounds skipped")
+    p.add_argument("--rounds-first", action="store_true",
+                   help="run round 1 of every configuration before round 2 of any")
     p.add_argument("--timeout", type=float, default=900, help="seconds per process")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/mnist_throughput")
+    p.add_argument("--name", default="results", help="results go to OUT/NAME.json and .md")
+    p.add_argument("--keep-blas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: run without them)")
     # internal: one measurement in this process
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--impl", help=argparse.SUPPRESS)
     p.add_argument("--sizes", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, help=argparse.SUPPRESS)
     p.add_argument("--data-file", help=argparse.SUPPRESS)
+    p.add_argument("--check-args", action="store_true",
+                   help="check the arguments (and that the data files exist), run nothing")
     args = p.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.check_args:
+        print("arguments ok:", check_args(args))
+        return 0
+    global CLEAN_BLAS_ENV
+    CLEAN_BLAS_ENV = not args.keep_blas_env
+    if argv is None:                     # run as a script: re-executed without the overrides
+        run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
     if args.smoke:
         args.configs, args.rounds, args.epochs = "S", 1, 1
         args.sweep_rounds, args.synthetic = 0, args.synthetic or 512

@@ -10,7 +10,10 @@ within seconds), and every figure is a median over blocks.
 
     python benchmarks/profile_step.py --config L --rounds 10
 
-Timing wrappers cost about a microsecond per call, which matters only on S.
+Timing wrappers cost about a microsecond per call, which matters only on S. Like
+``mnist_throughput.py``, it runs on the BLAS kernels OpenBLAS picks for the processor (without
+``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``; ``--keep-blas-env`` keeps them) and prints the
+kernel set it ran.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ except ImportError:  # run from a source checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import xpnn
 
+from _blas_env import blas_info, describe, removed, run_on_default_kernels  # noqa: E402
 from mnist_throughput import BETAS, CONFIGS, EPS, LR  # noqa: E402
 
 HOOKS = {"gather": "batch gather", "_bias_act": "bias + activation",
@@ -76,7 +80,11 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=10, help="blocks of steps (and of floors)")
     p.add_argument("--block", type=int, default=8, help="steps per block")
     p.add_argument("--samples", type=int, default=60_000)
+    p.add_argument("--keep-blas-env", action="store_true",
+                   help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE (default: run without them)")
     args = p.parse_args(argv)
+    if argv is None:                     # run as a script: re-executed without the overrides
+        run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
 
     sizes, batch = CONFIGS[args.config]
     rng = np.random.default_rng(0)
@@ -142,7 +150,9 @@ def main(argv=None):
 
     print(f"{args.config} = {'-'.join(map(str, sizes))}, batch {batch}, "
           f"{trainer.size:,} parameters (flat), kernels: {trainer.kernels}, update threads: "
-          f"{trainer.threads}; medians of {args.rounds} blocks of {args.block} steps\n")
+          f"{trainer.threads}; medians of {args.rounds} blocks of {args.block} steps")
+    print(f"BLAS: {describe(blas_info())}"
+          + (f"; removed from the environment: {removed()}" if removed() else "") + "\n")
     print("| part of the step | in the step (ms) | alone, same arrays (ms) |")
     print("|---|---:|---:|")
     matmuls = sorted((k for k in parts if k.startswith("matmul")),

@@ -2,9 +2,9 @@
 
 * :func:`make_parser` builds the command line every example accepts: ``--backend``,
   ``--epochs``, ``--seed``, ``--data-home``, ``--out DIR`` and ``--quiet``.
-* :class:`TqdmProgress` is an :class:`xpnn.Callback` that draws one progress bar per ``fit``
-  (one tick per epoch, the latest losses in the postfix); it is off when stderr is not a
-  terminal or with ``--quiet``.
+* :func:`progress` is the library's :class:`xpnn.ProgressBar` set up for many short epochs:
+  one bar per ``fit`` (one tick per epoch, the latest losses in the postfix), off when stderr
+  is not a terminal or with ``--quiet``.
 * :func:`write_metrics` writes ``DIR/metrics.json``; :func:`plot_learning_curves` and
   :func:`save_figure` write the PNG figures (matplotlib, Agg backend: no display needed).
 
@@ -39,9 +39,8 @@ except ImportError:  # running from a checkout without `pip install -e .`
 from xpnn.datasets import DatasetNotFoundError  # noqa: E402
 
 __all__ = [
-    "DatasetNotFoundError", "Timer", "TqdmProgress", "classification_summary", "cosine_schedule",
-    "ensemble_predict",
-    "kfold_ensemble", "make_parser", "mlp", "plot_confusion_matrix", "plot_learning_curves",
+    "DatasetNotFoundError", "Timer", "classification_summary", "ensemble_predict",
+    "kfold_ensemble", "make_parser", "plot_confusion_matrix", "plot_learning_curves",
     "print_regression_report", "progress", "regression_metrics", "run_main", "save_figure",
     "write_metrics",
 ]
@@ -95,77 +94,12 @@ def run_main(main, argv=None):
         raise SystemExit(2) from None
 
 
-def mlp(sizes, activation=xpnn.ReLU, output=None, dropout: float = 0.0, **kwargs):
-    """``Dense(sizes[0], sizes[1]), activation(), [Dropout], ..., Dense(.., sizes[-1]), output``
-    as a :class:`xpnn.Sequential` (``kwargs`` go to Sequential: backend, dtype, seed)."""
-    layers = []
-    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(xpnn.Dense(n_in, n_out))
-        if i < len(sizes) - 2:
-            layers.append(activation())
-            if dropout:
-                layers.append(xpnn.Dropout(dropout))
-    if output is not None:
-        layers.append(output())
-    return xpnn.Sequential(*layers, **kwargs)
-
-
-class TqdmProgress(xpnn.Callback):
-    """A tqdm progress bar over the epochs of one ``fit``.
-
-    Parameters
-    ----------
-    epochs : int
-        The ``epochs`` given to ``fit`` (the bar's length; early stopping ends it sooner).
-    desc : str
-        Label in front of the bar.
-    enabled : bool or None
-        None: only when stderr is a terminal.
-    keys : sequence of str
-        Logged values to show, when present.
-    log_every : int
-        When the bar is off, print a plain line every ``log_every`` epochs instead (0: never),
-        so that a log file shows progress.
-    """
-
-    def __init__(self, epochs: int, desc: str = "training", enabled: bool | None = None,
-                 keys=("loss", "val_loss", "accuracy", "val_accuracy", "r2", "val_r2"),
-                 log_every: int = 0):
-        self.epochs = epochs
-        self.desc = desc
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self.keys = keys
-        self.log_every = log_every
-        self.bar = None
-
-    def on_train_begin(self, logs=None):
-        if self.enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=self.epochs, desc=self.desc, unit="epoch", leave=False,
-                            dynamic_ncols=True)
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        shown = {k: f"{logs[k]:.4f}" for k in self.keys if k in logs}
-        if self.bar is not None:
-            self.bar.set_postfix(shown, refresh=False)
-            self.bar.update(1)
-        elif self.log_every and (epoch + 1) % self.log_every == 0:
-            values = " ".join(f"{k} {v}" for k, v in shown.items())
-            print(f"{self.desc}: epoch {epoch + 1}/{self.epochs} {values}", flush=True)
-
-    def on_train_end(self, logs=None):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-def progress(args, epochs: int, desc: str = "training", log_every: int = 0) -> TqdmProgress:
-    """The progress callback for these command-line arguments: a bar on a terminal, nothing
-    with ``--quiet``, else a line every ``log_every`` epochs (0: none)."""
-    return TqdmProgress(epochs, desc, enabled=False if args.quiet else None,
-                        log_every=0 if args.quiet else log_every)
+def progress(args, desc: str = "training") -> xpnn.ProgressBar:
+    """The progress display for these command-line arguments: one bar over the epochs of a
+    ``fit`` on a terminal, nothing with ``--quiet`` or in a log (``fit``'s own per-epoch lines
+    are replaced too)."""
+    return xpnn.ProgressBar(per="epoch", desc=desc, bar=False if args.quiet else None,
+                            log_every=0)
 
 
 class Timer:
@@ -299,17 +233,6 @@ def print_regression_report(parts: dict) -> None:
         print(f"{name:<{width}}{m['mse']:>12.4f}{m['mae']:>10.4f}{m['r2']:>9.4f}")
 
 
-def cosine_schedule(lr0: float, epochs: int, final: float = 0.0):
-    """For :class:`xpnn.LearningRateScheduler`: lr goes from ``lr0`` at epoch 0 down to
-    ``final`` at the last epoch along half a cosine."""
-    span = max(epochs - 1, 1)
-
-    def schedule(epoch, lr):
-        return final + 0.5 * (lr0 - final) * (1.0 + math.cos(math.pi * min(epoch, span) / span))
-
-    return schedule
-
-
 def kfold_ensemble(make_model, X, y, *, folds: int, epochs: int, batch_size: int, patience: int,
                    seed: int, stratify: bool = False, args=None, desc: str = "member"):
     """Train ``folds`` networks, each on all training rows but one fold, early-stopped on that
@@ -345,10 +268,10 @@ def kfold_ensemble(make_model, X, y, *, folds: int, epochs: int, batch_size: int
         model = make_model(i)
         stop = xpnn.EarlyStopping(monitor="val_loss", patience=patience,
                                   restore_best_weights=True)
-        bar = progress(args, epochs, f"{desc} {i + 1}/{len(splits)}") if args is not None \
-            else TqdmProgress(epochs, enabled=False)
+        shown = progress(args, f"{desc} {i + 1}/{len(splits)}") if args is not None \
+            else xpnn.ProgressBar(bar=False, log_every=0)
         hist = model.fit(X[tr], y[tr], epochs=epochs, batch_size=batch_size,
-                         validation_data=(X[va], y[va]), callbacks=[stop, bar], verbose=0)
+                         validation_data=(X[va], y[va]), callbacks=[stop, shown])
         pred = xpnn.to_numpy(model.predict(X[va]))
         if oof is None:
             oof = np.full((n, *pred.shape[1:]), np.nan)

@@ -29,7 +29,6 @@ from _common import (
     ensemble_predict,
     kfold_ensemble,
     make_parser,
-    mlp,
     plot_learning_curves,
     print_regression_report,
     regression_metrics,
@@ -72,8 +71,8 @@ def train(X_train, y_train, args, show=True):
     hidden = [int(h) for h in args.hidden.split(",") if h]
 
     def make_model(i):
-        model = mlp([X_train.shape[1], *hidden, 1], dropout=args.dropout,
-                    backend=args.backend, dtype="float32", seed=args.seed * 1000 + i)
+        model = xpnn.mlp([X_train.shape[1], *hidden, 1], output=None, dropout=args.dropout,
+                         backend=args.backend, dtype="float32", seed=args.seed * 1000 + i)
         model.compile(loss="mse", optimizer=xpnn.Adam(args.lr), metrics=["r2"])
         return model
 

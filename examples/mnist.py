@@ -20,12 +20,9 @@ import numpy as np
 from _common import (
     Timer,
     classification_summary,
-    cosine_schedule,
     make_parser,
-    mlp,
     plot_confusion_matrix,
     plot_learning_curves,
-    progress,
     run_main,
     write_metrics,
 )
@@ -82,24 +79,21 @@ def main(argv=None) -> dict:
             X, y, test_size=val_size, random_state=0, stratify=y)
 
         hidden = [int(h) for h in args.hidden.split(",") if h]
-        model = mlp([784, *hidden, 10], output=xpnn.Softmax, dropout=args.dropout,
-                    backend=args.backend, dtype="float32", seed=args.seed)
-        if args.input_dropout:
-            model = xpnn.Sequential(xpnn.Dropout(args.input_dropout), *model.layers,
-                                    backend=args.backend, dtype="float32", seed=args.seed)
-        model.compile(loss="crossentropy", optimizer=xpnn.Adam(args.lr), metrics=["accuracy"])
+        model = xpnn.mlp([784, *hidden, 10], output="softmax", dropout=args.dropout,
+                         input_dropout=args.input_dropout, backend=args.backend,
+                         dtype="float32", seed=args.seed)
+        # Cosine decay reaching 0 in the last epoch.
+        decay = xpnn.schedules.CosineDecay(args.lr, max(args.epochs - 1, 1))
+        model.compile(loss="crossentropy", optimizer=xpnn.Adam(decay), metrics=["accuracy"])
         if not args.quiet:
             model.summary()
             print(f"train {len(X_train)}, validation {len(X_val)}, test {len(X_test)} images")
         stop = xpnn.EarlyStopping(monitor=args.monitor, patience=args.patience,
                                   restore_best_weights=True)
-        decay = xpnn.LearningRateScheduler(cosine_schedule(args.lr, args.epochs))
         with Timer() as fit_time:
             history = model.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                                 validation_data=(X_val, y_val),
-                                callbacks=[decay, stop, progress(args, args.epochs, args.kind,
-                                                              log_every=1)],
-                                verbose=0)
+                                callbacks=[stop], verbose=0 if args.quiet else 1)
 
         val = model.evaluate(X_val, y_val, batch_size=2000)
         test = model.evaluate(X_test, y_test, batch_size=2000)

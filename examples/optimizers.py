@@ -18,7 +18,6 @@ from __future__ import annotations
 from _common import (
     Timer,
     make_parser,
-    mlp,
     plot_learning_curves,
     progress,
     regression_metrics,
@@ -69,8 +68,8 @@ def main(argv=None) -> dict:
         hidden = [int(h) for h in args.hidden.split(",") if h]
         histories, results = {}, {}
         for name, make_optimizer in optimizers.items():
-            model = mlp([X.shape[1], *hidden, 1], dropout=args.dropout, backend=args.backend,
-                        dtype="float32", seed=args.seed)
+            model = xpnn.mlp([X.shape[1], *hidden, 1], output=None, dropout=args.dropout,
+                             backend=args.backend, dtype="float32", seed=args.seed)
             model.compile(loss="mse", optimizer=make_optimizer(), metrics=["r2"])
             # patience = epochs: never stops early, but ends with the best validation weights
             best = xpnn.EarlyStopping(monitor="val_loss", patience=args.epochs,
@@ -79,7 +78,7 @@ def main(argv=None) -> dict:
                 histories[name] = model.fit(
                     sx(X_fit), sy(y_fit), epochs=args.epochs, batch_size=args.batch_size,
                     validation_data=(sx(X_val), sy(y_val)),
-                    callbacks=[best, progress(args, args.epochs, name)], verbose=0)
+                    callbacks=[best, progress(args, name)])
 
             def predict(a, model=model):
                 return xpnn.to_numpy(model.predict(sx(a))).ravel() * y_std + y_mean

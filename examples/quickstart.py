@@ -18,7 +18,6 @@ from _common import (
     Timer,
     classification_summary,
     make_parser,
-    mlp,
     plot_confusion_matrix,
     plot_learning_curves,
     progress,
@@ -49,8 +48,8 @@ def main(argv=None) -> dict:
         X_fit, X_val, y_fit, y_val = train_test_split(
             X_train, y_train, test_size=0.1, random_state=0, stratify=y_train)
 
-        model = mlp([64, 128, 64, 10], output=xpnn.Softmax, dropout=0.2, backend=args.backend,
-                    dtype="float32", seed=args.seed)
+        model = xpnn.mlp([64, 128, 64, 10], output="softmax", dropout=0.2,
+                         backend=args.backend, dtype="float32", seed=args.seed)
         model.compile(loss="crossentropy", optimizer=xpnn.Adam(1e-3), metrics=["accuracy"])
         if not args.quiet:
             model.summary()
@@ -58,7 +57,7 @@ def main(argv=None) -> dict:
                                   restore_best_weights=True)
         history = model.fit(X_fit, y_fit, epochs=args.epochs, batch_size=args.batch_size,
                             validation_data=(X_val, y_val),
-                            callbacks=[stop, progress(args, args.epochs, "digits")], verbose=0)
+                            callbacks=[stop, progress(args, "digits")])
 
         test = model.evaluate(X_test, y_test)
         y_pred = np.argmax(xpnn.to_numpy(model.predict(X_test)), axis=1)

@@ -29,9 +29,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 from _common import (
     Timer,
-    cosine_schedule,
     make_parser,
-    mlp,
     plot_learning_curves,
     print_regression_report,
     progress,
@@ -98,19 +96,20 @@ def main(argv=None) -> dict:
         hidden = [int(h) for h in args.hidden.split(",") if h]
 
         def train(X_rows, y_rows, seed, validation=None, callbacks=()):
-            model = mlp([X.shape[1], *hidden, 1], backend=args.backend, dtype="float32",
-                        seed=seed)
-            model.compile(loss="mse", optimizer=xpnn.Adam(args.lr), metrics=["r2"])
-            decay = xpnn.LearningRateScheduler(cosine_schedule(args.lr, args.epochs))
+            model = xpnn.mlp([X.shape[1], *hidden, 1], output=None, backend=args.backend,
+                             dtype="float32", seed=seed)
+            # Cosine decay reaching 0 in the last epoch.
+            decay = xpnn.schedules.CosineDecay(args.lr, max(args.epochs - 1, 1))
+            model.compile(loss="mse", optimizer=xpnn.Adam(decay), metrics=["r2"])
             history = model.fit(sx(X_rows), sy(y_rows), epochs=args.epochs,
                                 batch_size=args.batch_size, validation_data=validation,
-                                callbacks=[decay, *callbacks], verbose=0)
+                                callbacks=callbacks, verbose=0)
             return model, history
 
         with Timer() as fit_time:
             # 1. curve run: 90 % of the training rows, the other 10 % watched every epoch
             curve_model, history = train(X_fit, y_fit, args.seed, (sx(X_val), sy(y_val)),
-                                         [progress(args, args.epochs, "student (curves)")])
+                                         [progress(args, "student (curves)")])
             # 2. final ensemble on all training rows
             members = [train(X_train, y_train, args.seed * 1000 + k)[0]
                        for k in range(args.members)]

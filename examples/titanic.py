@@ -30,7 +30,6 @@ from _common import (
     ensemble_predict,
     kfold_ensemble,
     make_parser,
-    mlp,
     plot_learning_curves,
     run_main,
     save_figure,
@@ -55,8 +54,8 @@ def train(raw_train, y_train, args, show=True):
     hidden = [int(h) for h in args.hidden.split(",") if h]
 
     def make_model(i):
-        model = mlp([X.shape[1], *hidden, 1], output=xpnn.Sigmoid, dropout=args.dropout,
-                    backend=args.backend, dtype="float32", seed=args.seed * 1000 + i)
+        model = xpnn.mlp([X.shape[1], *hidden, 1], output="sigmoid", dropout=args.dropout,
+                         backend=args.backend, dtype="float32", seed=args.seed * 1000 + i)
         model.compile(loss="binary_crossentropy", optimizer=xpnn.Adam(args.lr),
                       metrics=["accuracy"])
         return model

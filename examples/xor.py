@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
         model.compile(loss="binary_crossentropy", optimizer=xpnn.Adam(args.lr),
                       metrics=["accuracy"])
         history = model.fit(X, y, epochs=args.epochs, batch_size=4, shuffle=False,
-                            callbacks=[progress(args, args.epochs, "xor")], verbose=0)
+                            callbacks=[progress(args, "xor")])
         result = model.evaluate(X, y)
         p = xpnn.to_numpy(model.predict(X)).ravel()
         y_pred = (p > 0.5).astype(int)

@@ -90,6 +90,16 @@ def test_backend_of(backend):
     assert backend_of([1, 2]) is None
 
 
+def test_device_context(backend):
+    """CuPy: the backend's Device (entering it makes that GPU current); elsewhere a no-op."""
+    be = get_backend(backend)
+    context = be.device_context()
+    if be.family == "cupy":
+        assert context is be.device
+    with context:
+        assert be.owns(be.zeros((1,), "float32"))
+
+
 def test_to_numpy_on_host_data():
     a = np.ones(3)
     assert to_numpy(a) is a
@@ -134,3 +144,133 @@ def test_host_random_numbers_are_backend_independent(backend):
         masks.append(to_numpy(layer.forward(get_backend(be).asarray(np.ones((4, 10)),
                                                                     "float32"), training=True)))
     np.testing.assert_array_equal(masks[0], masks[1])
+
+
+# ------------------------------------------------------------------ canonical device names
+@pytest.fixture
+def fresh_cache(monkeypatch):
+    """An empty backend cache, so that names resolved in a test do not leak into others."""
+    from xpnn import backend as backend_module
+
+    monkeypatch.setattr(backend_module, "_CACHE", {})
+    return backend_module
+
+
+def test_torch_cuda_is_named_with_its_device_index(fresh_cache, monkeypatch):
+    """``"torch:cuda"`` resolves to ``"torch:cuda:0"``, the name a CUDA tensor's device gives:
+    otherwise every CUDA tensor passed to fit/predict is taken for another device's and
+    copied through the host."""
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    be = get_backend("torch:cuda")
+    assert be.name == "torch:cuda:0" and str(be.device) == "cuda:0" and be.is_gpu
+    assert get_backend("torch:cuda:0") is be
+    assert get_backend("torch:cuda:1").name == "torch:cuda:1"
+    assert get_backend("torch") is get_backend("torch:cpu")
+
+    class CudaTensor(torch.Tensor):                    # a CPU tensor reporting cuda:0
+        @property
+        def device(self):
+            return torch.device("cuda", 0)
+
+    tensor = torch.Tensor._make_subclass(CudaTensor, torch.zeros(2))
+    assert backend_of(tensor) is be
+
+
+def test_cupy_devices_have_their_own_names(fresh_cache, monkeypatch):
+    """``"cupy:1"`` is a backend of its own (named so, on device 1), ``"cupy:0"`` is
+    ``"cupy"``, and a CuPy array reports the backend of the device it lives on."""
+    import sys
+    import types
+
+    import array_api_compat
+
+    class Device:
+        def __init__(self, device_id=0):
+            self.id = device_id
+
+    class ndarray:                                      # noqa: N801  (CuPy's name)
+        def __init__(self, device_id=0):
+            self.device = Device(device_id)
+
+    fake = types.ModuleType("cupy")
+    fake.ndarray = ndarray
+    fake.empty = lambda shape: ndarray()
+    fake.cuda = types.SimpleNamespace(
+        Device=Device, runtime=types.SimpleNamespace(getDeviceCount=lambda: 2))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(array_api_compat, "array_namespace", lambda *arrays: "cupy namespace")
+    be0, be1 = get_backend("cupy"), get_backend("cupy:1")
+    assert (be0.name, be0.device.id, be1.name, be1.device.id) == ("cupy", 0, "cupy:1", 1)
+    assert get_backend("cupy:0") is be0 and get_backend("cupy:1") is be1
+    assert backend_of(ndarray(1)) is be1 and backend_of(ndarray(0)) is be0
+    assert be1.device_context() is be1.device              # `with` makes GPU 1 current
+    with pytest.raises(xpnn.BackendUnavailableError, match="no CUDA device 2 .this machine has 2"):
+        get_backend("cupy:2")
+
+
+# ------------------------------------------------------------------ what crosses to the device
+def test_dropout_sends_its_mask_in_the_models_dtype():
+    """The mask goes to the device already in the model's dtype (no float64 transfer plus a
+    cast there), with the same values as before: kept units scaled by 1/(1-p)."""
+    from dataclasses import dataclass
+
+    from xpnn.backend import Backend
+
+    sent = []
+
+    @dataclass(frozen=True)
+    class Recording(Backend):
+        def asarray(self, a, dtype=None):
+            if isinstance(a, np.ndarray):
+                sent.append(a.dtype)
+            return super().asarray(a, dtype)
+
+    numpy_be = get_backend("numpy")
+    be = Recording("numpy", numpy_be.xp, numpy_be.device)
+    for dtype in ("float32", "float64"):
+        sent.clear()
+        layer = xpnn.Dropout(0.3)
+        layer.build(be, dtype, np.random.default_rng(0), 5)
+        out = layer.forward(np.ones((200, 5), dtype), training=True)
+        assert sent == [np.dtype(dtype)]
+        assert out.dtype == np.dtype(dtype)
+        keep = np.random.default_rng(0).random((200, 5)) >= 0.3
+        np.testing.assert_array_equal(out, (keep / 0.7).astype(dtype))
+
+
+class _NoClip:
+    """An array namespace without ``clip`` (array-api-compat's clip does masked assignments,
+    which read a count back from a GPU)."""
+
+    def __init__(self, xp):
+        self._xp = xp
+
+    def __getattr__(self, name):
+        if name == "clip":
+            raise AssertionError("xp.clip called")
+        return getattr(self._xp, name)
+
+
+@pytest.mark.parametrize("loss_name", ["categorical_crossentropy", "binary_crossentropy"])
+def test_unfused_crossentropy_clips_without_clip(backend, loss_name):
+    from xpnn.losses import get_loss
+
+    be = get_backend(backend)
+    loss = get_loss(loss_name).bind(_NoClip(be.xp))
+    p_host = np.array([[0.0, 1.0], [0.25, 0.75]], np.float32)
+    t_host = np.array([[0.0, 1.0], [1.0, 0.0]], np.float32)
+    value = float(loss.forward(be.asarray(p_host, "float32"), be.asarray(t_host, "float32")))
+    eps = np.finfo(np.float32)
+    low = eps.smallest_normal if loss_name == "categorical_crossentropy" else eps.eps
+    high = 1.0 if loss_name == "categorical_crossentropy" else 1.0 - eps.eps
+    clipped = np.minimum(np.maximum(p_host, low), high).astype(np.float64)
+    np.testing.assert_allclose(to_numpy(loss.p), clipped.astype(np.float32))
+    if loss_name == "categorical_crossentropy":
+        expected = -np.sum(t_host * np.log(clipped)) / 2
+    else:
+        expected = -np.mean(t_host * np.log(clipped) + (1 - t_host) * np.log(1 - clipped))
+    assert np.isfinite(value)
+    np.testing.assert_allclose(value, expected, rtol=1e-5)
+    assert to_numpy(loss.backward()).shape == p_host.shape

@@ -10,6 +10,7 @@ The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensor
 >>> model.fit(X_train, y_train, epochs=5, batch_size=128)
 """
 
+from . import schedules
 from .backend import (
     BACKENDS,
     Backend,
@@ -18,7 +19,15 @@ from .backend import (
     get_backend,
     to_numpy,
 )
-from .callbacks import Callback, EarlyStopping, History, LearningRateScheduler
+from .builders import mlp
+from .callbacks import (
+    Callback,
+    EarlyStopping,
+    History,
+    LearningRateScheduler,
+    ReduceLROnPlateau,
+)
+from .checkpoint import BackupAndRestore, ModelCheckpoint
 from .errors import TrainingDivergedError
 from .layers import (
     Dense,
@@ -35,13 +44,16 @@ from .layers import (
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Loss
 from .model import Sequential, load
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
+from .progress import ProgressBar
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackendUnavailableError",
+    "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackupAndRestore",
+    "BackendUnavailableError",
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
-    "Optimizer", "Parameter", "RMSprop", "ReLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
-    "TrainingDivergedError", "available_backends", "get_backend", "load", "to_numpy",
+    "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
+    "ReduceLROnPlateau", "Sequential", "Sigmoid", "Softmax", "Tanh", "TrainingDivergedError",
+    "available_backends", "get_backend", "load", "mlp", "schedules", "to_numpy",
 ]

@@ -9,9 +9,12 @@ the few operations that cross the host/device boundary:
 >>> be.xp.sum(x)                                     # math through the standard namespace
 >>> to_numpy(x)                                      # any backend array -> numpy.ndarray
 
-Backend names: ``"numpy"`` (default, CPU), ``"cupy"`` (CUDA GPU), ``"torch"`` (PyTorch tensors on
-the CPU; ``"torch:cuda"`` for a CUDA device) and ``"array_api_strict"`` (the reference
-implementation of the standard, for testing that xpnn uses nothing beyond it).
+Backend names: ``"numpy"`` (default, CPU), ``"cupy"`` (CUDA GPU 0; ``"cupy:1"`` for GPU 1...),
+``"torch"`` (PyTorch tensors on the CPU; ``"torch:cuda"`` for the current CUDA device, named
+``"torch:cuda:0"`` once resolved) and ``"array_api_strict"`` (the reference implementation of
+the standard, for testing that xpnn uses nothing beyond it). A backend's :attr:`Backend.name`
+is canonical: two names of one device resolve to one object, and an array made on a backend's
+device reports that backend (:func:`backend_of`), so it is never copied through the host.
 
 Random numbers are not part of the array API standard. xpnn therefore draws every random number
 (initial weights, shuffles, dropout masks) on the host with a seeded :class:`numpy.random.Generator`
@@ -20,6 +23,7 @@ and moves the result to the device, so one seed gives the same run on every back
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,7 +56,8 @@ class Backend:
     Attributes
     ----------
     name : str
-        Canonical name, e.g. ``"numpy"``, ``"cupy"``, ``"torch"`` or ``"torch:cuda"``.
+        Canonical name, e.g. ``"numpy"``, ``"cupy"``, ``"cupy:1"``, ``"torch"`` or
+        ``"torch:cuda:0"``.
     xp : module
         The array-API namespace (``array_api_compat.numpy``, ``array_api_compat.cupy``, ...).
     device : object
@@ -115,6 +120,14 @@ class Backend:
             dtype = getattr(self.xp, dtype)
         return self.xp.zeros(shape, dtype=dtype, device=self.device)
 
+    def device_context(self):
+        """A context manager making this backend's device the current one where the library
+        has such a notion (CuPy allocates and launches on the *current* GPU), a no-op
+        elsewhere: ``with be.device_context(): ...``."""
+        if self.family == "cupy":
+            return self.device                     # cupy.cuda.Device is a context manager
+        return contextlib.nullcontext()
+
     def copy(self, a):
         """An independent copy of a backend array."""
         return self.xp.asarray(a, copy=True)
@@ -125,6 +138,21 @@ class Backend:
 
 def _is_strict_array(a) -> bool:
     return type(a).__module__.startswith("array_api_strict")
+
+
+def _torch_name(device) -> str:
+    """Canonical backend name of a torch device: ``"torch"`` (CPU), ``"torch:cuda:0"``...
+
+    A CUDA device always carries its index, so that ``"torch:cuda"`` and the device of a tensor
+    made on it (``cuda:0``) name the same backend.
+    """
+    return "torch" if device.type == "cpu" else f"torch:{device}"
+
+
+def _cupy_name(index: int) -> str:
+    """Canonical backend name of CUDA device ``index`` under CuPy: ``"cupy"`` for device 0,
+    ``"cupy:1"``... for the others."""
+    return "cupy" if index == 0 else f"cupy:{index}"
 
 
 def _resolve(name: str) -> Backend:
@@ -142,9 +170,10 @@ def _resolve(name: str) -> Backend:
             raise BackendUnavailableError(
                 "backend 'torch:cuda' needs a CUDA GPU, but torch.cuda.is_available() is False"
             )
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
         xp = array_api_compat.array_namespace(torch.empty(0))
-        canonical = "torch" if device.type == "cpu" else f"torch:{device}"
-        return Backend(canonical, xp, device)
+        return Backend(_torch_name(device), xp, device)
     if family == "cupy":
         cupy = _import("cupy", family)
         try:
@@ -156,8 +185,12 @@ def _resolve(name: str) -> Backend:
             ) from exc
         if n < 1:
             raise BackendUnavailableError("backend 'cupy' is installed but no CUDA device exists")
+        index = int(device_name or 0)
+        if not 0 <= index < n:
+            raise BackendUnavailableError(
+                f"backend {name!r}: no CUDA device {index} (this machine has {n})")
         xp = array_api_compat.array_namespace(cupy.empty(0))
-        return Backend("cupy", xp, cupy.cuda.Device(int(device_name or 0)))
+        return Backend(_cupy_name(index), xp, cupy.cuda.Device(index))
     raise ValueError(f"unknown backend {name!r}; valid backends are {', '.join(BACKENDS)}")
 
 
@@ -190,7 +223,9 @@ def get_backend(backend: str | Backend = "numpy") -> Backend:
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a string such as 'numpy', got {type(backend).__name__}")
     if backend not in _CACHE:
-        _CACHE[backend] = _resolve(backend)
+        resolved = _resolve(backend)
+        # One object per device: "torch:cuda" and "torch:cuda:0", "cupy" and "cupy:0" alike.
+        _CACHE[backend] = _CACHE.setdefault(resolved.name, resolved)
     return _CACHE[backend]
 
 
@@ -209,9 +244,9 @@ def available_backends() -> list[str]:
 def backend_of(a) -> Backend | None:
     """The backend an array belongs to, or ``None`` for host data (lists, pandas, scalars)."""
     if array_api_compat.is_cupy_array(a):
-        return get_backend("cupy")
+        return get_backend(_cupy_name(a.device.id))
     if array_api_compat.is_torch_array(a):
-        return get_backend("torch" if a.device.type == "cpu" else f"torch:{a.device}")
+        return get_backend(_torch_name(a.device))
     if _is_strict_array(a):
         return get_backend("array_api_strict")
     return None

@@ -1,4 +1,5 @@
-"""Training callbacks: :class:`History`, :class:`EarlyStopping`, :class:`LearningRateScheduler`.
+"""Training callbacks: :class:`History`, :class:`EarlyStopping`, :class:`LearningRateScheduler`,
+:class:`ReduceLROnPlateau` (and :class:`xpnn.ProgressBar` in :mod:`xpnn.progress`).
 
 ``fit`` calls ``on_train_begin()``; for every epoch ``on_epoch_begin(epoch)``, then for every
 batch ``on_train_batch_begin(batch)`` and ``on_train_batch_end(batch, logs)`` with
@@ -7,11 +8,20 @@ batch ``on_train_batch_begin(batch)`` and ``on_train_batch_end(batch, logs)`` wi
 ``on_epoch_end(epoch, logs)`` with ``logs = {"loss": ..., "accuracy": ..., "val_loss": ...}``;
 finally ``on_train_end()``. Setting ``model.stop_training = True`` ends training after the
 current epoch.
+
+A callback whose behaviour depends on what it has seen (counters, best values) returns it from
+``get_state()`` as JSON-able data and takes it back with ``set_state(state)``, so that a
+checkpoint can save it and a resumed ``fit`` continue where it stopped
+(:class:`~xpnn.BackupAndRestore` stores them all; arrays are allowed too).
 """
 
 from __future__ import annotations
 
+import inspect
 import math
+import weakref
+
+from ._validation import check_int, check_real
 
 
 class Callback:
@@ -40,6 +50,14 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def get_state(self) -> dict:
+        """What this callback must remember across an interruption: a dict of JSON values
+        and arrays (default: nothing)."""
+        return {}
+
+    def set_state(self, state: dict) -> None:
+        """Take back what :meth:`get_state` returned (called after ``on_train_begin``)."""
+
 
 class History(Callback):
     """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
@@ -52,6 +70,26 @@ class History(Callback):
         Epoch indices (0-based) that ran.
     """
 
+    # The model keeps its History (``model.history``): a weak reference back keeps that from
+    # being a reference cycle, so a deleted model is freed at once, without the cycle
+    # collector.
+    _model_ref = None
+
+    @property
+    def model(self):
+        """The model trained (None before ``fit``, or once that model was freed)."""
+        return None if self._model_ref is None else self._model_ref()
+
+    @model.setter
+    def model(self, model):
+        self._model_ref = None if model is None else weakref.ref(model)
+
+    def __getstate__(self):
+        """Pickle/copy without the model (a weak reference cannot be pickled)."""
+        state = dict(self.__dict__)
+        state.pop("_model_ref", None)
+        return state
+
     def on_train_begin(self, logs=None):
         self.history: dict[str, list[float]] = {}
         self.epoch: list[int] = []
@@ -60,6 +98,14 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+
+    def get_state(self):
+        return {"history": {k: list(v) for k, v in self.history.items()},
+                "epoch": list(self.epoch)}
+
+    def set_state(self, state):
+        self.history = {k: list(v) for k, v in state["history"].items()}
+        self.epoch = list(state["epoch"])
 
     def __getitem__(self, key):
         return self.history[key]
@@ -100,8 +146,11 @@ class EarlyStopping(Callback):
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
                  mode: str = "auto", restore_best_weights: bool = True):
-        if not isinstance(patience, int) or patience < 0:
-            raise ValueError(f"EarlyStopping: patience must be an int >= 0, got {patience!r}")
+        patience = check_int("patience", patience, "EarlyStopping", 0)
+        min_delta = check_real("min_delta", min_delta, "EarlyStopping")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"EarlyStopping: monitor must be the name of a logged value, e.g. "
+                             f"'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"EarlyStopping: mode must be 'auto', 'min' or 'max', got {mode!r}")
         self.monitor = monitor
@@ -144,13 +193,225 @@ class EarlyStopping(Callback):
         if self.restore_best_weights and self.best_weights is not None:
             self.model._restore_weights(self.best_weights)
 
+    def get_state(self):
+        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,
+                "stopped_epoch": self.stopped_epoch, "best_weights": self.best_weights}
+
+    def set_state(self, state):
+        model = self.model
+        weights = state["best_weights"]
+        if weights is not None:
+            shapes = [p.shape for p in model.params]
+            if [tuple(w.shape) for w in weights] != shapes:
+                raise ValueError(f"EarlyStopping: saved best weights of shapes "
+                                 f"{[tuple(w.shape) for w in weights]} do not fit this model "
+                                 f"({shapes})")
+            weights = [model.backend.asarray(w, dtype=model.dtype) for w in weights]
+        self.wait, self.best = int(state["wait"]), float(state["best"])
+        self.best_epoch, self.stopped_epoch = state["best_epoch"], state["stopped_epoch"]
+        self.best_weights = weights
+
 
 class LearningRateScheduler(Callback):
-    """Set ``optimizer.lr = schedule(epoch, lr)`` at the start of every epoch."""
+    """Set the optimizer's rate from ``schedule`` at the start of every epoch.
+
+    ``schedule`` is an :mod:`xpnn.schedules` object or any function of the epoch,
+    ``lr = schedule(epoch)``, or of the epoch and the current rate, ``lr = schedule(epoch, lr)``
+    (Keras's form); which one is read from the function's signature.
+
+    The schedule is applied once per epoch: ``lr`` is the rate in force before the epoch began,
+    also when the start of an epoch is repeated (a run resumed by
+    :class:`~xpnn.BackupAndRestore`).
+    """
 
     def __init__(self, schedule):
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be callable, got "
+                            f"{schedule!r}")
         self.schedule = schedule
+        self._with_lr = _takes_lr(schedule)
+        self._epoch, self._lr_before = None, None
+
+    def on_train_begin(self, logs=None):
+        self._epoch, self._lr_before = None, None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        """Raises ValueError, before the epoch changes anything, when the schedule returns
+        anything but a finite number >= 0."""
+        opt = self.model.optimizer
+        if epoch != self._epoch:
+            self._epoch, self._lr_before = epoch, opt.lr
+        lr = self.schedule(epoch, self._lr_before) if self._with_lr else self.schedule(epoch)
+        lr = float(lr)
+        if not (math.isfinite(lr) and lr >= 0):
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}) returned {lr!r}; "
+                             "a learning rate must be a finite number >= 0")
+        opt.lr = lr
+
+    def get_state(self):
+        return {"epoch": self._epoch, "lr_before": self._lr_before}
+
+    def set_state(self, state):
+        self._epoch, self._lr_before = state["epoch"], state["lr_before"]
+
+
+def _takes_lr(schedule) -> bool:
+    """Whether ``schedule`` is called as ``schedule(epoch, lr)`` (it accepts two positional
+    arguments, as Keras always passes) rather than ``schedule(epoch)``."""
+    from .schedules import Schedule
+
+    if isinstance(schedule, Schedule):
+        return False
+    try:
+        params = inspect.signature(schedule).parameters.values()
+    except (TypeError, ValueError):  # no signature to read: Keras's form
+        return True
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return True
+    return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) >= 2
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stops improving (Keras's
+    ``ReduceLROnPlateau``, same rule and defaults).
+
+    After every epoch: if the monitored value beat the best one by more than ``min_delta``, it
+    becomes the best and the count of bad epochs restarts at 0. Otherwise, outside a cool-down,
+    the count grows; when it reaches ``patience`` and ``lr > min_lr``, the rate becomes
+    ``max(lr · factor, min_lr)``, the count restarts and a cool-down of ``cooldown`` epochs
+    begins, during which epochs are not counted.
+
+    Parameters
+    ----------
+    monitor : str
+        A key of the epoch logs (``"val_loss"``, ``"loss"``, ``"val_accuracy"``...).
+    factor : float
+        In (0, 1).
+    patience : int
+        Epochs without improvement before a reduction.
+    min_delta : float
+        Smallest change counted as an improvement.
+    cooldown : int
+        Epochs to wait after a reduction before counting again.
+    min_lr : float
+        Lower bound of the rate.
+    mode : {"auto", "min", "max"}
+        Whether lower or higher is better (``"auto"``: higher for accuracy and r2).
+    verbose : int
+        1: print a line at each reduction.
+
+    The rate it lowers is ``model.optimizer.lr``; with an optimizer whose ``lr`` is a schedule,
+    the schedule sets the rate again at every epoch: use one or the other.
+
+    Attributes
+    ----------
+    best : float
+    wait : int
+        Epochs without improvement so far.
+    cooldown_counter : int
+        Epochs of cool-down left.
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10,
+                 min_delta: float = 1e-4, cooldown: int = 0, min_lr: float = 0.0,
+                 mode: str = "auto", verbose: int = 0):
+        name = "ReduceLROnPlateau"
+        if not isinstance(monitor, str):
+            raise TypeError(f"{name}: monitor must be a str, got {monitor!r}")
+        factor = check_real("factor", factor, name, 0.0, 1.0, low_open=True, high_open=True)
+        patience = check_int("patience", patience, name, low=0)
+        cooldown = check_int("cooldown", cooldown, name, low=0)
+        min_delta = check_real("min_delta", min_delta, name, low=0.0)
+        min_lr = check_real("min_lr", min_lr, name, low=0.0)
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{name}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.monitor = monitor
+        self.factor = float(factor)
+        self.patience = patience
+        self.min_delta = float(min_delta)
+        self.cooldown = cooldown
+        self.min_lr = float(min_lr)
+        if mode == "auto":
+            mode = "max" if monitor.split("val_")[-1] in ("accuracy", "acc", "r2") else "min"
+        self.mode = mode
+        self.verbose = verbose
+        self._reset()
+        self._restored = None
+
+    def _reset(self):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.cooldown_counter = 0
+
+    def _improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+    def on_train_begin(self, logs=None):
+        self._reset()
+        if self._restored is not None:      # set_state before fit: resume, do not restart
+            self._apply(self._restored)
+            self._restored = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise ValueError(f"ReduceLROnPlateau: monitor {self.monitor!r} is not among the "
+                             f"logged values {sorted(logs)}")
+        current = float(logs[self.monitor])
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.wait = 0
+        if self._improved(current):
+            self.best = current
+            self.wait = 0
+        elif self.cooldown_counter == 0:
+            self.wait += 1
+            if self.wait >= self.patience:
+                opt = self.model.optimizer
+                if opt.lr > self.min_lr:
+                    opt.lr = max(opt.lr * self.factor, self.min_lr)
+                    if self.verbose:
+                        print(f"Epoch {epoch + 1}: ReduceLROnPlateau reducing learning rate "
+                              f"to {opt.lr:.6g}.")
+                    self.cooldown_counter = self.cooldown
+                    self.wait = 0
+
+    def get_state(self) -> dict:
+        """``{"best", "wait", "cooldown_counter"}``; an infinite ``best`` (nothing seen yet)
+        is ``None``."""
+        best = self.best if math.isfinite(self.best) else None
+        return {"best": best, "wait": self.wait, "cooldown_counter": self.cooldown_counter}
+
+    def set_state(self, state: dict) -> None:
+        """Restore :meth:`get_state`'s data, now and at the next ``on_train_begin`` (which
+        otherwise starts afresh)."""
+        self._apply(state)
+        self._restored = dict(state)
+
+    def on_train_end(self, logs=None):
+        self._restored = None     # a state given during fit (BackupAndRestore) is not replayed
+
+    def _apply(self, state):
+        self._reset()
+        if state.get("best") is not None:
+            self.best = float(state["best"])
+        self.wait = int(state.get("wait", 0))
+        self.cooldown_counter = int(state.get("cooldown_counter", 0))
+
+    def get_config(self) -> dict:
+        """Constructor arguments, JSON-serialisable."""
+        return {"monitor": self.monitor, "factor": self.factor, "patience": self.patience,
+                "min_delta": self.min_delta, "cooldown": self.cooldown, "min_lr": self.min_lr,
+                "mode": self.mode, "verbose": self.verbose}
+
+
+class OptimizerSchedule(Callback):
+    """Set ``optimizer.lr = optimizer.schedule(epoch)`` at the start of every epoch: what
+    ``fit`` does for an optimizer built with a schedule as its ``lr``."""
 
     def on_epoch_begin(self, epoch, logs=None):
         opt = self.model.optimizer
-        opt.lr = float(self.schedule(epoch, opt.lr))
+        if getattr(opt, "schedule", None) is not None:
+            opt.lr = opt.schedule(epoch)

@@ -29,6 +29,8 @@ import os
 
 import numpy as np
 
+from . import staging
+
 #: Largest converted training set (bytes) that ``fit`` copies to the device up front; larger
 #: host data is streamed one batch at a time. Default 2 GiB.
 RESIDENT_BUDGET = int(float(os.environ.get("XPNN_RESIDENT_BUDGET", 2 * 1024 ** 3)))
@@ -158,28 +160,37 @@ class HostBatches:
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
 
     def _convert(self, model, block, rows_in_X, lo):
-        be = model.backend
+        """A batch read from ``X`` in the model's dtype, checked for values that are not finite
+        there (rows named as in ``X``), still on the host."""
+        integer = block.dtype.kind in "biu"            # always finite in a float dtype
         with np.errstate(over="ignore", invalid="ignore"):     # checked just below
             block = np.asarray(block, dtype=model.dtype)
-        check_finite_rows(block, lo, self.what, rows_in_X)
-        return be.asarray(block, dtype=model.dtype)
+        if not integer:
+            check_finite_rows(block, lo, self.what, rows_in_X)
+        return block
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
         be, xp = model.backend, model.backend.xp
+        stager = staging.stager_for(be)      # GPU: copy the next batch during this step
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
             lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
             if perm is None:
                 rows = slice(self.offset + lo, self.offset + hi)
-                xb = self._convert(model, read_batch(self.X, rows), None, self.offset + lo)
-                yield b, xb, self.t[lo:hi, ...], None if self.w is None else self.w[lo:hi]
+                block = self._convert(model, read_batch(self.X, rows), None, self.offset + lo)
+                tb = None if self.t is None else self.t[lo:hi, ...]
+                wb = None if self.w is None else self.w[lo:hi]
             else:
                 local = perm[lo:hi]
-                xb = self._convert(model, read_batch(self.X, local + self.offset),
-                                   local + self.offset, 0)
+                block = self._convert(model, read_batch(self.X, local + self.offset),
+                                      local + self.offset, 0)
                 idx = be.asarray(local, dtype="int64")
-                yield (b, xb, xp.take(self.t, idx, axis=0),
-                       None if self.w is None else xp.take(self.w, idx, axis=0))
+                tb = xp.take(self.t, idx, axis=0)
+                wb = None if self.w is None else xp.take(self.w, idx, axis=0)
+            xb = be.asarray(block, dtype=model.dtype) if stager is None else stager.put(block)
+            yield b, xb, tb, wb
+            if stager is not None:
+                stager.release()
 
 
 class IterableBatches:

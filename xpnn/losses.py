@@ -7,6 +7,8 @@ gives ``δ = dL/dy`` to start backpropagation:
 * :class:`BinaryCrossEntropy` — ``L = -mean(t log p + (1 - t) log(1 - p))`` over all elements.
 * :class:`CategoricalCrossEntropy` — ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` with integer labels
   (N,) or one-hot targets (N, K).
+* :class:`Poisson` — half the Poisson deviance on a log-mean output ``z = log μ`` (log link),
+  averaged over all N·K elements.
 
 With per-sample weights ``w`` (``fit(..., sample_weight=w)``) each loss is the weighted mean of
 its per-row values ``L = Σ_n w_n ℓ_n / Σ_n w_n`` (``numpy.average``, as scikit-learn), and every
@@ -67,6 +69,15 @@ class Loss:
         return f"{type(self).__name__}()"
 
 
+def _clip(xp, x, low: float, high: float):
+    """``min(max(x, low), high)`` element-wise, as two element-wise passes.
+
+    Not ``xp.clip``: array-api-compat implements it for NumPy and CuPy with masked assignments,
+    which on CuPy read a count back from the device (a host synchronisation) on every call.
+    """
+    return xp.minimum(xp.maximum(x, low), high)
+
+
 def _as_2d(y: np.ndarray, n_outputs: int, loss: str) -> np.ndarray:
     if y.ndim == 1 and n_outputs == 1:
         y = y.reshape(-1, 1)
@@ -119,7 +130,7 @@ class BinaryCrossEntropy(Loss):
     def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).eps)
-        self.p = xp.clip(p, eps, 1.0 - eps)
+        self.p = _clip(xp, p, eps, 1.0 - eps)
         self.t = t
         self.row_scale = None
         terms = t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p)
@@ -198,7 +209,7 @@ class CategoricalCrossEntropy(Loss):
     def forward(self, p, t, w=None):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).smallest_normal)
-        self.p = xp.clip(p, eps, 1.0)
+        self.p = _clip(xp, p, eps, 1.0)
         self.t = self._dense_targets(xp, t, p)
         self.row_scale = None
         if w is not None:
@@ -225,6 +236,44 @@ class CategoricalCrossEntropy(Loss):
         return (self.p - self.t) / self.p.shape[0]
 
 
+class Poisson(Loss):
+    """Half the Poisson deviance, on a network output ``z`` read as the log of the Poisson
+    mean ``μ = exp(z)`` (log link, ``torch.nn.PoissonNLLLoss(log_input=True)``'s convention:
+    the model's predictions are ``exp(output)``).
+
+    ``L = mean(e^z - t z + t log t - t)`` over all N·K elements (``t log t = 0`` at ``t = 0``;
+    the constant terms make a perfect fit ``L = 0``, as scikit-learn's ``loss="poisson"``),
+    ``δ = (e^z - t) / (N K)``. Targets are counts or rates ``t >= 0``, shape (N,) or (N, K).
+    """
+
+    name = "poisson"
+
+    def prepare_targets(self, y, n_outputs):
+        y = super().prepare_targets(y, n_outputs)
+        if y.size and y.min() < 0:
+            raise ValueError(f"{self.name}: targets must be >= 0, got a minimum of {y.min():g}")
+        return y
+
+    def forward(self, z, t, w=None):
+        xp = self.xp
+        self.mu = xp.exp(z)
+        self.t = t
+        self.row_scale = None
+        positive = t > 0
+        t_log_t = xp.where(positive, t * xp.log(xp.where(positive, t, xp.ones_like(t))),
+                           xp.zeros_like(t))
+        terms = self.mu - t * z + t_log_t - t
+        if w is not None:
+            return self._weigh(xp.mean(terms, axis=1), w)
+        return xp.mean(terms)
+
+    def backward(self):
+        k = self.mu.shape[1]
+        if self.row_scale is not None:
+            return (self.mu - self.t) / k * self.row_scale
+        return (self.mu - self.t) / (self.mu.shape[0] * k)
+
+
 #: Loss classes and aliases by name. ``"crossentropy"`` is resolved by the model from its last
 #: layer (Sigmoid -> binary, otherwise categorical).
 LOSSES = {
@@ -233,8 +282,10 @@ LOSSES = {
     "categorical_crossentropy": CategoricalCrossEntropy,
     "sparse_categorical_crossentropy": CategoricalCrossEntropy,
     "cce": CategoricalCrossEntropy,
+    "poisson": Poisson,
 }
-LOSS_CLASSES = {cls.__name__: cls for cls in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy)}
+LOSS_CLASSES = {cls.__name__: cls
+                for cls in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson)}
 
 
 def get_loss(loss, last_layer=None) -> Loss:

@@ -15,25 +15,24 @@ steps 1-3 skip that activation and use the loss's fused, numerically stable form
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import threading
-import time
 
 import numpy as np
 
-from . import data, fastpath
+from . import data, fastpath, serialization
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import History
+from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
+from .guard import all_finite
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
+from .progress import check_verbose, fit_callbacks, source_steps, step_progress
 
-FORMAT = "xpnn-model"
-FORMAT_VERSION = 1
+FORMAT, FORMAT_VERSION = serialization.FORMAT, serialization.FORMAT_VERSION
 
 
 class Sequential:
@@ -144,6 +143,15 @@ class Sequential:
         loss = get_loss(loss, last_layer=next(
             (layer for layer in reversed(self.layers) if type(layer).__name__ in
              ("Sigmoid", "Softmax", "Dense")), last))
+        out = next((layer for layer in reversed(self.layers)
+                    if type(layer).__name__ != "Identity"), last)
+        if loss.fuses_with is not None and type(out).__name__ not in ("Sigmoid", "Softmax"):
+            raise ValueError(
+                f"compile: {loss.name} needs probabilities, but the last layer {out!r} outputs "
+                "unbounded scores: end the network with Softmax() for categorical_crossentropy "
+                "(integer labels or one-hot rows) or Sigmoid() for binary_crossentropy "
+                "(targets in [0, 1]); either then trains on the logits through its fused, "
+                "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
         if isinstance(metrics, str):
             metrics = [metrics]
@@ -184,17 +192,17 @@ class Sequential:
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
+        if shape[1] == 0:
+            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
+                             "least one input feature")
         if owner is None:
-            if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-                raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                                 "infinite values")
-            return be.asarray(host, dtype=self.dtype)
+            return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
         xp = be.xp
         X = be.asarray(X, dtype=self.dtype)
         if owner.name != be.name:  # same library, other device (torch cpu -> cuda)
             X = be.asarray(to_numpy(X), dtype=self.dtype)
-        if not bool(xp.all(xp.isfinite(X))):
-            raise ValueError(f"{what} contains NaN or infinite values")
+        if not bool(xp.all(xp.isfinite(X))):    # checked after the cast to the model's dtype
+            raise ValueError(f"{what} contains NaN or infinite values (as {self.dtype})")
         return X
 
     def _prepare_y(self, y, n_samples, what="y"):
@@ -210,9 +218,8 @@ class Sequential:
             raise ValueError(f"{what} has {host.shape[0] if host.ndim else 0} samples but "
                              f"{what.replace('y', 'X', 1)} has {n_samples} (shape of {what}: "
                              f"{host.shape})")
-        if host.dtype.kind == "f" and not np.all(np.isfinite(host)):
-            raise ValueError(f"{what} contains {int(np.sum(~np.isfinite(host)))} NaN or "
-                             "infinite values")
+        if host.dtype.kind == "f":
+            _cast_finite(host, self.dtype, what)
         t = self.loss.prepare_targets(host, self.n_outputs)
         return self.backend.asarray(t, dtype="int64" if t.dtype.kind == "i" else self.dtype)
 
@@ -386,7 +393,7 @@ class Sequential:
         own check of its flat buffer)."""
         if trainer is not None:
             return trainer.weights_finite()
-        return _all_finite(self.backend.xp, [p.data for p in self.params])
+        return all_finite(self.backend.xp, [p.data for p in self.params])
 
     # ------------------------------------------------------------------ training
     def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
@@ -418,8 +425,10 @@ class Sequential:
         shuffle : bool
             Reshuffle the training data every epoch.
         callbacks : sequence of Callback
-        verbose : int
-            0 silent, 1 one line per epoch.
+        verbose : {0, 1, 2, "auto"}
+            0 silent; 1 (or "auto") a progress bar per epoch on stderr when it is a terminal
+            (batches, rate, running loss, then the epoch's metrics; see
+            :class:`xpnn.ProgressBar`), else one line per epoch; 2 one line per epoch.
         sample_weight : array-like (n_samples,), optional
             Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
         steps_per_epoch : int, optional
@@ -455,6 +464,7 @@ class Sequential:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
             raise ValueError("fit: give validation_data or validation_split, not both")
+        check_verbose(verbose, "fit")
         callbacks = list(callbacks)
         first = X
         if y is None and data.is_batch_iterable(X):
@@ -464,9 +474,11 @@ class Sequential:
             steps_per_epoch), iterable=X)
 
         history = History()
-        callbacks = [history, *callbacks]
+        callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
+                                             steps=source_steps(source, batch_size))]
         self.history = history
         self._comm = comm
+        self._callbacks = callbacks     # BackupAndRestore saves and restores their states
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -475,11 +487,12 @@ class Sequential:
             cb.on_train_begin()
         resume, self._resume_at = self._resume_at, None
         start = initial_epoch if resume is None else resume["epoch"]
+        if resume is not None and "epoch_rng" not in resume:   # at an epoch's start
+            resume = None
         with _interrupts_between_steps(self):
             for epoch in range(start, epochs):
                 for cb in callbacks:
                     cb.on_epoch_begin(epoch)
-                t0 = time.perf_counter()
                 logs = self._train_epoch(source, batch_size, shuffle, epoch, callbacks, resume)
                 resume = None
                 if val is not None:
@@ -489,15 +502,12 @@ class Sequential:
                 self._position = {"epoch": epoch + 1, "batch": 0}
                 for cb in callbacks:
                     cb.on_epoch_end(epoch, logs)
-                if verbose:
-                    shown = " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())
-                    print(f"Epoch {epoch + 1}/{epochs} - {time.perf_counter() - t0:.2f}s - "
-                          f"{shown}")
                 if self.stop_training:
                     break
         for cb in callbacks:
             cb.on_train_end()
         self._comm = None
+        self._callbacks = ()
         return history
 
     #: Epochs completed over the model's life (all ``fit`` calls; saved with the model).
@@ -531,12 +541,25 @@ class Sequential:
                 raise ValueError(f"fit: validation_split={validation_split} of "
                                  f"{n} samples leaves an empty split")
             source, val = _split_source(source, n - n_val)
+        # The epoch logs fit will write: a monitor naming anything else is refused now, before
+        # an epoch changes the weights (unless a user callback listed before it may add keys).
+        logged = ["loss", *(m.name for m in self.metrics)]
+        if val is not None:
+            logged += [f"val_{k}" for k in logged]
+        adds_keys = False
         for cb in callbacks:
             monitor = getattr(cb, "monitor", None)
-            if val is None and isinstance(monitor, str) and monitor.startswith("val_"):
-                raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but there "
-                                 "is no validation data: pass validation_data or "
-                                 "validation_split")
+            if isinstance(monitor, str) and monitor not in logged and not adds_keys:
+                if val is None and monitor.startswith("val_") and monitor[4:] in logged:
+                    raise ValueError(f"fit: {type(cb).__name__} monitors {monitor!r}, but "
+                                     "there is no validation data: pass validation_data or "
+                                     "validation_split")
+                raise ValueError(f"fit: {type(cb).__name__} monitor {monitor!r} is not among "
+                                 f"the logged values {logged} (metrics come from "
+                                 "compile(metrics=[...]))")
+            adds_keys = adds_keys or (
+                not type(cb).__module__.startswith("xpnn.")
+                and getattr(type(cb), "on_epoch_end", None) is not Callback.on_epoch_end)
         return source, val
 
     def _train_epoch(self, source, batch_size, shuffle, epoch, callbacks=(), resume=None):
@@ -658,54 +681,80 @@ class Sequential:
                 "metrics": [m.get_state() for m in self.metrics]}
 
     # ------------------------------------------------------------------ inference
-    def predict(self, X, batch_size: int | None = None):
+    def predict(self, X, batch_size: int | None = None, verbose: int = 0):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
         Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
         rows at a time (default 1024 then), into one preallocated result. Use
-        :func:`xpnn.to_numpy` to bring the outputs to the host.
+        :func:`xpnn.to_numpy` to bring the outputs to the host. ``verbose``: 0 silent, 1 a bar
+        over the batches on a terminal (else a line at the end), 2 the line.
         """
         self._require_weights("predict")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
         if self._streams(X):
-            n = self._check_host_X(X)[0]
+            self._check_host_X(X)
             step = batch_size or 1024
             source = data.HostBatches(X, None, None, "X")
-            parts = [self._forward(source._convert(self, data.read_batch(X, slice(i, min(
-                i + step, n))), None, i)) for i in range(0, n, step)]
-            return self.backend.xp.concat(parts, axis=0) if len(parts) > 1 else parts[0]
-        Xd = self._prepare_X(X)
-        return self._predict_arrays(Xd, batch_size)
+            progress = step_progress(verbose, source_steps(source, step), "predict")
+            out = None
+            for b, x, _, _ in source.batches(self, None, step):
+                y = self._forward(x)
+                if out is None:                # one result array, filled batch by batch
+                    out = self.backend.zeros((source.n, y.shape[1]), self.dtype)
+                out[b * step:b * step + y.shape[0], ...] = y
+                if progress is not None:
+                    progress.update()
+        else:
+            Xd = self._prepare_X(X)
+            n = Xd.shape[0]
+            progress = step_progress(verbose, 1 if batch_size is None or batch_size >= n
+                                     else -(-n // batch_size), "predict")
+            out = self._predict_arrays(Xd, batch_size, progress)
+        if progress is not None:
+            progress.close()
+        return out
 
-    def _predict_arrays(self, X, batch_size=None):
+    def _predict_arrays(self, X, batch_size=None, progress=None):
         n = X.shape[0]
         if batch_size is None or batch_size >= n:
-            return self._forward(X)
-        parts = [self._forward(X[i:min(i + batch_size, n), ...])
-                 for i in range(0, n, batch_size)]
+            out = self._forward(X)
+            if progress is not None:
+                progress.update()
+            return out
+        parts = []
+        for i in range(0, n, batch_size):
+            parts.append(self._forward(X[i:min(i + batch_size, n), ...]))
+            if progress is not None:
+                progress.update()
         return self.backend.xp.concat(parts, axis=0)
 
-    def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None) -> dict:
+    def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None,
+                 verbose: int = 0) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
 
-        ``X`` may be anything ``fit`` takes, an iterable of batches included.
+        ``X`` may be anything ``fit`` takes, an iterable of batches included. ``verbose``: 0
+        silent, 1 a bar over the batches on a terminal (else a line with the results), 2 the
+        line.
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size)
+        check_verbose(verbose, "evaluate")
+        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size,
+                                     verbose)
 
     def _evaluate_arrays(self, X, t, batch_size=None):
         return self._evaluate_source(data.ArrayBatches(X, t), batch_size)
 
-    def _evaluate_source(self, source, batch_size=None):
+    def _evaluate_source(self, source, batch_size=None, verbose=0):
         xp = self.backend.xp
         if batch_size is None:
             batch_size = source.n if isinstance(source, data.ArrayBatches) else 1024
+        progress = step_progress(verbose, source_steps(source, batch_size or 1), "evaluate")
         metrics = [get_metric(m) for m in self.metrics]
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
@@ -723,8 +772,13 @@ class Sequential:
             total = total + rows
             for m in metrics:
                 m.update(xp, out, tb)
-        return {"loss": _host_float(loss_sum) / _host_float(total),
-                **{m.name: m.result() for m in metrics}}
+            if progress is not None:
+                progress.update()
+        result = {"loss": _host_float(loss_sum) / _host_float(total),
+                  **{m.name: m.result() for m in metrics}}
+        if progress is not None:
+            progress.close(result)
+        return result
 
     # ------------------------------------------------------------------ weights
     def get_weights(self) -> list[np.ndarray]:
@@ -747,9 +801,11 @@ class Sequential:
                 raise ValueError(f"set_weights: array {i} ({p.name} of layer "
                                  f"{self._owner_index(p)}) must have shape {p.shape}, got "
                                  f"{w.shape}")
-            if not np.all(np.isfinite(w)):
-                raise ValueError(f"set_weights: array {i} contains NaN or infinite values")
-            host.append(w)
+            if w.dtype.kind not in "biuf":
+                raise TypeError(f"set_weights: array {i} ({p.name} of layer "
+                                f"{self._owner_index(p)}) must hold real numbers, got dtype "
+                                f"{w.dtype}")
+            host.append(_cast_finite(w, self.dtype, f"set_weights: array {i}"))
         for p, w in zip(self.params, host, strict=True):
             p.data[...] = self.backend.asarray(w, dtype=self.dtype)
 
@@ -867,55 +923,76 @@ class Sequential:
         return model
 
     def __getstate__(self):
-        """Pickle/copy support: configuration, weights, optimizer state and random-generator
-        state as NumPy data; the backend is resolved again by name when unpickled."""
-        opt = self.optimizer
-        return {
-            "config": self.get_config(),
-            "weights": self.get_weights() if self.built else None,
-            "optimizer_state": None if opt is None else [
-                {k: np.array(to_numpy(v), copy=True) if hasattr(v, "shape") else v
-                 for k, v in s.items()} for s in opt.state],
-            "optimizer_iterations": None if opt is None else opt.iterations,
-            "rng": self.rng.bit_generator.state,
-            "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"},
-        }
+        """Pickle/copy support: the state :meth:`save` writes (configuration, weights, optimizer
+        state, random-generator state, epochs trained) as JSON data and NumPy arrays; the
+        backend is resolved again by name when unpickled."""
+        config, arrays = serialization.state_of(self)
+        return {"xpnn": config, "arrays": arrays,
+                "extra": {k: v for k, v in self.__dict__.items() if k == "fastpath"}}
 
     def __setstate__(self, state):
-        model = type(self).from_config(state["config"], state["weights"])
-        self.__dict__.update(model.__dict__)
+        if "xpnn" not in state:            # pickled with the earlier layout
+            config = dict(state["config"], version=1)
+            arrays = {f"param_{i}": w for i, w in enumerate(state["weights"] or ())}
+            payload = serialization.from_state(config, arrays, "pickled model")
+            self.__dict__.update(serialization.build(payload, type(self)).__dict__)
+            self.__dict__.update(state["extra"])
+            if self.optimizer is not None:
+                self.optimizer.state = [
+                    {k: self.backend.asarray(v) if isinstance(v, np.ndarray) else v
+                     for k, v in s.items()} for s in state["optimizer_state"]]
+                self.optimizer.iterations = state["optimizer_iterations"]
+            self.rng.bit_generator.state = state["rng"]
+            return
+        payload = serialization.from_state(state["xpnn"], state["arrays"], "pickled model")
+        self.__dict__.update(serialization.build(payload, type(self)).__dict__)
         self.__dict__.update(state["extra"])
-        if self.optimizer is not None:
-            be = self.backend
-            self.optimizer.state = [
-                {k: be.asarray(v) if isinstance(v, np.ndarray) else v for k, v in s.items()}
-                for s in state["optimizer_state"]]
-            self.optimizer.iterations = state["optimizer_iterations"]
-        self.rng.bit_generator.state = state["rng"]
+
+    def export(self, path, format: str = "onnx", **options):
+        """Write the trained network for inference in another runtime; returns the path.
+
+        ``format="onnx"``: an ONNX graph (opset 17 by default) with input ``"x"`` of shape
+        (batch, n_features) and output ``"y"``, in the model's dtype, Dropout left out; see
+        :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
+        (``pip install "xpnn[onnx]"``).
+        """
+        from .export import export
+
+        return export(self, path, format=format, **options)
 
     def save(self, path) -> None:
-        """Write the model to a single ``.npz`` file: the architecture as JSON plus the weights.
+        """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
+        missing): architecture, compile settings, weights, the optimizer's state (moments,
+        momentum buffers, step counts, current lr), the random generator's state and the
+        epochs trained, with a checksum. The file is written atomically.
 
-        No pickle is involved; read it back with :func:`xpnn.load`.
+        No pickle is involved; read it back with :func:`xpnn.load`. Format:
+        :mod:`xpnn.serialization`.
         """
-        arrays = {"__xpnn__": np.array(json.dumps(self.get_config()))}
-        if self.built:
-            arrays.update({f"param_{i}": w for i, w in enumerate(self.get_weights())})
-        np.savez(path, **arrays)
+        serialization.save(self, path)
+
+
+def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
+    """``host`` (a real NumPy array) cast to ``dtype``, after checking that it holds no NaN or
+    inf and nothing that the cast turns into inf (1e300 in float32). Raises ValueError naming
+    ``what``, the count and the range."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = np.asarray(host, dtype=dtype)
+    if host.dtype.kind == "f" and not np.all(np.isfinite(cast)):
+        bad = int(np.sum(~np.isfinite(host)))
+        if bad:
+            raise ValueError(f"{what} contains {bad} NaN or infinite values")
+        big = int(np.sum(~np.isfinite(cast)))
+        raise ValueError(f"{what} contains {big} values beyond the {dtype} range (largest "
+                         f"magnitude {float(np.max(np.abs(host))):.3g}, {dtype} ends at "
+                         f"{float(np.finfo(dtype).max):.3g}): scale the data or use "
+                         "dtype='float64'")
+    return cast
 
 
 def _host_float(x) -> float:
     """A device scalar (or a Python number) as a Python float."""
     return float(x)
-
-
-def _all_finite(xp, arrays) -> bool:
-    """Whether every element of every array is finite: one sum per array (a sum is finite
-    exactly when its terms are, unless it overflows; then an exact element-wise check)."""
-    for a in arrays:
-        if not math.isfinite(float(xp.sum(a))) and not bool(xp.all(xp.isfinite(a))):
-            return False
-    return True
 
 
 def _split_source(source, cut):
@@ -963,35 +1040,26 @@ def _interrupts_between_steps(model):
 
 
 def load(path, backend=None) -> Sequential:
-    """Read a model written by :meth:`Sequential.save`.
+    """Read a model written by :meth:`Sequential.save`, ready to continue training.
+
+    ``fit`` on the loaded model continues exactly where the saved one stood: same weights,
+    optimizer moments and step counts, learning rate, and random generator (the next shuffles
+    and dropout masks).
 
     Parameters
     ----------
     path : str or path-like
     backend : str, optional
         Backend to load onto; by default the one it was saved from.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a valid xpnn model file (damaged, truncated, of another format, or
+        describing an invalid model); the message names the file and the problem.
+    FileNotFoundError
+        If there is no such file.
     """
-    try:
-        f = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise
-    except (OSError, EOFError, ValueError) as exc:  # text, pickle, truncated... files
-        raise ValueError(f"{path} is not an xpnn model file (not a NumPy .npz archive)") from exc
-    if not isinstance(f, np.lib.npyio.NpzFile):     # a single .npy array
-        raise ValueError(f"{path} is not an xpnn model file (a .npy array, not an .npz archive)")
-    with f:
-        if "__xpnn__" not in f.files:
-            raise ValueError(f"{path} is not an xpnn model file (no '__xpnn__' entry)")
-        try:
-            config = json.loads(str(f["__xpnn__"]))
-        except ValueError as exc:
-            raise ValueError(f"{path} is not an xpnn model file (unreadable header)") from exc
-        weights = [f[f"param_{i}"] for i in range(len(f.files) - 1)]
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an xpnn model file (format tag missing)")
-    if config.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(f"{path} was written by a newer xpnn (format version "
-                         f"{config['version']}); upgrade xpnn to read it")
-    return Sequential.from_config(config, weights, backend=backend, source=str(path))
+    return serialization.build(serialization.read(path), Sequential, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

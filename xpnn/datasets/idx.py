@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..serialization import atomic_write
+
 __all__ = [
     "IDX_IMAGES_MAGIC",
     "IDX_LABELS_MAGIC",
@@ -54,6 +56,57 @@ class IDXFormatError(ValueError):
     """The bytes are not a valid IDX file (bad magic number, truncated, bad gzip, ...)."""
 
 
+#: Deflate's largest expansion (a 258-byte match from about 2 bits): a gzip file of ``n`` bytes
+#: never inflates to more than about ``1032 n``.
+_MAX_DEFLATE_RATIO = 1032
+
+
+def _parse_header(data: bytes, expected_magic, source):
+    """``(shape, dtype, header_len)`` from the first bytes of an IDX file (``data`` may hold more
+    than the header). Raises IDXFormatError for a bad magic number or a truncated header."""
+    if len(data) < 4:
+        raise IDXFormatError(
+            f"{source}: only {len(data)} bytes, too short for an IDX header "
+            "(truncated or empty file)"
+        )
+    magic = int.from_bytes(data[:4], "big")
+    if expected_magic is not None and magic != expected_magic:
+        raise IDXFormatError(
+            f"{source}: bad magic number {magic} (0x{magic:08x}), expected {expected_magic} "
+            f"(0x{expected_magic:08x}); this is not the kind of IDX file expected here"
+        )
+    code, ndim = data[2], data[3]
+    if data[0] != 0 or data[1] != 0 or code not in _DTYPES or ndim == 0:
+        raise IDXFormatError(f"{source}: bad magic number {magic} (0x{magic:08x}); not an IDX file")
+    header_len = 4 + 4 * ndim
+    if len(data) < header_len:
+        raise IDXFormatError(
+            f"{source}: truncated header: {ndim} dimensions need {header_len} bytes, "
+            f"file has {len(data)}"
+        )
+    shape = struct.unpack(f">{ndim}I", data[4:header_len])
+    return shape, _DTYPES[code], header_len
+
+
+def _decode(payload, shape, dtype, source):
+    """The array of ``shape`` from exactly its data bytes ``payload`` (a bytes-like object),
+    checking the length against the header's."""
+    expected = math.prod(shape) * dtype.itemsize
+    actual = len(payload)
+    if actual < expected:
+        raise IDXFormatError(
+            f"{source}: truncated: header announces shape {shape} ({expected} data bytes) "
+            f"but only {actual} data bytes follow"
+        )
+    if actual > expected:
+        raise IDXFormatError(
+            f"{source}: {actual - expected} unexpected bytes after the {expected} data bytes "
+            f"announced by the header (shape {shape})"
+        )
+    array = np.frombuffer(payload, dtype=dtype, count=math.prod(shape))
+    return array.reshape(shape).astype(dtype.newbyteorder("="))  # copy: writable, native
+
+
 def parse_idx(data: bytes, *, expected_magic: int | None = None, source: str = "IDX data"):
     """Decode the bytes of an (uncompressed) IDX file into a NumPy array.
 
@@ -79,47 +132,17 @@ def parse_idx(data: bytes, *, expected_magic: int | None = None, source: str = "
         Wrong or unknown magic number, header or data shorter than announced
         (truncated file), or extra bytes after the data.
     """
-    if len(data) < 4:
-        raise IDXFormatError(
-            f"{source}: only {len(data)} bytes, too short for an IDX header "
-            "(truncated or empty file)"
-        )
-    magic = int.from_bytes(data[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        raise IDXFormatError(
-            f"{source}: bad magic number {magic} (0x{magic:08x}), expected {expected_magic} "
-            f"(0x{expected_magic:08x}); this is not the kind of IDX file expected here"
-        )
-    code, ndim = data[2], data[3]
-    if data[0] != 0 or data[1] != 0 or code not in _DTYPES or ndim == 0:
-        raise IDXFormatError(f"{source}: bad magic number {magic} (0x{magic:08x}); not an IDX file")
-    header_len = 4 + 4 * ndim
-    if len(data) < header_len:
-        raise IDXFormatError(
-            f"{source}: truncated header: {ndim} dimensions need {header_len} bytes, "
-            f"file has {len(data)}"
-        )
-    shape = struct.unpack(f">{ndim}I", data[4:header_len])
-    dtype = _DTYPES[code]
-    count = math.prod(shape)
-    expected = count * dtype.itemsize
-    actual = len(data) - header_len
-    if actual < expected:
-        raise IDXFormatError(
-            f"{source}: truncated: header announces shape {shape} ({expected} data bytes) "
-            f"but only {actual} data bytes follow"
-        )
-    if actual > expected:
-        raise IDXFormatError(
-            f"{source}: {actual - expected} unexpected bytes after the {expected} data bytes "
-            f"announced by the header (shape {shape})"
-        )
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=header_len)
-    return array.reshape(shape).astype(dtype.newbyteorder("="))  # copy: writable, native
+    shape, dtype, header_len = _parse_header(data, expected_magic, source)
+    return _decode(memoryview(data)[header_len:], shape, dtype, source)
 
 
 def read_idx(path: str | os.PathLike[str], *, expected_magic: int | None = None):
     """Read an IDX file, gzip-compressed or not.
+
+    The header is read first and the size it announces checked against the file (for a
+    gzip file: against the most its compressed bytes can inflate to), so a damaged or
+    hostile header is refused before any large allocation; then exactly the announced data
+    bytes are decompressed.
 
     Parameters
     ----------
@@ -136,19 +159,39 @@ def read_idx(path: str | os.PathLike[str], *, expected_magic: int | None = None)
     Raises
     ------
     IDXFormatError
-        Invalid IDX content, or a corrupt / truncated gzip stream.
+        Invalid IDX content, a header announcing more data than the file can hold, or a
+        corrupt / truncated gzip stream.
     FileNotFoundError
         The file does not exist.
     """
     path = Path(path)
+    source = str(path)
     with open(path, "rb") as raw:
-        data = raw.read()
-    if data[:2] == b"\x1f\x8b":
+        file_size = os.fstat(raw.fileno()).st_size
+        if raw.read(2) != b"\x1f\x8b":
+            raw.seek(0)
+            return parse_idx(raw.read(), expected_magic=expected_magic, source=source)
+        raw.seek(0)
         try:
-            data = gzip.decompress(data)
+            with gzip.GzipFile(fileobj=raw) as gz:
+                head = gz.read(4)
+                if len(head) == 4:
+                    head += gz.read(4 * head[3])
+                shape, dtype, _ = _parse_header(head, expected_magic, source)
+                expected = math.prod(shape) * dtype.itemsize
+                if expected > _MAX_DEFLATE_RATIO * file_size:
+                    raise IDXFormatError(
+                        f"{source}: header announces shape {shape} ({expected} data bytes), "
+                        f"more than a {file_size}-byte gzip file can hold (truncated or "
+                        "damaged)")
+                payload = gz.read(expected)
+                if len(payload) == expected and gz.read(1):
+                    raise IDXFormatError(
+                        f"{source}: unexpected bytes after the {expected} data bytes "
+                        f"announced by the header (shape {shape})")
         except (OSError, EOFError, zlib.error) as exc:
-            raise IDXFormatError(f"{path}: corrupt or truncated gzip stream ({exc})") from exc
-    return parse_idx(data, expected_magic=expected_magic, source=str(path))
+            raise IDXFormatError(f"{source}: corrupt or truncated gzip stream ({exc})") from exc
+    return _decode(payload, shape, dtype, source)
 
 
 def load_idx_images(path: str | os.PathLike[str]):
@@ -194,7 +237,8 @@ def load_idx_labels(path: str | os.PathLike[str]):
 
 
 def write_idx(path: str | os.PathLike[str], array) -> Path:
-    """Write an array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
+    """Write an array as an IDX file (gzip-compressed when ``path`` ends in ``.gz``),
+    atomically (:func:`xpnn.serialization.atomic_write`).
 
     Parameters
     ----------
@@ -227,5 +271,5 @@ def write_idx(path: str | os.PathLike[str], array) -> Path:
     path = Path(path)
     if path.suffix == ".gz":
         payload = gzip.compress(payload, mtime=0)
-    path.write_bytes(payload)
+    atomic_write(path, lambda f: f.write(payload))
     return path

@@ -59,34 +59,41 @@ def _trainer_class(family):
 
 
 def explain(model) -> str | None:
-    """Why ``model`` trains on the generic path (a sentence), or None when a fast path applies."""
-    if not enabled(model):
-        return "fast paths are disabled (XPNN_FASTPATH=0 or model.fastpath = False)"
-    if model.backend.family not in ("numpy", "cupy"):
-        return f"no fast path for the {model.backend.family} backend"
-    _, reason = analyze(model)
-    return reason
+    """Why ``model`` trains on the generic path (a sentence), or None when a fast path applies:
+    None exactly when :func:`select` returns a trainer."""
+    return _choose(model)[1]
 
 
 def select(model):
-    """A fast trainer for ``model`` in its current state, or None for the generic path.
+    """A fast trainer for ``model`` in its current state, or None for the generic path
+    (:func:`explain` says why).
 
     The trainer is cached on the model and reused while layers, optimizer, loss, dtype and
     backend stay the same; every call re-links parameters and optimizer state to its buffers.
     """
-    if not enabled(model):
+    trainer, _ = _choose(model)
+    if trainer is None or not trainer.attach():
         return None
+    return trainer
+
+
+def _choose(model):
+    """``(trainer, None)`` with the cached or a new trainer whose buffers can take the model's
+    current state, or ``(None, reason)``. Links nothing."""
+    if not enabled(model):
+        return None, "fast paths are disabled (XPNN_FASTPATH=0 or model.fastpath = False)"
     cls = _trainer_class(model.backend.family)
     if cls is None:
-        return None
-    plan, _ = analyze(model)
+        return None, f"no fast path for the {model.backend.family} backend"
+    plan, reason = analyze(model)
     if plan is None:
-        return None
+        return None, reason
     trainer = getattr(model, "_fastpath_trainer", None)
     if (trainer is None or not isinstance(trainer, cls) or trainer.plan != plan
             or not trainer.same_params(model)):
         trainer = cls(model, plan)
         model._fastpath_trainer = trainer
-    if not trainer.attach():
-        return None
-    return trainer
+    problem = trainer.state_problem()
+    if problem is not None:
+        return None, problem
+    return trainer, None

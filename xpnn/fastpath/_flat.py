@@ -10,6 +10,7 @@ passes over four long arrays instead of a Python loop over parameters.
 from __future__ import annotations
 
 import math
+import weakref
 
 _ALIGN = 16   # elements: 64 bytes of float32, 128 of float64
 
@@ -31,10 +32,19 @@ class FlatTrainer:
     #: Whether ``Sequential.fit`` should hand each shuffled batch to :meth:`gather` (rows of
     #: the unshuffled data) instead of gathering the whole dataset once per epoch.
     gathers_batches = False
+    #: Whether the parameters were all finite after the last :meth:`update` (the NumPy
+    #: trainer finds it in the update's own pass); None when the trainer does not know
+    #: without a device synchronisation (CuPy), or after :meth:`attach`.
+    last_update_finite: bool | None = None
+    #: Set while :meth:`_after_update` writes the per-parameter state (see
+    #: :meth:`_interrupted_record`).
+    _recording = False
 
     def __init__(self, model, plan):
         lib = self.lib
-        self.model, self.plan = model, plan
+        # The model keeps its trainer (``model._fastpath_trainer``); a weak reference back
+        # keeps that from being a cycle, so a deleted model is freed at once.
+        self._model_ref, self.plan = weakref.ref(model), plan
         self.dtype = lib.dtype(plan.dtype)
         self.params = list(model.params)
         offsets, total = [], 0
@@ -87,6 +97,11 @@ class FlatTrainer:
                 mode = post.pop(0)[0]
             stages.append((W, b, dW, db, mode, [layer for _, layer in post]))
         return stages
+
+    @property
+    def model(self):
+        """The model this trainer was built for (None once it has been freed)."""
+        return self._model_ref()
 
     # ------------------------------------------------------------------ the step
     def train_step(self, xb, tb, wb=None):
@@ -148,7 +163,7 @@ class FlatTrainer:
         fused form when the rows carry weights ``wb``); the other heads call the model's loss
         object.
         """
-        head, loss_fn = self.plan.head, self.model.loss
+        head, loss_fn = self.plan.head, self.plan.loss
         if head == "softmax_ce" and wb is None:
             return self._softmax_ce(a, tb, n)
         if head == "plain":
@@ -158,8 +173,12 @@ class FlatTrainer:
         return loss, loss_fn.p, loss_fn.backward_logits()
 
     def weights_finite(self) -> bool:
-        """Whether every parameter is finite: one sum over the flat buffer (finite exactly when
-        its terms are, unless it overflows; then an exact element-wise check)."""
+        """Whether every parameter is finite: what the last :meth:`update` found in its own
+        pass (:attr:`last_update_finite`) when it is known and nothing was linked since;
+        otherwise one sum over the flat buffer (finite exactly when its terms are, unless it
+        overflows; then an exact element-wise check)."""
+        if self.last_update_finite is not None:
+            return self.last_update_finite
         lib = self.lib
         if math.isfinite(float(lib.sum(self.flat_p))):
             return True
@@ -181,13 +200,13 @@ class FlatTrainer:
 
     def attach(self) -> bool:
         """Make parameters and optimizer state views of the flat buffers (copying in whatever
-        was replaced since the last call). False when the state cannot be represented."""
-        if not self.same_params(self.model):
+        was replaced since the last call). False, and nothing changed, when the state cannot be
+        represented (:meth:`state_problem` says why)."""
+        if self.state_problem() is not None:
             return False
+        self.last_update_finite = None          # the parameters may have been replaced
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
-                if tuple(p.data.shape) != tuple(pv.shape) or not self._owns(p.data):
-                    return False
                 pv[...] = p.data
                 p.data = pv
             p.grad = gv
@@ -196,10 +215,11 @@ class FlatTrainer:
             opt.state = [{} for _ in self.params]
         states = opt.state
         if self.kind in ("adam", "adamw"):
-            steps = {s.get("step", 0) if "exp_avg" in s else 0 for s in states}
-            if len(steps) != 1:
-                return False
-            self.t = t = steps.pop()
+            steps = self._adam_steps(states)
+            # Several counts only after an interrupted record of a fast step (see
+            # _interrupted_record): the flat moments hold step self.t.
+            t = self.t if len(steps) > 1 else steps.pop()
+            self.t = t
             for s, mv, vv in zip(states, self.m_views, self.v_views, strict=True):
                 if t == 0:
                     mv[...] = 0
@@ -207,38 +227,110 @@ class FlatTrainer:
                 else:
                     for key, view in (("exp_avg", mv), ("exp_avg_sq", vv)):
                         if s[key] is not view:
-                            if not self._owns(s[key]):
-                                return False
                             view[...] = s[key]
                 s["step"], s["exp_avg"], s["exp_avg_sq"] = t, mv, vv
         elif opt.momentum:
             have = [s.get("momentum_buffer") is not None for s in states]
-            if any(have) and not all(have):
-                return False
-            self.momentum_started = all(have)
+            self.momentum_started = any(have)      # some but not all: an interrupted record
             if self.momentum_started:
                 for s, mv in zip(states, self.m_views, strict=True):
-                    if s["momentum_buffer"] is not mv:
-                        if not self._owns(s["momentum_buffer"]):
-                            return False
-                        mv[...] = s["momentum_buffer"]
+                    buf = s.get("momentum_buffer")
+                    if buf is not None and buf is not mv:
+                        mv[...] = buf
                     s["momentum_buffer"] = mv
         return True
+
+    def state_problem(self) -> str | None:
+        """Why the model's current parameters or optimizer state cannot be linked to the flat
+        buffers (a sentence), or None when :meth:`attach` will succeed. Changes nothing."""
+        model, dtype = self.model, self.dtype
+        if model is None or not self.same_params(model):
+            return "the model's parameters were replaced after the fast trainer was built"
+        for i, (p, pv) in enumerate(zip(self.params, self.p_views, strict=True)):
+            if p.data is not pv and not self._fits(p.data, pv):
+                return (f"parameter {i} ({p.name}) is not a {dtype} array of shape "
+                        f"{tuple(pv.shape)} of this backend")
+        states = self.opt.state
+        if len(states) != len(self.params):
+            return None                                  # fresh optimizer state
+        if self.kind in ("adam", "adamw"):
+            steps = self._adam_steps(states)
+            if len(steps) > 1 and not self._interrupted_record(states):
+                return (f"the optimizer's per-parameter step counts differ ({sorted(steps)}), "
+                        "e.g. after a generic step interrupted half-way; call "
+                        "model.optimizer.reset() to start the optimizer afresh")
+            if steps != {0}:
+                for i, (s, mv, vv) in enumerate(zip(states, self.m_views, self.v_views,
+                                                    strict=True)):
+                    for key, view in (("exp_avg", mv), ("exp_avg_sq", vv)):
+                        if s[key] is not view and not self._fits(s[key], view):
+                            return (f"the optimizer's {key} of parameter {i} is not a {dtype} "
+                                    f"array of shape {tuple(view.shape)} of this backend")
+        elif self.opt.momentum:
+            bufs = [s.get("momentum_buffer") for s in states]
+            present = [b for b in bufs if b is not None]
+            if present and len(present) < len(bufs) and not self._interrupted_record(states):
+                return ("only some parameters have a momentum buffer, e.g. after a generic "
+                        "step interrupted half-way; call model.optimizer.reset() to start the "
+                        "optimizer afresh")
+            for i, (b, mv) in enumerate(zip(bufs, self.m_views, strict=True)):
+                if b is not None and b is not mv and not self._fits(b, mv):
+                    return (f"the momentum buffer of parameter {i} is not a {dtype} array of "
+                            f"shape {tuple(mv.shape)} of this backend")
+        return None
+
+    @staticmethod
+    def _adam_steps(states) -> set:
+        return {s.get("step", 0) if "exp_avg" in s else 0 for s in states}
+
+    def _interrupted_record(self, states) -> bool:
+        """Whether unequal per-parameter state is what an interrupted :meth:`_after_update`
+        leaves: the flat update ran for every parameter and only part of its record was
+        written (``_recording`` is still set). Adam: counts ``self.t - 1`` and ``self.t``, the
+        moments still this trainer's views; SGD: the buffers present are this trainer's
+        views."""
+        if not self._recording:
+            return False
+        if self.kind in ("adam", "adamw"):
+            steps = self._adam_steps(states)
+            return (steps == {self.t - 1, self.t} and all(
+                s.get("exp_avg") is mv and s.get("exp_avg_sq") is vv
+                for s, mv, vv in zip(states, self.m_views, self.v_views, strict=True)))
+        return all(s.get("momentum_buffer") is None or s["momentum_buffer"] is mv
+                   for s, mv in zip(states, self.m_views, strict=True))
 
     def _owns(self, a) -> bool:
         return isinstance(a, self.lib.ndarray) and a.dtype == self.dtype
 
-    def _after_update(self):
-        """Record the step in the optimizer's per-parameter state, as the generic path does."""
+    def _fits(self, a, view) -> bool:
+        """Whether ``a`` can be copied into ``view``: an array of this library, dtype and
+        shape."""
+        return self._owns(a) and tuple(a.shape) == tuple(view.shape)
+
+    def _after_update(self, t=None):
+        """Record the update that just ran (Adam: step ``t``, default ``self.t``) in the
+        optimizer, as the generic path does.
+
+        The trainer's own counters are written first, each in one assignment; the
+        per-parameter dicts after them. A KeyboardInterrupt landing in the loop over the dicts
+        leaves a pattern :meth:`_interrupted_record` recognises, and the next :meth:`attach`
+        completes the record, so the fast path keeps applying."""
         opt = self.opt
         if self.kind in ("adam", "adamw"):
+            self.t = t = self.t if t is None else t
+            opt.iterations += 1
+            self._recording = True
             for s in opt.state:
-                s["step"] = self.t
-        elif opt.momentum and not self.momentum_started:
+                s["step"] = t
+            self._recording = False
+            return
+        opt.iterations += 1
+        if opt.momentum and not self.momentum_started:
             self.momentum_started = True
+            self._recording = True
             for s, mv in zip(opt.state, self.m_views, strict=True):
                 s["momentum_buffer"] = mv
-        opt.iterations += 1
+            self._recording = False
 
 
 

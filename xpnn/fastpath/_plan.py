@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
-from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
+from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
 from ..optimizers import SGD, Adam, AdamW
 
 #: Layers a fast trainer may find after a Dense (exact classes: subclasses may change math).
@@ -22,7 +22,7 @@ class Plan:
 
     ``head`` is ``"softmax_ce"`` (Softmax fused with categorical cross-entropy), ``"sigmoid_bce"``
     (Sigmoid fused with binary cross-entropy) or ``"plain"`` (the loss's own forward/backward on
-    the network output, e.g. MSE).
+    the network output: MSE or Poisson).
     """
 
     layers: tuple        # the model's layer objects (compared by identity)
@@ -52,14 +52,14 @@ def analyze(model):
     if type(model.optimizer) not in OPTIMIZERS:
         return None, f"no fast path for the {type(model.optimizer).__name__} optimizer"
     loss = model.loss
-    if type(loss) not in (MSE, BinaryCrossEntropy, CategoricalCrossEntropy):
+    if type(loss) not in (MSE, Poisson, BinaryCrossEntropy, CategoricalCrossEntropy):
         return None, f"no fast path for the loss {type(loss).__name__}"
     layers = list(model.layers)
     head = "plain"
     if model._fused:
         head = "softmax_ce" if type(loss) is CategoricalCrossEntropy else "sigmoid_bce"
         layers = layers[:-1]
-    elif type(loss) is not MSE:
+    elif type(loss) not in (MSE, Poisson):
         return None, f"{type(loss).__name__} without its fused output activation"
     pre, dense, acts = [], [], []
     for layer in layers:

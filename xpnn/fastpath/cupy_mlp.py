@@ -123,11 +123,38 @@ _sgd = cp.ElementwiseKernel(
     "xpnn_sgd")
 
 
+def _device_of(model):
+    """A context manager making ``model``'s CUDA device current (its ``cupy.cuda.Device``)."""
+    return model.backend.device_context()
+
+
 class CupyMLPTrainer(FlatTrainer):
-    """One training step of a supported MLP on CuPy arrays, without host synchronisation."""
+    """One training step of a supported MLP on CuPy arrays, without host synchronisation.
+
+    CuPy allocates on, and launches kernels and cuBLAS calls on, the *current* device. Every
+    entry point therefore runs inside ``with device:`` for the model's device, so a model on
+    ``"cupy:1"`` keeps its buffers and its work on GPU 1 whatever device is current.
+    """
 
     lib = cp
     fused_acts = tuple(_ACT)
+
+    def __init__(self, model, plan):
+        self.device = _device_of(model)
+        with self.device:
+            super().__init__(model, plan)
+
+    def attach(self):
+        with self.device:
+            return super().attach()
+
+    def train_step(self, *args, **kwargs):
+        with self.device:
+            return super().train_step(*args, **kwargs)
+
+    def weights_finite(self):
+        with self.device:
+            return super().weights_finite()
 
     def _allocate(self, n):
         dt = self.dtype
@@ -144,13 +171,14 @@ class CupyMLPTrainer(FlatTrainer):
         """Fused softmax + cross-entropy (one kernel): ``(loss, p, δ = (p - t) / N)``."""
         p, delta, rowloss = self.p[:n], self.dz[:n], self.rowloss[:n]
         kernel = _softmax_ce_labels if t.ndim == 1 else _softmax_ce_dense
-        kernel(z, t, z.shape[1], float(n), p, delta, rowloss)
+        kernel(z, t, int(z.shape[1]), float(n), p, delta, rowloss)
         return cp.sum(rowloss) / n, p, delta
 
     def _bias_act(self, z, W, b, mode):
         """``z ← act(z + b)`` in place, one kernel."""
         if b is not None or mode != "identity":       # W: an unused stand-in for a missing b
-            _bias_act(b if b is not None else W, z.shape[1], int(b is not None), _ACT[mode], z)
+            _bias_act(b if b is not None else W, int(z.shape[1]), int(b is not None), _ACT[mode],
+                      z)
 
     def _act_backward(self, i, y, delta, db, mode):
         """``δ ← act'(·) ⊙ δ`` in place, one kernel; the bias gradient is left to the caller."""
@@ -159,7 +187,7 @@ class CupyMLPTrainer(FlatTrainer):
         return False
 
     def _add_weight_decay(self, i, W, dW, wd):
-        cp.add(dW, wd * W, out=dW)
+        cp.add(dW, float(wd) * W, out=dW)
 
     def update(self):
         """The optimizer step: one kernel over the flat buffers."""
@@ -168,11 +196,13 @@ class CupyMLPTrainer(FlatTrainer):
             self.t += 1
             t = self.t
             decoupled = self.kind == "adamw"
-            _adam(self.flat_g, opt.beta1, 1.0 - opt.beta1, opt.beta2, 1.0 - opt.beta2,
-                  opt.eps, opt.weight_decay, 1.0 - opt.lr * opt.weight_decay, int(decoupled),
-                  opt.lr / (1.0 - opt.beta1 ** t), math.sqrt(1.0 - opt.beta2 ** t),
+            # Python floats: a NumPy scalar of another dtype than T would not match the kernel
+            lr, b1, b2, wd = (float(opt.lr), float(opt.beta1), float(opt.beta2),
+                              float(opt.weight_decay))
+            _adam(self.flat_g, b1, 1.0 - b1, b2, 1.0 - b2, float(opt.eps), wd, 1.0 - lr * wd,
+                  int(decoupled), lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
                   self.flat_p, self.flat_m, self.flat_v)
         else:
-            _sgd(self.flat_g, opt.lr, opt.momentum, opt.weight_decay, int(opt.nesterov),
-                 int(self.momentum_started), self.flat_p, self.flat_m)
+            _sgd(self.flat_g, float(opt.lr), float(opt.momentum), float(opt.weight_decay),
+                 int(opt.nesterov), int(self.momentum_started), self.flat_p, self.flat_m)
         self._after_update()

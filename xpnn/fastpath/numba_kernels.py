@@ -14,6 +14,7 @@ The kernels, each the textbook per-element rule (compare :mod:`xpnn.optimizers`,
 
 * :func:`adam_update`, :func:`sgd_update`: the whole optimizer step over the flat buffers; the
   same operations in the same order and dtype as the NumPy passes, so bit for bit the same;
+  each returns whether the updated parameters are finite, found in the same pass;
 * :func:`bias_relu`: ``a = max(z + b, 0)`` after a Dense's matmul;
 * :func:`relu_backward_bias_grad`: ``δ ← δ ⊙ [y > 0]`` and ``db = Σ_n δ`` in one pass;
 * :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row.
@@ -68,7 +69,11 @@ def adam_update(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, eps_bc, step_bc,
 
     The last line is torch.optim.Adam's ``θ - lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε)``
     with √(1-β₂ᵗ) moved into the numerator (``eps_bc``, ``step_bc``), as the NumPy passes do.
+
+    Returns whether every new θ is finite, found in the same loop (``x - x`` is 0 for a
+    finite ``x``, NaN otherwise; an OR over the elements, which vectorises).
     """
+    bad = False                             # becomes True at a non-finite new θ
     for i in range(p.shape[0]):
         pi = p[i] * decay if decay != 1 else p[i]
         gi = g[i] + wd * pi if wd != 0 else g[i]
@@ -76,7 +81,10 @@ def adam_update(p, g, m, v, b1, b2, one_minus_b1, one_minus_b2, eps_bc, step_bc,
         vi = v[i] * b2 + gi * gi * one_minus_b2
         m[i] = mi
         v[i] = vi
-        p[i] = pi - mi / (np.sqrt(vi) + eps_bc) * step_bc
+        pn = pi - mi / (np.sqrt(vi) + eps_bc) * step_bc
+        p[i] = pn
+        bad |= pn - pn != 0                 # x - x: 0 if x is finite, NaN otherwise
+    return not bad
 
 
 @_jit
@@ -87,7 +95,10 @@ def sgd_update(p, g, buf, lr, mu, wd, started, nesterov):
         b ← g (first step) or b ← μ b + g
         d ← g + μ b (Nesterov) or b (momentum) or g (μ = 0)
         θ ← θ - lr · d
+
+    Returns whether every new θ is finite, accumulated in the same loop.
     """
+    bad = False                             # becomes True at a non-finite new θ
     for i in range(p.shape[0]):
         pi = p[i]
         gi = g[i] + wd * pi if wd != 0 else g[i]
@@ -96,7 +107,10 @@ def sgd_update(p, g, buf, lr, mu, wd, started, nesterov):
             bi = buf[i] * mu + gi if started else gi
             buf[i] = bi
             d = gi + bi * mu if nesterov else bi
-        p[i] = pi - d * lr
+        pn = pi - d * lr
+        p[i] = pn
+        bad |= pn - pn != 0
+    return not bad
 
 
 

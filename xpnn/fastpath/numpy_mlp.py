@@ -196,12 +196,15 @@ class NumpyMLPTrainer(FlatTrainer):
         return np.asarray(loss, dtype=self.dtype), p, dz
 
     # ------------------------------------------------------------------ optimizer
-    def update(self):
-        """One optimizer step over the flat buffers (the equations of the optimizer classes)."""
+    def update(self) -> bool:
+        """One optimizer step over the flat buffers (the equations of the optimizer classes).
+
+        Returns whether every parameter is finite afterwards (what the generic path checks),
+        found in the same pass as the update; also kept as :attr:`last_update_finite`.
+        """
         opt = self.opt
+        t = self.t + 1
         if self.kind in ("adam", "adamw"):
-            self.t += 1
-            t = self.t
             args = (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
                     self.kind == "adamw", opt.lr / (1.0 - opt.beta1 ** t),
                     math.sqrt(1.0 - opt.beta2 ** t))
@@ -210,29 +213,33 @@ class NumpyMLPTrainer(FlatTrainer):
             args = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay,
                     self.momentum_started)
             fn = self._sgd_numba if self.kernels == "numba" else self._sgd_block
-        self._run_blocks(fn, args)
-        self._after_update()
+        finite = self._run_blocks(fn, args)
+        self.last_update_finite = finite
+        self._after_update(t)
+        return finite
 
-    def _run_blocks(self, fn, args):
+    def _run_blocks(self, fn, args) -> bool:
+        """``fn(lo, hi, *args)`` over the flat buffers, split across :attr:`threads`; True when
+        every part reported finite results."""
         size, threads = self.size, self.threads
         if threads <= 1:
-            fn(0, size, *args)
-            return
+            return bool(fn(0, size, *args))
         step = -(-size // threads)
         step = -(-step // 16) * 16
         bounds = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
         pool = _pool(len(bounds) - 1)
         futures = [pool.submit(fn, lo, hi, *args) for lo, hi in bounds[1:]]
-        fn(*bounds[0], *args)
+        finite = bool(fn(*bounds[0], *args))
         for f in futures:
-            f.result()
+            finite = bool(f.result()) and finite
+        return finite
 
     def _adam_numba(self, lo, hi, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
         """The update of :meth:`_adam_block` on elements ``lo:hi`` as one compiled loop
         (:mod:`.numba_kernels`)."""
         c = self.dtype.type          # scalars in the buffers' dtype, as NumPy casts them
         decay = 1.0 - lr * wd if wd and decoupled else 1.0
-        numba_kernels.adam_update(
+        return numba_kernels.adam_update(
             self.flat_p[lo:hi], self.flat_g[lo:hi], self.flat_m[lo:hi], self.flat_v[lo:hi],
             c(b1), c(b2), c(1.0 - b1), c(1.0 - b2), c(eps * bc2), c(step_size * bc2),
             c(0.0 if decoupled else wd), c(decay))
@@ -240,7 +247,7 @@ class NumpyMLPTrainer(FlatTrainer):
     def _sgd_numba(self, lo, hi, lr, mu, nesterov, wd, started):
         """The update of :meth:`_sgd_block` on elements ``lo:hi`` as one compiled loop."""
         c = self.dtype.type
-        numba_kernels.sgd_update(
+        return numba_kernels.sgd_update(
             self.flat_p[lo:hi], self.flat_g[lo:hi], self.flat_m[lo:hi], c(lr), c(mu), c(wd),
             started, bool(nesterov))
 
@@ -251,9 +258,13 @@ class NumpyMLPTrainer(FlatTrainer):
             m ← β₁ m + (1 - β₁) g
             v ← β₂ v + (1 - β₂) g²
             θ ← θ - (lr / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
+
+        Returns whether θ is finite on these elements (checked block by block, while the
+        block is in cache).
         """
         P, G, M, V = self.flat_p, self.flat_g, self.flat_m, self.flat_v
         tmp_full = np.empty(min(BLOCK, hi - lo), self.dtype)
+        finite = True
         for s in range(lo, hi, BLOCK):
             e = min(s + BLOCK, hi)
             p, g, m, v, tmp = P[s:e], G[s:e], M[s:e], V[s:e], tmp_full[:e - s]
@@ -274,12 +285,16 @@ class NumpyMLPTrainer(FlatTrainer):
             np.divide(m, tmp, out=tmp)
             np.multiply(tmp, step_size * bc2, out=tmp)
             np.subtract(p, tmp, out=p)
+            finite = finite and bool(np.isfinite(p).all())
+        return finite
 
     def _sgd_block(self, lo, hi, lr, mu, nesterov, wd, started):
         """SGD on elements ``lo:hi``: ``b ← g`` (first step) or ``b ← μ b + g``;
-        ``d = g + μ b`` (Nesterov) or ``b``; ``θ ← θ - lr d`` (``g ← g + λ θ`` first)."""
+        ``d = g + μ b`` (Nesterov) or ``b``; ``θ ← θ - lr d`` (``g ← g + λ θ`` first).
+        Returns whether θ is finite on these elements."""
         P, G, B = self.flat_p, self.flat_g, self.flat_m
         tmp_full = np.empty(min(BLOCK, hi - lo), self.dtype)
+        finite = True
         for s in range(lo, hi, BLOCK):
             e = min(s + BLOCK, hi)
             p, g, buf, tmp = P[s:e], G[s:e], B[s:e], tmp_full[:e - s]
@@ -299,3 +314,5 @@ class NumpyMLPTrainer(FlatTrainer):
                     g = buf
             np.multiply(g, lr, out=tmp)
             np.subtract(p, tmp, out=p)
+            finite = finite and bool(np.isfinite(p).all())
+        return finite

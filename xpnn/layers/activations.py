@@ -6,6 +6,7 @@ Each ``backward`` multiplies the incoming ``δ = dL/dy`` by the derivative of th
 
 from __future__ import annotations
 
+from .._validation import check_real
 from .base import Layer
 
 
@@ -20,14 +21,17 @@ class Identity(Layer):
 
 
 class ReLU(Layer):
-    """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``."""
+    """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``.
+
+    The forward pass selects (``where``) instead of multiplying by a 0/1 mask, so ``-inf``
+    gives 0 rather than ``-inf · 0 = NaN``; NaN stays NaN (as ``np.maximum`` and the fast path).
+    """
 
     def forward(self, x, training=False):
         xp = self.xp
-        mask = xp.astype(x > 0, x.dtype)
         if training:
-            self.mask = mask
-        return x * mask
+            self.mask = xp.astype(x > 0, x.dtype)
+        return xp.where(x <= 0, xp.zeros_like(x), x)
 
     def backward(self, delta):
         return delta * self.mask
@@ -36,23 +40,27 @@ class ReLU(Layer):
 class LeakyReLU(Layer):
     """``y = x`` for ``x > 0`` else ``α x``; ``dL/dx = δ · (1 if x > 0 else α)``.
 
+    The forward pass selects (``where``), so ``-inf`` gives ``α · (-inf)`` (0 when ``α = 0``),
+    never ``-inf · 0 = NaN``.
+
     Parameters
     ----------
     negative_slope : float
-        ``α``, the slope for negative inputs (PyTorch's default 0.01).
+        ``α``, the slope for negative inputs (PyTorch's default 0.01); finite.
     """
 
     def __init__(self, negative_slope: float = 0.01):
         super().__init__()
-        self.negative_slope = float(negative_slope)
+        self.negative_slope = check_real("negative_slope", negative_slope, "LeakyReLU")
 
     def forward(self, x, training=False):
         xp = self.xp
-        pos = xp.astype(x > 0, x.dtype)
-        slope = pos + self.negative_slope * (1.0 - pos)
+        alpha = self.negative_slope
         if training:
-            self.slope = slope
-        return x * slope
+            pos = xp.astype(x > 0, x.dtype)
+            self.slope = pos + alpha * (1.0 - pos)
+        neg = alpha * x if alpha != 0 else xp.zeros_like(x)
+        return xp.where(x <= 0, neg, x)
 
     def backward(self, delta):
         return delta * self.slope

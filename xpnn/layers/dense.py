@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from .._validation import check_int, check_real
 from .base import Layer, Parameter
 
 INITS = ("he", "glorot")
@@ -45,30 +46,30 @@ class Dense(Layer):
     def __init__(self, in_features: int | None, out_features: int, init: str = "he",
                  bias: bool = True, weight_decay: float = 0.0):
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool)
-                                      or value < 1):
-                raise ValueError(f"Dense: {name} must be a positive int, got {value!r}")
         if out_features is None:
             raise ValueError("Dense: out_features is required")
+        if in_features is not None:
+            in_features = check_int("in_features", in_features, "Dense", 1)
+        out_features = check_int("out_features", out_features, "Dense", 1)
         if init not in INITS:
             raise ValueError(f"Dense: init must be one of {INITS}, got {init!r}")
-        if (not isinstance(weight_decay, (int, float)) or isinstance(weight_decay, bool)
-                or not weight_decay >= 0):
-            raise ValueError(f"Dense: weight_decay must be a number >= 0, got {weight_decay!r}")
+        weight_decay = check_real("weight_decay", weight_decay, "Dense", 0.0)
         self.in_features = in_features
         self.out_features = out_features
         self.init = init
         self.use_bias = bool(bias)
-        self.weight_decay = float(weight_decay)
+        self.weight_decay = weight_decay
         self.x = None
 
     def output_features(self, in_features):
         return self.out_features
 
     def build(self, backend, dtype, rng, in_features):
+        if in_features is None or in_features < 1:
+            raise ValueError(f"Dense: the input must have at least one feature, got "
+                             f"in_features={in_features!r}")
         super().build(backend, dtype, rng, in_features)
-        self.in_features = n_in = in_features
+        self.in_features = n_in = int(in_features)
         n_out = self.out_features
         if self.init == "he":
             W = rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_in, n_out))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from .._validation import check_real
 from .base import Layer
 
 
@@ -15,9 +18,7 @@ class Dropout(Layer):
 
     def __init__(self, p: float = 0.5):
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p!r}")
-        self.p = float(p)
+        self.p = check_real("p", p, "Dropout", 0.0, 1.0, high_open=True)
 
     def build(self, backend, dtype, rng, in_features):
         super().build(backend, dtype, rng, in_features)
@@ -27,8 +28,11 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             self.scale = None
             return x
+        # The mask is built on the host in the model's dtype, so the transfer is the only work
+        # on the device (no float64 copy to send and cast there).
         keep = self.rng.random(tuple(x.shape)) >= self.p
-        self.scale = self.backend.asarray(keep / (1.0 - self.p), dtype=self.dtype)
+        scale = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=self.dtype)
+        self.scale = self.backend.asarray(scale, dtype=self.dtype)
         return x * self.scale
 
     def backward(self, delta):

@@ -24,14 +24,10 @@ class Adam(Optimizer):
                  eps: float = 1e-8, weight_decay: float = 0.0):
         super().__init__(lr)
         owner = type(self).__name__
-        _check_fraction("beta1", beta1, owner)
-        _check_fraction("beta2", beta2, owner)
-        _check_positive("eps", eps, owner)
-        _check_positive("weight_decay", weight_decay, owner, allow_zero=True)
-        self.beta1 = float(beta1)
-        self.beta2 = float(beta2)
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.beta1 = _check_fraction("beta1", beta1, owner)
+        self.beta2 = _check_fraction("beta2", beta2, owner)
+        self.eps = _check_positive("eps", eps, owner)
+        self.weight_decay = _check_positive("weight_decay", weight_decay, owner, allow_zero=True)
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -55,7 +51,7 @@ class Adam(Optimizer):
         param.data -= step_size * (m / denom)
 
     def get_config(self):
-        return {"lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
+        return {"lr": self.lr_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                 "weight_decay": self.weight_decay}
 
 

@@ -9,15 +9,45 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+from .._validation import check_real
+from ..schedules import Schedule, from_config
+
 
 class Optimizer:
-    """Base class: subclasses implement :meth:`update` for one parameter."""
+    """Base class: subclasses implement :meth:`update` for one parameter.
 
-    def __init__(self, lr: float):
-        _check_positive("lr", lr, type(self).__name__)
-        self.lr = float(lr)
+    ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
+    With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
+    ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
+    gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
+    """
+
+    def __init__(self, lr):
+        owner = type(self).__name__
+        if isinstance(lr, dict):
+            lr = from_config(lr)
+        self.schedule = lr if isinstance(lr, Schedule) else None
+        if self.schedule is not None:
+            lr = self.schedule(0)
+        elif callable(lr):
+            raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
+                            f"{lr!r}; for a plain function use "
+                            "xpnn.LearningRateScheduler(function)")
+        self.lr = _check_positive("lr", lr, owner)
         self.state: list[dict] = []
         self.iterations = 0
+
+    @property
+    def lr(self) -> float:
+        """The learning rate, a finite Python float >= 0 (> 0 at construction); checked
+        whenever it is set (by the constructor, a schedule, a callback or
+        ``model.optimizer.lr = ...``)."""
+        return self._lr
+
+    @lr.setter
+    def lr(self, value):
+        # >= 0 here (a schedule may end at 0); the constructor asks for > 0
+        self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
         """Update every parameter from its ``grad``."""
@@ -36,22 +66,24 @@ class Optimizer:
         self.state = []
         self.iterations = 0
 
+    def lr_config(self):
+        """``lr`` as ``get_config`` gives it: the number, or the schedule's ``to_config()``."""
+        return self.lr if self.schedule is None else self.schedule.to_config()
+
     def get_config(self) -> dict:
         """Constructor arguments, JSON-serialisable."""
-        return {"lr": self.lr}
+        return {"lr": self.lr_config()}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
 
 
-def _check_positive(name, value, owner, allow_zero=False):
-    ok = isinstance(value, (int, float)) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{owner}: {name} must be a number {bound}, got {value!r}")
+def _check_positive(name, value, owner, allow_zero=False) -> float:
+    """``value`` as a float, checked to be finite and > 0 (>= 0 with ``allow_zero``)."""
+    return check_real(name, value, owner, 0.0, low_open=not allow_zero)
 
 
-def _check_fraction(name, value, owner):
-    if not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"{owner}: {name} must be in [0, 1), got {value!r}")
+def _check_fraction(name, value, owner) -> float:
+    """``value`` as a float, checked to be in [0, 1)."""
+    return check_real(name, value, owner, 0.0, 1.0, high_open=True)

@@ -21,14 +21,11 @@ class RMSprop(Optimizer):
     def __init__(self, lr: float = 0.01, rho: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(lr)
-        _check_fraction("rho", rho, "RMSprop")
-        _check_positive("eps", eps, "RMSprop")
-        _check_fraction("momentum", momentum, "RMSprop")
-        _check_positive("weight_decay", weight_decay, "RMSprop", allow_zero=True)
-        self.rho = float(rho)
-        self.eps = float(eps)
-        self.momentum = float(momentum)
-        self.weight_decay = float(weight_decay)
+        self.rho = _check_fraction("rho", rho, "RMSprop")
+        self.eps = _check_positive("eps", eps, "RMSprop")
+        self.momentum = _check_fraction("momentum", momentum, "RMSprop")
+        self.weight_decay = _check_positive("weight_decay", weight_decay, "RMSprop",
+                                            allow_zero=True)
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -49,5 +46,5 @@ class RMSprop(Optimizer):
         param.data -= self.lr * u
 
     def get_config(self):
-        return {"lr": self.lr, "rho": self.rho, "eps": self.eps, "momentum": self.momentum,
+        return {"lr": self.lr_config(), "rho": self.rho, "eps": self.eps, "momentum": self.momentum,
                 "weight_decay": self.weight_decay}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from .base import Optimizer, _check_fraction, _check_positive
 
 
@@ -20,13 +22,13 @@ class SGD(Optimizer):
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
         super().__init__(lr)
-        _check_fraction("momentum", momentum, "SGD")
-        _check_positive("weight_decay", weight_decay, "SGD", allow_zero=True)
-        if nesterov and momentum == 0:
+        self.momentum = _check_fraction("momentum", momentum, "SGD")
+        self.weight_decay = _check_positive("weight_decay", weight_decay, "SGD", allow_zero=True)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ValueError(f"SGD: nesterov must be True or False, got {nesterov!r}")
+        if nesterov and self.momentum == 0:
             raise ValueError("SGD: nesterov momentum needs momentum > 0")
-        self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
-        self.weight_decay = float(weight_decay)
 
     def update(self, param, grad, state):
         if self.weight_decay:
@@ -42,5 +44,5 @@ class SGD(Optimizer):
         param.data -= self.lr * grad
 
     def get_config(self):
-        return {"lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov,
+        return {"lr": self.lr_config(), "momentum": self.momentum, "nesterov": self.nesterov,
                 "weight_decay": self.weight_decay}

@@ -1,0 +1,133 @@
+"""The benchmark harness (``benchmarks/mnist_throughput.py``) on tiny synthetic data.
+
+What a benchmark run must get right besides the timing: which implementations each table
+runs, the BLAS kernels its processes use and record, the optional JAX peer, and where it
+writes. The timings themselves are not checked (speed goals live in the benchmarks).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HAVE_JAX = importlib.util.find_spec("jax") is not None and \
+    importlib.util.find_spec("jaxlib") is not None
+
+
+def _bench(tmp_path, *args, env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "mnist_throughput.py"), *args,
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_tables_blas_and_jax(tmp_path):
+    """One small run: the configurations run ``--impls``, the sweep runs ``--sweep-impls``
+    (its own list); the workers run without the OpenBLAS overrides and every record says which
+    kernels they used; JAX is measured, or skipped with the reason when it is not installed."""
+    _bench(tmp_path, "--synthetic", "384", "--configs", "S,sweep",
+           "--impls", "xpnn-numpy-generic,jax", "--sweep-impls", "xpnn-numpy",
+           "--sweep-batches", "128", "--rounds", "1", "--epochs", "1", "--sweep-rounds", "1",
+           "--sweep-epochs", "1", "--name", "small",
+           env={"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["small.json", "small.md"]
+    report = json.loads((tmp_path / "small.json").read_text())
+    assert report["complete"]
+    records = report["records"]
+    by_table = {t: {r["impl"] for r in records if r["table"] == t} for t in ("configs", "sweep")}
+    assert by_table["sweep"] == {"xpnn-numpy"}
+    assert by_table["configs"] == ({"xpnn-numpy-generic", "jax"} if HAVE_JAX
+                                   else {"xpnn-numpy-generic"})
+    if not HAVE_JAX:
+        assert "jax not installed" in report["skipped"]["jax"]
+    machine = report["machine"]
+    assert machine["blas_env_removed"] == "OPENBLAS_CORETYPE=Haswell,OPENBLAS_L2_SIZE=512"
+    assert "OPENBLAS_CORETYPE" not in machine["env"]
+    for rec in records:
+        assert "error" not in rec, rec.get("error")
+        info = rec["info"]
+        assert info["blas_env"] == {}                 # the worker ran without the overrides
+        openblas = [b for b in info["blas"] if b["internal_api"] == "openblas"]
+        assert openblas, info["blas"]
+        assert all(set(b) >= {"architecture", "internal_api", "num_threads", "version"}
+                   for b in openblas)
+    md = (tmp_path / "small.md").read_text()
+    assert "removed from the environment: OPENBLAS_CORETYPE=Haswell" in md
+    assert "| M b128 | 128 | xpnn-numpy |" in md
+    if HAVE_JAX:
+        jax_rec = next(r for r in records if r["impl"] == "jax")
+        assert jax_rec["sps"] > 0 and jax_rec["info"]["matmul_precision"] == "highest"
+        row = next(r for r in report["summary"] if r["impl"] == "xpnn-numpy-generic")
+        assert row["vs_peer_name"] == "jax" and row["vs_peer"] > 0
+
+
+def test_keep_blas_env_and_limit(tmp_path):
+    """``--keep-blas-env`` leaves the variables to the workers; ``--limit`` takes the first
+    samples of a dataset (here an MNIST folder of 300 images); ``--rounds-first`` runs round 0
+    of every configuration before round 1 of any."""
+    import gzip
+
+    import numpy as np
+
+    folder = tmp_path / "data" / "mnist"
+    folder.mkdir(parents=True)
+    _write_idx_mnist(folder, 300, gzip, np)
+    out = tmp_path / "out"
+    _bench(out, "--data-home", str(tmp_path / "data"), "--limit", "256", "--configs", "S,M",
+           "--impls", "xpnn-numpy-generic", "--rounds", "2", "--epochs", "1", "--rounds-first",
+           "--keep-blas-env", env={"OPENBLAS_L2_SIZE": "512"})
+    report = json.loads((out / "results.json").read_text())
+    assert report["data"] == "mnist train, first 256 samples"
+    assert report["machine"]["blas_env_removed"] == ""
+    records = report["records"]
+    assert [(r["config"], r["round"]) for r in records] == [("S", 0), ("M", 0), ("S", 1),
+                                                            ("M", 1)]    # --rounds-first
+    kept = {k: v for k, v in {**os.environ, "OPENBLAS_L2_SIZE": "512"}.items()
+            if k.startswith("OPENBLAS")}
+    assert all(rec["info"]["blas_env"] == kept for rec in records)
+
+
+def _write_idx_mnist(folder, n, gzip, np):
+    """The four MNIST IDX files with ``n`` random training and ``n // 5`` test images."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", n), ("t10k", n // 5)):
+        images = rng.integers(0, 256, (count, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, count).astype(np.uint8)
+        for kind, arr, magic in (("images-idx3", images, 2051), ("labels-idx1", labels, 2049)):
+            header = magic.to_bytes(4, "big") + b"".join(
+                d.to_bytes(4, "big") for d in arr.shape)
+            with gzip.open(folder / f"{split}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.tobytes())
+
+
+def test_check_args_names_what_is_wrong(tmp_path, monkeypatch, capsys):
+    """``--check-args`` (what gpu.sh's dry run does with the GPU arguments) runs nothing and
+    refuses unknown names and missing data with the option named."""
+    import pytest
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import mnist_throughput
+
+    assert mnist_throughput.main(["--check-args", "--synthetic", "10", "--configs", "S,sweep",
+                                  "--impls", "xpnn-cupy,jax-cuda", "--out", str(tmp_path)]) == 0
+    assert "arguments ok: configs S,sweep; impls xpnn-cupy,jax-cuda" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []                      # nothing ran, nothing written
+    for argv, message in (
+            (["--impls", "xpnn-cuda"], "--impls: unknown implementation 'xpnn-cuda'"),
+            (["--sweep-impls", "torch_cuda"], "--sweep-impls: unknown implementation"),
+            (["--configs", "XL"], "--configs: unknown configuration 'XL'"),
+            (["--sweep-batches", "32,1k"], "--sweep-batches: integers expected")):
+        with pytest.raises(SystemExit, match=message):
+            mnist_throughput.main(["--check-args", "--synthetic", "10", *argv])
+    monkeypatch.delenv("XPNN_DATA", raising=False)
+    with pytest.raises(SystemExit, match="no mnist training data in"):
+        mnist_throughput.main(["--check-args", "--data-home", str(tmp_path)])

@@ -1,0 +1,87 @@
+"""The CuPy host-to-device stager's ordering, against a recording stand-in for CuPy (no GPU)."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+
+from xpnn import staging
+
+
+class _Event:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def synchronize(self):
+        self.log.append(("host waits", self.name))
+
+
+class _Stream:
+    def __init__(self, log, name):
+        self.log, self.name, self.n = log, name, 0
+
+    def record(self):
+        self.n += 1
+        return _Event(self.log, f"{self.name}:{self.n}")
+
+    def wait_event(self, event):
+        self.log.append((f"{self.name} waits", event.name))
+
+
+class _DeviceArray:
+    def __init__(self, shape, dtype, log):
+        self.data, self.log = np.zeros(shape, dtype), log
+
+    def __getitem__(self, key):
+        view = _DeviceArray.__new__(_DeviceArray)
+        view.data, view.log = self.data[key], self.log
+        return view
+
+    def set(self, host, stream=None):
+        assert stream is not None and stream.name == "copy"
+        self.log.append(("copy", int(host[0, 0])))
+        self.data[...] = host
+
+
+def _fake_cupy(log):
+    compute = _Stream(log, "compute")
+    cuda = types.SimpleNamespace(
+        Stream=lambda non_blocking: _Stream(log, "copy"),
+        get_current_stream=lambda: compute,
+        alloc_pinned_memory=lambda nbytes: bytearray(nbytes))
+    return types.SimpleNamespace(cuda=cuda, empty=lambda shape, dtype: _DeviceArray(
+        shape, dtype, log))
+
+
+class _Device:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_stager_orders_copies_and_steps(monkeypatch):
+    log = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
+    backend = types.SimpleNamespace(family="cupy", device=_Device())
+    stager = staging.stager_for(backend)
+    got = []
+    for b in range(4):
+        block = np.full((3, 2), b, np.float32)
+        dev = stager.put(block)
+        got.append(dev.data.copy())
+        stager.release()
+    for b, arr in enumerate(got):
+        np.testing.assert_array_equal(arr, np.full((3, 2), b))
+    # every step waits for its copy; a slot is refilled only after the step that used it
+    assert ("compute waits", "copy:1") in log and ("compute waits", "copy:4") in log
+    third = log.index(("copy", 2))
+    assert ("copy waits", "compute:1") in log[:third]     # slot 0 released by batch 0's step
+    assert ("host waits", "copy:1") in log[:third]        # its pinned buffer's copy finished
+
+
+def test_no_stager_on_the_cpu():
+    assert staging.stager_for(types.SimpleNamespace(family="numpy")) is None

@@ -1,0 +1,169 @@
+"""Export a trained :class:`~xpnn.Sequential` for inference outside xpnn: ONNX.
+
+The graph is written layer by layer from the model's weights, one or two standard ONNX
+operators per layer (tracing the layers' own ``forward`` through ``ndonnx``, an array-API
+namespace that records ONNX, also works, but adds shape checks and control flow to the graph and
+two dependencies):
+
+=============  ==========================================
+xpnn layer     ONNX nodes
+=============  ==========================================
+Dense          ``MatMul(x, W)``, then ``Add(·, b)`` with a bias
+ReLU           ``Relu``
+LeakyReLU      ``PRelu(x, negative_slope)`` (the slope in the model's dtype)
+Sigmoid        ``Sigmoid``
+Tanh           ``Tanh``
+Softmax        ``Softmax(axis=-1)``
+Identity       (nothing)
+Dropout        (nothing: inference)
+=============  ==========================================
+
+The input is ``"x"`` of shape ``(batch, n_features)`` with a symbolic batch dimension, the
+output ``"y"`` of shape ``(batch, n_outputs)``: what :meth:`~xpnn.Sequential.predict` returns,
+in the model's dtype (float32 or float64). The model's configuration (``get_config``) is stored
+as JSON in the metadata entry ``"xpnn_config"``.
+
+::
+
+    import onnxruntime as ort
+    session = ort.InferenceSession("model.onnx")
+    y = session.run(None, {"x": X.astype("float32")})[0]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+FORMATS = ("onnx",)
+
+#: The element-wise activations: xpnn class name -> ONNX operator.
+_UNARY = {"ReLU": "Relu", "Sigmoid": "Sigmoid", "Tanh": "Tanh"}
+_SKIPPED = ("Identity", "Dropout")
+
+
+def export(model, path, format: str = "onnx", **options):
+    """Write ``model`` to ``path`` in ``format`` (only ``"onnx"``); returns ``path``."""
+    if format not in FORMATS:
+        raise ValueError(f"export: format must be one of {FORMATS}, got {format!r}")
+    return export_onnx(model, path, **options)
+
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError:
+        raise ImportError("export to ONNX needs the onnx package: pip install \"xpnn[onnx]\" "
+                          "(or pip install onnx)") from None
+    return onnx
+
+
+def to_onnx(model, opset: int = 17, input_name: str = "x", output_name: str = "y"):
+    """The ONNX ``ModelProto`` of ``model`` (see the module's table).
+
+    Parameters
+    ----------
+    model : Sequential
+        A model with weights (after ``fit``, or built with ``in_features`` given).
+    opset : int
+        ONNX opset of the graph, >= 17 (every operator used exists unchanged since opset 16).
+    input_name, output_name : str
+        Names of the graph's input and output.
+    """
+    onnx = _import_onnx()
+    from onnx import TensorProto, helper, numpy_helper
+
+    model._require_weights("export")
+    if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
+        raise ValueError(f"export: opset must be an int >= 17, got {opset!r}")
+    if opset > onnx.defs.onnx_opset_version():
+        raise ValueError(f"export: opset {opset} is newer than this onnx package supports "
+                         f"({onnx.defs.onnx_opset_version()})")
+    np_dtype = np.dtype(model.dtype)
+    elem = TensorProto.FLOAT if np_dtype == np.float32 else TensorProto.DOUBLE
+
+    nodes, initializers = [], []
+    current = input_name
+
+    def emit(op, inputs, name, **attrs):
+        nonlocal current
+        out = f"{name}_out"
+        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
+        current = out
+
+    for i, layer in enumerate(model.layers):
+        kind = type(layer).__name__
+        name = f"{i}_{kind.lower()}"
+        if kind == "Dense":
+            W = np.ascontiguousarray(_host(layer.W.data), dtype=np_dtype)
+            initializers.append(numpy_helper.from_array(W, f"{name}.W"))
+            emit("MatMul", [current, f"{name}.W"], f"{name}_matmul")
+            if layer.b is not None:
+                b = np.ascontiguousarray(_host(layer.b.data), dtype=np_dtype)
+                initializers.append(numpy_helper.from_array(b, f"{name}.b"))
+                emit("Add", [current, f"{name}.b"], f"{name}_add")
+        elif kind in _UNARY:
+            emit(_UNARY[kind], [current], name)
+        elif kind == "LeakyReLU":  # PRelu: the slope as a tensor of the model's dtype
+            slope = np.asarray([layer.negative_slope], dtype=np_dtype)
+            initializers.append(numpy_helper.from_array(slope, f"{name}.slope"))
+            emit("PRelu", [current, f"{name}.slope"], name)
+        elif kind == "Softmax":
+            emit("Softmax", [current], name, axis=-1)
+        elif kind in _SKIPPED:
+            continue
+        else:
+            raise ValueError(f"export: layer {i} ({layer!r}) has no ONNX form; supported: "
+                             f"Dense, LeakyReLU, Softmax, {', '.join(_UNARY)}, "
+                             f"{', '.join(_SKIPPED)}")
+    # The output gets its own name (an Identity when the network is only Identity/Dropout).
+    if nodes:
+        nodes[-1].output[0] = output_name
+    else:
+        nodes.append(helper.make_node("Identity", [input_name], [output_name], name="identity"))
+
+    graph = helper.make_graph(
+        nodes, "xpnn_sequential",
+        [helper.make_tensor_value_info(input_name, elem, ["batch", model.n_features_in])],
+        [helper.make_tensor_value_info(output_name, elem, ["batch", model.n_outputs])],
+        initializer=initializers)
+    from . import __version__
+
+    proto = helper.make_model(graph, producer_name="xpnn", producer_version=__version__,
+                              opset_imports=[helper.make_opsetid("", opset)])
+    # The IR version this onnx writes can be newer than runtimes read; the opset's own is enough.
+    proto.ir_version = min(proto.ir_version, _ir_version_for(opset))
+    helper.set_model_props(proto, {"xpnn_config": json.dumps(model.get_config())})
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _ir_version_for(opset: int) -> int:
+    from onnx import helper
+
+    for entry in helper.VERSION_TABLE:      # (release, ir_version, ai.onnx opset, ...)
+        if entry[2] >= opset:
+            return entry[1]
+    return helper.VERSION_TABLE[-1][1]
+
+
+def _host(array):
+    from .backend import to_numpy
+
+    return to_numpy(array)
+
+
+def export_onnx(model, path, opset: int = 17, input_name: str = "x", output_name: str = "y"):
+    """Write :func:`to_onnx`'s graph of ``model`` to ``path`` (``.onnx``); returns ``path``."""
+    proto = to_onnx(model, opset=opset, input_name=input_name, output_name=output_name)
+    from .serialization import atomic_write
+
+    path = os.fspath(path)
+    data = proto.SerializeToString()
+    atomic_write(path, lambda f: f.write(data))        # no torn file under the real name
+    return path
+
+
+__all__ = ["FORMATS", "export", "export_onnx", "to_onnx"]
