@@ -10,7 +10,7 @@ The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensor
 >>> model.fit(X_train, y_train, epochs=5, batch_size=128)
 """
 
-from . import schedules
+from . import distributed, schedules
 from .backend import (
     BACKENDS,
     Backend,
@@ -55,5 +55,5 @@ __all__ = [
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
     "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
     "ReduceLROnPlateau", "Sequential", "Sigmoid", "Softmax", "Tanh", "TrainingDivergedError",
-    "available_backends", "get_backend", "load", "mlp", "schedules", "to_numpy",
+    "available_backends", "distributed", "get_backend", "load", "mlp", "schedules", "to_numpy",
 ]

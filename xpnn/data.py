@@ -133,7 +133,7 @@ class ArrayBatches:
                     w = xp.take(w, idx, axis=0)
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
-            lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
+            lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
             if gather is None:
                 yield b, X[lo:hi, ...], t[lo:hi, ...], None if w is None else w[lo:hi]
             else:
@@ -174,7 +174,7 @@ class HostBatches:
         stager = staging.stager_for(be)      # GPU: copy the next batch during this step
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
-            lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
+            lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
             if perm is None:
                 rows = slice(self.offset + lo, self.offset + hi)
                 block = self._convert(model, read_batch(self.X, rows), None, self.offset + lo)
@@ -246,6 +246,10 @@ class IterableBatches:
             if len(item) == 3 and item[2] is not None:
                 wb = model._prepare_w(item[2], xb.shape[0], f"{self.what} batch {b}: "
                                       "sample_weight")
+            lo, hi = model._local_rows(0, xb.shape[0])   # data-parallel: this rank's rows
+            if hi - lo != xb.shape[0]:
+                xb, tb = xb[lo:hi, ...], tb[lo:hi, ...]
+                wb = None if wb is None else wb[lo:hi]
             yield b, xb, tb, wb
 
 

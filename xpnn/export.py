@@ -26,8 +26,8 @@ as JSON in the metadata entry ``"xpnn_config"``.
 ::
 
     import onnxruntime as ort
-    session = ort.InferenceSession("model.onnx")
-    y = session.run(None, {"x": X.astype("float32")})[0]
+    runner = ort.InferenceSession("model.onnx")
+    y = runner.run(None, {"x": X.astype("float32")})[0]
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import threading
 
 import numpy as np
 
-from . import data, fastpath, serialization
+from . import data, distributed, fastpath, serialization
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
@@ -180,21 +180,7 @@ class Sequential:
             shape = host.shape
         else:
             shape = tuple(X.shape)
-        if len(shape) != 2:
-            raise ValueError(f"{what} must be 2-D (n_samples, n_features), got shape {shape}"
-                             + (": use X.reshape(-1, 1) for a single feature"
-                                if len(shape) == 1 else ""))
-        if shape[0] == 0:
-            raise ValueError(f"{what} has no samples (shape {shape})")
-        n_in = self.n_features_in
-        if n_in is not None and shape[1] != n_in:
-            first = next((i for i, layer in enumerate(self.layers) if layer.in_features), 0)
-            raise ValueError(f"{what} has {shape[1]} features but layer {first} "
-                             f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
-                             f"{shape}, expected (n_samples, {n_in})")
-        if shape[1] == 0:
-            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
-                             "least one input feature")
+        self._check_X_shape(shape, what)
         if owner is None:
             return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
         xp = be.xp
@@ -325,6 +311,9 @@ class Sequential:
             raise ValueError(f"{what} has {shape[1]} features but layer {first} "
                              f"({self.layers[first]!r}) expects {n_in}: got {what} of shape "
                              f"{shape}, expected (n_samples, {n_in})")
+        if shape[1] == 0:
+            raise ValueError(f"{what} has no features (shape {shape}): a network needs at "
+                             "least one input feature")
 
     def _make_source(self, X, y, w=None, what="X", steps=None):
         """A batch source (:mod:`xpnn.data`) for ``(X, y, w)``, or for an iterable of batches
@@ -357,6 +346,14 @@ class Sequential:
 
         ``wb`` are per-sample weights (None: every row counts the same).
         """
+        xp = self.backend.xp
+        if xb.shape[0] == 0:          # data-parallel: no rows of this batch on this rank
+            for p in self.params:
+                p.grad = xp.zeros_like(p.data)
+            loss = self._sync_gradients([p.grad for p in self.params], self._idle_batch(),
+                                        0 if wb is None else xp.sum(wb))
+            self.optimizer.step(self.params)
+            return loss, None
         loss_fn = self.loss
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
@@ -372,21 +369,67 @@ class Sequential:
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
-        loss = self._sync_gradients([p.grad for p in self.params], loss, xb.shape[0])
+        loss = self._sync_gradients([p.grad for p in self.params], loss,
+                                    xb.shape[0] if wb is None else xp.sum(wb))
         self.optimizer.step(self.params)
         return loss, out
 
     def _sync_gradients(self, grads, loss, n_rows):
         """The one boundary between backward and the optimizer update, on both the generic step
         (``grads`` the list of per-parameter gradients) and the fast trainers (``grads`` their
-        flat gradient buffer). Returns the loss the step reports. With a single process there is
-        nothing to combine; data-parallel training combines gradients and loss here."""
+        flat gradient buffer, with two free slots at its end). ``n_rows`` is the number of rows
+        of the step, or the sum of their sample weights (a 0-d array) when they carry weights.
+        Returns the loss the step reports. With a single process there is nothing to combine;
+        data-parallel training (:meth:`xpnn.distributed.DataParallel.sync_gradients`) sums the
+        weighted gradients and losses of every rank in one allreduce here."""
         comm = self._comm
         if comm is None:
             return loss
         return comm.sync_gradients(self, grads, loss, n_rows)
 
+    #: The :class:`xpnn.distributed.DataParallel` of the data-parallel ``fit`` running, or None.
     _comm = None
+    #: The communicator of the last data-parallel ``fit`` (``save`` writes on its rank 0).
+    _last_comm = None
+
+    def _local_rows(self, lo, hi):
+        """This process's rows of the batch of rows ``[lo, hi)``: all of them, or in
+        data-parallel training this rank's contiguous slice (batch sources call this)."""
+        comm = self._comm
+        return (lo, hi) if comm is None else comm.batch(lo, hi)
+
+    def _idle_batch(self):
+        """A rank's part in a data-parallel step where its slice of the batch is empty: the
+        Dropout layers draw their masks anyway (the generators stay in step across ranks);
+        returns a zero loss."""
+        features = self.n_features_in
+        for layer in self.layers:
+            if getattr(layer, "batch_slice", None) is not None:
+                layer.draw_mask(layer.batch_slice[0], features)
+            features = layer.output_features(features)
+        be = self.backend
+        return be.xp.zeros((), dtype=be.dtype(self.dtype), device=be.device)
+
+    def _start_data_parallel(self, comm, **facts):
+        """With a communicator of several ranks: check that every rank runs the same training
+        (``facts``: rows, batch size...), put rank 0's weights, optimizer and generator state
+        on every rank, and synchronise the steps until ``fit`` ends. Returns the
+        :class:`~xpnn.distributed.DataParallel` or None."""
+        comm = distributed.active(comm)
+        if comm is None:
+            return None
+        dp = distributed.DataParallel(comm, self)
+        dp.check_agreement(**facts, parameters=self.count_params(), dtype=self.dtype,
+                           backend=self.backend.family,
+                           optimizer=type(self.optimizer).__name__)
+        dp.broadcast_state()
+        self._last_comm = comm
+        return dp
+
+    def _end_data_parallel(self):
+        if self._comm is not None:
+            self._comm.end()
+        self._comm = None
 
     def _weights_finite(self, trainer=None) -> bool:
         """Whether every parameter is finite (one reduction per parameter, or the fast trainer's
@@ -396,6 +439,7 @@ class Sequential:
         return all_finite(self.backend.xp, [p.data for p in self.params])
 
     # ------------------------------------------------------------------ training
+    @distributed.guarded
     def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
             validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1,
             sample_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
@@ -435,8 +479,13 @@ class Sequential:
             Batches per epoch when ``X`` is a generator of batches.
         initial_epoch : int
             Index of the first epoch (callbacks and logs count from it).
-        comm : optional
-            A communicator from :func:`xpnn.distributed.init` for data-parallel training.
+        comm : xpnn.distributed.Communicator, optional
+            Train data-parallel over ``comm.size`` processes (from
+            :func:`xpnn.distributed.init`; see :mod:`xpnn.distributed`): every rank passes the
+            same data, ``batch_size`` is the global batch, each rank computes its slice of
+            every batch, and every rank ends with the same weights and logs. Only rank 0
+            prints. Any exception on one rank, other than TrainingDivergedError (which every
+            rank raises together), aborts every rank.
 
         Returns
         -------
@@ -473,11 +522,15 @@ class Sequential:
             X, y, sample_weight, validation_data, validation_split, callbacks,
             steps_per_epoch), iterable=X)
 
+        if distributed.active(comm) is not None and not comm.is_root:
+            verbose = 0                   # data-parallel: rank 0 alone shows progress
         history = History()
         callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
                                              steps=source_steps(source, batch_size))]
         self.history = history
-        self._comm = comm
+        self._comm = self._start_data_parallel(
+            comm, training_rows=source.n, validation_rows=None if val is None else val.n,
+            batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle)
         self._callbacks = callbacks     # BackupAndRestore saves and restores their states
         for cb in callbacks:
             cb.set_model(self)
@@ -506,7 +559,7 @@ class Sequential:
                     break
         for cb in callbacks:
             cb.on_train_end()
-        self._comm = None
+        self._end_data_parallel()
         self._callbacks = ()
         return history
 
@@ -596,6 +649,8 @@ class Sequential:
                 sums.update(loss=0.0, weight=0.0, batch=saved[1])
                 self._run_batches(source, batch_size, epoch, perm, sums, (), True, saved)
         logs = {"loss": _host_float(sums["loss"]) / _host_float(sums["weight"])}
+        if self._comm is not None:
+            self._comm.reduce_metrics(self.metrics)
         logs.update({m.name: m.result() for m in self.metrics})
         return logs
 
@@ -624,13 +679,17 @@ class Sequential:
                     raise diverged(value if not finite else "non-finite", epoch, b,
                                    "loss" if not finite else "a weight")
             rows = xb.shape[0] if wb is None else xp.sum(wb)
+            size = xb.shape[0]
+            if self._comm is not None:    # data-parallel: the loss is the global batch's
+                rows, size = self._comm.step_weight, self._comm.batch_rows
             sums["loss"] = sums["loss"] + loss * rows
             sums["weight"] = sums["weight"] + rows
             sums["batch"] = b + 1
-            for m in self.metrics:
-                m.update(xp, out, tb)
+            if out is not None:
+                for m in self.metrics:
+                    m.update(xp, out, tb)
             for cb in callbacks:
-                cb.on_train_batch_end(b, {"size": xb.shape[0], "loss": loss})
+                cb.on_train_batch_end(b, {"size": size, "loss": loss})
             if self._interrupted:
                 self._interrupted = False
                 raise KeyboardInterrupt
@@ -761,6 +820,8 @@ class Sequential:
                 m.multilabel = src.multilabel
         loss_sum, total = 0.0, 0.0
         for _, xb, tb, wb in source.batches(self, None, batch_size or 1):
+            if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
+                continue
             if self._fused:
                 loss = self.loss.forward_logits(self._forward(xb, logits=True), tb, wb)
                 out = self.loss.p
@@ -774,8 +835,11 @@ class Sequential:
                 m.update(xp, out, tb)
             if progress is not None:
                 progress.update()
-        result = {"loss": _host_float(loss_sum) / _host_float(total),
-                  **{m.name: m.result() for m in metrics}}
+        loss_sum, total = _host_float(loss_sum), _host_float(total)
+        if self._comm is not None:       # data-parallel: every rank evaluated its shard
+            loss_sum, total = self._comm.sum_floats(loss_sum, total)
+            self._comm.reduce_metrics(metrics)
+        result = {"loss": loss_sum / total, **{m.name: m.result() for m in metrics}}
         if progress is not None:
             progress.close(result)
         return result
@@ -960,15 +1024,23 @@ class Sequential:
 
         return export(self, path, format=format, **options)
 
-    def save(self, path) -> None:
+    def save(self, path, comm=None) -> None:
         """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
         missing): architecture, compile settings, weights, the optimizer's state (moments,
         momentum buffers, step counts, current lr), the random generator's state and the
         epochs trained, with a checksum. The file is written atomically.
 
         No pickle is involved; read it back with :func:`xpnn.load`. Format:
-        :mod:`xpnn.serialization`.
+        :mod:`xpnn.serialization`. After a data-parallel ``fit(comm=...)`` (or given
+        ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
+        rank must call ``save`` then.
         """
+        comm = distributed.active(comm if comm is not None else self._last_comm)
+        if comm is not None:
+            if comm.is_root:
+                distributed.or_abort(comm, serialization.save, self, path)
+            comm.barrier()
+            return
         serialization.save(self, path)
 
 

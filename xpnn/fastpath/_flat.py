@@ -56,7 +56,10 @@ class FlatTrainer:
             total += -(-size // _ALIGN) * _ALIGN
         self.size = max(total, _ALIGN)
         self.flat_p = lib.zeros(self.size, dtype=self.dtype)
-        self.flat_g = lib.zeros(self.size, dtype=self.dtype)
+        # The gradients, then two free slots for Sequential._sync_gradients (data-parallel
+        # training reduces the loss and the rows' weight in the same buffer).
+        self.flat_sync = lib.zeros(self.size + 2, dtype=self.dtype)
+        self.flat_g = self.flat_sync[:self.size]
         self.flat_m = lib.zeros(self.size, dtype=self.dtype)
         self.flat_v = lib.zeros(self.size, dtype=self.dtype)
 
@@ -113,6 +116,12 @@ class FlatTrainer:
         passed to the matmul as views.
         """
         n = xb.shape[0]
+        if n == 0:           # data-parallel: no rows of this batch on this rank
+            self.flat_g[...] = 0
+            loss = self.model._sync_gradients(self.flat_sync, self.model._idle_batch(),
+                                              0 if wb is None else self.lib.sum(wb))
+            self.update()
+            return loss, None
         if n > self.capacity:
             self._allocate(n)
         matmul, stages = self.lib.matmul, self.stages
@@ -152,7 +161,8 @@ class FlatTrainer:
                 matmul(delta, W.T, out=da)
                 delta = da
 
-        loss = self.model._sync_gradients(self.flat_g, loss, n)   # the one gradient boundary
+        loss = self.model._sync_gradients(           # the one gradient boundary
+            self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
         self.update()
         return loss, out
 

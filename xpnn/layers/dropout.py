@@ -14,7 +14,15 @@ class Dropout(Layer):
     ``y = x ⊙ m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn on the host from the model's seeded
     generator (so every backend drops the same units); ``dL/dx = δ ⊙ m / (1 - p)``.
     At inference ``y = x``.
+
+    In data-parallel training (``fit(..., comm=...)``) each rank holds a slice of the global
+    batch: ``fit`` sets :attr:`batch_slice` to ``(rows, lo, hi)`` and the mask is drawn for all
+    ``rows`` of the global batch, of which rows ``lo:hi`` are used, so every rank's generator
+    draws the same numbers and the ranks together drop what one process would.
     """
+
+    #: ``(rows of the global batch, lo, hi)`` in data-parallel training, else None.
+    batch_slice = None
 
     def __init__(self, p: float = 0.5):
         super().__init__()
@@ -30,10 +38,20 @@ class Dropout(Layer):
             return x
         # The mask is built on the host in the model's dtype, so the transfer is the only work
         # on the device (no float64 copy to send and cast there).
-        keep = self.rng.random(tuple(x.shape)) >= self.p
+        keep = self.draw_mask(x.shape[0], x.shape[1])
         scale = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=self.dtype)
         self.scale = self.backend.asarray(scale, dtype=self.dtype)
         return x * self.scale
+
+    def draw_mask(self, rows, features):
+        """The keep-mask (bool, host) for a batch of ``rows`` rows: drawn for the whole global
+        batch and cut to this rank's rows under :attr:`batch_slice`."""
+        if self.p == 0.0:
+            return None
+        if self.batch_slice is None:
+            return self.rng.random((rows, features)) >= self.p
+        total, lo, hi = self.batch_slice
+        return (self.rng.random((total, features)) >= self.p)[lo:hi]
 
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale

@@ -1,0 +1,198 @@
+"""Training runs for tests/test_distributed.py, run under ``mpiexec -n N`` and in one process.
+
+``python tests/mpi_cases.py OUT`` (under mpiexec) runs every case of :data:`CASES` with the
+communicator of :func:`xpnn.distributed.init` and writes what each rank ended with to
+``OUT/rank<r>.pkl``. The test imports the same functions and runs them without a communicator
+as the reference. ``python tests/mpi_cases.py OUT --fail=WHERE`` makes rank 1 fail (``input``:
+a NaN in its X; ``rows``: a row fewer; ``callback``: an exception in its second epoch;
+``script``: an uncaught exception outside fit) while rank 0 trains on or waits.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import sys
+
+import numpy as np
+
+import xpnn
+
+
+def data(n=101, features=8, classes=3, seed=1):
+    """A small classification problem (101 rows: batches of 20 leave a last batch of one row,
+    so with 2 or 3 ranks some ranks have no rows in it)."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, features))
+    w = rng.normal(size=(features, classes))
+    y = np.argmax(X @ w + 0.5 * rng.normal(size=(n, classes)), axis=1)
+    return X, y
+
+
+def classifier(dtype, dropout=0.0, fast=True, seed=0, lr=0.01):
+    layers = [xpnn.Dense(8, 16), xpnn.ReLU()]
+    if dropout:
+        layers.append(xpnn.Dropout(dropout))
+    layers += [xpnn.Dense(16, 12), xpnn.Tanh(), xpnn.Dense(12, 3), xpnn.Softmax()]
+    model = xpnn.Sequential(*layers, dtype=dtype, seed=seed)
+    model.fastpath = fast
+    model.compile(loss="crossentropy", optimizer=xpnn.Adam(lr), metrics=["accuracy"])
+    return model
+
+
+def _train(comm, dtype, fast, dropout=0.0, epochs=3, **kw):
+    X, y = data()
+    Xv, yv = data(n=37, seed=2)
+    model = classifier(dtype, dropout, fast)
+    hist = model.fit(X, y, epochs=epochs, batch_size=20, validation_data=(Xv, yv), verbose=0,
+                     comm=comm, **kw)
+    return {"weights": model.get_weights(), "history": hist.history,
+            "rng": model.rng.bit_generator.state["state"], "iterations":
+            model.optimizer.iterations}
+
+
+def _train_data(comm, how):
+    """Other ways of passing the data: sample weights, host data streamed batch by batch,
+    a list of batches, a validation split."""
+    X, y = data()
+    model = classifier("float64")
+    kw = {}
+    if how == "weighted":
+        kw["sample_weight"] = np.random.default_rng(3).uniform(0.2, 2.0, len(X))
+    elif how == "streamed":            # float32 host data for a float64 model: read per batch
+        model.resident_budget = 0
+        X = X.astype(np.float32)
+    elif how == "split":
+        kw["validation_split"] = 0.25
+    if how == "batches":
+        hist = model.fit([(X[i:i + 20], y[i:i + 20]) for i in range(0, len(X), 20)],
+                         epochs=3, verbose=0, comm=comm)
+    else:
+        hist = model.fit(X, y, epochs=3, batch_size=20, verbose=0, comm=comm, **kw)
+    return {"weights": model.get_weights(), "history": hist.history,
+            "rng": model.rng.bit_generator.state["state"],
+            "iterations": model.optimizer.iterations}
+
+
+def early_stopping(comm):
+    X, y = data()
+    Xv, yv = data(n=37, seed=2)
+    model = classifier("float64", lr=0.2)
+    stop = xpnn.EarlyStopping(monitor="val_loss", patience=1)
+    hist = model.fit(X, y, epochs=40, batch_size=20, validation_data=(Xv, yv), verbose=0,
+                     callbacks=[stop], comm=comm)
+    return {"weights": model.get_weights(), "history": hist.history,
+            "stopped_epoch": stop.stopped_epoch, "epochs": len(hist.epoch)}
+
+
+def unseeded(comm):
+    """``seed=None``: every rank starts from other random weights; rank 0's are broadcast."""
+    X, y = data()
+    model = classifier("float64", dropout=0.2, seed=None)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0, comm=comm)
+    return {"weights": model.get_weights()}
+
+
+def diverges(comm):
+    """A step whose loss is infinite: every rank raises at the same step, weights kept."""
+    X, y = data()
+    X = X.copy()
+    X[45] = 1e200            # finite input; its squared error overflows in the third batch
+    model = xpnn.Sequential(xpnn.Dense(8, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64",
+                            seed=0)
+    model.compile(loss="mse", optimizer=xpnn.Adam(0.01))
+    y = y.astype(np.float64)
+    try:
+        model.fit(X, y, epochs=1, batch_size=20, shuffle=False, verbose=0, comm=comm)
+    except xpnn.TrainingDivergedError as exc:
+        return {"error": str(exc), "weights": model.get_weights(),
+                "finite": all(np.all(np.isfinite(w)) for w in model.get_weights())}
+    return {"error": None}
+
+
+def save_and_load(comm, path=None):
+    """``save`` and ModelCheckpoint write on rank 0 only; every rank then loads the file."""
+    import xpnn.serialization as serialization
+
+    folder = os.path.dirname(path) if path else os.environ.get("XPNN_TEST_OUT", ".")
+    path = path or os.path.join(folder, "model.npz")
+    writes = []
+    real = serialization.save
+
+    def counting(*args, **kwargs):
+        writes.append(1)
+        return real(*args, **kwargs)
+
+    X, y = data()
+    model = classifier("float64")
+    serialization.save = counting
+    try:
+        model.fit(X, y, epochs=2, batch_size=20, verbose=0, comm=comm, callbacks=[
+            xpnn.ModelCheckpoint(os.path.join(folder, "checkpoint-{epoch}.npz"))])
+        model.save(path)
+    finally:
+        serialization.save = real
+    loaded = xpnn.load(path)            # every rank, after save returned on every rank
+    return {"writes": len(writes), "same": all(
+        np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights(),
+                                             strict=True))}
+
+
+CASES = {
+    "fast64": lambda comm: _train(comm, "float64", True),
+    "generic64": lambda comm: _train(comm, "float64", False),
+    "fast32": lambda comm: _train(comm, "float32", True),
+    "generic32": lambda comm: _train(comm, "float32", False),
+    "fast64_dropout": lambda comm: _train(comm, "float64", True, dropout=0.3),
+    "generic64_dropout": lambda comm: _train(comm, "float64", False, dropout=0.3),
+    "weighted": lambda comm: _train_data(comm, "weighted"),
+    "streamed": lambda comm: _train_data(comm, "streamed"),
+    "batches": lambda comm: _train_data(comm, "batches"),
+    "split": lambda comm: _train_data(comm, "split"),
+    "early_stopping": early_stopping,
+    "unseeded": unseeded,
+    "diverges": diverges,
+    "save_and_load": save_and_load,
+}
+
+
+def fail(comm, where):
+    if where == "script":       # outside fit: init()'s excepthook aborts the job
+        if comm.rank == 1:
+            raise RuntimeError("script failed on rank 1")
+        comm.barrier()
+    X, y = data()
+    if where == "input" and comm.rank == 1:
+        X = X.copy()
+        X[3, 2] = np.nan
+    if where == "rows" and comm.rank == 1:
+        X, y = X[:-1], y[:-1]
+
+    class FailOnRank1(xpnn.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if where == "callback" and comm.rank == 1 and epoch == 1:
+                raise RuntimeError("callback failed on rank 1")
+
+    model = classifier("float64")
+    model.fit(X, y, epochs=1000, batch_size=20, verbose=0, callbacks=[FailOnRank1()],
+              comm=comm)
+    print(f"rank {comm.rank}: training ended without an error", flush=True)
+
+
+def main(argv):
+    out = argv[1]
+    comm = xpnn.distributed.init()
+    os.environ["XPNN_TEST_OUT"] = out
+    for arg in argv[2:]:
+        if arg.startswith("--fail="):
+            fail(comm, arg.split("=", 1)[1])
+            return
+    results = {"size": comm.size, "rank": comm.rank, "threads": comm.threads}
+    for name, case in CASES.items():
+        results[name] = case(comm)
+    with open(os.path.join(out, f"rank{comm.rank}.pkl"), "wb") as f:
+        pickle.dump(results, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
