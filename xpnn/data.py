@@ -80,16 +80,24 @@ def read_rows(X, rows) -> np.ndarray:
     return np.asarray(X[rows])
 
 
-def read_batch(X, rows) -> np.ndarray:
-    """Rows ``rows`` (any order; a slice for consecutive rows) of host data ``X``, in that order.
-    They are read in increasing order and put back in the requested one."""
+def read_batch(X, rows, dtype=None) -> np.ndarray:
+    """Rows ``rows`` (any order; a slice for consecutive rows) of host data ``X``, in that order,
+    as ``dtype`` (default: ``X``'s). They are read in increasing order and put back in the
+    requested one in the same pass as the conversion."""
     if isinstance(rows, slice):
         return read_rows(X, rows)
     order = np.argsort(rows, kind="stable")
     block = read_rows(X, rows[order])
-    out = np.empty_like(block)
-    out[order] = block
+    out = np.empty(block.shape, block.dtype if dtype is None else dtype)
+    with np.errstate(over="ignore", invalid="ignore"):     # the caller checks the values
+        out[order] = block
     return out
+
+
+def data_is_integer(X) -> bool:
+    """Whether host data ``X`` holds integers (so it is finite in any float dtype)."""
+    dtype = host_dtype(X)
+    return dtype is not None and dtype.kind in "biu"
 
 
 def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
@@ -159,10 +167,12 @@ class HostBatches:
         self.offset = start
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
 
-    def _convert(self, model, block, rows_in_X, lo):
+    def _convert(self, model, block, rows_in_X, lo, integer=None):
         """A batch read from ``X`` in the model's dtype, checked for values that are not finite
-        there (rows named as in ``X``), still on the host."""
-        integer = block.dtype.kind in "biu"            # always finite in a float dtype
+        there (rows named as in ``X``), still on the host. Integer data (``integer``: read from
+        ``block`` when None) is always finite in a float dtype and not scanned."""
+        if integer is None:
+            integer = block.dtype.kind in "biu"
         with np.errstate(over="ignore", invalid="ignore"):     # checked just below
             block = np.asarray(block, dtype=model.dtype)
         if not integer:
@@ -172,6 +182,7 @@ class HostBatches:
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
         be, xp = model.backend, model.backend.xp
         stager = staging.stager_for(be)      # GPU: copy the next batch during this step
+        integer = data_is_integer(self.X)
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
             lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
@@ -182,8 +193,9 @@ class HostBatches:
                 wb = None if self.w is None else self.w[lo:hi]
             else:
                 local = perm[lo:hi]
-                block = self._convert(model, read_batch(self.X, local + self.offset),
-                                      local + self.offset, 0)
+                rows = local + self.offset
+                raw = read_batch(self.X, rows, model.dtype)     # read and converted at once
+                block = self._convert(model, raw, rows, 0, integer)
                 idx = be.asarray(local, dtype="int64")
                 tb = xp.take(self.t, idx, axis=0)
                 wb = None if self.w is None else xp.take(self.w, idx, axis=0)
