@@ -672,12 +672,10 @@ class Sequential:
             before = None if saved is not None or not check else self._snapshot_state()
             loss, out = step(xb, tb, wb)
             if check:
-                value = _host_float(loss)
-                finite = math.isfinite(value)
-                if not (finite and self._weights_finite(trainer)):
+                error = self._step_problem(loss, trainer, epoch, b)
+                if error is not None:
                     self._undo_step(source, batch_size, epoch, perm, saved, before, b)
-                    raise diverged(value if not finite else "non-finite", epoch, b,
-                                   "loss" if not finite else "a weight")
+                    raise error
             rows = xb.shape[0] if wb is None else xp.sum(wb)
             size = xb.shape[0]
             if self._comm is not None:    # data-parallel: the loss is the global batch's
@@ -715,15 +713,23 @@ class Sequential:
         self._require_compiled("train_on_batch")
         Xd, yd = self._building_from(X, lambda: self._prepare_Xy(X, y))
         wd = None if sample_weight is None else self._prepare_w(sample_weight, Xd.shape[0])
-        trainer = None
         before = self._snapshot_state()
         loss, _ = self._train_step(Xd, yd, wd)
-        value = _host_float(loss)
-        if not (math.isfinite(value) and self._weights_finite(trainer)):
+        error = self._step_problem(loss, None, 0, 0)
+        if error is not None:
             self._restore_state(before)
-            raise diverged(value if not math.isfinite(value) else "non-finite", 0, 0,
-                           "loss" if not math.isfinite(value) else "a weight")
-        return value
+            raise error
+        return _host_float(loss)
+
+    def _step_problem(self, loss, trainer, epoch, batch):
+        """The TrainingDivergedError for a step whose loss or weights are not finite, or None
+        (the check every step passes through, generic or fast)."""
+        value = _host_float(loss)
+        if not math.isfinite(value):
+            return diverged(value, epoch, batch, "loss")
+        if not self._weights_finite(trainer):
+            return diverged("non-finite", epoch, batch, "a weight")
+        return None
 
     def _capture_position(self) -> dict:
         """Where training stands, as JSON-able data, for an exact resume: the epoch, the batch
