@@ -131,3 +131,24 @@ def test_check_args_names_what_is_wrong(tmp_path, monkeypatch, capsys):
     monkeypatch.delenv("XPNN_DATA", raising=False)
     with pytest.raises(SystemExit, match="no mnist training data in"):
         mnist_throughput.main(["--check-args", "--data-home", str(tmp_path)])
+
+
+def test_streaming_benchmark_pairs_both_paths(tmp_path):
+    """The streaming benchmark on a few synthetic images: the paired worker trains one model
+    from the memmap (streamed) and one from the converted array (resident) in turn, and the
+    memory workers report each path's peak memory."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "streaming_throughput.py"), "--synthetic",
+         "600", "--copies", "2", "--rounds", "2", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["n_samples"] == 1200 and report["source"].startswith("synthetic")
+    assert [r["round"] for r in report["paired"]] == [0, 1, 2]       # warm-up + 2 timed
+    assert len(report["ratios_streamed_over_resident"]) == 2
+    assert {r["order"][0] for r in report["paired"]} == {"streamed", "resident"}
+    memory = {m["impl"]: m for m in report["memory"]}
+    assert memory["streamed"]["streams"] and not memory["resident"]["streams"]
+    assert all(m["peak_rss_mib"] > 0 for m in memory.values())
+    assert any(b["internal_api"] == "openblas" for b in report["blas"])

@@ -85,3 +85,24 @@ def test_stager_orders_copies_and_steps(monkeypatch):
 
 def test_no_stager_on_the_cpu():
     assert staging.stager_for(types.SimpleNamespace(family="numpy")) is None
+
+
+def test_batches_read_into_the_pinned_buffer_are_not_copied_again(monkeypatch):
+    log = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
+    stager = staging.stager_for(types.SimpleNamespace(family="cupy", device=_Device()))
+    copies = []
+    real_copyto = np.copyto
+    monkeypatch.setattr(staging.np, "copyto", lambda *a, **k: (copies.append(1),
+                                                                real_copyto(*a, **k)))
+    for b in range(4):
+        pinned = stager.host_buffer((3, 2), np.float32)
+        if b >= 2:      # a slot is handed out again only after its last copy finished
+            assert log[-1] == ("host waits", f"copy:{b - 1}")
+        pinned[...] = b
+        dev = stager.put(pinned)
+        np.testing.assert_array_equal(dev.data, np.full((3, 2), b))
+        stager.release()
+    assert copies == []                         # read in place: no host-side copy
+    stager.put(np.full((3, 2), 9, np.float32))  # any other array is copied into the slot
+    assert copies == [1]

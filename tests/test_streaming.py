@@ -355,3 +355,54 @@ def test_data_module_reads_rows_in_any_order():
     X = np.arange(30.0).reshape(10, 3)
     rows = np.array([7, 2, 9, 2 + 1])
     np.testing.assert_array_equal(data.read_batch(X, rows), X[rows])
+
+
+@pytest.mark.parametrize("kind", ["uint8", "float64", "float32", "memmap", "memmap32",
+                                  "fortran"])
+def test_row_reader_equals_a_conversion_and_reuses_its_buffer(tmp_path, kind):
+    rng = np.random.default_rng(1)
+    if kind == "uint8":
+        X = rng.integers(0, 256, (50, 7), dtype=np.uint8)
+    elif kind.startswith("memmap"):
+        dtype = np.float32 if kind == "memmap32" else np.uint8
+        X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", dtype, (50, 7))
+        X[...] = rng.integers(0, 256, (50, 7))
+    else:
+        X = rng.normal(size=(50, 7)) * 1e30           # float64 beyond float32's range too
+        X = X.astype(np.float32) if kind == "float32" else X
+        X = np.asfortranarray(X) if kind == "fortran" else X
+    reader = data.RowReader(X, np.float32)
+    first = None
+    for rows in (rng.permutation(50)[:16], np.array([49, 0, 49]), slice(3, 19), slice(40, 50)):
+        with np.errstate(over="ignore"):
+            want = np.asarray(X[rows], dtype=np.float32)
+        got = reader.read(rows)
+        assert got.dtype == np.float32 and got.shape == want.shape
+        np.testing.assert_array_equal(got, want)
+        if isinstance(rows, slice):
+            continue
+        if first is None:
+            first = got
+        elif X.dtype != np.float32:            # the same memory, batch after batch
+            assert np.shares_memory(got, first)
+        out = np.empty(want.shape, np.float32)
+        assert reader.read(rows, out) is out
+        np.testing.assert_array_equal(out, want)
+
+
+def test_streamed_batches_do_not_alias_across_passes(tmp_path):
+    """Each pass over a streamed source has its own buffer: a replay (the guard's undo) that
+    runs while another pass is suspended cannot overwrite that pass's batch."""
+    X, y = _images(n=64)
+    model = _model()
+    model.resident_budget = 100
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    source = model._make_source(X, y)
+    perm = np.random.default_rng(0).permutation(64)
+    outer = source.batches(model, perm, 16)
+    _, xb, _, _ = next(outer)
+    kept = np.array(xb, copy=True)
+    for _ in source.batches(model, perm, 16):
+        pass
+    np.testing.assert_array_equal(xb, kept)
+    np.testing.assert_array_equal(kept, X[perm[:16]].astype(np.float32))

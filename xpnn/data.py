@@ -151,6 +151,64 @@ class ArrayBatches:
                     w, be.asarray(rows, dtype="int64"), axis=0)
 
 
+class RowReader:
+    """Rows of host data ``X``, converted to ``dtype``, read into buffers reused from batch to
+    batch (each batch is valid until the next :meth:`read`).
+
+    A NumPy array is gathered with one ``np.take`` into a buffer of its dtype and cast into the
+    output buffer: no allocation per batch. A memmap's rows are taken in increasing order (the
+    order the file holds them, so pages that are not cached are read in sequence) and put back in
+    the requested order by the cast. Other host data (h5py, zarr, pandas, SciPy sparse) is read
+    in increasing row order, which files and chunked stores need, by :func:`read_batch`. The
+    values equal ``np.asarray(X[rows], dtype)`` bit for bit.
+    """
+
+    def __init__(self, X, dtype):
+        self.X, self.dtype = X, np.dtype(dtype)
+        self.plain = isinstance(X, np.ndarray)           # ndarray or np.memmap
+        self.in_file = isinstance(X, np.memmap)
+        self._raw = self._out = None
+
+    @staticmethod
+    def _reused(buf, m, row_shape, dtype):
+        if buf is None or buf.shape[0] < m or buf.shape[1:] != row_shape or buf.dtype != dtype:
+            buf = np.empty((m, *row_shape), dtype)
+        return buf[:m]
+
+    def read(self, rows, out=None) -> np.ndarray:
+        """``X[rows]`` in ``dtype``; ``rows`` a slice or an integer array of in-range rows in any
+        order. Written into ``out`` (``len(rows)`` rows of ``dtype``) when given."""
+        X = self.X
+        if not self.plain:
+            block = read_batch(X, rows, self.dtype)
+            if out is None:
+                return block
+            np.copyto(out, block)
+            return out
+        if isinstance(rows, slice):
+            src = np.asarray(X[rows])                        # a view: nothing read yet
+            if out is None and src.dtype == self.dtype:
+                return src
+            order = None
+        else:
+            order = np.argsort(rows, kind="stable") if self.in_file else None
+            m = rows.shape[0]
+            if order is None and X.dtype == self.dtype and out is not None:
+                return np.take(X, rows, axis=0, out=out, mode="clip")   # rows are in range
+            self._raw = src = self._reused(self._raw, m, X.shape[1:], X.dtype)
+            np.take(X, rows if order is None else rows[order], axis=0, out=src, mode="clip")
+            if order is None and X.dtype == self.dtype:
+                return src
+        if out is None:
+            self._out = out = self._reused(self._out, src.shape[0], src.shape[1:], self.dtype)
+        with np.errstate(over="ignore", invalid="ignore"):     # the caller checks the values
+            if order is None:
+                np.copyto(out, src, casting="unsafe")
+            else:
+                out[order] = src                             # back in the requested order
+        return out
+
+
 class HostBatches:
     """Host data ``X`` read, converted and checked one batch at a time (see the module doc).
 
@@ -167,38 +225,35 @@ class HostBatches:
         self.offset = start
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
 
-    def _convert(self, model, block, rows_in_X, lo, integer=None):
-        """A batch read from ``X`` in the model's dtype, checked for values that are not finite
-        there (rows named as in ``X``), still on the host. Integer data (``integer``: read from
-        ``block`` when None) is always finite in a float dtype and not scanned."""
-        if integer is None:
-            integer = block.dtype.kind in "biu"
-        with np.errstate(over="ignore", invalid="ignore"):     # checked just below
-            block = np.asarray(block, dtype=model.dtype)
-        if not integer:
-            check_finite_rows(block, lo, self.what, rows_in_X)
-        return block
-
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+        """Yield ``(b, x, t, w)`` as :meth:`ArrayBatches.batches` does; ``x`` is read into a
+        buffer reused from batch to batch (on a GPU: a pinned buffer copied to the device while
+        the previous step runs, see :mod:`xpnn.staging`)."""
         be, xp = model.backend, model.backend.xp
         stager = staging.stager_for(be)      # GPU: copy the next batch during this step
-        integer = data_is_integer(self.X)
+        reader = RowReader(self.X, model.dtype)      # its buffers live for this pass only
+        integer = data_is_integer(self.X)    # integers are finite in any float dtype: no scan
+        row_shape = tuple(host_shape(self.X)[1:])
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
             lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
             if perm is None:
-                rows = slice(self.offset + lo, self.offset + hi)
-                block = self._convert(model, read_batch(self.X, rows), None, self.offset + lo)
+                rows, named, first = slice(self.offset + lo, self.offset + hi), None, \
+                    self.offset + lo
                 tb = None if self.t is None else self.t[lo:hi, ...]
                 wb = None if self.w is None else self.w[lo:hi]
             else:
                 local = perm[lo:hi]
-                rows = local + self.offset
-                raw = read_batch(self.X, rows, model.dtype)     # read and converted at once
-                block = self._convert(model, raw, rows, 0, integer)
+                rows = named = local + self.offset
+                first = 0
                 idx = be.asarray(local, dtype="int64")
                 tb = xp.take(self.t, idx, axis=0)
                 wb = None if self.w is None else xp.take(self.w, idx, axis=0)
+            dest = None if stager is None else stager.host_buffer(
+                (hi - lo, *row_shape), np.dtype(model.dtype))
+            block = reader.read(rows, dest)
+            if not integer:
+                check_finite_rows(block, first, self.what, named)
             xb = be.asarray(block, dtype=model.dtype) if stager is None else stager.put(block)
             yield b, xb, tb, wb
             if stager is not None:
@@ -276,5 +331,5 @@ def is_batch_iterable(data) -> bool:
     return hasattr(data, "__iter__") or hasattr(data, "__next__")
 
 
-__all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches",
+__all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
            "check_finite_rows", "host_shape", "is_batch_iterable", "is_sparse", "read_batch"]

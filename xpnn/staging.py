@@ -5,7 +5,8 @@ current training step.
 backends the batch is used where it is. On CuPy, :class:`CupyStager` keeps two slots, each a
 pinned (page-locked) host buffer and a device buffer: batch ``b`` is converted into slot
 ``b % 2``'s pinned buffer and copied to its device buffer on a second CUDA stream, without
-blocking the host, while the compute stream still runs the step of batch ``b - 1``::
+blocking the host, while the compute stream still runs the step of batch ``b - 1``. The host
+reads and converts each batch straight into the pinned buffer (:meth:`CupyStager.host_buffer`)::
 
     host:     read+convert b   read+convert b+1   ...
     copy:          H→D b             H→D b+1
@@ -46,6 +47,7 @@ class CupyStager:
         self.copied = [None] * self.SLOTS     # event: H→D copy of the slot's batch done
         self.released = [None] * self.SLOTS   # event: compute stream done with the slot
         self.count = 0
+        self._handed = None                   # the pinned buffer host_buffer gave out
 
     def _buffers(self, slot, shape, dtype):
         cp = self.cupy
@@ -60,16 +62,29 @@ class CupyStager:
                 self.on_device[slot] = cp.empty(shape, dtype)
         return self.pinned[slot][:shape[0]], self.on_device[slot][:shape[0]]
 
-    def put(self, block: np.ndarray):
-        """Start copying the host batch ``block`` (already in the model's dtype) to the device;
-        returns the device array, usable by work queued on the current stream from now on."""
-        cp = self.cupy
+    def host_buffer(self, shape, dtype) -> np.ndarray:
+        """The pinned host buffer the next :meth:`put` copies from, once its previous copy to
+        the device is done: read the batch straight into it and :meth:`put` copies nothing on
+        the host."""
         slot = self.count % self.SLOTS
-        self.count += 1
         if self.copied[slot] is not None:
             self.copied[slot].synchronize()        # the pinned buffer's last copy is done
+            self.copied[slot] = None
+        pinned, _ = self._buffers(slot, tuple(shape), np.dtype(dtype))
+        self._handed = pinned
+        return pinned
+
+    def put(self, block: np.ndarray):
+        """Start copying the host batch ``block`` (already in the model's dtype; ideally the
+        array :meth:`host_buffer` handed out) to the device; returns the device array, usable by
+        work queued on the current stream from now on."""
+        cp = self.cupy
+        slot = self.count % self.SLOTS
+        if block is not self._handed:
+            np.copyto(self.host_buffer(block.shape, block.dtype), block)
+        self._handed = None
+        self.count += 1
         pinned, dev = self._buffers(slot, block.shape, block.dtype)
-        np.copyto(pinned, block)
         with self.device:
             compute = cp.cuda.get_current_stream()
             if self.released[slot] is not None:
