@@ -9,15 +9,15 @@ backpropagation on the model's backend:
 
 ``θ`` holds the parameters in the order of ``model.params`` (W1, b1, W2, b2, ...), each
 flattened in C order, as float64 on the host. One evaluation moves ``θ`` to the device once,
-writes it into the parameters, runs the forward pass, the loss and the backward pass (the
-walk of :meth:`Sequential._train_step` without the optimizer update, through the same
-gradient boundary ``model._sync_gradients``; layers are used in training mode, so the
+writes it into the parameters, runs ``model._backprop`` (the forward pass, the loss and the
+backward pass of :meth:`Sequential._train_step`, without the optimizer update) and the same
+gradient boundary ``model._sync_gradients`` (layers are used in training mode, so the
 objective is deterministic only without Dropout), and brings the gradient and the loss back
 in a single host transfer.
 
 Sparse ``X`` (a SciPy sparse matrix) is accepted on the NumPy backend: the first layer must be
-a :class:`~xpnn.Dense`, whose products ``X W`` and ``Xᵀ δ`` are SciPy's sparse matmuls; the
-matrix is never densified.
+a :class:`~xpnn.Dense`, whose products ``X W`` and ``Xᵀ δ`` are then SciPy's sparse matmuls;
+the matrix is never densified.
 """
 
 from __future__ import annotations
@@ -73,7 +73,6 @@ class FlatObjective:
                                 f"{model.backend.name}); densify it first")
             if not layers or not isinstance(layers[0], Dense):
                 raise TypeError("FlatObjective: sparse X needs a Dense first layer")
-        self.layers = layers
 
     def get(self) -> np.ndarray:
         """The model's current parameters as ``θ`` (float64, on the host)."""
@@ -97,39 +96,11 @@ class FlatObjective:
         """``(f(θ), ∇f(θ))`` as a Python float and a float64 NumPy vector."""
         self.set(theta)
         self.n_evaluations += 1
-        model, xp = self.model, self.model.backend.xp
-        loss_fn, layers, X = model.loss, self.layers, self.X
-
-        # forward: a_i = layer_i(a_{i-1}); a sparse X goes through the first Dense by SciPy
-        start, a = 0, X
-        if self.sparse:
-            first = layers[0]
-            a = np.asarray(X @ first.W.data)
-            if first.b is not None:
-                a = a + first.b.data
-            start = 1
-        for layer in layers[start:]:
-            a = layer.forward(a, training=True)
-        if model._fused:
-            loss = loss_fn.forward_logits(a, self.t, w=self.w)
-            delta = loss_fn.backward_logits()
-        else:
-            loss = loss_fn.forward(a, self.t, w=self.w)
-            delta = loss_fn.backward()
-
-        # backward: each layer stores its parameter gradients and returns dL/d(its input)
-        for layer in reversed(layers[start:]):
-            delta = layer.backward(delta)
-            if delta is None:
-                break
-        if self.sparse:
-            first.W.grad = np.asarray(X.T @ delta)
-            if first.weight_decay:
-                first.W.grad = first.W.grad + first.weight_decay * first.W.data
-            if first.b is not None:
-                first.b.grad = np.sum(delta, axis=0)
+        model, xp, X = self.model, self.model.backend.xp, self.X
+        loss, _ = model._backprop(X, self.t, self.w)   # the training step's walk, without update
         # the gradient boundary of the training steps (data-parallel training combines here)
-        loss = model._sync_gradients([p.grad for p in self.params], loss, X.shape[0])
+        loss = model._sync_gradients([p.grad for p in self.params], loss,
+                                     X.shape[0] if self.w is None else xp.sum(self.w))
 
         # + Σ (λ/2)||W||², whose gradient λW the Dense layers already added
         for layer in model.layers:

@@ -354,6 +354,16 @@ class Sequential:
                                         0 if wb is None else xp.sum(wb))
             self.optimizer.step(self.params)
             return loss, None
+        loss, out = self._backprop(xb, tb, wb)
+        loss = self._sync_gradients([p.grad for p in self.params], loss,
+                                    xb.shape[0] if wb is None else xp.sum(wb))
+        self.optimizer.step(self.params)
+        return loss, out
+
+    def _backprop(self, xb, tb, wb=None):
+        """Forward pass in training mode, the loss, and the backward pass that leaves every
+        parameter's gradient in ``p.grad``; returns (loss, output). The walk shared by the
+        training step and :class:`xpnn.flat.FlatObjective`."""
         loss_fn = self.loss
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
@@ -369,9 +379,6 @@ class Sequential:
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
-        loss = self._sync_gradients([p.grad for p in self.params], loss,
-                                    xb.shape[0] if wb is None else xp.sum(wb))
-        self.optimizer.step(self.params)
         return loss, out
 
     def _sync_gradients(self, grads, loss, n_rows):

@@ -22,6 +22,11 @@ class Dense(Layer):
         dL/db = Σ_n δ[n]        (out_features,)
         dL/dx = δ · Wᵀ          (N, in_features)
 
+    The products are written with ``@``, so ``x`` may also be a SciPy sparse matrix on the NumPy
+    backend (as the first layer, which needs no ``dL/dx``): ``x W`` and ``xᵀ δ`` are then
+    SciPy's sparse products and ``x`` is never densified (L-BFGS in :mod:`xpnn.sklearn` trains
+    on sparse data this way).
+
     Parameters
     ----------
     in_features : int or None
@@ -87,21 +92,21 @@ class Dense(Layer):
     def forward(self, x, training=False):
         if training:
             self.x = x
-        y = self.xp.matmul(x, self.W.data)
+        y = x @ self.W.data                                 # y = x·W + b
         if self.b is not None:
             y = y + self.b.data
         return y
 
     def backward(self, delta):
         xp = self.xp
-        self.W.grad = xp.matmul(self.x.T, delta)           # dW = xᵀ·δ
+        self.W.grad = self.x.T @ delta                      # dW = xᵀ·δ
         if self.weight_decay:                               # + λW: gradient of (λ/2)||W||²
             self.W.grad = self.W.grad + self.weight_decay * self.W.data
         if self.b is not None:
             self.b.grad = xp.sum(delta, axis=0)             # db = Σδ
         if not self.input_grad_needed:                      # first layer: nobody needs dx
             return None
-        return xp.matmul(delta, self.W.data.T)              # dx = δ·Wᵀ
+        return delta @ self.W.data.T                        # dx = δ·Wᵀ
 
     def get_config(self):
         return {"in_features": self.in_features, "out_features": self.out_features,
