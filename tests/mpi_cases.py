@@ -10,6 +10,7 @@ a NaN in its X; ``rows``: a row fewer; ``callback``: an exception in its second 
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import pickle
 import sys
@@ -132,10 +133,57 @@ def save_and_load(comm, path=None):
         model.save(path)
     finally:
         serialization.save = real
+    exports, exported = [], None
+    if importlib.util.find_spec("onnx") is not None:    # export writes on rank 0 only too
+        from xpnn import export as export_module
+
+        real_export = export_module.export_onnx
+
+        def counting_export(*args, **kwargs):
+            exports.append(1)
+            return real_export(*args, **kwargs)
+
+        export_module.export_onnx = counting_export
+        try:
+            exported = model.export(os.path.join(folder, "model.onnx"))
+        finally:
+            export_module.export_onnx = real_export
     loaded = xpnn.load(path)            # every rank, after save returned on every rank
-    return {"writes": len(writes), "same": all(
+    return {"writes": len(writes), "exports": len(exports), "exported": exported, "same": all(
         np.array_equal(a, b) for a, b in zip(loaded.get_weights(), model.get_weights(),
                                              strict=True))}
+
+
+def resume_mid_epoch(comm, folder=None):
+    """A backup written mid-epoch (every 4 batches; the epochs have 6) and a second ``fit``
+    that resumes from it: the weights and the logged loss and accuracy of an uninterrupted run.
+    Under N ranks the backup holds the metric sums of every rank's rows."""
+    import shutil
+    import tempfile
+
+    folder = folder or os.environ.get("XPNN_TEST_OUT") or tempfile.mkdtemp()
+    backups, crashed = os.path.join(folder, "backups"), os.path.join(folder, "crashed")
+    root = comm is None or comm.rank == 0
+
+    class CopyBackupsAtBatch8(xpnn.Callback):      # the folder a crash there would leave
+        seen = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.seen += 1
+            if self.seen == 8 and root:
+                shutil.copytree(backups, crashed)
+
+    X, y = data()
+    full = classifier("float64")
+    h_full = full.fit(X, y, epochs=3, batch_size=20, verbose=0, comm=comm, callbacks=[
+        xpnn.BackupAndRestore(backups, save_freq=4), CopyBackupsAtBatch8()])
+    resumed = classifier("float64", seed=1)
+    restore = xpnn.BackupAndRestore(crashed, save_freq=4)
+    h_resumed = resumed.fit(X, y, epochs=3, batch_size=20, verbose=0, comm=comm,
+                            callbacks=[restore])
+    return {"full": full.get_weights(), "resumed": resumed.get_weights(),
+            "history_full": h_full.history, "history_resumed": h_resumed.history,
+            "restored": restore.restored_from is not None}
 
 
 CASES = {
@@ -153,6 +201,7 @@ CASES = {
     "unseeded": unseeded,
     "diverges": diverges,
     "save_and_load": save_and_load,
+    "resume_mid_epoch": resume_mid_epoch,
 }
 
 

@@ -66,7 +66,8 @@ def reference(tmp_path_factory):
     """Every case in one process, without a communicator."""
     out = tmp_path_factory.mktemp("reference")
     with np.errstate(over="ignore", invalid="ignore"):
-        return {name: case(None) if name != "save_and_load" else case(None, str(out / "m.npz"))
+        paths = {"save_and_load": str(out / "m.npz"), "resume_mid_epoch": str(out)}
+        return {name: case(None, paths[name]) if name in paths else case(None)
                 for name, case in mpi_cases.CASES.items()}
 
 
@@ -146,10 +147,31 @@ def test_divergence_is_raised_by_every_rank_at_the_same_step(ranks, reference):
 
 
 @needs_mpi
+def test_mid_epoch_resume_restores_every_ranks_metric_sums(ranks, reference):
+    """Resumed from a backup written inside an epoch, N ranks end with the weights of the
+    uninterrupted run, bitwise, and log its loss and training accuracy: the backup holds the
+    sums of all ranks' rows (rank 0 continues from them, the others from zero)."""
+    ref = reference["resume_mid_epoch"]
+    assert ref["restored"] and ref["history_resumed"] == ref["history_full"]
+    for rank in ranks:
+        got = rank["resume_mid_epoch"]
+        assert got["restored"]
+        for a, b in zip(got["resumed"], got["full"], strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert got["history_resumed"] == got["history_full"]
+        assert got["history_full"]["accuracy"] == pytest.approx(
+            ref["history_full"]["accuracy"], abs=1e-12)
+
+
+@needs_mpi
 def test_save_writes_once_and_every_rank_loads(ranks):
     # two checkpoints and the final save, all on rank 0
     assert [r["save_and_load"]["writes"] for r in ranks] == [3] + [0] * (len(ranks) - 1)
     assert all(r["save_and_load"]["same"] for r in ranks)
+    if importlib.util.find_spec("onnx") is not None:    # export: rank 0 writes, all get the path
+        assert [r["save_and_load"]["exports"] for r in ranks] == [1] + [0] * (len(ranks) - 1)
+        paths = {r["save_and_load"]["exported"] for r in ranks}
+        assert len(paths) == 1 and os.path.exists(paths.pop())
 
 
 @needs_mpi

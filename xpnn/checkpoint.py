@@ -175,6 +175,8 @@ class BackupAndRestore(Callback):
         return sorted(found, reverse=True)
 
     def _save(self, position):
+        """Write backup ``position`` (every rank calls this at the same step and computes the
+        position together; rank 0 alone writes)."""
         number = self._generation + 1
         self._generation = number
         if not _writes_files(self.model):     # data-parallel: rank 0 writes for all
@@ -282,14 +284,15 @@ class BackupAndRestore(Callback):
 
     def on_train_end(self, logs=None):
         self._flush_deferred()
+        if not self.delete_checkpoint:
+            if self._epoch_done or self.save_freq != "epoch":
+                self._save(self.model._capture_position())    # every rank: see _save
+            return
         if not _writes_files(self.model):
             return
-        if self.delete_checkpoint:
-            for _, path in self._generations():
-                os.unlink(path)
-            try:
-                os.rmdir(self.backup_dir)
-            except OSError:
-                pass                # not empty: other files live there
-        elif self._epoch_done or self.save_freq != "epoch":
-            self._save(self.model._capture_position())
+        for _, path in self._generations():
+            os.unlink(path)
+        try:
+            os.rmdir(self.backup_dir)
+        except OSError:
+            pass                # not empty: other files live there

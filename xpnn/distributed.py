@@ -465,6 +465,25 @@ class DataParallel:
                                                        zip(totals, t, strict=True)]
             m.totals, m.count = totals, count
 
+    def sum_metric_states(self, states):
+        """Metric states (``Metric.get_state()``, one per metric) summed over the ranks, in
+        rank order: what a checkpoint stores, so that a resume on any number of ranks (rank 0
+        continuing from them, the others from zero) ends the epoch with the same sums."""
+        every = self.comm.allgather(states)
+        out = []
+        for i, state in enumerate(states):
+            totals, count, dtype = None, 0, state["dtype"]
+            for rank_states in every:
+                s = rank_states[i]
+                count += s["count"]
+                if s["totals"] is not None:
+                    dtype = s["dtype"]
+                    totals = list(s["totals"]) if totals is None else [
+                        a + b for a, b in zip(totals, s["totals"], strict=True)]
+            out.append({"totals": totals, "dtype": None if totals is None else dtype,
+                        "count": count})
+        return out
+
     def sum_floats(self, *values):
         """Each of ``values`` summed over the ranks, in rank order (the same floats on every
         rank)."""

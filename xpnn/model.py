@@ -641,8 +641,14 @@ class Sequential:
         if resume is not None:
             rng.bit_generator.state = resume["rng"]
             sums = {"loss": resume["loss"], "weight": resume["weight"], "batch": resume["batch"]}
+            # Data-parallel: the saved metric sums cover every rank's rows; rank 0 continues
+            # from them and the others from zero, so the epoch-end sum over ranks is the total.
+            keep = self._comm is None or self._comm.is_root
             for m, state in zip(self.metrics, resume["metrics"], strict=True):
-                m.set_state(self.backend, state)
+                if keep:
+                    m.set_state(self.backend, state)
+                else:
+                    m.reset()
         self._position = {"epoch": epoch, "epoch_rng": epoch_rng, "sums": sums}
         # On the host a check per step is cheap; on a GPU it would sync every step, so check
         # once per epoch and, if the epoch went bad, replay it with per-step checks.
@@ -741,16 +747,20 @@ class Sequential:
     def _capture_position(self) -> dict:
         """Where training stands, as JSON-able data, for an exact resume: the epoch, the batch
         reached within it, the random generator's state at the epoch's start (which gives its
-        permutation) and now, and the epoch's running sums."""
+        permutation) and now, and the epoch's running sums. In data-parallel training every
+        rank calls this at the same step: the metrics' sums are those of all ranks' rows."""
         pos = self._position
         if pos is None or "sums" not in pos:
             epoch = self.epochs_trained if pos is None else pos["epoch"]
             return {"epoch": int(epoch), "batch": 0}
         sums = pos["sums"]
+        metrics = [m.get_state() for m in self.metrics]
+        if self._comm is not None:      # data-parallel: each rank holds its rows' sums
+            metrics = self._comm.sum_metric_states(metrics)
         return {"epoch": int(pos["epoch"]), "batch": int(sums["batch"]),
                 "epoch_rng": pos["epoch_rng"], "rng": self.rng.bit_generator.state,
                 "loss": _host_float(sums["loss"]), "weight": _host_float(sums["weight"]),
-                "metrics": [m.get_state() for m in self.metrics]}
+                "metrics": metrics}
 
     # ------------------------------------------------------------------ inference
     def predict(self, X, batch_size: int | None = None, verbose: int = 0):
@@ -1025,17 +1035,18 @@ class Sequential:
         self.__dict__.update(serialization.build(payload, type(self)).__dict__)
         self.__dict__.update(state["extra"])
 
-    def export(self, path, format: str = "onnx", **options):
+    def export(self, path, format: str = "onnx", comm=None, **options):
         """Write the trained network for inference in another runtime; returns the path.
 
         ``format="onnx"``: an ONNX graph (opset 17 by default) with input ``"x"`` of shape
         (batch, n_features) and output ``"y"``, in the model's dtype, Dropout left out; see
         :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
-        (``pip install "xpnn[onnx]"``).
+        (``pip install "xpnn[onnx]"``). After a data-parallel ``fit`` (or given ``comm``),
+        rank 0 alone writes, as :meth:`save`.
         """
         from .export import export
 
-        return export(self, path, format=format, **options)
+        return self._write_once(comm, export, self, path, format=format, **options)
 
     def save(self, path, comm=None) -> None:
         """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
@@ -1048,13 +1059,21 @@ class Sequential:
         ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
         rank must call ``save`` then.
         """
+        self._write_once(comm, serialization.save, self, path)
+
+    def _write_once(self, comm, write, *args, **kwargs):
+        """``write(*args, **kwargs)`` (which writes a file and returns its path): in one process
+        here; after a data-parallel ``fit(comm=...)`` (or given ``comm``) on rank 0 alone, every
+        rank returning once the file is complete, with rank 0's result. A failure on rank 0
+        aborts every rank."""
         comm = distributed.active(comm if comm is not None else self._last_comm)
-        if comm is not None:
-            if comm.is_root:
-                distributed.or_abort(comm, serialization.save, self, path)
-            comm.barrier()
-            return
-        serialization.save(self, path)
+        if comm is None:
+            return write(*args, **kwargs)
+        result = None
+        if comm.is_root:
+            result = distributed.or_abort(comm, lambda: write(*args, **kwargs))
+        comm.barrier()
+        return comm.broadcast(result)
 
 
 def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
