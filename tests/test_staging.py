@@ -106,3 +106,32 @@ def test_batches_read_into_the_pinned_buffer_are_not_copied_again(monkeypatch):
     assert copies == []                         # read in place: no host-side copy
     stager.put(np.full((3, 2), 9, np.float32))  # any other array is copied into the slot
     assert copies == [1]
+
+
+def test_streamed_batches_go_through_the_pinned_buffers(monkeypatch, tmp_path):
+    """``HostBatches`` on a CuPy backend reads each shuffled batch of a memmap into the pinned
+    buffer and copies it to the device; a rank's empty slice of a batch skips the stager."""
+    from xpnn import data
+
+    log = []
+    monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(log))
+    backend = types.SimpleNamespace(family="cupy", device=_Device(), xp=np,
+                                    asarray=lambda a, dtype=None: np.asarray(a, dtype=dtype))
+    empty_batch = 1
+
+    def local_rows(lo, hi):
+        return (lo, lo) if lo // 4 == empty_batch else (lo, hi)
+
+    model = types.SimpleNamespace(backend=backend, dtype="float32", _local_rows=local_rows)
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, (10, 3))
+    X[...] = np.arange(1, 31).reshape(10, 3)
+    perm = np.random.default_rng(0).permutation(10)
+    got = [(b, np.array(getattr(xb, "data", xb)), tb)
+           for b, xb, tb, _ in data.HostBatches(X, np.arange(10)).batches(model, perm, 4)]
+    assert [b for b, *_ in got] == [0, 1, 2]
+    for b, xb, tb in got:
+        rows = perm[b * 4:(b + 1) * 4] if b != empty_batch else perm[:0]
+        np.testing.assert_array_equal(xb, X[rows].astype(np.float32))
+        np.testing.assert_array_equal(tb, rows)
+    assert [entry for entry in log if entry[0] == "copy"] == [
+        ("copy", int(X[perm[0], 0])), ("copy", int(X[perm[8], 0]))]

@@ -249,14 +249,15 @@ class HostBatches:
                 idx = be.asarray(local, dtype="int64")
                 tb = xp.take(self.t, idx, axis=0)
                 wb = None if self.w is None else xp.take(self.w, idx, axis=0)
-            dest = None if stager is None else stager.host_buffer(
-                (hi - lo, *row_shape), np.dtype(model.dtype))
+            staged = stager is not None and hi > lo     # (a rank's slice may be empty)
+            dest = stager.host_buffer((hi - lo, *row_shape), np.dtype(model.dtype)) \
+                if staged else None
             block = reader.read(rows, dest)
             if not integer:
                 check_finite_rows(block, first, self.what, named)
-            xb = be.asarray(block, dtype=model.dtype) if stager is None else stager.put(block)
+            xb = stager.put(block) if staged else be.asarray(block, dtype=model.dtype)
             yield b, xb, tb, wb
-            if stager is not None:
+            if staged:
                 stager.release()
 
 
