@@ -10,9 +10,10 @@ or None) as arrays of the model's backend and dtype:
 * :class:`HostBatches` — host data that is *not* converted up front: a NumPy memmap or any array
   whose converted size exceeds the budget, ``uint8`` images, ``float64`` data for a ``float32``
   model, an ``h5py`` dataset, a ``zarr`` array, a pandas frame, a SciPy sparse matrix. Each batch's
-  rows are read (in sorted order, which suits files and chunked stores), converted, checked and
-  moved to the device on their own, so memory grows with the batch, not with the dataset. The
-  rows and their order are those :class:`ArrayBatches` would use: same seed, same numbers.
+  rows are read (files and chunked stores in sorted order) and converted into buffers reused from
+  batch to batch (:class:`RowReader`), checked and moved to the device on their own, so memory
+  grows with the batch, not with the dataset. The rows and their order are those
+  :class:`ArrayBatches` would use: same seed, same numbers.
 * :class:`IterableBatches` — any re-iterable of ``(x, y)`` or ``(x, y, w)`` batches (a list, a
   class with ``__iter__``, a ``torch.utils.data.DataLoader``) or a generator read
   ``steps_per_epoch`` batches at a time. The batches come in the iterable's own order: ``shuffle``
