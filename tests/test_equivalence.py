@@ -169,3 +169,41 @@ def test_training_matches_torch_autograd():
             opt.step()
     for got, p in zip(model.get_weights(), params, strict=True):
         np.testing.assert_allclose(got, p.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_streamed_memmap_matches_numpy(backend, dtype, tmp_path):
+    """A uint8 memmap read batch by batch (on CuPy through the pinned double buffer and the
+    copy stream) trains, predicts and evaluates as the same data converted up front on NumPy;
+    on the model's own backend the streamed and resident runs are the same run."""
+    rng = np.random.default_rng(5)
+    images = rng.integers(0, 4, size=(N_SAMPLES, 6), dtype=np.uint8)    # small: well conditioned
+    y = (images[:, 0] > images[:, 1]).astype(int) + (images[:, 2] > 2).astype(int)
+    X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, images.shape)
+    X[...] = images
+    runs = {}
+    for name, be, source in (("numpy", "numpy", images.astype(dtype)),
+                             ("resident", backend, images.astype(dtype)),
+                             ("streamed", backend, X)):
+        model = classifier(be, dtype)
+        model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
+        if name == "streamed":
+            model.resident_budget = 0
+            assert model._streams(source)
+        history = model.fit(source, y, epochs=EPOCHS, batch_size=BATCH, validation_split=0.25,
+                            verbose=0)
+        runs[name] = (model, history, to_numpy(model.predict(source, batch_size=7)),
+                      model.evaluate(source, y, batch_size=9))
+    ref = runs["numpy"]
+    for name in ("resident", "streamed"):
+        model, history, predicted, scores = runs[name]
+        assert_weights_close(model.get_weights(), ref[0].get_weights(), dtype)
+        for key in ("loss", "val_loss"):
+            np.testing.assert_allclose(history.history[key], ref[1].history[key],
+                                       **TOLERANCE[dtype])
+        np.testing.assert_allclose(predicted, ref[2], **TOLERANCE[dtype])
+        assert scores["loss"] == pytest.approx(ref[3]["loss"], rel=TOLERANCE[dtype]["rtol"])
+        assert scores["accuracy"] == pytest.approx(ref[3]["accuracy"], abs=1e-12)
+    resident, streamed = runs["resident"], runs["streamed"]
+    for a, b in zip(streamed[0].get_weights(), resident[0].get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12 if dtype == "float64" else 1e-6, atol=0)
