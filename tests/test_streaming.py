@@ -406,3 +406,31 @@ def test_streamed_batches_do_not_alias_across_passes(tmp_path):
         pass
     np.testing.assert_array_equal(xb, kept)
     np.testing.assert_array_equal(kept, X[perm[:16]].astype(np.float32))
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_torch_dataloader_is_an_iterable_of_batches(weighted):
+    """A ``torch.utils.data.DataLoader`` (CPU tensors, shuffle=False) trains a NumPy model as
+    the same batches given as arrays; as validation data and in ``evaluate`` too; a third
+    tensor in each batch is its sample weights."""
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    X, y = _images(n=100)
+    Xf = X.astype(np.float32)
+    w = np.random.default_rng(4).uniform(0.5, 2.0, len(X)).astype(np.float32)
+    tensors = [torch.from_numpy(Xf), torch.from_numpy(y)] + (
+        [torch.from_numpy(w)] if weighted else [])
+    loader = DataLoader(TensorDataset(*tensors), batch_size=32, shuffle=False)
+    val_loader = DataLoader(TensorDataset(torch.from_numpy(Xf[:40]), torch.from_numpy(y[:40])),
+                            batch_size=16)
+    a, b = _model(), _model()
+    h1 = _fit(a, Xf, y, shuffle=False, validation_data=(Xf[:40], y[:40]),
+              sample_weight=w if weighted else None)
+    h2 = b.fit(loader, epochs=3, verbose=0, validation_data=val_loader)
+    for wa, wb in zip(a.get_weights(), b.get_weights(), strict=True):
+        np.testing.assert_array_equal(wa, wb)
+    assert h1.history["loss"] == h2.history["loss"]
+    np.testing.assert_allclose(h1.history["val_loss"], h2.history["val_loss"], rtol=1e-6)
+    scores = b.evaluate(val_loader)
+    assert scores["loss"] == pytest.approx(a.evaluate(Xf[:40], y[:40])["loss"], rel=1e-6)

@@ -15,8 +15,8 @@ or None) as arrays of the model's backend and dtype:
   grows with the batch, not with the dataset. The rows and their order are those
   :class:`ArrayBatches` would use: same seed, same numbers.
 * :class:`IterableBatches` — any re-iterable of ``(x, y)`` or ``(x, y, w)`` batches (a list, a
-  class with ``__iter__``, a ``torch.utils.data.DataLoader``) or a generator read
-  ``steps_per_epoch`` batches at a time. The batches come in the iterable's own order: ``shuffle``
+  class with ``__iter__``, a ``torch.utils.data.DataLoader``, whose CPU tensors are taken as host
+  data by a model of any backend) or a generator read ``steps_per_epoch`` batches at a time. The batches come in the iterable's own order: ``shuffle``
   does not apply, and the model's random generator is not used for them.
 
 :data:`RESIDENT_BUDGET` (bytes; environment variable ``XPNN_RESIDENT_BUDGET``, or the attribute
@@ -31,6 +31,7 @@ import os
 import numpy as np
 
 from . import staging
+from .backend import backend_of, to_numpy
 
 #: Largest converted training set (bytes) that ``fit`` copies to the device up front; larger
 #: host data is streamed one batch at a time. Default 2 GiB.
@@ -262,6 +263,17 @@ class HostBatches:
                 stager.release()
 
 
+def _on_host_if_foreign(a, model):
+    """A batch array of another library that lives in host memory (the CPU tensors a
+    ``torch.utils.data.DataLoader`` yields to a NumPy or CuPy model) as a NumPy array, so the
+    model takes it as host data. Arrays of the model's own backend, host data and GPU arrays
+    of another library (which the model refuses, naming both backends) are left as they are."""
+    owner = backend_of(a)
+    if owner is None or owner.family == model.backend.family or owner.is_gpu:
+        return a
+    return to_numpy(a)
+
+
 class IterableBatches:
     """Batches from a re-iterable (one pass per epoch) or a generator (``steps_per_epoch``
     batches per epoch), each prepared and checked by the model like ``fit``'s own arrays."""
@@ -309,6 +321,7 @@ class IterableBatches:
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
                                  f"batches; batch {b} is a {type(item).__name__}")
+            item = [_on_host_if_foreign(v, model) for v in item]
             xb = model._prepare_X(item[0], f"{self.what} batch {b}: x")
             tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
             wb = None
