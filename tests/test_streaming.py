@@ -132,20 +132,32 @@ def test_generator_with_steps_per_epoch_and_lazy_build():
         np.testing.assert_array_equal(wa, wb)
 
 
-def test_bad_row_in_a_streamed_source_names_it_and_keeps_the_weights():
+@pytest.mark.parametrize("shuffle", [False, True, "batch"])
+@pytest.mark.parametrize("kind", ["numpy", "pandas", "h5py"])
+def test_bad_row_in_a_streamed_source_names_it_and_keeps_the_weights(tmp_path, kind, shuffle):
     X, y = _images(n=200)
     Xf = X.astype(np.float64)
     Xf[150, 3] = 1e300                     # finite in float64, inf in float32
+    source = Xf
+    if kind == "pandas":
+        source = pytest.importorskip("pandas").DataFrame(Xf)
+    elif kind == "h5py":
+        source = pytest.importorskip("h5py").File(tmp_path / "x.h5", "w").create_dataset(
+            "x", data=Xf)
     model = _model()
     model.resident_budget = 0
     model.fit(Xf[:100], y[:100], epochs=1, verbose=0, shuffle=False)
     before = model.get_weights()
     it = model.optimizer.iterations
     with pytest.raises(ValueError, match="row 150"):
-        model.fit(Xf, y, epochs=1, batch_size=50, shuffle=False, verbose=0)
-    assert model.optimizer.iterations == it + 3          # the three good batches were applied
+        model.fit(source, y, epochs=1, batch_size=50, shuffle=shuffle, verbose=0)
+    if shuffle is False:
+        assert model.optimizer.iterations == it + 3      # the three good batches were applied
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
-    assert not np.array_equal(before[0], model.get_weights()[0])
+    assert model.optimizer.iterations == it or not np.array_equal(
+        before[0], model.get_weights()[0])
+    with pytest.raises(ValueError, match="row 150"):
+        model.predict(source, batch_size=64)
 
 
 def test_streamed_memory_stays_near_a_batch(tmp_path):
@@ -434,3 +446,57 @@ def test_torch_dataloader_is_an_iterable_of_batches(weighted):
     np.testing.assert_allclose(h1.history["val_loss"], h2.history["val_loss"], rtol=1e-6)
     scores = b.evaluate(val_loader)
     assert scores["loss"] == pytest.approx(a.evaluate(Xf[:40], y[:40])["loss"], rel=1e-6)
+
+
+def test_batch_permutation_shuffles_whole_blocks():
+    perm = data.batch_permutation(np.random.default_rng(0), 23, 5)
+    assert sorted(perm) == list(range(23))
+    blocks = perm[:20].reshape(4, 5)
+    assert all(np.array_equal(b, np.arange(b[0], b[0] + 5)) and b[0] % 5 == 0 for b in blocks)
+    np.testing.assert_array_equal(perm[20:], [20, 21, 22])           # the partial block last
+    orders = {tuple(data.batch_permutation(np.random.default_rng(s), 40, 5)[::5])
+              for s in range(6)}
+    assert len(orders) > 1                                          # drawn from the generator
+    assert data.as_slice(np.array([4, 5, 6])) == slice(4, 7)
+    assert isinstance(data.as_slice(np.array([4, 6, 7])), np.ndarray)
+    assert isinstance(data.as_slice(np.array([6, 5, 4])), np.ndarray)
+
+
+@pytest.mark.parametrize("kind", ["memmap", "h5py", "zarr"])
+def test_shuffle_batch_reads_one_slice_per_batch(tmp_path, monkeypatch, kind):
+    """``shuffle="batch"`` (Keras 2's option for HDF5): a streamed file is read one contiguous
+    slice per batch, and training equals the resident fit with the same option, bitwise."""
+    X, y = _images(n=203)
+    if kind == "memmap":
+        source = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, X.shape)
+        source[...] = X
+    elif kind == "h5py":
+        h5py = pytest.importorskip("h5py")
+        source = h5py.File(tmp_path / "x.h5", "w").create_dataset("x", data=X, chunks=(32, 20))
+    else:
+        zarr = pytest.importorskip("zarr")
+        source = zarr.create_array(store=str(tmp_path / "x.zarr"), shape=X.shape,
+                                   chunks=(32, 20), dtype="uint8")
+        source[...] = X
+    reads = []
+    real = data.read_rows
+    monkeypatch.setattr(data, "read_rows", lambda X, rows: (reads.append(rows), real(X, rows))[1])
+    resident = _model()
+    h1 = _fit(resident, X.astype(np.float32), y, shuffle="batch", validation_split=0.2)
+    streamed = _model()
+    streamed.resident_budget = 100
+    h2 = _fit(streamed, source, y, shuffle="batch", validation_split=0.2)
+    for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h1.history == h2.history
+    if kind != "memmap":                    # a memmap is sliced directly, not via read_rows
+        assert reads and all(isinstance(r, slice) for r in reads)
+    plain = _model()
+    _fit(plain, X.astype(np.float32), y, validation_split=0.2)
+    assert not np.array_equal(plain.get_weights()[0], resident.get_weights()[0])
+
+
+def test_shuffle_must_be_a_bool_or_batch():
+    X, y = _images(n=40)
+    with pytest.raises(ValueError, match="shuffle must be True, False or 'batch'"):
+        _fit(_model(), X, y, shuffle="rows")

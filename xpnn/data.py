@@ -16,8 +16,9 @@ or None) as arrays of the model's backend and dtype:
   :class:`ArrayBatches` would use: same seed, same numbers.
 * :class:`IterableBatches` — any re-iterable of ``(x, y)`` or ``(x, y, w)`` batches (a list, a
   class with ``__iter__``, a ``torch.utils.data.DataLoader``, whose CPU tensors are taken as host
-  data by a model of any backend) or a generator read ``steps_per_epoch`` batches at a time. The batches come in the iterable's own order: ``shuffle``
-  does not apply, and the model's random generator is not used for them.
+  data by a model of any backend) or a generator read ``steps_per_epoch`` batches at a time.
+  The batches come in the iterable's own order: ``shuffle`` does not apply, and the model's
+  random generator is not used for them.
 
 :data:`RESIDENT_BUDGET` (bytes; environment variable ``XPNN_RESIDENT_BUDGET``, or the attribute
 ``model.resident_budget``) decides between the first two for host arrays.
@@ -68,6 +69,29 @@ def host_dtype(X):
     return None if dtype is None else np.dtype(dtype)
 
 
+def batch_permutation(rng, n, batch_size) -> np.ndarray:
+    """The row order of ``fit(shuffle="batch")`` (Keras 2's ``batch_shuffle``): the ``n //
+    batch_size`` blocks of ``batch_size`` consecutive rows in a random order drawn from ``rng``,
+    then the last partial block. Each batch is then one run of consecutive rows, which a file
+    or chunked store reads in one go."""
+    blocks = n // batch_size
+    order = rng.permutation(blocks)
+    rows = (order[:, None] * batch_size + np.arange(batch_size)).reshape(-1)
+    return np.concatenate([rows, np.arange(blocks * batch_size, n)])
+
+
+def as_slice(rows):
+    """``rows`` as the equivalent ``slice`` when they are one increasing run of consecutive
+    rows (as with ``shuffle="batch"``), else unchanged."""
+    if isinstance(rows, slice) or rows.shape[0] == 0:
+        return rows
+    first, last = int(rows[0]), int(rows[-1])
+    if last - first + 1 == rows.shape[0] and (rows.shape[0] == 1 or bool(
+            np.all(np.diff(rows) == 1))):
+        return slice(first, last + 1)
+    return rows
+
+
 def read_rows(X, rows) -> np.ndarray:
     """``X[rows]`` as a dense NumPy array, for host data of any supported kind.
 
@@ -87,7 +111,9 @@ def read_batch(X, rows, dtype=None) -> np.ndarray:
     as ``dtype`` (default: ``X``'s). They are read in increasing order and put back in the
     requested one in the same pass as the conversion."""
     if isinstance(rows, slice):
-        return read_rows(X, rows)
+        block = read_rows(X, rows)
+        with np.errstate(over="ignore", invalid="ignore"):  # the caller checks the values
+            return block if dtype is None else np.asarray(block, dtype=dtype)
     order = np.argsort(rows, kind="stable")
     block = read_rows(X, rows[order])
     out = np.empty(block.shape, block.dtype if dtype is None else dtype)
@@ -181,6 +207,7 @@ class RowReader:
         """``X[rows]`` in ``dtype``; ``rows`` a slice or an integer array of in-range rows in any
         order. Written into ``out`` (``len(rows)`` rows of ``dtype``) when given."""
         X = self.X
+        rows = as_slice(rows)                   # a run of consecutive rows: one plain read
         if not self.plain:
             block = read_batch(X, rows, self.dtype)
             if out is None:
@@ -347,4 +374,5 @@ def is_batch_iterable(data) -> bool:
 
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
-           "check_finite_rows", "host_shape", "is_batch_iterable", "is_sparse", "read_batch"]
+           "as_slice", "batch_permutation", "check_finite_rows", "host_shape",
+           "is_batch_iterable", "is_sparse", "read_batch"]

@@ -448,7 +448,8 @@ class Sequential:
     # ------------------------------------------------------------------ training
     @distributed.guarded
     def fit(self, X, y=None, epochs: int = 1, batch_size: int = 32, validation_data=None,
-            validation_split: float = 0.0, shuffle: bool = True, callbacks=(), verbose: int = 1,
+            validation_split: float = 0.0, shuffle: bool | str = True, callbacks=(),
+            verbose: int = 1,
             sample_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
             comm=None):
         """Train for ``epochs`` passes over the data.
@@ -473,8 +474,11 @@ class Sequential:
             Evaluated after every epoch; logged as ``val_loss`` and ``val_<metric>``.
         validation_split : float
             Fraction of the data (taken from the end, before shuffling) held out for validation.
-        shuffle : bool
-            Reshuffle the training data every epoch.
+        shuffle : bool or "batch"
+            Reshuffle the training data every epoch. ``"batch"`` (as in Keras 2, for HDF5 and
+            other chunked files): shuffle the order of blocks of ``batch_size`` consecutive
+            rows, the last partial block staying last, so every batch is one contiguous read
+            (see :func:`xpnn.data.batch_permutation`).
         callbacks : sequence of Callback
         verbose : {0, 1, 2, "auto"}
             0 silent; 1 (or "auto") a progress bar per epoch on stderr when it is a terminal
@@ -516,6 +520,9 @@ class Sequential:
                 not isinstance(steps_per_epoch, (int, np.integer))
                 or isinstance(steps_per_epoch, bool) or steps_per_epoch < 1):
             raise ValueError(f"fit: steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+        if not (isinstance(shuffle, (bool, np.bool_)) or (isinstance(shuffle, str)
+                                                         and shuffle == "batch")):
+            raise ValueError(f"fit: shuffle must be True, False or 'batch', got {shuffle!r}")
         if not 0.0 <= validation_split < 1.0:
             raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split!r}")
         if validation_data is not None and validation_split:
@@ -633,7 +640,9 @@ class Sequential:
             rng.bit_generator.state = resume["epoch_rng"]
         epoch_rng = rng.bit_generator.state
         perm = None
-        if shuffle and source.n is not None:
+        if shuffle == "batch" and source.n is not None:
+            perm = data.batch_permutation(rng, source.n, batch_size)
+        elif shuffle and source.n is not None:
             perm = rng.permutation(source.n)
         sums = {"loss": 0.0, "weight": 0.0, "batch": 0}
         for m in self.metrics:
