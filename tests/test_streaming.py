@@ -500,3 +500,35 @@ def test_shuffle_must_be_a_bool_or_batch():
     X, y = _images(n=40)
     with pytest.raises(ValueError, match="shuffle must be True, False or 'batch'"):
         _fit(_model(), X, y, shuffle="rows")
+
+
+def test_predict_takes_an_iterable_of_batches():
+    """``predict`` on what ``fit`` takes as batches: a DataLoader (of (x, y) or of x alone), a
+    list of (x, y) pairs, a generator with ``steps``; outputs in order, targets ignored."""
+    X, y = _images(n=70)
+    Xf = X.astype(np.float32) / 255
+    close = {"rtol": 1e-5, "atol": 1e-7}      # float32, other batch sizes
+    model = _model()
+    _fit(model, Xf, y, epochs=1)
+    want = model.predict(Xf)
+    pairs = [(Xf[i:i + 32], y[i:i + 32]) for i in range(0, 70, 32)]
+    np.testing.assert_allclose(model.predict(pairs), want, **close)
+
+    def endless():
+        while True:
+            yield from pairs
+
+    np.testing.assert_allclose(model.predict(endless(), steps=2), want[:64], **close)
+    torch = pytest.importorskip("torch")
+    from torch.utils.data import DataLoader, TensorDataset
+
+    for dataset in (TensorDataset(torch.from_numpy(Xf), torch.from_numpy(y)),
+                    TensorDataset(torch.from_numpy(Xf))):
+        got = model.predict(DataLoader(dataset, batch_size=16), verbose=0)
+        np.testing.assert_allclose(got, want, **close)
+    with pytest.raises(ValueError, match="steps applies only"):
+        model.predict(Xf, steps=2)
+    with pytest.raises(ValueError, match="steps must be an int"):
+        model.predict(pairs, steps=0)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        model.predict(iter([]))

@@ -307,8 +307,9 @@ class IterableBatches:
 
     replayable = False
 
-    def __init__(self, data, steps_per_epoch=None, what="data"):
+    def __init__(self, data, steps_per_epoch=None, what="data", targets=True):
         self.data, self.steps, self.what = data, steps_per_epoch, what
+        self.targets = targets         # False (predict): items are x, or tuples led by x
         self.n = None
         self._iterator = None
 
@@ -344,6 +345,11 @@ class IterableBatches:
             if stop is not None and b >= stop:
                 return
             if b < start:
+                continue
+            if not self.targets:
+                x = item[0] if isinstance(item, (tuple, list)) and item else item
+                xb = model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}")
+                yield b, xb, None, None
                 continue
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "

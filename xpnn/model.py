@@ -772,18 +772,41 @@ class Sequential:
                 "metrics": metrics}
 
     # ------------------------------------------------------------------ inference
-    def predict(self, X, batch_size: int | None = None, verbose: int = 0):
+    def predict(self, X, batch_size: int | None = None, verbose: int = 0,
+                steps: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
         Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
-        rows at a time (default 1024 then), into one preallocated result. Use
-        :func:`xpnn.to_numpy` to bring the outputs to the host. ``verbose``: 0 silent, 1 a bar
-        over the batches on a terminal (else a line at the end), 2 the line.
+        rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
+        iterable of batches, as ``fit`` takes (a ``torch.utils.data.DataLoader``, a generator,
+        a list of ``(x, y)`` pairs): each item is ``x`` or a tuple whose first element is
+        ``x`` (targets are ignored), ``steps`` batches of it (default: until it ends), and the
+        outputs are concatenated in order. Use :func:`xpnn.to_numpy` to bring the outputs to
+        the host. ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line at
+        the end), 2 the line.
         """
         self._require_weights("predict")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
+        if steps is not None and (not isinstance(steps, (int, np.integer))
+                                  or isinstance(steps, bool) or steps < 1):
+            raise ValueError(f"predict: steps must be an int >= 1, got {steps!r}")
+        if data.is_batch_iterable(X):
+            source = data.IterableBatches(X, steps, what="X", targets=False)
+            progress = step_progress(verbose, steps, "predict")
+            parts = []
+            for _, x, _, _ in source.batches(self, None, None):
+                parts.append(self._forward(x))
+                if progress is not None:
+                    progress.update()
+            if not parts:
+                raise ValueError("predict: X yielded no batches")
+            if progress is not None:
+                progress.close()
+            return self.backend.xp.concat(parts, axis=0)
+        if steps is not None:
+            raise ValueError("predict: steps applies only to an iterable of batches")
         if self._streams(X):
             self._check_host_X(X)
             step = batch_size or 1024
