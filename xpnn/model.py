@@ -170,8 +170,9 @@ class Sequential:
         be = self.backend
         owner = backend_of(X)
         if owner is not None and owner.family != be.family:
+            name = what if what.isidentifier() else "x"
             raise TypeError(f"{what} is a {owner.name} array but the model's backend is "
-                            f"{be.name}: convert it with xpnn.to_numpy({what}) or move the model "
+                            f"{be.name}: convert it with xpnn.to_numpy({name}) or move the model "
                             f"with model.to({owner.name!r})")
         if owner is None:
             host = np.asarray(to_numpy(X))
