@@ -152,3 +152,17 @@ def test_streaming_benchmark_pairs_both_paths(tmp_path):
     assert memory["streamed"]["streams"] and not memory["resident"]["streams"]
     assert all(m["peak_rss_mib"] > 0 for m in memory.values())
     assert any(b["internal_api"] == "openblas" for b in report["blas"])
+
+
+def test_read_cost_benchmark_times_both_orders(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "read_cost.py"), "--synthetic", "1000",
+         "--batches", "2", "--repeats", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["data"].startswith("synthetic") and report["n"] == 1000
+    rows = {r["source"]: r for r in report["ms_per_batch"]}
+    assert ".npy memmap" in rows
+    assert all(r["shuffle=True"] > 0 and r['shuffle="batch"'] > 0 for r in rows.values())
