@@ -325,17 +325,19 @@ class _ResumeFrom(xpnn.Callback):
         self.model._resume_at = self.position
 
 
+@pytest.mark.parametrize("shuffle", [True, "batch"])
 @pytest.mark.parametrize("fast", [True, False])
-def test_resume_mid_epoch_gives_the_same_weights(fast):
+def test_resume_mid_epoch_gives_the_same_weights(fast, shuffle):
     X, y = _images(n=200)
     full = _model(fast=fast)
-    hist = _fit(full, X, y, epochs=3, validation_split=0.1)
+    hist = _fit(full, X, y, epochs=3, validation_split=0.1, shuffle=shuffle)
     stop = _StopAt(1, 2)
     with pytest.raises(RuntimeError, match="killed"):
-        _fit(_model(fast=fast), X, y, epochs=3, validation_split=0.1, callbacks=[stop])
+        _fit(_model(fast=fast), X, y, epochs=3, validation_split=0.1, callbacks=[stop],
+             shuffle=shuffle)
     resumed = pickle.loads(stop.state)
     resumed.fastpath = fast
-    h2 = _fit(resumed, X, y, epochs=3, validation_split=0.1,
+    h2 = _fit(resumed, X, y, epochs=3, validation_split=0.1, shuffle=shuffle,
               callbacks=[_ResumeFrom(stop.position)])
     for a, b in zip(full.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
