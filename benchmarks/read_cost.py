@@ -1,7 +1,7 @@
 """What one shuffled batch costs to read from each kind of file ``fit`` streams from.
 
 MNIST's 60,000 training images (synthetic images of the same shape when MNIST is not found),
-written as a ``.npy`` memmap, an HDF5 dataset (contiguous, and chunked with gzip) and a Zarr
+written as a ``.npy`` memmap, an HDF5 dataset (contiguous, chunked, chunked with gzip) and a Zarr
 array (chunks of 1,024 rows, Zarr's default codec). For each, ``xpnn.data.RowReader`` reads
 and converts to float32 the batches of ``--batch-size`` rows that ``fit`` reads with
 ``shuffle=True`` (rows all over the file) and with ``shuffle="batch"`` (one run of consecutive
@@ -61,6 +61,8 @@ def sources(X, folder):
     else:
         f = h5py.File(os.path.join(folder, "x.h5"), "w")
         out["h5py, contiguous"] = f.create_dataset("contiguous", data=X)
+        out["h5py, chunks (64, 784)"] = f.create_dataset("chunked", data=X,
+                                                         chunks=(64, X.shape[1]))
         out["h5py, chunks (64, 784), gzip"] = f.create_dataset(
             "gzip", data=X, chunks=(64, X.shape[1]), compression="gzip")
     try:
