@@ -534,3 +534,56 @@ def test_predict_takes_an_iterable_of_batches():
         model.predict(pairs, steps=0)
     with pytest.raises(ValueError, match="yielded no batches"):
         model.predict(iter([]))
+
+
+def test_generators_that_run_out_are_refused_with_the_fix():
+    """A generator is one pass: with more epochs than one, ``fit`` refuses it (as data without
+    ``steps_per_epoch``, as validation data without ``validation_steps``) before anything
+    changes; an iterable that comes back empty raises a ValueError that says why."""
+    X, y = _images(n=64)
+    Xf = X.astype(np.float32) / 255
+
+    def once():
+        for i in range(0, 64, 16):
+            yield Xf[i:i + 16], y[i:i + 16]
+
+    drawn = []
+
+    def endless():
+        while True:
+            for i in range(0, 64, 16):
+                drawn.append(i)
+                yield Xf[i:i + 16], y[i:i + 16]
+
+    model = _model()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="data is a generator .* give steps_per_epoch"):
+        model.fit(once(), epochs=2, verbose=0)
+    with pytest.raises(ValueError, match="validation_data is a generator .* validation_steps"):
+        model.fit(endless(), steps_per_epoch=4, epochs=2, validation_data=once(), verbose=0)
+    for a, b in zip(before, model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert model.optimizer.iterations == 0 and not drawn
+
+    val = endless()
+    history = model.fit(once(), epochs=1, validation_data=val, validation_steps=3, verbose=0)
+    assert len(drawn) == 3 and len(history.history["val_loss"]) == 1
+    with pytest.raises(ValueError, match="validation_steps applies only"):
+        model.fit(Xf, y, epochs=1, validation_data=(Xf, y), validation_steps=2, verbose=0)
+
+    class ComesBackEmpty:           # a re-iterable that has nothing the second time
+        passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            return once() if self.passes == 1 else iter(())
+
+    with pytest.raises(ValueError, match="in epoch 1: data yielded no batches"):
+        model.fit(ComesBackEmpty(), epochs=2, verbose=0)
+    assert model.epochs_trained == 2                       # the one before and epoch 0 here
+
+    assert model.evaluate(endless(), steps=2)["loss"] > 0
+    with pytest.raises(ValueError, match="steps applies only"):
+        model.evaluate(Xf, y, steps=2)
+    with pytest.raises(ValueError, match="yielded no batches"):
+        model.evaluate(iter(()))

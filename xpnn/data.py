@@ -26,6 +26,7 @@ or None) as arrays of the model's backend and dtype:
 
 from __future__ import annotations
 
+import collections.abc
 import itertools
 import os
 
@@ -368,6 +369,20 @@ class IterableBatches:
             yield b, xb, tb, wb
 
 
+def is_one_pass(data) -> bool:
+    """Whether ``data`` is an iterator (a generator, ``iter(...)``): iterating it again
+    continues where it stopped, so a second pass finds it used up. Checked without calling
+    ``iter`` (which starts the workers of a DataLoader)."""
+    return isinstance(data, collections.abc.Iterator)
+
+
+def no_batches_message(source, where) -> str:
+    """The error for an iterable of batches that yielded none (a generator used up)."""
+    return (f"{where}: {source.what} yielded no batches. A generator is used up after one "
+            "pass: give a re-iterable (a list, a class with __iter__, a DataLoader), or an "
+            "endless generator with steps_per_epoch (validation_steps for validation_data)")
+
+
 def is_batch_iterable(data) -> bool:
     """Whether ``fit``'s first argument is an iterable of batches rather than an array."""
     if data is None or isinstance(data, (str, bytes, np.ndarray, list, tuple)):
@@ -381,4 +396,5 @@ def is_batch_iterable(data) -> bool:
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
            "as_slice", "batch_permutation", "check_finite_rows", "host_shape",
-           "is_batch_iterable", "is_sparse", "read_batch"]
+           "is_batch_iterable", "is_one_pass", "is_sparse", "no_batches_message",
+           "read_batch"]

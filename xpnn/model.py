@@ -452,7 +452,7 @@ class Sequential:
             validation_split: float = 0.0, shuffle: bool | str = True, callbacks=(),
             verbose: int = 1,
             sample_weight=None, steps_per_epoch: int | None = None, initial_epoch: int = 0,
-            comm=None):
+            comm=None, validation_steps: int | None = None):
         """Train for ``epochs`` passes over the data.
 
         Parameters
@@ -489,6 +489,10 @@ class Sequential:
             Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
         steps_per_epoch : int, optional
             Batches per epoch when ``X`` is a generator of batches.
+        validation_steps : int, optional
+            Batches per validation when ``validation_data`` is an iterable of batches (a
+            generator continues where the last validation stopped); without it each
+            validation is one pass, so an endless generator needs it.
         initial_epoch : int
             Index of the first epoch (callbacks and logs count from it).
         comm : xpnn.distributed.Communicator, optional
@@ -517,10 +521,11 @@ class Sequential:
                                  ("initial_epoch", initial_epoch, 0)):
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
                 raise ValueError(f"fit: {name} must be an int >= {low}, got {value!r}")
-        if steps_per_epoch is not None and (
-                not isinstance(steps_per_epoch, (int, np.integer))
-                or isinstance(steps_per_epoch, bool) or steps_per_epoch < 1):
-            raise ValueError(f"fit: steps_per_epoch must be an int >= 1, got {steps_per_epoch!r}")
+        for name, value in (("steps_per_epoch", steps_per_epoch),
+                            ("validation_steps", validation_steps)):
+            if value is not None and (not isinstance(value, (int, np.integer))
+                                      or isinstance(value, bool) or value < 1):
+                raise ValueError(f"fit: {name} must be an int >= 1, got {value!r}")
         if not (isinstance(shuffle, (bool, np.bool_)) or (isinstance(shuffle, str)
                                                          and shuffle == "batch")):
             raise ValueError(f"fit: shuffle must be True, False or 'batch', got {shuffle!r}")
@@ -530,12 +535,22 @@ class Sequential:
             raise ValueError("fit: give validation_data or validation_split, not both")
         check_verbose(verbose, "fit")
         callbacks = list(callbacks)
+        if epochs - initial_epoch > 1:       # a generator is used up by the first epoch
+            for what, given, steps, name in (
+                    ("data", X if y is None else None, steps_per_epoch, "steps_per_epoch"),
+                    ("validation_data", validation_data, validation_steps, "validation_steps")):
+                if steps is None and data.is_batch_iterable(given) and data.is_one_pass(given):
+                    raise ValueError(
+                        f"fit: {what} is a generator (one pass) but fit runs "
+                        f"{epochs - initial_epoch} epochs: give {name} (batches per "
+                        f"{'epoch' if what == 'data' else 'validation'}) with a generator "
+                        "that never ends, or a re-iterable (a list, a DataLoader)")
         first = X
         if y is None and data.is_batch_iterable(X):
             first = None
         source, val = self._building_from(first, lambda: self._prepare_fit_data(
             X, y, sample_weight, validation_data, validation_split, callbacks,
-            steps_per_epoch), iterable=X)
+            steps_per_epoch, validation_steps), iterable=X)
 
         if distributed.active(comm) is not None and not comm.is_root:
             verbose = 0                   # data-parallel: rank 0 alone shows progress
@@ -585,17 +600,22 @@ class Sequential:
     _interrupted = False
 
     def _prepare_fit_data(self, X, y, w, validation_data, validation_split, callbacks,
-                          steps=None):
+                          steps=None, validation_steps=None):
         """Batch sources for ``fit``: ``(train, validation or None)``."""
         source = self._make_source(X, y, w, steps=steps)
         val = None
+        iterable_val = validation_data is not None and data.is_batch_iterable(validation_data)
+        if validation_steps is not None and not iterable_val:
+            raise ValueError("fit: validation_steps applies only to validation_data given as "
+                             "an iterable of batches")
         if validation_data is not None:
             if isinstance(validation_data, (tuple, list)) and len(validation_data) in (2, 3) \
-                    and not data.is_batch_iterable(validation_data):
+                    and not iterable_val:
                 vw = validation_data[2] if len(validation_data) == 3 else None
                 val = self._make_source(validation_data[0], validation_data[1], vw, "X_val")
-            elif data.is_batch_iterable(validation_data):
-                val = data.IterableBatches(validation_data, what="validation_data")
+            elif iterable_val:
+                val = data.IterableBatches(validation_data, validation_steps,
+                                           what="validation_data")
             else:
                 raise ValueError("fit: validation_data must be a tuple (X_val, y_val) or "
                                  "(X_val, y_val, sample_weight_val), or an iterable of batches")
@@ -665,6 +685,8 @@ class Sequential:
         per_step = not self.backend.is_gpu or not source.replayable
         saved = (self._snapshot_state(), sums["batch"]) if source.replayable else None
         self._run_batches(source, batch_size, epoch, perm, sums, callbacks, per_step, saved)
+        if sums["batch"] == 0:              # nothing trained: an iterable that is used up
+            raise ValueError(data.no_batches_message(source, f"fit: in epoch {epoch}"))
         if not per_step:
             value = _host_float(sums["loss"])
             if not (math.isfinite(value) and self._weights_finite(fastpath.select(self))):
@@ -846,21 +868,26 @@ class Sequential:
         return self.backend.xp.concat(parts, axis=0)
 
     def evaluate(self, X, y=None, batch_size: int | None = None, sample_weight=None,
-                 verbose: int = 0) -> dict:
+                 verbose: int = 0, steps: int | None = None) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
 
-        ``X`` may be anything ``fit`` takes, an iterable of batches included. ``verbose``: 0
-        silent, 1 a bar over the batches on a terminal (else a line with the results), 2 the
-        line.
+        ``X`` may be anything ``fit`` takes, an iterable of batches included (``steps``: how
+        many of its batches, needed for an endless generator). ``verbose``: 0 silent, 1 a bar
+        over the batches on a terminal (else a line with the results), 2 the line.
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
+        if steps is not None and (not isinstance(steps, (int, np.integer))
+                                  or isinstance(steps, bool) or steps < 1):
+            raise ValueError(f"evaluate: steps must be an int >= 1, got {steps!r}")
+        if steps is not None and not (y is None and data.is_batch_iterable(X)):
+            raise ValueError("evaluate: steps applies only to an iterable of batches")
         check_verbose(verbose, "evaluate")
-        return self._evaluate_source(self._make_source(X, y, sample_weight), batch_size,
-                                     verbose)
+        return self._evaluate_source(self._make_source(X, y, sample_weight, steps=steps),
+                                     batch_size, verbose)
 
     def _evaluate_arrays(self, X, t, batch_size=None):
         return self._evaluate_source(data.ArrayBatches(X, t), batch_size)
@@ -874,8 +901,9 @@ class Sequential:
         for m, src in zip(metrics, self.metrics, strict=True):
             if isinstance(m, Accuracy):
                 m.multilabel = src.multilabel
-        loss_sum, total = 0.0, 0.0
+        loss_sum, total, seen = 0.0, 0.0, 0
         for _, xb, tb, wb in source.batches(self, None, batch_size or 1):
+            seen += 1
             if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
                 continue
             if self._fused:
@@ -891,6 +919,8 @@ class Sequential:
                 m.update(xp, out, tb)
             if progress is not None:
                 progress.update()
+        if seen == 0:                      # an iterable that is used up
+            raise ValueError(data.no_batches_message(source, "evaluate"))
         loss_sum, total = _host_float(loss_sum), _host_float(total)
         if self._comm is not None:       # data-parallel: every rank evaluated its shard
             loss_sum, total = self._comm.sum_floats(loss_sum, total)
