@@ -130,3 +130,13 @@ def test_sklearn_estimators_export(tmp_path):
     session = _session(reg.export(tmp_path / "reg.onnx"))
     got = session.run(None, {"x": X[:1, :3]})[0]
     np.testing.assert_allclose(got.ravel(), reg.predict(X[:1, :3]), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("offset", [0.0, -1.0])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_rescaling_exports_as_mul_and_add(tmp_path, dtype, offset):
+    model = xpnn.Sequential(xpnn.Rescaling(1 / 127.5, offset=offset), xpnn.Dense(5, 8),
+                            xpnn.ReLU(), xpnn.Dense(8, 3), xpnn.Softmax(), dtype=dtype, seed=0)
+    _check(model, tmp_path / "m.onnx", 5, dtype)
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops[:2] == (["Mul", "Add"] if offset else ["Mul", "MatMul"])

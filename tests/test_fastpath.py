@@ -24,6 +24,7 @@ from xpnn import (
     Identity,
     LeakyReLU,
     ReLU,
+    Rescaling,
     RMSprop,
     Sequential,
     Sigmoid,
@@ -58,6 +59,9 @@ ARCHS = {
     "dropout": lambda: [Dropout(0.2), Dense(12, 32), ReLU(), Dropout(0.5), Dense(32, 16),
                         LeakyReLU(0.1), Dropout(0.3), Dense(16, 8), Dropout(0.1), Dense(8, 4),
                         Softmax()],
+    # the input rescaled (and dropped) before the first Dense
+    "rescaled": lambda: [Rescaling(0.5, offset=0.25), Dropout(0.1), Dense(12, 16), ReLU(),
+                         Dense(16, 4), Softmax()],
 }
 OPTS = {
     "adam": lambda: Adam(1e-2),
@@ -102,7 +106,7 @@ CASES = [
     ("tanh", "adam_l2"), ("relu_nobias", "adam"), ("mixed", "adam"), ("mixed", "sgd_nesterov"),
     ("bce", "adam"),
     ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"), ("dropout", "adam"),
-    ("dropout", "sgd_nesterov"),
+    ("dropout", "sgd_nesterov"), ("rescaled", "adam"),
 ]
 
 
@@ -158,10 +162,13 @@ def test_selection_rules(backend):
     with_dropout = compiled(Dropout(0.2), Dense(12, 8), ReLU(), Dropout(0.5), Dense(8, 4),
                             Softmax())
     assert (fastpath.select(with_dropout) is not None) == (backend in FAST_BACKENDS)
+    rescaled = compiled(Rescaling(1 / 255), Dense(12, 8), ReLU(), Dense(8, 4), Softmax())
+    assert (fastpath.select(rescaled) is not None) == (backend in FAST_BACKENDS)
     for model in (
         compiled(Dense(12, 8), Softmax(), Dense(8, 4), Softmax()),     # softmax mid-network
         compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), optimizer=RMSprop()),
         compiled(Dense(12, 8), _MyReLU(), Dense(8, 4), Softmax()),  # subclass: may differ
+        compiled(Dense(12, 8), Rescaling(2.0), Dense(8, 4), Softmax()),  # only on the input
     ):
         assert fastpath.select(model) is None
         assert fastpath.explain(model)

@@ -85,6 +85,7 @@ LAYERS = {
     "Softmax": xpnn.Softmax,
     "Identity": xpnn.Identity,
     "Dropout": lambda: xpnn.Dropout(0.4),
+    "Rescaling": lambda: xpnn.Rescaling(1.7, offset=-0.3),
 }
 
 

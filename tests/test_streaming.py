@@ -587,3 +587,35 @@ def test_generators_that_run_out_are_refused_with_the_fix():
         model.evaluate(Xf, y, steps=2)
     with pytest.raises(ValueError, match="yielded no batches"):
         model.evaluate(iter(()))
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_uint8_memmap_rescaled_in_the_model(tmp_path, fast):
+    """``Rescaling(1/255)`` as the first layer: a uint8 memmap streams as raw bytes and the model
+    scales each batch, bitwise as the same model on the bytes converted up front; the layer is
+    saved and loaded with the model."""
+    X, y = _images(n=160)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, X.shape)
+    mm[...] = X
+
+    def model():
+        m = xpnn.Sequential(xpnn.Rescaling(1 / 255), xpnn.Dense(20, 16), xpnn.ReLU(),
+                            xpnn.Dense(16, 4), xpnn.Softmax(), seed=0)
+        m.compile("crossentropy", xpnn.Adam(1e-2), metrics=["accuracy"])
+        m.fastpath = fast
+        return m
+
+    resident, streamed = model(), model()
+    streamed.resident_budget = 100
+    h1 = _fit(resident, X.astype(np.float32), y)
+    h2 = _fit(streamed, mm, y)
+    assert (xpnn.fastpath.select(streamed) is not None) == fast
+    for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert h1.history == h2.history
+    streamed.save(tmp_path / "m.npz")
+    loaded = xpnn.load(tmp_path / "m.npz")
+    assert isinstance(loaded.layers[0], xpnn.Rescaling) and loaded.layers[0].scale == 1 / 255
+    np.testing.assert_array_equal(loaded.predict(mm), streamed.predict(mm))
+    with pytest.raises(ValueError, match="scale"):
+        xpnn.Rescaling(float("nan"))

@@ -37,6 +37,7 @@ from .layers import (
     LeakyReLU,
     Parameter,
     ReLU,
+    Rescaling,
     Sigmoid,
     Softmax,
     Tanh,
@@ -54,6 +55,7 @@ __all__ = [
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
     "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
     "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
-    "ReduceLROnPlateau", "Sequential", "Sigmoid", "Softmax", "Tanh", "TrainingDivergedError",
+    "ReduceLROnPlateau", "Rescaling", "Sequential", "Sigmoid", "Softmax", "Tanh",
+    "TrainingDivergedError",
     "available_backends", "distributed", "get_backend", "load", "mlp", "schedules", "to_numpy",
 ]

@@ -14,6 +14,7 @@ LeakyReLU      ``PRelu(x, negative_slope)`` (the slope in the model's dtype)
 Sigmoid        ``Sigmoid``
 Tanh           ``Tanh``
 Softmax        ``Softmax(axis=-1)``
+Rescaling      ``Mul(x, scale)``, then ``Add(·, offset)`` with an offset
 Identity       (nothing)
 Dropout        (nothing: inference)
 =============  ==========================================
@@ -112,11 +113,19 @@ def to_onnx(model, opset: int = 17, input_name: str = "x", output_name: str = "y
             emit("PRelu", [current, f"{name}.slope"], name)
         elif kind == "Softmax":
             emit("Softmax", [current], name, axis=-1)
+        elif kind == "Rescaling":   # x · scale (+ offset), constants in the model's dtype
+            initializers.append(numpy_helper.from_array(
+                np.asarray([layer.scale], dtype=np_dtype), f"{name}.scale"))
+            emit("Mul", [current, f"{name}.scale"], f"{name}_mul")
+            if layer.offset:
+                initializers.append(numpy_helper.from_array(
+                    np.asarray([layer.offset], dtype=np_dtype), f"{name}.offset"))
+                emit("Add", [current, f"{name}.offset"], f"{name}_add")
         elif kind in _SKIPPED:
             continue
         else:
             raise ValueError(f"export: layer {i} ({layer!r}) has no ONNX form; supported: "
-                             f"Dense, LeakyReLU, Softmax, {', '.join(_UNARY)}, "
+                             f"Dense, LeakyReLU, Rescaling, Softmax, {', '.join(_UNARY)}, "
                              f"{', '.join(_SKIPPED)}")
     # The output gets its own name (an Identity when the network is only Identity/Dropout).
     if nodes:

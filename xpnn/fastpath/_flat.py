@@ -125,7 +125,7 @@ class FlatTrainer:
         if n > self.capacity:
             self._allocate(n)
         matmul, stages = self.lib.matmul, self.stages
-        for layer in self.plan.pre:                         # dropout on the input
+        for layer in self.plan.pre:                 # rescaling, dropout on the input
             xb = layer.forward(xb, training=True)
 
         # forward: a_i = post(act(a_{i-1} W_i + b_i)), act in place in the buffer z_i

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Rescaling, Sigmoid, Softmax, Tanh
 from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
 from ..optimizers import SGD, Adam, AdamW
 
@@ -17,7 +17,7 @@ OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd"}
 
 @dataclass(frozen=True)
 class Plan:
-    """What to compute: the ``pre`` layers (Dropout on the input) on the batch, then each
+    """What to compute: the ``pre`` layers (Rescaling, Dropout on the input) on the batch, then each
     ``dense[i]`` followed by the layers ``acts[i]`` (a tuple of ``(name, layer)``).
 
     ``head`` is ``"softmax_ce"`` (Softmax fused with categorical cross-entropy), ``"sigmoid_bce"``
@@ -26,7 +26,7 @@ class Plan:
     """
 
     layers: tuple        # the model's layer objects (compared by identity)
-    pre: tuple           # Dropout layers before the first Dense
+    pre: tuple           # Rescaling and Dropout layers before the first Dense
     dense: tuple         # the Dense layers, input to output
     acts: tuple          # per Dense: tuple of (name, layer) activations that follow it
     head: str
@@ -63,8 +63,8 @@ def analyze(model):
         return None, f"{type(loss).__name__} without its fused output activation"
     pre, dense, acts = [], [], []
     for layer in layers:
-        if type(layer) is Dropout and not dense:
-            pre.append(layer)
+        if type(layer) in (Dropout, Rescaling) and not dense:
+            pre.append(layer)        # run as the layer objects on the batch (out of place)
         elif type(layer) is Dense:
             dense.append(layer)
             acts.append([])
