@@ -24,6 +24,12 @@ def test_layers_in_order():
     assert m.count_params() == 784 * 256 + 256 + 256 * 128 + 128 + 128 * 10 + 10
 
 
+def test_rescale_comes_first():
+    m = xpnn.mlp([784, 10], rescale=1 / 255, input_dropout=0.2)
+    assert _kinds(m) == ["Rescaling", "Dropout", "Dense", "Softmax"]
+    assert m.layers[0].scale == 1 / 255
+
+
 @pytest.mark.parametrize("activation, output, kinds, init", [
     ("tanh", "sigmoid", ["Dense", "Tanh", "Dense", "Sigmoid"], "glorot"),
     ("sigmoid", None, ["Dense", "Sigmoid", "Dense"], "glorot"),
@@ -68,6 +74,7 @@ def test_open_input_width_and_training():
     ({"sizes": [3, 2], "dropout": 1.0}, ValueError, r"dropout must be in \[0, 1\)"),
     ({"sizes": [3, 2], "input_dropout": -0.1}, ValueError, "input_dropout must be in"),
     ({"sizes": [3, 2], "backend": "jax"}, ValueError, "jax"),
+    ({"sizes": [3, 2], "rescale": float("inf")}, ValueError, "scale"),
 ])
 def test_bad_arguments(kwargs, error, message):
     with pytest.raises(error, match=message):

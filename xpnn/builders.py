@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
-from .layers import Dense, Dropout, Identity, Layer, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .layers import (
+    Dense,
+    Dropout,
+    Identity,
+    Layer,
+    LeakyReLU,
+    ReLU,
+    Rescaling,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from .model import Sequential
 
 #: Names accepted for ``activation`` and ``output``.
@@ -36,13 +47,14 @@ def _fraction(name, value):
 
 
 def mlp(sizes, activation="relu", output="softmax", dropout: float = 0.0,
-        input_dropout: float = 0.0, init: str | None = None, **kwargs) -> Sequential:
+        input_dropout: float = 0.0, init: str | None = None, rescale: float | None = None,
+        **kwargs) -> Sequential:
     """A multilayer perceptron as a :class:`~xpnn.Sequential`.
 
     ``mlp([n_in, h1, ..., hk, n_out])`` is::
 
-        [Dropout(input_dropout)], Dense(n_in, h1), activation, [Dropout(dropout)], ...,
-        Dense(hk, n_out), output
+        [Rescaling(rescale)], [Dropout(input_dropout)], Dense(n_in, h1), activation,
+        [Dropout(dropout)], ..., Dense(hk, n_out), output
 
     Parameters
     ----------
@@ -63,6 +75,9 @@ def mlp(sizes, activation="relu", output="softmax", dropout: float = 0.0,
     init : {"he", "glorot"} or None
         Initialisation of the Dense weights; ``None``: ``"glorot"`` for tanh and sigmoid
         hidden layers, ``"he"`` otherwise.
+    rescale : float or None
+        Multiply the inputs by this first (:class:`~xpnn.Rescaling`): ``1/255`` for ``uint8``
+        pixels streamed as they are stored.
     **kwargs
         Passed to :class:`~xpnn.Sequential`: ``backend``, ``dtype``, ``seed``.
 
@@ -87,7 +102,9 @@ def mlp(sizes, activation="relu", output="softmax", dropout: float = 0.0,
     input_dropout = _fraction("input_dropout", input_dropout)
     if init is None:
         init = "glorot" if hidden in (Tanh, Sigmoid) else "he"
-    layers = [Dropout(input_dropout)] if input_dropout else []
+    layers = [] if rescale is None else [Rescaling(rescale)]
+    if input_dropout:
+        layers.append(Dropout(input_dropout))
     for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(Dense(n_in, n_out, init=init))
         if i < len(sizes) - 2:
