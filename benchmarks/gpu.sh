@@ -10,21 +10,23 @@
 #
 # Steps, most valuable first, each under its own time limit and all of them under GPU_BUDGET
 # seconds (default 400): setup and versions; the benchmark on S/M/L; the GPU-marked tests; the
-# batch-size sweep; the MNIST example. Every step writes its results as it goes, so a step
-# stopped by its limit keeps what it measured. Files under $OUT (7, at most one folder down):
+# batch-size sweep; the MNIST example; streaming from a memmap. Every step writes its results
+# as it goes, so a step stopped by its limit keeps what it measured. Files under $OUT (8, at
+# most one folder down):
 #     gpu.log                          the script's log: versions, nvidia-smi, step exits,
 #                                      tails of the results, the example's output
 #     tests.txt                        pytest -m gpu (XPNN_TEST_BACKENDS=cupy)
 #     bench/log.txt                    the benchmark's progress lines and errors
 #     bench/configs.json, configs.md   S/M/L: xpnn-cupy vs torch-cuda, jax-cuda, GEMM floor
 #     bench/sweep.json, sweep.md       M at batch 32..4096: xpnn-cupy, xpnn-numpy, torch-cuda
+#     stream/results.json              streamed from a uint8 memmap vs resident on the GPU
 #
 # Without a usable CUDA device (or with GPU_DRY=1) the same steps run as a quick dry run on
 # the CPU: the GPU steps' own arguments are checked (names, data files), then each step runs
 # with them plus small overrides: tiny data, the CUDA implementations skipped with their
 # reasons, the example on numpy. Data: $XPNN_DATA, else .data (staged), else ../shared/data,
 # else synthetic data (no example then). The script always exits 0; step exit codes are in
-# gpu.log. Worst case, every step stopped at its limit: about 7 minutes.
+# gpu.log. Worst case, every step stopped at its limit or the budget: about 7 minutes.
 set -u
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -190,5 +192,17 @@ else
         ${DRY_EXAMPLE[@]+"${DRY_EXAMPLE[@]}"} >>"$LOG" 2>&1
 fi
 rm -rf "$EXAMPLE_OUT"
+
+# 5. streaming: a uint8 memmap read batch by batch and staged to the GPU through pinned memory,
+#    paired with the same data resident on the GPU (network M, batch 128)
+STREAM=(--backend cupy --copies 4 --rounds 3 --timeout 50 --out "$OUT/stream")
+DRY_STREAM=()
+[ "$DRY" = 1 ] && DRY_STREAM=(--backend numpy --synthetic 600 --copies 2 --rounds 1)
+step stream 60 "$PY" benchmarks/streaming_throughput.py "${DATA_ARGS[@]}" "${STREAM[@]}" \
+    ${DRY_STREAM[@]+"${DRY_STREAM[@]}"} >>"$LOG" 2>&1
+"$PY" -c 'import json, sys; d = json.load(open(sys.argv[1]))
+print("stream:", d["backend"], "median streamed/resident", round(d["median_ratio"], 3),
+      "samples/s", d["median_samples_per_s"], "peak RSS MiB", d["peak_rss_mib"])' \
+    "$OUT/stream/results.json" 2>/dev/null | tee -a "$LOG" >&3
 log "done in $((SECONDS - START))s"
 exit 0

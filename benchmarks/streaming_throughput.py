@@ -4,7 +4,9 @@ Data: MNIST-shaped images ×``--copies`` (MNIST's 60,000 training images tiled, 
 uint8 by default, 449 MiB on disk) written once as a ``.npy`` memmap; synthetic images of the
 same shape when MNIST is not found (or with ``--synthetic N``: N random images, for a quick
 check). Network M (784-256-128-10, ReLU, softmax cross-entropy), Adam 1e-3, batch 128, shuffled,
-float32. Two ways to train on it:
+float32, on ``--backend`` (default numpy; on cupy the resident data sits on the GPU and the
+streamed batches are copied there from pinned memory while the previous step runs). Two ways to
+train on it:
 
 * ``resident``: the whole file in memory, converted by xpnn to one float32 array up front
   (1.8 GiB for 600,000 images), trained from memory;
@@ -79,11 +81,11 @@ def make_data(path, copies, data_home, synthetic=0):
     return n, source
 
 
-def _model(streamed):
+def _model(streamed, backend="numpy"):
     import xpnn
 
     model = xpnn.Sequential(xpnn.Dense(784, 256), xpnn.ReLU(), xpnn.Dense(256, 128), xpnn.ReLU(),
-                            xpnn.Dense(128, 10), xpnn.Softmax(), seed=0)
+                            xpnn.Dense(128, 10), xpnn.Softmax(), backend=backend, seed=0)
     model.compile("crossentropy", xpnn.Adam(1e-3))
     model.resident_budget = 1 << 20 if streamed else 1 << 40     # bytes
     return model
@@ -120,7 +122,8 @@ def paired_worker(args):
     mm = np.load(args.path, mmap_mode="r")
     y = np.load(args.path + ".y.npy")
     converted = np.asarray(mm, dtype=np.float32)    # what the resident fit trains from
-    kinds = {"streamed": (_model(True), mm), "resident": (_model(False), converted)}
+    kinds = {"streamed": (_model(True, args.backend), mm),
+             "resident": (_model(False, args.backend), converted)}
     for name, (model, X) in kinds.items():
         assert model._streams(X) == (name == "streamed"), name
     n = mm.shape[0]
@@ -145,7 +148,7 @@ def memory_worker(args):
     streamed = args.worker == "memory-streamed"
     X = np.load(args.path, mmap_mode="r" if streamed else None)
     y = np.load(args.path + ".y.npy")
-    model = _model(streamed)
+    model = _model(streamed, args.backend)
     times = _Times()
     model.fit(X, y, epochs=1, batch_size=128, verbose=0, callbacks=[_epoch_timer(times)])
     print(json.dumps({
@@ -158,7 +161,8 @@ def memory_worker(args):
 def _run(args, env, kind, path):
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--path", path,
-         "--rounds", str(args.rounds)], env=env, capture_output=True, text=True,
+         "--rounds", str(args.rounds), "--backend", args.backend], env=env, capture_output=True,
+        text=True,
         timeout=args.timeout)
     if proc.returncode:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -172,6 +176,9 @@ def main():
     ap.add_argument("--synthetic", type=int, default=0,
                     help="N random images instead of MNIST (a quick check)")
     ap.add_argument("--data-home", default=os.environ.get("XPNN_DATA"))
+    ap.add_argument("--backend", default="numpy",
+                    help="the models' backend (cupy: the resident data on the GPU, the "
+                         "streamed batches copied there from pinned memory)")
     ap.add_argument("--out", default="runs/streaming")
     ap.add_argument("--timeout", type=float, default=1800)
     ap.add_argument("--worker", choices=("paired", "memory-resident", "memory-streamed"),
@@ -205,7 +212,7 @@ def main():
               f"{rec['page_faults']['streamed']['major']}", flush=True)
     summary = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "n_samples": n, "source": source,
+        "n_samples": n, "source": source, "backend": args.backend,
         "ratios_streamed_over_resident": [r["ratio"] for r in timed],
         "median_ratio": statistics.median(r["ratio"] for r in timed),
         "median_samples_per_s": {impl: statistics.median(

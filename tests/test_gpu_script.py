@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED = ["bench/configs.json", "bench/configs.md", "bench/log.txt", "bench/sweep.json",
-            "bench/sweep.md", "gpu.log", "tests.txt"]
+            "bench/sweep.md", "gpu.log", "stream/results.json", "tests.txt"]
 LEFT_BEHIND = (".git", ".data", ".whl", ".site", "runs", "out", "__pycache__", ".pytest_cache",
                ".ruff_cache", ".hypothesis", "*.egg-info", "build", "dist", ".venv", ".tox")
 
@@ -73,13 +73,16 @@ def test_gpu_script_dry_run_layout(tmp_path):
     assert f"MNIST from {repo / '.data'}" in log
     assert "dry run of every step on the CPU" in log
     for step in ("versions", "check-CONFIGS-args", "check-SWEEP-args", "check-EXAMPLE-args",
-                 "bench-configs", "tests", "bench-sweep", "example"):
+                 "bench-configs", "tests", "bench-sweep", "example", "stream"):
         assert f"step {step} exit code 0" in log, log
     assert "MNIST: 1 epochs" in log                              # the example trained
     bench_log = (out / "bench" / "log.txt").read_text()
     assert "arguments ok: configs S,M,L; impls xpnn-cupy,torch-cuda,jax-cuda,gemm-cupy" in bench_log
     assert "arguments ok: configs sweep" in bench_log and "example arguments ok" in log
     assert re.search(r"done in \d+s", log)
+    assert "stream: numpy median streamed/resident" in log             # the dry run's backend
+    stream = json.loads((out / "stream" / "results.json").read_text())
+    assert stream["backend"] == "numpy" and len(stream["ratios_streamed_over_resident"]) == 1
 
     configs = json.loads((out / "bench" / "configs.json").read_text())
     assert configs["complete"] and configs["data"].startswith("mnist train")
