@@ -60,9 +60,11 @@ def _train_data(comm, how):
     kw = {}
     if how == "weighted":
         kw["sample_weight"] = np.random.default_rng(3).uniform(0.2, 2.0, len(X))
-    elif how == "streamed":            # float32 host data for a float64 model: read per batch
-        model.resident_budget = 0
+    elif how in ("streamed", "streamed_batch_shuffle"):   # float32 host data, float64 model:
+        model.resident_budget = 0                              # read per batch
         X = X.astype(np.float32)
+        if how == "streamed_batch_shuffle":     # each rank reads a slice of a block of rows
+            kw["shuffle"] = "batch"
     elif how == "split":
         kw["validation_split"] = 0.25
     if how == "batches":
@@ -195,6 +197,7 @@ CASES = {
     "generic64_dropout": lambda comm: _train(comm, "float64", False, dropout=0.3),
     "weighted": lambda comm: _train_data(comm, "weighted"),
     "streamed": lambda comm: _train_data(comm, "streamed"),
+    "streamed_batch_shuffle": lambda comm: _train_data(comm, "streamed_batch_shuffle"),
     "batches": lambda comm: _train_data(comm, "batches"),
     "split": lambda comm: _train_data(comm, "split"),
     "early_stopping": early_stopping,
