@@ -619,3 +619,11 @@ def test_uint8_memmap_rescaled_in_the_model(tmp_path, fast):
     np.testing.assert_array_equal(loaded.predict(mm), streamed.predict(mm))
     with pytest.raises(ValueError, match="scale"):
         xpnn.Rescaling(float("nan"))
+
+
+def test_rows_of_numpy_scalars_are_data_not_batches():
+    """A list of rows of two NumPy scalars is an array-like X, not a list of (x, y) batches."""
+    model = xpnn.Sequential(xpnn.Dense(2, 3), seed=0)
+    rows = [[np.float64(1.0), np.float64(2.0)], [np.float64(3.0), np.float64(4.0)]]
+    assert not data.is_batch_iterable(rows)
+    np.testing.assert_allclose(model.predict(rows), model.predict(np.array(rows)))

@@ -388,7 +388,7 @@ def is_batch_iterable(data) -> bool:
     if data is None or isinstance(data, (str, bytes, np.ndarray, list, tuple)):
         return isinstance(data, (list, tuple)) and len(data) > 0 and all(
             isinstance(item, (tuple, list)) and len(item) in (2, 3)
-            and hasattr(item[0], "shape") for item in data)
+            and len(getattr(item[0], "shape", ())) >= 1 for item in data)   # not rows of scalars
     if hasattr(data, "shape") or is_sparse(data) or _is_pandas(data):
         return False
     return hasattr(data, "__iter__") or hasattr(data, "__next__")
