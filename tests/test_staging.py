@@ -135,3 +135,45 @@ def test_streamed_batches_go_through_the_pinned_buffers(monkeypatch, tmp_path):
         np.testing.assert_array_equal(tb, rows)
     assert [entry for entry in log if entry[0] == "copy"] == [
         ("copy", int(X[perm[0], 0])), ("copy", int(X[perm[8], 0]))]
+
+
+def test_batches_of_an_iterable_go_through_the_stager(monkeypatch):
+    """``fit``/``predict`` on an iterable of host batches hand each checked, cast ``x`` to the
+    stager (CuPy's pinned double buffer) and release it after its step; the numbers are those
+    of the unstaged run. A recording stager stands in on the NumPy backend."""
+    import xpnn
+    from xpnn import data
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(48, 5))
+    y = rng.integers(0, 3, 48)
+    batches = [(X[i:i + 16], y[i:i + 16]) for i in range(0, 48, 16)]
+
+    def model():
+        m = xpnn.Sequential(xpnn.Dense(5, 8), xpnn.ReLU(), xpnn.Dense(8, 3), xpnn.Softmax(),
+                            seed=0)
+        m.compile("crossentropy", xpnn.Adam(1e-2))
+        return m
+
+    plain = model()
+    plain.fit(batches, epochs=2, verbose=0)
+    events = []
+
+    class Recording:
+        def put(self, block):
+            assert block.dtype == np.float32 and block.flags.c_contiguous
+            events.append("put")
+            return np.array(block, copy=True)
+
+        def release(self):
+            events.append("release")
+
+    monkeypatch.setattr(data.staging, "stager_for", lambda backend: Recording())
+    staged = model()
+    staged.fit(batches, epochs=2, verbose=0)
+    assert events == ["put", "release"] * 6                 # 3 batches x 2 epochs, in turn
+    for a, b in zip(plain.get_weights(), staged.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    events.clear()
+    np.testing.assert_array_equal(staged.predict(batches), staged.predict(X))
+    assert events == ["put", "release"] * 3

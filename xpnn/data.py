@@ -342,6 +342,10 @@ class IterableBatches:
                 return
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+        """Yield ``(b, x, t, w)`` for the batches ``start <= b < stop`` of this pass. On CuPy a
+        host batch's ``x`` is copied to the device from pinned memory on a second stream while
+        the previous step runs (:mod:`xpnn.staging`), as for :class:`HostBatches`."""
+        stager = staging.stager_for(model.backend)
         for b, item in enumerate(self._items()):
             if stop is not None and b >= stop:
                 return
@@ -349,14 +353,17 @@ class IterableBatches:
                 continue
             if not self.targets:
                 x = item[0] if isinstance(item, (tuple, list)) and item else item
-                xb = model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}")
+                xb = model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}",
+                                      stager)
                 yield b, xb, None, None
+                if stager is not None:
+                    stager.release()
                 continue
             if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
                 raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
                                  f"batches; batch {b} is a {type(item).__name__}")
             item = [_on_host_if_foreign(v, model) for v in item]
-            xb = model._prepare_X(item[0], f"{self.what} batch {b}: x")
+            xb = model._prepare_X(item[0], f"{self.what} batch {b}: x", stager)
             tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
             wb = None
             if len(item) == 3 and item[2] is not None:
@@ -367,6 +374,8 @@ class IterableBatches:
                 xb, tb = xb[lo:hi, ...], tb[lo:hi, ...]
                 wb = None if wb is None else wb[lo:hi]
             yield b, xb, tb, wb
+            if stager is not None:      # (a device batch staged nothing: a later release of
+                stager.release()        # the previous slot, which only waits longer)
 
 
 def is_one_pass(data) -> bool:

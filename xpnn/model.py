@@ -166,7 +166,10 @@ class Sequential:
         return self
 
     # ------------------------------------------------------------------ data checks
-    def _prepare_X(self, X, what="X"):
+    def _prepare_X(self, X, what="X", stager=None):
+        """``X`` checked (numeric, 2-D, the model's width, finite after the cast) as an array of
+        the model's backend and dtype. Host data goes through ``stager`` when given (CuPy: a
+        pinned buffer copied on a second stream, :mod:`xpnn.staging`)."""
         be = self.backend
         owner = backend_of(X)
         if owner is not None and owner.family != be.family:
@@ -183,7 +186,8 @@ class Sequential:
             shape = tuple(X.shape)
         self._check_X_shape(shape, what)
         if owner is None:
-            return be.asarray(_cast_finite(host, self.dtype, what), dtype=self.dtype)
+            cast = _cast_finite(host, self.dtype, what)
+            return be.asarray(cast, dtype=self.dtype) if stager is None else stager.put(cast)
         xp = be.xp
         X = be.asarray(X, dtype=self.dtype)
         if owner.name != be.name:  # same library, other device (torch cpu -> cuda)

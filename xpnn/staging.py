@@ -1,12 +1,14 @@
 """Host-to-device staging of streamed batches: on a GPU the copy of the next batch overlaps the
 current training step.
 
-:class:`xpnn.data.HostBatches` reads and converts one batch at a time on the host. On the CPU
-backends the batch is used where it is. On CuPy, :class:`CupyStager` keeps two slots, each a
-pinned (page-locked) host buffer and a device buffer: batch ``b`` is converted into slot
-``b % 2``'s pinned buffer and copied to its device buffer on a second CUDA stream, without
-blocking the host, while the compute stream still runs the step of batch ``b - 1``. The host
-reads and converts each batch straight into the pinned buffer (:meth:`CupyStager.host_buffer`)::
+:class:`xpnn.data.HostBatches` reads and converts one batch at a time on the host, and
+:class:`xpnn.data.IterableBatches` checks and casts each host batch of an iterable (a
+DataLoader, a generator). On the CPU backends the batch is used where it is. On CuPy,
+:class:`CupyStager` keeps two slots, each a pinned (page-locked) host buffer and a device
+buffer: batch ``b`` is converted into slot ``b % 2``'s pinned buffer and copied to its device
+buffer on a second CUDA stream, without blocking the host, while the compute stream still runs
+the step of batch ``b - 1``. ``HostBatches`` reads and converts each batch straight into the
+pinned buffer (:meth:`CupyStager.host_buffer`)::
 
     host:     read+convert b   read+convert b+1   ...
     copy:          H→D b             H→D b+1
