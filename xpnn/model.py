@@ -22,6 +22,7 @@ import threading
 import numpy as np
 
 from . import data, distributed, fastpath, serialization
+from ._validation import check_int
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
@@ -523,13 +524,11 @@ class Sequential:
         self._require_compiled("fit")
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                                  ("initial_epoch", initial_epoch, 0)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-                raise ValueError(f"fit: {name} must be an int >= {low}, got {value!r}")
+            check_int(name, value, "fit", low)
         for name, value in (("steps_per_epoch", steps_per_epoch),
                             ("validation_steps", validation_steps)):
-            if value is not None and (not isinstance(value, (int, np.integer))
-                                      or isinstance(value, bool) or value < 1):
-                raise ValueError(f"fit: {name} must be an int >= 1, got {value!r}")
+            if value is not None:
+                check_int(name, value, "fit", 1)
         if not (isinstance(shuffle, (bool, np.bool_)) or (isinstance(shuffle, str)
                                                          and shuffle == "batch")):
             raise ValueError(f"fit: shuffle must be True, False or 'batch', got {shuffle!r}")
@@ -816,9 +815,8 @@ class Sequential:
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
                                        or isinstance(batch_size, bool) or batch_size < 1):
             raise ValueError(f"predict: batch_size must be >= 1, got {batch_size!r}")
-        if steps is not None and (not isinstance(steps, (int, np.integer))
-                                  or isinstance(steps, bool) or steps < 1):
-            raise ValueError(f"predict: steps must be an int >= 1, got {steps!r}")
+        if steps is not None:
+            check_int("steps", steps, "predict", 1)
         if data.is_batch_iterable(X):
             source = data.IterableBatches(X, steps, what="X", targets=False)
             progress = step_progress(verbose, steps, "predict")
@@ -881,12 +879,9 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
-                                       or isinstance(batch_size, bool) or batch_size < 1):
-            raise ValueError(f"evaluate: batch_size must be an int >= 1, got {batch_size!r}")
-        if steps is not None and (not isinstance(steps, (int, np.integer))
-                                  or isinstance(steps, bool) or steps < 1):
-            raise ValueError(f"evaluate: steps must be an int >= 1, got {steps!r}")
+        for name, value in (("batch_size", batch_size), ("steps", steps)):
+            if value is not None:
+                check_int(name, value, "evaluate", 1)
         if steps is not None and not (y is None and data.is_batch_iterable(X)):
             raise ValueError("evaluate: steps applies only to an iterable of batches")
         check_verbose(verbose, "evaluate")
