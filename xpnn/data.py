@@ -351,31 +351,32 @@ class IterableBatches:
                 return
             if b < start:
                 continue
-            if not self.targets:
-                x = item[0] if isinstance(item, (tuple, list)) and item else item
-                xb = model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}",
-                                      stager)
-                yield b, xb, None, None
-                if stager is not None:
-                    stager.release()
-                continue
-            if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
-                raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
-                                 f"batches; batch {b} is a {type(item).__name__}")
-            item = [_on_host_if_foreign(v, model) for v in item]
-            xb = model._prepare_X(item[0], f"{self.what} batch {b}: x", stager)
-            tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
-            wb = None
-            if len(item) == 3 and item[2] is not None:
-                wb = model._prepare_w(item[2], xb.shape[0], f"{self.what} batch {b}: "
-                                      "sample_weight")
-            lo, hi = model._local_rows(0, xb.shape[0])   # data-parallel: this rank's rows
-            if hi - lo != xb.shape[0]:
-                xb, tb = xb[lo:hi, ...], tb[lo:hi, ...]
-                wb = None if wb is None else wb[lo:hi]
-            yield b, xb, tb, wb
+            yield (b, *self._prepare(model, b, item, stager))
             if stager is not None:      # (a device batch staged nothing: a later release of
                 stager.release()        # the previous slot, which only waits longer)
+
+    def _prepare(self, model, b, item, stager):
+        """Batch ``b``'s ``(x, t, w)`` as checked arrays of the model (``t``, ``w`` None when
+        the items carry no targets)."""
+        if not self.targets:
+            x = item[0] if isinstance(item, (tuple, list)) and item else item
+            return model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}",
+                                    stager), None, None
+        if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
+            raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
+                             f"batches; batch {b} is a {type(item).__name__}")
+        item = [_on_host_if_foreign(v, model) for v in item]
+        xb = model._prepare_X(item[0], f"{self.what} batch {b}: x", stager)
+        tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
+        wb = None
+        if len(item) == 3 and item[2] is not None:
+            wb = model._prepare_w(item[2], xb.shape[0], f"{self.what} batch {b}: "
+                                  "sample_weight")
+        lo, hi = model._local_rows(0, xb.shape[0])   # data-parallel: this rank's rows
+        if hi - lo != xb.shape[0]:
+            xb, tb = xb[lo:hi, ...], tb[lo:hi, ...]
+            wb = None if wb is None else wb[lo:hi]
+        return xb, tb, wb
 
 
 def is_one_pass(data) -> bool:
