@@ -456,14 +456,7 @@ class DataParallel:
                  m.count) for m in metrics]
         every = self.comm.allgather(mine)
         for i, m in enumerate(metrics):
-            totals, count = None, 0
-            for rank_metrics in every:
-                t, c = rank_metrics[i]
-                count += c
-                if t is not None:
-                    totals = t if totals is None else [a + b for a, b in
-                                                       zip(totals, t, strict=True)]
-            m.totals, m.count = totals, count
+            m.totals, m.count = _sum_in_rank_order([rank_metrics[i] for rank_metrics in every])
 
     def sum_metric_states(self, states):
         """Metric states (``Metric.get_state()``, one per metric) summed over the ranks, in
@@ -471,17 +464,11 @@ class DataParallel:
         continuing from them, the others from zero) ends the epoch with the same sums."""
         every = self.comm.allgather(states)
         out = []
-        for i, state in enumerate(states):
-            totals, count, dtype = None, 0, state["dtype"]
-            for rank_states in every:
-                s = rank_states[i]
-                count += s["count"]
-                if s["totals"] is not None:
-                    dtype = s["dtype"]
-                    totals = list(s["totals"]) if totals is None else [
-                        a + b for a, b in zip(totals, s["totals"], strict=True)]
-            out.append({"totals": totals, "dtype": None if totals is None else dtype,
-                        "count": count})
+        for i in range(len(states)):
+            parts = [rank_states[i] for rank_states in every]
+            totals, count = _sum_in_rank_order([(p["totals"], p["count"]) for p in parts])
+            dtype = next((p["dtype"] for p in parts if p["totals"] is not None), None)
+            out.append({"totals": totals, "dtype": dtype, "count": count})
         return out
 
     def sum_floats(self, *values):
@@ -489,6 +476,18 @@ class DataParallel:
         rank)."""
         every = self.comm.allgather([float(v) for v in values])
         return tuple(float(sum(r[i] for r in every)) for i in range(len(values)))
+
+
+def _sum_in_rank_order(parts):
+    """``(totals, count)`` of a metric summed over the ranks' ``(totals or None, count)``,
+    element by element in rank order (the same floats on every rank)."""
+    totals, count = None, 0
+    for t, c in parts:
+        count += c
+        if t is not None:
+            totals = list(t) if totals is None else [a + b for a, b in zip(totals, t,
+                                                                             strict=True)]
+    return totals, count
 
 
 def _divide_(buf, by):
