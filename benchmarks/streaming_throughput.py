@@ -119,13 +119,15 @@ def _epoch_timer(times):
 
 def paired_worker(args):
     """Both kinds in this process, one epoch each in turn (see the module doc)."""
+    from xpnn.sources import streams
+
     mm = np.load(args.path, mmap_mode="r")
     y = np.load(args.path + ".y.npy")
     converted = np.asarray(mm, dtype=np.float32)    # what the resident fit trains from
     kinds = {"streamed": (_model(True, args.backend), mm),
              "resident": (_model(False, args.backend), converted)}
     for name, (model, X) in kinds.items():
-        assert model._streams(X) == (name == "streamed"), name
+        assert streams(model, X) == (name == "streamed"), name
     n = mm.shape[0]
     rounds = []
     for r in range(args.rounds + 1):                # round 0 warms both up
@@ -145,6 +147,8 @@ def paired_worker(args):
 
 def memory_worker(args):
     """One kind in a fresh process: one epoch, then the process's peak memory."""
+    from xpnn.sources import streams
+
     streamed = args.worker == "memory-streamed"
     X = np.load(args.path, mmap_mode="r" if streamed else None)
     y = np.load(args.path + ".y.npy")
@@ -152,7 +156,7 @@ def memory_worker(args):
     times = _Times()
     model.fit(X, y, epochs=1, batch_size=128, verbose=0, callbacks=[_epoch_timer(times)])
     print(json.dumps({
-        "impl": "streamed" if streamed else "resident", "streams": bool(model._streams(X)),
+        "impl": "streamed" if streamed else "resident", "streams": bool(streams(model, X)),
         "samples_per_s_first_epoch": X.shape[0] / times[0], "page_faults": times.faults[0],
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "blas": blas_info()}))

@@ -167,7 +167,7 @@ def test_nvrtc_reports_a_broken_kernel():
 def test_all_kernels_are_found():
     names = [k[3] for k in declared_kernels()]
     assert names == ["xpnn_bias_act", "xpnn_act_backward", "xpnn_softmax_ce_labels",
-                     "xpnn_softmax_ce_dense", "xpnn_adam", "xpnn_sgd"]
+                     "xpnn_softmax_ce_dense", "xpnn_adam", "xpnn_sgd", "xpnn_rmsprop"]
 
 
 @pytest.mark.parametrize("float_type", ["float", "double"])

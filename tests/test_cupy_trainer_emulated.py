@@ -35,6 +35,7 @@ from xpnn import (
     Dropout,
     LeakyReLU,
     ReLU,
+    RMSprop,
     Sequential,
     Sigmoid,
     Softmax,
@@ -96,9 +97,21 @@ def sgd(g, lr, mu, wd, nesterov, started, p, buf):
     p -= lr * grad
 
 
+def rmsprop(g, lr, rho, one_rho, eps, mu, wd, p, s, b):
+    assert np.isclose(rho + one_rho, 1)
+    grad = g + wd * p if wd else g
+    s[...] = rho * s + one_rho * (grad * grad)
+    u = grad / (np.sqrt(s) + eps)
+    if mu:
+        b[...] = mu * b + u
+        u = b
+    p -= lr * u
+
+
 KERNELS = {"xpnn_bias_act": bias_act, "xpnn_act_backward": act_backward,
            "xpnn_softmax_ce_labels": softmax_ce_labels,
-           "xpnn_softmax_ce_dense": softmax_ce_dense, "xpnn_adam": adam, "xpnn_sgd": sgd}
+           "xpnn_softmax_ce_dense": softmax_ce_dense, "xpnn_adam": adam, "xpnn_sgd": sgd,
+           "xpnn_rmsprop": rmsprop}
 
 
 class _Devices:
@@ -272,6 +285,8 @@ OPTIMIZERS = {
     "adam_l2": lambda: Adam(1e-2, weight_decay=1e-2),
     "adamw": lambda: AdamW(1e-2, weight_decay=0.1),
     "sgd_nesterov": lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "rmsprop": lambda: RMSprop(5e-3),
+    "rmsprop_momentum": lambda: RMSprop(5e-3, momentum=0.5, weight_decay=1e-3),
 }
 
 

@@ -12,6 +12,7 @@ import pytest
 
 import xpnn
 from xpnn.backend import to_numpy
+from xpnn.sources import streams
 
 N_SAMPLES, BATCH, EPOCHS = 40, 8, 2          # 5 batches x 2 epochs = 10 optimizer steps
 TOLERANCE = {"float64": dict(rtol=1e-10, atol=1e-10),
@@ -189,7 +190,7 @@ def test_streamed_memmap_matches_numpy(backend, dtype, tmp_path):
         model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
         if name == "streamed":
             model.resident_budget = 0
-            assert model._streams(source)
+            assert streams(model, source)
         history = model.fit(source, y, epochs=EPOCHS, batch_size=BATCH, validation_split=0.25,
                             verbose=0)
         runs[name] = (model, history, to_numpy(model.predict(source, batch_size=7)),

@@ -69,6 +69,8 @@ OPTS = {
     "adamw": lambda: AdamW(1e-2, weight_decay=0.1),
     "sgd": lambda: SGD(0.05),
     "sgd_nesterov": lambda: SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "rmsprop": lambda: RMSprop(1e-3),
+    "rmsprop_momentum": lambda: RMSprop(1e-3, momentum=0.5, weight_decay=1e-3),
 }
 
 
@@ -106,7 +108,8 @@ CASES = [
     ("tanh", "adam_l2"), ("relu_nobias", "adam"), ("mixed", "adam"), ("mixed", "sgd_nesterov"),
     ("bce", "adam"),
     ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"), ("dropout", "adam"),
-    ("dropout", "sgd_nesterov"), ("rescaled", "adam"),
+    ("dropout", "sgd_nesterov"), ("rescaled", "adam"), ("relu", "rmsprop"),
+    ("relu", "rmsprop_momentum"), ("decay", "rmsprop"), ("dropout", "rmsprop_momentum"),
 ]
 
 
@@ -144,6 +147,10 @@ class _MyReLU(ReLU):
     pass
 
 
+class _MyAdam(Adam):
+    """A subclass may change the update rule: it trains on the generic path."""
+
+
 def test_selection_rules(backend):
     X, y = _data()
 
@@ -166,7 +173,7 @@ def test_selection_rules(backend):
     assert (fastpath.select(rescaled) is not None) == (backend in FAST_BACKENDS)
     for model in (
         compiled(Dense(12, 8), Softmax(), Dense(8, 4), Softmax()),     # softmax mid-network
-        compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), optimizer=RMSprop()),
+        compiled(Dense(12, 8), ReLU(), Dense(8, 4), Softmax(), optimizer=_MyAdam()),
         compiled(Dense(12, 8), _MyReLU(), Dense(8, 4), Softmax()),  # subclass: may differ
         compiled(Dense(12, 8), Rescaling(2.0), Dense(8, 4), Softmax()),  # only on the input
     ):

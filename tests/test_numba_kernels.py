@@ -75,6 +75,22 @@ def test_sgd_kernel_equals_numpy_passes(dtype, mu, nesterov, wd):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("mu,wd", [(0.0, 0.0), (0.5, 0.0), (0.9, 1e-3)])
+def test_rmsprop_kernel_equals_numpy_passes(dtype, mu, wd):
+    lr, rho, eps = 1e-2, 0.99, 1e-8
+    p, g, b, s = _buffers(dtype)                 # s (running squares) >= 0
+    ref = [p, g, s, b]
+    got = [a.copy() for a in ref]
+    for _ in range(3):
+        NumpyMLPTrainer._rmsprop_block(_numpy_trainer(*ref), 0, ref[0].size, lr, rho, eps, mu,
+                                       wd)
+        for lo, hi in ((0, 496), (496, ref[0].size)):
+            NumpyMLPTrainer._rmsprop_numba(_numpy_trainer(*got), lo, hi, lr, rho, eps, mu, wd)
+    for a, b in zip(got, ref, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_bias_relu_equals_add_then_maximum(dtype):
     rng = np.random.default_rng(1)
     z = rng.normal(size=(37, 19)).astype(dtype)

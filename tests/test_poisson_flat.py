@@ -19,6 +19,7 @@ from test_gradients import central_diff as _central_diff
 import xpnn
 from xpnn.backend import get_backend, to_numpy
 from xpnn.flat import FlatObjective
+from xpnn.inputs import prepare_X, prepare_y
 from xpnn.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
 
 EPS = 1e-6
@@ -155,10 +156,10 @@ def test_flat_objective_gradient(backend, case, sparse):
     be = model.backend
     if sparse and be.family != "numpy":      # SciPy matrices are host data
         with pytest.raises(TypeError, match="sparse X needs the numpy backend"):
-            FlatObjective(model, sp.csr_matrix(X), model._prepare_y(y, n))
+            FlatObjective(model, sp.csr_matrix(X), prepare_y(model, y, n))
         return
-    Xd = sp.csr_matrix(X) if sparse else model._prepare_X(X)
-    objective = FlatObjective(model, Xd, model._prepare_y(y, n), be.asarray(w, "float64"))
+    Xd = sp.csr_matrix(X) if sparse else prepare_X(model, X)
+    objective = FlatObjective(model, Xd, prepare_y(model, y, n), be.asarray(w, "float64"))
     theta = objective.get()
     assert theta.shape == (objective.size,) == (model.count_params(),)
     value, grad = objective(theta)

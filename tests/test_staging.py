@@ -122,12 +122,13 @@ def test_streamed_batches_go_through_the_pinned_buffers(monkeypatch, tmp_path):
     def local_rows(lo, hi):
         return (lo, lo) if lo // 4 == empty_batch else (lo, hi)
 
-    model = types.SimpleNamespace(backend=backend, dtype="float32", _local_rows=local_rows)
+    model = types.SimpleNamespace(backend=backend, dtype="float32")
     X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, (10, 3))
     X[...] = np.arange(1, 31).reshape(10, 3)
     perm = np.random.default_rng(0).permutation(10)
     got = [(b, np.array(getattr(xb, "data", xb)), tb)
-           for b, xb, tb, _ in data.HostBatches(X, np.arange(10)).batches(model, perm, 4)]
+           for b, xb, tb, _ in data.HostBatches(X, np.arange(10)).batches(model, perm, 4,
+                                                                          shard=local_rows)]
     assert [b for b, *_ in got] == [0, 1, 2]
     for b, xb, tb in got:
         rows = perm[b * 4:(b + 1) * 4] if b != empty_batch else perm[:0]

@@ -11,6 +11,7 @@ import pytest
 
 import xpnn
 from xpnn import data
+from xpnn.sources import make_source, streams
 
 
 def _images(n=300, d=20, k=4, seed=0):
@@ -50,7 +51,7 @@ def test_memmap_uint8_streamed_equals_resident(tmp_path, fast):
     h1 = _fit(resident, X.astype(np.float32) / 1.0, y, validation_split=0.2)
     streamed = _model(fast=fast)
     streamed.resident_budget = 1000          # bytes: far below the data
-    assert streamed._streams(mm)
+    assert streams(streamed, mm)
     h2 = _fit(streamed, mm, y, validation_split=0.2)
     for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -83,7 +84,7 @@ def test_other_host_data_streamed_equals_resident(tmp_path, kind):
     _fit(resident, Xf.astype(np.float32), y)
     streamed = _model()
     streamed.resident_budget = 0
-    assert streamed._streams(source)
+    assert streams(streamed, source)
     _fit(streamed, source, y)
     for a, b in zip(resident.get_weights(), streamed.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -95,7 +96,7 @@ def test_other_host_data_streamed_equals_resident(tmp_path, kind):
 
 def test_sparse_input_is_streamed_by_default():
     sparse = pytest.importorskip("scipy.sparse")
-    assert _model()._streams(sparse.csr_matrix(np.eye(20, dtype=np.float32)))
+    assert streams(_model(), sparse.csr_matrix(np.eye(20, dtype=np.float32)))
 
 
 def test_iterable_of_batches_equals_unshuffled_array_fit():
@@ -312,7 +313,7 @@ class _StopAt(xpnn.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if (self.epoch, batch) == self.at:
-            self.position = self.model._capture_position()
+            self.position = self.run.capture_position()
             self.state = pickle.dumps(self.model)
             raise RuntimeError("killed")
 
@@ -322,7 +323,7 @@ class _ResumeFrom(xpnn.Callback):
         self.position = position
 
     def on_train_begin(self, logs=None):
-        self.model._resume_at = self.position
+        self.run.resume_from(self.position)
 
 
 @pytest.mark.parametrize("shuffle", [True, "batch"])
@@ -411,7 +412,7 @@ def test_streamed_batches_do_not_alias_across_passes(tmp_path):
     model = _model()
     model.resident_budget = 100
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
-    source = model._make_source(X, y)
+    source = make_source(model, X, y)
     perm = np.random.default_rng(0).permutation(64)
     outer = source.batches(model, perm, 16)
     _, xb, _, _ = next(outer)

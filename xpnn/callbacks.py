@@ -22,15 +22,22 @@ import math
 import weakref
 
 from ._validation import check_int, check_real
+from .state import restore_weights, snapshot_weights
 
 
 class Callback:
-    """Base class; ``self.model`` is set by ``fit``."""
+    """Base class; ``self.model`` is set by ``fit``, and ``self.run`` (the
+    :class:`~xpnn.training.TrainingRun`) while ``fit`` runs."""
 
     model = None
+    run = None
 
     def set_model(self, model):
         self.model = model
+
+    def set_run(self, run):
+        """The run this callback takes part in (None once it has ended)."""
+        self.run = run
 
     def on_train_begin(self, logs=None):
         pass
@@ -182,7 +189,7 @@ class EarlyStopping(Callback):
         if self._improved(value):
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best_weights:
-                self.best_weights = self.model._snapshot_weights()
+                self.best_weights = snapshot_weights(self.model)
             return
         self.wait += 1
         if self.wait >= self.patience:
@@ -191,7 +198,7 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
-            self.model._restore_weights(self.best_weights)
+            restore_weights(self.model, self.best_weights)
 
     def get_state(self):
         return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch,

@@ -17,10 +17,10 @@ from . import serialization
 from .callbacks import Callback
 
 
-def _writes_files(model) -> bool:
+def _writes_files(callback) -> bool:
     """False on the ranks other than 0 of a data-parallel ``fit``: only rank 0 writes."""
-    comm = getattr(model, "_comm", None)
-    return comm is None or getattr(comm, "rank", 0) == 0
+    run = callback.run
+    return run is None or run.writes_files
 
 
 def _check_mode(mode, monitor, owner):
@@ -101,7 +101,7 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
                              f"which is not among the logged values {sorted(logs)}") from None
-        if not _writes_files(self.model):
+        if not _writes_files(self):
             self.last_saved = serialization.npz_path(path)
             return
         folder = os.path.dirname(path)
@@ -179,11 +179,10 @@ class BackupAndRestore(Callback):
         position together; rank 0 alone writes)."""
         number = self._generation + 1
         self._generation = number
-        if not _writes_files(self.model):     # data-parallel: rank 0 writes for all
+        if not _writes_files(self):     # data-parallel: rank 0 writes for all
             return
         path = os.path.join(self.backup_dir, f"backup-{number:06d}.npz")
-        serialization.save(self.model, path, callbacks=self.model._callbacks,
-                           position=position)
+        serialization.save(self.model, path, callbacks=self.run.callbacks, position=position)
         for n, old in self._generations():
             if n < number - 1:
                 os.unlink(old)
@@ -195,7 +194,7 @@ class BackupAndRestore(Callback):
         os.makedirs(self.backup_dir, exist_ok=True)
         for name in os.listdir(self.backup_dir):          # temporary files of a killed write
             if name.startswith(".backup-") and name.endswith(".tmp") and \
-                    _writes_files(self.model):
+                    _writes_files(self):
                 os.unlink(os.path.join(self.backup_dir, name))
         generations = self._generations()
         self._generation = generations[0][0] if generations else 0
@@ -217,7 +216,7 @@ class BackupAndRestore(Callback):
         serialization.restore_into(model, payload)
         self._restore_callbacks(payload)
         self.restored_from = payload.path
-        model._resume_at = payload.training["position"]
+        self.run.resume_from(payload.training["position"])
 
     def _restore_callbacks(self, payload):
         """Give every callback its saved state: now to those whose ``on_train_begin`` already
@@ -227,7 +226,7 @@ class BackupAndRestore(Callback):
             saved.setdefault(name, []).append(state)
         seen = {}
         after = False
-        for cb in self.model._callbacks:
+        for cb in self.run.callbacks:
             name = type(cb).__name__
             k = seen.get(name, 0)
             seen[name] = k + 1
@@ -267,7 +266,7 @@ class BackupAndRestore(Callback):
         self._flush_deferred()
         if self.save_freq == "epoch" and self._epoch_done:
             # Every callback has seen the previous epoch's end: back up its complete state.
-            self._save(self.model._capture_position())
+            self._save(self.run.capture_position())
         self._epoch_done = False
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -276,7 +275,7 @@ class BackupAndRestore(Callback):
     def on_train_batch_end(self, batch, logs=None):
         self._batches_seen += 1
         if self.save_freq != "epoch" and self._batches_seen % self.save_freq == 0:
-            self._save(self.model._capture_position())
+            self._save(self.run.capture_position())
 
     def on_epoch_end(self, epoch, logs=None):
         self._flush_deferred()
@@ -286,9 +285,9 @@ class BackupAndRestore(Callback):
         self._flush_deferred()
         if not self.delete_checkpoint:
             if self._epoch_done or self.save_freq != "epoch":
-                self._save(self.model._capture_position())    # every rank: see _save
+                self._save(self.run.capture_position())    # every rank: see _save
             return
-        if not _writes_files(self.model):
+        if not _writes_files(self):
             return
         for _, path in self._generations():
             os.unlink(path)

@@ -32,12 +32,20 @@ import os
 
 import numpy as np
 
-from . import staging
+from . import inputs, staging
 from .backend import backend_of, to_numpy
 
 #: Largest converted training set (bytes) that ``fit`` copies to the device up front; larger
 #: host data is streamed one batch at a time. Default 2 GiB.
 RESIDENT_BUDGET = int(float(os.environ.get("XPNN_RESIDENT_BUDGET", 2 * 1024 ** 3)))
+
+
+def all_rows(lo, hi):
+    """The rows ``[lo, hi)`` of a batch that one process trains: all of them. The ``shard``
+    argument of the sources' ``batches`` (default) — in data-parallel training the run's
+    :meth:`~xpnn.training.TrainingRun.local_rows`, this rank's slice."""
+    return lo, hi
+
 
 #: Rows checked per block when scanning a whole host array for NaN/inf (bounds the temporary).
 CHECK_ROWS = 1 << 16
@@ -154,9 +162,11 @@ class ArrayBatches:
         self.X, self.t, self.w = X, t, w
         self.n = X.shape[0]
 
-    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
+                shard=None):
         """Yield ``(b, x, t, w)`` for batches ``start <= b < stop`` of the rows in the order
-        ``perm`` (None: as stored)."""
+        ``perm`` (None: as stored); ``shard(lo, hi)`` gives this process's rows of each batch
+        (default :func:`all_rows`)."""
         be, xp = model.backend, model.backend.xp
         X, t, w = self.X, self.t, self.w
         gather = None
@@ -170,7 +180,7 @@ class ArrayBatches:
                     w = xp.take(w, idx, axis=0)
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
-            lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
+            lo, hi = (shard or all_rows)(b * batch_size, min((b + 1) * batch_size, self.n))
             if gather is None:
                 yield b, X[lo:hi, ...], t[lo:hi, ...], None if w is None else w[lo:hi]
             else:
@@ -255,7 +265,8 @@ class HostBatches:
         self.offset = start
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
 
-    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
+                shard=None):
         """Yield ``(b, x, t, w)`` as :meth:`ArrayBatches.batches` does; ``x`` is read into a
         buffer reused from batch to batch (on a GPU: a pinned buffer copied to the device while
         the previous step runs, see :mod:`xpnn.staging`)."""
@@ -266,7 +277,7 @@ class HostBatches:
         row_shape = tuple(host_shape(self.X)[1:])
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
-            lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
+            lo, hi = (shard or all_rows)(b * batch_size, min((b + 1) * batch_size, self.n))
             if perm is None:
                 rows, named, first = slice(self.offset + lo, self.offset + hi), None, \
                     self.offset + lo
@@ -341,7 +352,8 @@ class IterableBatches:
                 self._iterator = None
                 return
 
-    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
+    def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
+                shard=None):
         """Yield ``(b, x, t, w)`` for the batches ``start <= b < stop`` of this pass. On CuPy a
         host batch's ``x`` is copied to the device from pinned memory on a second stream while
         the previous step runs (:mod:`xpnn.staging`), as for :class:`HostBatches`."""
@@ -351,28 +363,28 @@ class IterableBatches:
                 return
             if b < start:
                 continue
-            yield (b, *self._prepare(model, b, item, stager))
+            yield (b, *self._prepare(model, b, item, stager, shard or all_rows))
             if stager is not None:      # (a device batch staged nothing: a later release of
                 stager.release()        # the previous slot, which only waits longer)
 
-    def _prepare(self, model, b, item, stager):
+    def _prepare(self, model, b, item, stager, shard):
         """Batch ``b``'s ``(x, t, w)`` as checked arrays of the model (``t``, ``w`` None when
         the items carry no targets)."""
         if not self.targets:
             x = item[0] if isinstance(item, (tuple, list)) and item else item
-            return model._prepare_X(_on_host_if_foreign(x, model), f"{self.what} batch {b}",
-                                    stager), None, None
+            return inputs.prepare_X(model, _on_host_if_foreign(x, model),
+                                    f"{self.what} batch {b}", stager), None, None
         if not isinstance(item, (tuple, list)) or len(item) not in (2, 3):
             raise ValueError(f"fit: {self.what} must yield (x, y) or (x, y, sample_weight) "
                              f"batches; batch {b} is a {type(item).__name__}")
         item = [_on_host_if_foreign(v, model) for v in item]
-        xb = model._prepare_X(item[0], f"{self.what} batch {b}: x", stager)
-        tb = model._prepare_y(item[1], xb.shape[0], f"{self.what} batch {b}: y")
+        xb = inputs.prepare_X(model, item[0], f"{self.what} batch {b}: x", stager)
+        tb = inputs.prepare_y(model, item[1], xb.shape[0], f"{self.what} batch {b}: y")
         wb = None
         if len(item) == 3 and item[2] is not None:
-            wb = model._prepare_w(item[2], xb.shape[0], f"{self.what} batch {b}: "
+            wb = inputs.prepare_w(model, item[2], xb.shape[0], f"{self.what} batch {b}: "
                                   "sample_weight")
-        lo, hi = model._local_rows(0, xb.shape[0])   # data-parallel: this rank's rows
+        lo, hi = shard(0, xb.shape[0])   # data-parallel: this rank's rows
         if hi - lo != xb.shape[0]:
             xb, tb = xb[lo:hi, ...], tb[lo:hi, ...]
             wb = None if wb is None else wb[lo:hi]

@@ -20,7 +20,8 @@ size N > 1 then trains *one* model:
   same update to the same weights: replicas stay bitwise identical, and a non-finite loss is
   seen, and raised as :class:`~xpnn.errors.TrainingDivergedError`, by every rank at the same
   step.
-* Batch sources ask for their rows through ``Sequential._local_rows``: host data streamed
+* Batch sources ask for their rows through the run (:meth:`xpnn.training.TrainingRun.local_rows`,
+  their ``shard``): host data streamed
   batch by batch (a large memmap, h5py, zarr) is read only for this rank's rows; each rank
   reads the whole of each batch of an iterable of batches and keeps its rows, so the iterable
   must yield the same batches on every rank.
@@ -338,9 +339,10 @@ def active(comm):
 
 class DataParallel:
     """What ``fit`` needs for one data-parallel run: the communicator, the gradient reducer of
-    the model's backend and the batch being trained. ``Sequential._sync_gradients`` hands
-    every step's gradients to :meth:`sync_gradients`; the batch sources ask :meth:`batch` for
-    this rank's rows.
+    the model's backend and the batch being trained, owned by the training run
+    (:class:`xpnn.training.TrainingRun`), which hands every step's gradients to
+    :meth:`sync_gradients` and the batch sources' requests for this rank's rows to
+    :meth:`batch`.
     """
 
     def __init__(self, comm, model):
@@ -537,8 +539,6 @@ def guarded(method):
         except BaseException:
             _report_and_abort(comm)
             raise   # pragma: no cover - abort does not return
-        finally:
-            args[0]._end_data_parallel()
 
     return wrapper
 

@@ -10,10 +10,10 @@ backpropagation on the model's backend:
 ``θ`` holds the parameters in the order of ``model.params`` (W1, b1, W2, b2, ...), each
 flattened in C order, as float64 on the host. One evaluation moves ``θ`` to the device once,
 writes it into the parameters, runs ``model._backprop`` (the forward pass, the loss and the
-backward pass of :meth:`Sequential._train_step`, without the optimizer update) and the same
-gradient boundary ``model._sync_gradients`` (layers are used in training mode, so the
-objective is deterministic only without Dropout), and brings the gradient and the loss back
-in a single host transfer.
+backward pass of the training step, without the optimizer update) and, inside a training run,
+the same gradient boundary :meth:`xpnn.training.TrainingRun.sync_gradients` (layers are
+used in training mode, so the objective is deterministic only without Dropout), and brings
+the gradient and the loss back in a single host transfer.
 
 Sparse ``X`` (a SciPy sparse matrix) is accepted on the NumPy backend: the first layer must be
 a :class:`~xpnn.Dense`, whose products ``X W`` and ``Xᵀ δ`` are then SciPy's sparse matmuls;
@@ -44,9 +44,12 @@ class FlatObjective:
     X : array of the model's backend (n_samples, n_features), or a SciPy sparse matrix on the
         NumPy backend.
     t : array of the model's backend
-        Targets as the model's loss expects them (``model._prepare_y``).
+        Targets as the model's loss expects them (:func:`xpnn.inputs.prepare_y`).
     w : array of the model's backend (n_samples,), optional
         Sample weights: the loss is their weighted mean.
+    run : xpnn.training.TrainingRun, optional
+        A data-parallel run whose ``sync_gradients`` combines every rank's gradient and loss
+        (None: one process).
 
     Attributes
     ----------
@@ -56,10 +59,10 @@ class FlatObjective:
         Calls so far.
     """
 
-    def __init__(self, model, X, t, w=None):
+    def __init__(self, model, X, t, w=None, run=None):
         if not model.built or model.loss is None:
             raise ValueError("FlatObjective: the model must be built and compiled")
-        self.model, self.X, self.t, self.w = model, X, t, w
+        self.model, self.X, self.t, self.w, self.run = model, X, t, w, run
         self.params = list(model.params)
         self.shapes = [p.shape for p in self.params]
         self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
@@ -99,8 +102,9 @@ class FlatObjective:
         model, xp, X = self.model, self.model.backend.xp, self.X
         loss, _ = model._backprop(X, self.t, self.w)   # the training step's walk, without update
         # the gradient boundary of the training steps (data-parallel training combines here)
-        loss = model._sync_gradients([p.grad for p in self.params], loss,
-                                     X.shape[0] if self.w is None else xp.sum(self.w))
+        if self.run is not None:
+            loss = self.run.sync_gradients([p.grad for p in self.params], loss,
+                                           X.shape[0] if self.w is None else xp.sum(self.w))
 
         # + Σ (λ/2)||W||², whose gradient λW the Dense layers already added
         for layer in model.layers:

@@ -51,6 +51,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .position import Position, check_rng_state
+
 FORMAT = "xpnn-model"
 FORMAT_VERSION = 2
 #: Largest ``__xpnn__`` JSON entry read (bytes of the stored UTF-32 string).
@@ -69,9 +71,6 @@ _WEIGHT_DTYPES = ("float16", "float32", "float64")
 _STATE_DTYPES = ("bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32",
                  "uint64", "float16", "float32", "float64")
 #: Optimizer state entries: the arrays (shaped like their parameter) and the integer counters.
-_STATE_ARRAYS = {"exp_avg", "exp_avg_sq", "momentum_buffer", "square_avg"}
-_STATE_COUNTS = {"step"}
-_NONNEGATIVE_STATE = {"exp_avg_sq", "square_avg"}
 
 
 class _Bad(Exception):
@@ -140,8 +139,8 @@ def save(model, path, *, callbacks=None, position=None) -> str:
     callbacks : sequence of Callback, optional
         Callbacks whose ``get_state()`` is stored too (what :class:`~xpnn.BackupAndRestore`
         restores).
-    position : dict, optional
-        The training loop's position inside an epoch (``model._capture_position()``).
+    position : Position, optional
+        Where the training run stands (:meth:`xpnn.training.TrainingRun.capture_position`).
 
     Returns
     -------
@@ -172,15 +171,16 @@ def state_of(model, *, callbacks=None, position=None):
     opt = model.optimizer
     optimizer = None
     if opt is not None:
+        spec = type(opt).STATE            # the entries the optimizer declares
         states = []
         for i, s in enumerate(opt.state):
             entry = {}
             for key, value in s.items():
-                if key in _STATE_ARRAYS:
+                if key in spec.buffers:
                     name = f"opt_{i}_{key}"
                     arrays[name] = np.array(to_numpy(value), copy=True)
                     entry[key] = name
-                elif key in _STATE_COUNTS:
+                elif key == "step" and spec.counts_steps:
                     entry[key] = int(value)
                 else:
                     raise ValueError(f"save: unknown optimizer state entry {key!r}")
@@ -196,7 +196,8 @@ def state_of(model, *, callbacks=None, position=None):
         "optimizer": optimizer,
         "rng": _json_rng(model.rng.bit_generator.state),
         "epochs_trained": int(getattr(model, "epochs_trained", 0)),
-        "position": None if position is None else _encode(position, arrays, "position"),
+        "position": None if position is None else _encode(position.to_json(), arrays,
+                                                          "position"),
         "callbacks": saved_callbacks,
     }
     return config, arrays
@@ -697,15 +698,18 @@ def _check_training(training, shapes, dtype, compiled, expected):
             raise _Bad(f"is not a valid xpnn model (optimizer state for "
                        f"{len(states) if isinstance(states, list) else '?'} parameters, the "
                        f"model has {len(shapes)})")
+        from .optimizers import OPTIMIZERS
+
+        spec = OPTIMIZERS[compiled["optimizer"]["class"].lower()].STATE   # checked before
         keys = None
         for i, s in enumerate(states):
-            _check_keys(s, _STATE_ARRAYS | _STATE_COUNTS, f"optimizer state {i}", required=())
+            _check_keys(s, spec.keys, f"optimizer state {i}", required=())
             if keys is not None and set(s) != keys:
                 raise _Bad("is not a valid xpnn model (optimizer state entries differ "
                            "between parameters)")
             keys = set(s)
             for key, value in s.items():
-                if key in _STATE_COUNTS:
+                if key == "step":
                     if not _is_int(value):
                         raise _Bad(f"is not a valid xpnn model (optimizer {key} {value!r})")
                 elif value != f"opt_{i}_{key}":
@@ -715,7 +719,7 @@ def _check_training(training, shapes, dtype, compiled, expected):
                     expected[value] = _Expect(shapes[i][1], _WEIGHT_DTYPES,
                                               f"optimizer {key} of parameter {i}",
                                               target=dtype,
-                                              nonnegative=key in _NONNEGATIVE_STATE)
+                                              nonnegative=key in spec.nonnegative)
         out["iterations"] = opt["iterations"]
         out["optimizer_state"] = states
     rng = training["rng"]
@@ -727,7 +731,10 @@ def _check_training(training, shapes, dtype, compiled, expected):
     out["epochs_trained"] = training["epochs_trained"]
     position = training["position"]
     if position is not None:
-        _check_position(position, compiled)
+        try:
+            position = Position.from_json(position, len(compiled["metrics"]) if compiled else 0)
+        except ValueError as exc:
+            raise _Bad(f"is not a valid xpnn model ({exc})") from None
     out["position"] = position
     cbs = training["callbacks"]
     if not isinstance(cbs, list) or len(cbs) > 1000:
@@ -741,53 +748,11 @@ def _check_training(training, shapes, dtype, compiled, expected):
     return out
 
 
-_POSITION_KEYS = {"epoch", "batch", "epoch_rng", "rng", "loss", "weight", "metrics"}
-
-
 def _check_rng(rng, what="the random generator state"):
-    _check_keys(rng, {"bit_generator", "state", "has_uint32", "uinteger"}, what)
-    _check_keys(rng["state"], {"state", "inc"}, what)
-    if (rng["bit_generator"] != "PCG64" or rng["has_uint32"] not in (0, 1)
-            or not _is_int(rng["uinteger"], 0, 2**32 - 1)
-            or not all(_is_int(v, 0, 2**128 - 1) for v in rng["state"].values())):
-        raise _Bad(f"is not a valid xpnn model (bad {what})")
-
-
-def _check_position(position, compiled):
-    """The training loop's position (``Sequential._capture_position``): an epoch start
-    ``{"epoch", "batch": 0}``, or inside an epoch also the generator's states, the running
-    loss and weight sums and the metrics' running states."""
-    if not isinstance(position, dict) or not {"epoch", "batch"} <= set(position):
-        raise _Bad("is not a valid xpnn model (bad training position)")
-    _check_keys(position, _POSITION_KEYS if len(position) > 2 else {"epoch", "batch"},
-                "the training position")
-    if not (_is_int(position["epoch"]) and _is_int(position["batch"])):
-        raise _Bad("is not a valid xpnn model (bad training position)")
-    if len(position) == 2:
-        if position["batch"] != 0:
-            raise _Bad("is not a valid xpnn model (training position inside an epoch without "
-                       "its state)")
-        return
-    _check_rng(position["epoch_rng"], "random generator state of the training position")
-    _check_rng(position["rng"], "random generator state of the training position")
-    for key in ("loss", "weight"):
-        if not _matches(position[key], "float") or position[key] < 0 and key == "weight":
-            raise _Bad(f"is not a valid xpnn model (training position {key} "
-                       f"{_short(position[key])})")
-    metrics = position["metrics"]
-    n_metrics = len(compiled["metrics"]) if compiled else 0
-    if not isinstance(metrics, list) or len(metrics) != n_metrics:
-        raise _Bad("is not a valid xpnn model (training position: metric states do not match "
-                   "the compiled metrics)")
-    for m in metrics:
-        _check_keys(m, {"totals", "dtype", "count"}, "a metric state")
-        totals = m["totals"]
-        if not _is_int(m["count"]) or (totals is None) != (m["dtype"] is None) or (
-                totals is not None and (
-                    m["dtype"] not in ("float32", "float64") or not isinstance(totals, list)
-                    or len(totals) > 8 or not all(_matches(v, "float") for v in totals))):
-            raise _Bad("is not a valid xpnn model (bad metric state in the training "
-                       "position)")
+    try:
+        check_rng_state(rng, what)
+    except ValueError as exc:
+        raise _Bad(f"is not a valid xpnn model ({exc})") from None
 
 
 def _scan(value, expected, owner, depth=0):
@@ -837,7 +802,6 @@ def _fill(payload, arrays):
         return
     t["optimizer_state"] = [{k: arrays[v] if isinstance(v, str) else v for k, v in s.items()}
                             for s in t["optimizer_state"]]
-    t["position"] = _resolve(t["position"], arrays)
     t["callbacks"] = [(cb["class"], _resolve(cb["state"], arrays)) for cb in t["callbacks"]]
 
 

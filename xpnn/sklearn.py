@@ -94,12 +94,15 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
 
+from . import state as model_state
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback
 from .errors import TrainingDivergedError
 from .flat import FlatObjective
+from .inputs import cast_finite as _cast_finite
+from .inputs import prepare_X, prepare_y
 from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential, _cast_finite
+from .model import Sequential
 from .optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -179,7 +182,7 @@ class _Monitor(Callback):
                 est._no_improvement_count = 0
             if score > est.best_validation_score_:
                 est.best_validation_score_ = score
-                self.best_weights = model._snapshot_weights()
+                self.best_weights = model_state.snapshot_weights(model)
         else:
             if loss > est.best_loss_ - est.tol:
                 est._no_improvement_count += 1
@@ -210,7 +213,7 @@ class _Monitor(Callback):
 
     def on_train_end(self, logs=None):
         if self.best_weights is not None:      # early stopping: keep the best epoch's weights
-            self.model._restore_weights(self.best_weights)
+            model_state.restore_weights(self.model, self.best_weights)
 
 
 class _BaseMLP(BaseEstimator):
@@ -483,7 +486,7 @@ class _BaseMLP(BaseEstimator):
             model_dict = dict(model.__dict__)
             decays = [(layer, layer.weight_decay) for layer in model.layers
                       if isinstance(layer, Dense)]
-            state = model._snapshot_state()
+            saved_state = model_state.snapshot(model)
         try:
             return self._fit_once(X, y, sample_weight, incremental)
         except Exception:
@@ -494,7 +497,7 @@ class _BaseMLP(BaseEstimator):
                 model.__dict__.update(model_dict)
                 for layer, decay in decays:
                     layer.weight_decay = decay
-                model._restore_state(state)
+                model_state.restore(model, saved_state)
             raise
 
     def _fit_once(self, X, y, sample_weight, incremental):
@@ -558,10 +561,10 @@ class _BaseMLP(BaseEstimator):
             if be.family == "numpy":   # X W and Xᵀ δ of the first layer as SciPy sparse matmuls
                 Xd = scipy.sparse.csr_matrix(X, dtype=self._dtype)
             else:                      # other backends: the matrix densified on the device
-                Xd = model._prepare_X(X.toarray())
+                Xd = prepare_X(model, X.toarray())
         else:
-            Xd = model._prepare_X(X)
-        td = model._prepare_y(targets, n)
+            Xd = prepare_X(model, X)
+        td = prepare_y(model, targets, n)
         wd = None if sw is None else be.asarray(sw, dtype=self._dtype)
         objective = FlatObjective(model, Xd, td, wd)
         scale = self._grad_scale

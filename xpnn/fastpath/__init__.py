@@ -5,9 +5,9 @@ reference: it runs on every backend and reads like the equations. For the most c
 
     [Dropout ->] Dense -> act [-> Dropout] -> ... -> Dense [-> Softmax + categorical CE]
 
-trained by Adam, AdamW or SGD, this package provides trainers that compute *the same numbers*
-with backend-specific tricks (Dropout and the activations a trainer does not compute itself run
-as the model's own layer objects inside the fast step, drawing the same random masks):
+trained by Adam, AdamW, SGD or RMSprop, this package provides trainers that compute *the same
+numbers* with backend-specific tricks (Dropout and the activations a trainer does not compute
+itself run as the model's own layer objects inside the fast step, drawing the same random masks):
 
 * :mod:`.numpy_mlp` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;
@@ -21,11 +21,12 @@ as the model's own layer objects inside the fast step, drawing the same random m
   bias+activation forward and backward, softmax-cross-entropy) and no host synchronisation.
 
 :func:`select` picks a trainer automatically (``Sequential.fit`` calls it once per epoch) or
-returns ``None``, and the model then uses its generic ``_train_step``. Force the generic path
+returns ``None``, and the run then uses the generic step
+(:meth:`xpnn.training.TrainingRun.generic_step`). Force the generic path
 with the environment variable ``XPNN_FASTPATH=0`` or ``model.fastpath = False``.
 
 The model's ``Parameter.data`` arrays become views into the trainer's flat parameter buffer and
-the optimizer's state entries (``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``) views into its
+the optimizer's state entries (those its ``STATE`` declares) views into its
 flat moment buffers, so the generic path (``train_on_batch``, ``predict``, ``get_weights``...) and
 the fast path see one and the same model and can alternate freely. Each call to :func:`select`
 re-checks that identity and copies in anything that was replaced in between.

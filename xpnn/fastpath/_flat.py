@@ -2,9 +2,12 @@
 
 Every parameter of the model is a view into one flat buffer ``flat_p`` (each starting on a
 64-byte boundary; the padding between them stays zero and is harmless to every update rule);
-its gradient a view into ``flat_g``; Adam's moments views into ``flat_m``/``flat_v`` and SGD's
-momentum buffer a view into ``flat_m``. One optimizer update is then a handful of element-wise
-passes over four long arrays instead of a Python loop over parameters.
+its gradient a view into ``flat_g``; and the optimizer's per-parameter buffers, those its
+``STATE`` declaration (:class:`xpnn.optimizers.StateSpec`) puts in use, views into ``flat_m`` and
+``flat_v`` in declaration order (Adam: ``exp_avg``, ``exp_avg_sq``; SGD: ``momentum_buffer``;
+RMSprop: ``square_avg``, ``momentum_buffer``). One optimizer update is then a handful of
+element-wise passes over four long arrays instead of a Python loop over parameters, and the
+linking, checking and recording of the state below are the same for every optimizer.
 """
 
 from __future__ import annotations
@@ -56,7 +59,7 @@ class FlatTrainer:
             total += -(-size // _ALIGN) * _ALIGN
         self.size = max(total, _ALIGN)
         self.flat_p = lib.zeros(self.size, dtype=self.dtype)
-        # The gradients, then two free slots for Sequential._sync_gradients (data-parallel
+        # The gradients, then two free slots for TrainingRun.sync_gradients (data-parallel
         # training reduces the loss and the rows' weight in the same buffer).
         self.flat_sync = lib.zeros(self.size + 2, dtype=self.dtype)
         self.flat_g = self.flat_sync[:self.size]
@@ -76,9 +79,13 @@ class FlatTrainer:
         self.m_views, self.v_views = views(self.flat_m), views(self.flat_v)
         self.stages = self._stages(plan)
         self.opt = plan.optimizer
-        self.kind = type(self.opt).__name__.lower()       # "adam", "adamw", "sgd"
-        self.t = 0                                        # Adam step count
-        self.momentum_started = False                     # SGD: momentum buffer exists
+        self.kind = type(self.opt).__name__.lower()       # names the optimizer's kernels
+        self.spec = type(self.opt).STATE                  # its per-parameter state
+        #: ``(name, flat buffer views)`` of each state buffer in use, in declaration order
+        names = self.spec.in_use(self.opt)
+        self.slots = list(zip(names, (self.m_views, self.v_views)[:len(names)], strict=True))
+        self.t = 0                                        # step count (counts_steps)
+        self.started = False                              # the state buffers exist
         self.capacity = 0                                 # batch size the buffers hold
 
     def _stages(self, plan):
@@ -107,9 +114,11 @@ class FlatTrainer:
         return self._model_ref()
 
     # ------------------------------------------------------------------ the step
-    def train_step(self, xb, tb, wb=None):
+    def train_step(self, xb, tb, wb=None, run=None):
         """Forward, loss, backward and update on one batch; returns ``(loss, output)`` like
-        :meth:`xpnn.Sequential._train_step` (``wb``: per-sample weights or None).
+        :meth:`xpnn.training.TrainingRun.generic_step` (``wb``: per-sample weights or None).
+        The gradients pass through ``run.sync_gradients`` (the training run's boundary; None:
+        one process, nothing to combine).
 
         The equations of :class:`xpnn.layers.Dense` and its activation, layer by layer, with
         every result written into a preallocated buffer (``out=``) and transposed operands
@@ -118,8 +127,8 @@ class FlatTrainer:
         n = xb.shape[0]
         if n == 0:           # data-parallel: no rows of this batch on this rank
             self.flat_g[...] = 0
-            loss = self.model._sync_gradients(self.flat_sync, self.model._idle_batch(),
-                                              0 if wb is None else self.lib.sum(wb))
+            loss = run.sync_gradients(self.flat_sync, run.idle_loss(),
+                                      0 if wb is None else self.lib.sum(wb))
             self.update()
             return loss, None
         if n > self.capacity:
@@ -161,8 +170,8 @@ class FlatTrainer:
                 matmul(delta, W.T, out=da)
                 delta = da
 
-        loss = self.model._sync_gradients(           # the one gradient boundary
-            self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
+        if run is not None:                           # the one gradient boundary
+            loss = run.sync_gradients(self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
         self.update()
         return loss, out
 
@@ -224,30 +233,28 @@ class FlatTrainer:
         if len(opt.state) != len(self.params):
             opt.state = [{} for _ in self.params]
         states = opt.state
-        if self.kind in ("adam", "adamw"):
-            steps = self._adam_steps(states)
+        if self.spec.counts_steps:
+            steps = self._steps(states)
             # Several counts only after an interrupted record of a fast step (see
-            # _interrupted_record): the flat moments hold step self.t.
-            t = self.t if len(steps) > 1 else steps.pop()
-            self.t = t
-            for s, mv, vv in zip(states, self.m_views, self.v_views, strict=True):
-                if t == 0:
-                    mv[...] = 0
-                    vv[...] = 0
+            # _interrupted_record): the flat buffers hold step self.t.
+            self.t = self.t if len(steps) > 1 else steps.pop()
+            self.started = self.t > 0
+        else:                   # some but not all present: an interrupted record
+            self.started = any(s.get(name) is not None for s in states
+                               for name, _ in self.slots)
+        for name, views in self.slots:
+            for s, view in zip(states, views, strict=True):
+                if not self.started:
+                    view[...] = 0
                 else:
-                    for key, view in (("exp_avg", mv), ("exp_avg_sq", vv)):
-                        if s[key] is not view:
-                            view[...] = s[key]
-                s["step"], s["exp_avg"], s["exp_avg_sq"] = t, mv, vv
-        elif opt.momentum:
-            have = [s.get("momentum_buffer") is not None for s in states]
-            self.momentum_started = any(have)      # some but not all: an interrupted record
-            if self.momentum_started:
-                for s, mv in zip(states, self.m_views, strict=True):
-                    buf = s.get("momentum_buffer")
-                    if buf is not None and buf is not mv:
-                        mv[...] = buf
-                    s["momentum_buffer"] = mv
+                    a = s.get(name)
+                    if a is not None and a is not view:
+                        view[...] = a
+                if self.started or self.spec.counts_steps:
+                    s[name] = view
+        if self.spec.counts_steps:
+            for s in states:
+                s["step"] = self.t
         return True
 
     def state_problem(self) -> str | None:
@@ -263,51 +270,45 @@ class FlatTrainer:
         states = self.opt.state
         if len(states) != len(self.params):
             return None                                  # fresh optimizer state
-        if self.kind in ("adam", "adamw"):
-            steps = self._adam_steps(states)
+        if self.spec.counts_steps:
+            steps = self._steps(states)
             if len(steps) > 1 and not self._interrupted_record(states):
                 return (f"the optimizer's per-parameter step counts differ ({sorted(steps)}), "
                         "e.g. after a generic step interrupted half-way; call "
                         "model.optimizer.reset() to start the optimizer afresh")
-            if steps != {0}:
-                for i, (s, mv, vv) in enumerate(zip(states, self.m_views, self.v_views,
-                                                    strict=True)):
-                    for key, view in (("exp_avg", mv), ("exp_avg_sq", vv)):
-                        if s[key] is not view and not self._fits(s[key], view):
-                            return (f"the optimizer's {key} of parameter {i} is not a {dtype} "
-                                    f"array of shape {tuple(view.shape)} of this backend")
-        elif self.opt.momentum:
-            bufs = [s.get("momentum_buffer") for s in states]
-            present = [b for b in bufs if b is not None]
-            if present and len(present) < len(bufs) and not self._interrupted_record(states):
-                return ("only some parameters have a momentum buffer, e.g. after a generic "
-                        "step interrupted half-way; call model.optimizer.reset() to start the "
+            if steps == {0}:
+                return None
+        for name, views in self.slots:
+            what = name.replace("_", " ")
+            arrays = [s.get(name) for s in states]
+            present = [a for a in arrays if a is not None]
+            if (not self.spec.counts_steps and present and len(present) < len(arrays)
+                    and not self._interrupted_record(states)):
+                return (f"only some parameters have a {what}, e.g. after a generic step "
+                        "interrupted half-way; call model.optimizer.reset() to start the "
                         "optimizer afresh")
-            for i, (b, mv) in enumerate(zip(bufs, self.m_views, strict=True)):
-                if b is not None and b is not mv and not self._fits(b, mv):
-                    return (f"the momentum buffer of parameter {i} is not a {dtype} array of "
-                            f"shape {tuple(mv.shape)} of this backend")
+            for i, (a, view) in enumerate(zip(arrays, views, strict=True)):
+                if a is not None and a is not view and not self._fits(a, view):
+                    return (f"the {what} of parameter {i} is not a {dtype} array of shape "
+                            f"{tuple(view.shape)} of this backend")
         return None
 
-    @staticmethod
-    def _adam_steps(states) -> set:
-        return {s.get("step", 0) if "exp_avg" in s else 0 for s in states}
+    def _steps(self, states) -> set:
+        """The per-parameter step counts (0 where the buffers do not exist yet)."""
+        names = [name for name, _ in self.slots]
+        return {s.get("step", 0) if all(n in s for n in names) else 0 for s in states}
 
     def _interrupted_record(self, states) -> bool:
         """Whether unequal per-parameter state is what an interrupted :meth:`_after_update`
         leaves: the flat update ran for every parameter and only part of its record was
-        written (``_recording`` is still set). Adam: counts ``self.t - 1`` and ``self.t``, the
-        moments still this trainer's views; SGD: the buffers present are this trainer's
-        views."""
+        written (``_recording`` is still set): step counts ``self.t - 1`` and ``self.t``, the
+        buffers present this trainer's views."""
         if not self._recording:
             return False
-        if self.kind in ("adam", "adamw"):
-            steps = self._adam_steps(states)
-            return (steps == {self.t - 1, self.t} and all(
-                s.get("exp_avg") is mv and s.get("exp_avg_sq") is vv
-                for s, mv, vv in zip(states, self.m_views, self.v_views, strict=True)))
-        return all(s.get("momentum_buffer") is None or s["momentum_buffer"] is mv
-                   for s, mv in zip(states, self.m_views, strict=True))
+        if self.spec.counts_steps and not self._steps(states) <= {self.t - 1, self.t}:
+            return False
+        return all(s.get(name) is None or s[name] is view
+                   for name, views in self.slots for s, view in zip(states, views, strict=True))
 
     def _owns(self, a) -> bool:
         return isinstance(a, self.lib.ndarray) and a.dtype == self.dtype
@@ -318,7 +319,7 @@ class FlatTrainer:
         return self._owns(a) and tuple(a.shape) == tuple(view.shape)
 
     def _after_update(self, t=None):
-        """Record the update that just ran (Adam: step ``t``, default ``self.t``) in the
+        """Record the update that just ran (step ``t``, default ``self.t + 1``) in the
         optimizer, as the generic path does.
 
         The trainer's own counters are written first, each in one assignment; the
@@ -326,22 +327,18 @@ class FlatTrainer:
         leaves a pattern :meth:`_interrupted_record` recognises, and the next :meth:`attach`
         completes the record, so the fast path keeps applying."""
         opt = self.opt
-        if self.kind in ("adam", "adamw"):
-            self.t = t = self.t if t is None else t
-            opt.iterations += 1
-            self._recording = True
-            for s in opt.state:
-                s["step"] = t
-            self._recording = False
-            return
+        self.t = self.t + 1 if t is None else t
         opt.iterations += 1
-        if opt.momentum and not self.momentum_started:
-            self.momentum_started = True
-            self._recording = True
-            for s, mv in zip(opt.state, self.m_views, strict=True):
-                s["momentum_buffer"] = mv
-            self._recording = False
-
+        link = not self.started
+        self.started = True
+        self._recording = True
+        for i, s in enumerate(opt.state):
+            if self.spec.counts_steps:
+                s["step"] = self.t
+            if link:
+                for name, views in self.slots:
+                    s[name] = views[i]
+        self._recording = False
 
 
 def _no_trainer():

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Rescaling, Sigmoid, Softmax, Tanh
 from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
-from ..optimizers import SGD, Adam, AdamW
+from ..optimizers import SGD, Adam, AdamW, RMSprop
 
 #: Layers a fast trainer may find after a Dense (exact classes: subclasses may change math).
 #: Those it does not compute itself (Dropout always) run as the generic layer objects.
 ACTIVATIONS = {ReLU: "relu", LeakyReLU: "leaky_relu", Tanh: "tanh", Sigmoid: "sigmoid",
                Identity: "identity", Dropout: "dropout"}
-OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd"}
+OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd", RMSprop: "rmsprop"}
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,24 @@ _sgd = cp.ElementwiseKernel(
     "xpnn_sgd")
 
 
+#: RMSprop: g ← g + λ θ; s ← ρ s + (1 - ρ) g²; u = g / (√s + ε); b ← μ b + u, θ ← θ - lr b
+#: (μ > 0) or θ ← θ - lr u.
+_rmsprop = cp.ElementwiseKernel(
+    "T g, T lr, T rho, T one_rho, T eps, T mu, T wd", "T p, T s, T b",
+    """
+    T grad = g;
+    if (wd != (T)0) grad = grad + wd * p;
+    s = rho * s + one_rho * (grad * grad);
+    T u = grad / (sqrt(s) + eps);
+    if (mu != (T)0) {
+        b = mu * b + u;
+        u = b;
+    }
+    p = p - lr * u;
+    """,
+    "xpnn_rmsprop")
+
+
 def _device_of(model):
     """A context manager making ``model``'s CUDA device current (its ``cupy.cuda.Device``)."""
     return model.backend.device_context()
@@ -192,9 +210,8 @@ class CupyMLPTrainer(FlatTrainer):
     def update(self):
         """The optimizer step: one kernel over the flat buffers."""
         opt = self.opt
+        t = self.t + 1
         if self.kind in ("adam", "adamw"):
-            self.t += 1
-            t = self.t
             decoupled = self.kind == "adamw"
             # Python floats: a NumPy scalar of another dtype than T would not match the kernel
             lr, b1, b2, wd = (float(opt.lr), float(opt.beta1), float(opt.beta2),
@@ -202,7 +219,12 @@ class CupyMLPTrainer(FlatTrainer):
             _adam(self.flat_g, b1, 1.0 - b1, b2, 1.0 - b2, float(opt.eps), wd, 1.0 - lr * wd,
                   int(decoupled), lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
                   self.flat_p, self.flat_m, self.flat_v)
-        else:
+        elif self.kind == "sgd":
             _sgd(self.flat_g, float(opt.lr), float(opt.momentum), float(opt.weight_decay),
-                 int(opt.nesterov), int(self.momentum_started), self.flat_p, self.flat_m)
-        self._after_update()
+                 int(opt.nesterov), int(self.started), self.flat_p, self.flat_m)
+        else:
+            rho = float(opt.rho)
+            _rmsprop(self.flat_g, float(opt.lr), rho, 1.0 - rho, float(opt.eps),
+                     float(opt.momentum), float(opt.weight_decay), self.flat_p, self.flat_m,
+                     self.flat_v)
+        self._after_update(t)

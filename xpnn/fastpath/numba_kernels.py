@@ -12,8 +12,9 @@ state through memory as fast as two.
 The kernels, each the textbook per-element rule (compare :mod:`xpnn.optimizers`,
 :mod:`xpnn.layers` and :mod:`xpnn.losses`):
 
-* :func:`adam_update`, :func:`sgd_update`: the whole optimizer step over the flat buffers; the
-  same operations in the same order and dtype as the NumPy passes, so bit for bit the same;
+* :func:`adam_update`, :func:`sgd_update`, :func:`rmsprop_update`: the whole optimizer step
+  over the flat buffers; the same operations in the same order and dtype as the NumPy passes,
+  so bit for bit the same;
   each returns whether the updated parameters are finite, found in the same pass;
 * :func:`bias_relu`: ``a = max(z + b, 0)`` after a Dense's matmul;
 * :func:`relu_backward_bias_grad`: ``δ ← δ ⊙ [y > 0]`` and ``db = Σ_n δ`` in one pass;
@@ -112,6 +113,32 @@ def sgd_update(p, g, buf, lr, mu, wd, started, nesterov):
         bad |= pn - pn != 0
     return not bad
 
+
+@_jit
+def rmsprop_update(p, g, s, b, lr, rho, one_minus_rho, eps, mu, wd):
+    """RMSprop with momentum μ (0: none) and L2 weight decay λ, per element::
+
+        g ← g + λ θ
+        s ← ρ s + (1 - ρ) g²
+        u ← g / (√s + ε)
+        b ← μ b + u;  θ ← θ - lr b     (μ > 0; otherwise θ ← θ - lr u)
+
+    Returns whether every new θ is finite, accumulated in the same loop.
+    """
+    bad = False                             # becomes True at a non-finite new θ
+    for i in range(p.shape[0]):
+        pi = p[i]
+        gi = g[i] + wd * pi if wd != 0 else g[i]
+        si = s[i] * rho + one_minus_rho * (gi * gi)
+        s[i] = si
+        u = gi / (np.sqrt(si) + eps)
+        if mu != 0:
+            u = b[i] * mu + u
+            b[i] = u
+        pn = pi - u * lr
+        p[i] = pn
+        bad |= pn - pn != 0
+    return not bad
 
 
 @_jit

@@ -12,7 +12,7 @@ of :class:`xpnn.losses.CategoricalCrossEntropy` and the optimizers, evaluated in
 * with Numba installed (``xpnn[fast]``), the element-wise work between the matmuls is a few
   compiled single-pass loops from :mod:`.numba_kernels`: the whole optimizer update, bias +
   ReLU, ReLU's backward together with the bias gradient, and softmax-cross-entropy;
-* without it, NumPy passes with ``out=``; the Adam/SGD update is then cut into blocks;
+* without it, NumPy passes with ``out=``; the optimizer update is then cut into blocks;
 * for large models (:data:`THREAD_MIN_PARAMS`) the optimizer update, either kind, is split
   across threads (Numba's kernels and NumPy's ufuncs release the GIL), because element-wise
   loops run on one core while BLAS uses every core, and one core cannot stream the optimizer
@@ -202,18 +202,15 @@ class NumpyMLPTrainer(FlatTrainer):
         Returns whether every parameter is finite afterwards (what the generic path checks),
         found in the same pass as the update; also kept as :attr:`last_update_finite`.
         """
-        opt = self.opt
         t = self.t + 1
-        if self.kind in ("adam", "adamw"):
-            args = (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
-                    self.kind == "adamw", opt.lr / (1.0 - opt.beta1 ** t),
-                    math.sqrt(1.0 - opt.beta2 ** t))
-            fn = self._adam_numba if self.kernels == "numba" else self._adam_block
-        else:
-            args = (opt.lr, opt.momentum, opt.nesterov, opt.weight_decay,
-                    self.momentum_started)
-            fn = self._sgd_numba if self.kernels == "numba" else self._sgd_block
-        finite = self._run_blocks(fn, args)
+        compiled, passes, arguments = {
+            "adam": (self._adam_numba, self._adam_block, self._adam_args),
+            "adamw": (self._adam_numba, self._adam_block, self._adam_args),
+            "sgd": (self._sgd_numba, self._sgd_block, self._sgd_args),
+            "rmsprop": (self._rmsprop_numba, self._rmsprop_block, self._rmsprop_args),
+        }[self.kind]
+        fn = compiled if self.kernels == "numba" else passes
+        finite = self._run_blocks(fn, arguments(t))
         self.last_update_finite = finite
         self._after_update(t)
         return finite
@@ -234,6 +231,19 @@ class NumpyMLPTrainer(FlatTrainer):
             finite = bool(f.result()) and finite
         return finite
 
+    def _adam_args(self, t):
+        opt = self.opt
+        return (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, self.kind == "adamw",
+                opt.lr / (1.0 - opt.beta1 ** t), math.sqrt(1.0 - opt.beta2 ** t))
+
+    def _sgd_args(self, t):
+        opt = self.opt
+        return opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, self.started
+
+    def _rmsprop_args(self, t):
+        opt = self.opt
+        return opt.lr, opt.rho, opt.eps, opt.momentum, opt.weight_decay
+
     def _adam_numba(self, lo, hi, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
         """The update of :meth:`_adam_block` on elements ``lo:hi`` as one compiled loop
         (:mod:`.numba_kernels`)."""
@@ -250,6 +260,13 @@ class NumpyMLPTrainer(FlatTrainer):
         return numba_kernels.sgd_update(
             self.flat_p[lo:hi], self.flat_g[lo:hi], self.flat_m[lo:hi], c(lr), c(mu), c(wd),
             started, bool(nesterov))
+
+    def _rmsprop_numba(self, lo, hi, lr, rho, eps, mu, wd):
+        """The update of :meth:`_rmsprop_block` on elements ``lo:hi`` as one compiled loop."""
+        c = self.dtype.type
+        return numba_kernels.rmsprop_update(
+            self.flat_p[lo:hi], self.flat_g[lo:hi], self.flat_m[lo:hi], self.flat_v[lo:hi],
+            c(lr), c(rho), c(1.0 - rho), c(eps), c(mu), c(wd))
 
     def _adam_block(self, lo, hi, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
         """Adam/AdamW on elements ``lo:hi``, in blocks of :data:`BLOCK`::
@@ -313,6 +330,41 @@ class NumpyMLPTrainer(FlatTrainer):
                 else:
                     g = buf
             np.multiply(g, lr, out=tmp)
+            np.subtract(p, tmp, out=p)
+            finite = finite and bool(np.isfinite(p).all())
+        return finite
+
+    def _rmsprop_block(self, lo, hi, lr, rho, eps, mu, wd):
+        """RMSprop on elements ``lo:hi`` (``s`` in ``flat_m``, the momentum buffer ``b`` in
+        ``flat_v``)::
+
+            g ← g + λ θ   (λ > 0)
+            s ← ρ s + (1 - ρ) g²
+            u ← g / (√s + ε)
+            b ← μ b + u;  θ ← θ - lr b     (μ > 0; otherwise θ ← θ - lr u)
+
+        Returns whether θ is finite on these elements."""
+        P, G, S, B = self.flat_p, self.flat_g, self.flat_m, self.flat_v
+        tmp_full = np.empty(min(BLOCK, hi - lo), self.dtype)
+        finite = True
+        for start in range(lo, hi, BLOCK):
+            e = min(start + BLOCK, hi)
+            p, g, s, b, tmp = P[start:e], G[start:e], S[start:e], B[start:e], tmp_full[:e - start]
+            if wd:
+                g = g + wd * p
+            np.multiply(s, rho, out=s)
+            np.multiply(g, g, out=tmp)
+            np.multiply(tmp, 1.0 - rho, out=tmp)
+            np.add(s, tmp, out=s)
+            np.sqrt(s, out=tmp)
+            np.add(tmp, eps, out=tmp)
+            np.divide(g, tmp, out=tmp)                   # u
+            if mu:
+                np.multiply(b, mu, out=b)
+                np.add(b, tmp, out=b)
+                np.multiply(b, lr, out=tmp)
+            else:
+                np.multiply(tmp, lr, out=tmp)
             np.subtract(p, tmp, out=p)
             finite = finite and bool(np.isfinite(p).all())
         return finite

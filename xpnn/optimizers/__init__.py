@@ -1,7 +1,7 @@
 """Optimizers following ``torch.optim``'s update rules: SGD, RMSprop, Adam, AdamW."""
 
 from .adam import Adam, AdamW
-from .base import Optimizer
+from .base import Optimizer, StateSpec
 from .rmsprop import RMSprop
 from .sgd import SGD
 
@@ -22,4 +22,5 @@ def get_optimizer(optimizer) -> Optimizer:
                      f"{', '.join(OPTIMIZERS)}")
 
 
-__all__ = ["SGD", "Adam", "AdamW", "OPTIMIZERS", "Optimizer", "RMSprop", "get_optimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "OPTIMIZERS", "Optimizer", "RMSprop", "StateSpec",
+           "get_optimizer"]

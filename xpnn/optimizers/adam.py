@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from .base import Optimizer, _check_fraction, _check_positive
+from .base import Optimizer, StateSpec, _check_fraction, _check_positive
 
 
 class Adam(Optimizer):
@@ -19,6 +19,9 @@ class Adam(Optimizer):
 
     ε is added outside the square root, exactly as ``torch.optim.Adam``.
     """
+
+    STATE = StateSpec(buffers=("exp_avg", "exp_avg_sq"), counts_steps=True,
+                      nonnegative=("exp_avg_sq",))
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,
                  eps: float = 1e-8, weight_decay: float = 0.0):

@@ -9,18 +9,67 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from .._validation import check_real
 from ..schedules import Schedule, from_config
 
 
+@dataclass(frozen=True)
+class StateSpec:
+    """The per-parameter state an optimizer keeps, declared once per class (``STATE``).
+
+    Every parameter's state dict holds, after its first update, each buffer of :attr:`buffers`
+    that is in use (an array of the parameter's shape and dtype) and, with :attr:`counts_steps`,
+    ``"step"``: the updates it has seen. The flat-buffer trainers (:mod:`xpnn.fastpath`) give
+    each buffer in use one flat array, in this order, and pass them to the optimizer's kernel;
+    :mod:`xpnn.serialization` stores and checks exactly these entries.
+
+    Attributes
+    ----------
+    buffers : tuple of str
+        Names of the arrays shaped like the parameter.
+    counts_steps : bool
+        Whether ``"step"`` is kept (bias correction).
+    nonnegative : tuple of str
+        Buffers that never hold a negative value (running squares).
+    needs : dict
+        ``{buffer: hyperparameter}``: the buffer exists only when that hyperparameter is
+        non-zero (a momentum buffer without momentum).
+    from_gradient : tuple of str
+        Buffers whose first value is the gradient itself rather than an update of zeros
+        (SGD's momentum buffer, ``b ← g``): a trainer tells its kernel whether they exist yet.
+    """
+
+    buffers: tuple = ()
+    counts_steps: bool = False
+    nonnegative: tuple = ()
+    needs: dict = field(default_factory=dict)
+    from_gradient: tuple = ()
+
+    def in_use(self, optimizer) -> tuple:
+        """The buffers ``optimizer`` keeps with its current hyperparameters."""
+        return tuple(b for b in self.buffers
+                     if b not in self.needs or getattr(optimizer, self.needs[b]))
+
+    @property
+    def keys(self) -> frozenset:
+        """Every entry a state dict may have."""
+        return frozenset(self.buffers) | ({"step"} if self.counts_steps else frozenset())
+
+
 class Optimizer:
-    """Base class: subclasses implement :meth:`update` for one parameter.
+    """Base class: subclasses implement :meth:`update` for one parameter and declare the
+    per-parameter state it keeps in ``STATE`` (a :class:`StateSpec`).
 
     ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
     With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
     ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
     gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
     """
+
+    #: The per-parameter state :meth:`update` keeps.
+    STATE = StateSpec()
 
     def __init__(self, lr):
         owner = type(self).__name__

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Optimizer, _check_fraction, _check_positive
+from .base import Optimizer, StateSpec, _check_fraction, _check_positive
 
 
 class RMSprop(Optimizer):
@@ -17,6 +17,9 @@ class RMSprop(Optimizer):
 
     Identical to ``torch.optim.RMSprop`` (``rho`` is PyTorch's ``alpha``; same defaults).
     """
+
+    STATE = StateSpec(buffers=("square_avg", "momentum_buffer"), nonnegative=("square_avg",),
+                      needs={"momentum_buffer": "momentum"})
 
     def __init__(self, lr: float = 0.01, rho: float = 0.99, eps: float = 1e-8,
                  momentum: float = 0.0, weight_decay: float = 0.0):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Optimizer, _check_fraction, _check_positive
+from .base import Optimizer, StateSpec, _check_fraction, _check_positive
 
 
 class SGD(Optimizer):
@@ -18,6 +18,9 @@ class SGD(Optimizer):
 
     This is exactly ``torch.optim.SGD`` (dampening 0).
     """
+
+    STATE = StateSpec(buffers=("momentum_buffer",), needs={"momentum_buffer": "momentum"},
+                      from_gradient=("momentum_buffer",))
 
     def __init__(self, lr: float = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: float = 0.0):
