@@ -253,3 +253,40 @@ def test_default_hyperparameters_match_torch():
     for ours, theirs in ((xpnn.Adam(), torch.optim.Adam(p)),
                          (xpnn.AdamW(), torch.optim.AdamW(p))):
         assert (ours.beta1, ours.beta2) == tuple(theirs.defaults["betas"])
+
+
+# ------------------------------------------------------------------ state declarations
+DECLARED = [
+    (lambda: xpnn.SGD(0.1), set()),
+    (lambda: xpnn.SGD(0.1, momentum=0.9), {"momentum_buffer"}),
+    (lambda: xpnn.RMSprop(), {"square_avg"}),
+    (lambda: xpnn.RMSprop(momentum=0.5), {"square_avg", "momentum_buffer"}),
+    (lambda: xpnn.Adam(), {"exp_avg", "exp_avg_sq", "step"}),
+    (lambda: xpnn.AdamW(), {"exp_avg", "exp_avg_sq", "step"}),
+]
+
+
+@pytest.mark.parametrize("make,keys", DECLARED)
+def test_the_state_an_optimizer_keeps_is_what_it_declares(make, keys):
+    """After a step every parameter's state holds exactly the declared entries in use, each
+    buffer shaped like its parameter; ``step`` counts the steps."""
+    opt = make()
+    spec = type(opt).STATE
+    assert set(spec.in_use(opt)) | ({"step"} if spec.counts_steps else set()) == keys
+    assert keys <= spec.keys
+    be = get_backend("numpy")
+    rng = np.random.default_rng(0)
+    params = [Parameter("w", be.asarray(rng.normal(size=s), "float64")) for s in SHAPES]
+    for step in (1, 2):
+        for p in params:
+            p.grad = be.asarray(rng.normal(size=p.shape), "float64")
+        opt.step(params)
+        for p, state in zip(params, opt.state, strict=True):
+            assert set(state) == keys
+            for name in spec.in_use(opt):
+                assert state[name].shape == p.shape
+            for name in spec.nonnegative:
+                if name in state:
+                    assert np.all(to_numpy(state[name]) >= 0)
+            if spec.counts_steps:
+                assert state["step"] == step
