@@ -1,22 +1,28 @@
-"""Small models the tests build again and again (import them; do not redefine them)."""
+"""The small networks the tests build again and again: import them, do not redefine them.
+
+``from _models import classifier, mlp`` (pytest puts ``tests/`` on ``sys.path``).
+"""
 
 from __future__ import annotations
 
 import xpnn
 
-
-def classifier(n_in=4, hidden=8, k=2, backend="numpy", dtype="float32", seed=0,
-               optimizer="adam", metrics=("accuracy",)):
-    """Dense(n_in, hidden) → ReLU → Dense(hidden, k) → Softmax, compiled with cross-entropy."""
-    model = xpnn.Sequential(xpnn.Dense(n_in, hidden), xpnn.ReLU(), xpnn.Dense(hidden, k),
-                            xpnn.Softmax(), backend=backend, dtype=dtype, seed=seed)
-    return model.compile(loss="crossentropy", optimizer=optimizer, metrics=list(metrics))
+ACTIVATIONS = {"relu": xpnn.ReLU, "tanh": xpnn.Tanh}
 
 
-def dropout_classifier(n_in=4, hidden=8, k=2, backend="numpy", dtype="float32", seed=0,
-                       rate=0.2):
-    """:func:`classifier` with Dropout(rate) after the hidden activation."""
-    model = xpnn.Sequential(xpnn.Dense(n_in, hidden), xpnn.ReLU(), xpnn.Dropout(rate),
-                            xpnn.Dense(hidden, k), xpnn.Softmax(), backend=backend, dtype=dtype,
-                            seed=seed)
-    return model.compile(loss="crossentropy", optimizer="adam", metrics=["accuracy"])
+def mlp(backend="numpy", dtype="float32", seed=0, *, n_in=4, hidden=8, k=3, activation="relu",
+        dropout=None):
+    """``Dense(n_in, hidden) → activation [→ Dropout(dropout)] → Dense(hidden, k) → Softmax``,
+    not compiled."""
+    layers = [xpnn.Dense(n_in, hidden), ACTIVATIONS[activation]()]
+    if dropout is not None:
+        layers.append(xpnn.Dropout(dropout))
+    layers += [xpnn.Dense(hidden, k), xpnn.Softmax()]
+    return xpnn.Sequential(*layers, backend=backend, dtype=dtype, seed=seed)
+
+
+def classifier(backend="numpy", dtype="float32", seed=0, *, optimizer="adam",
+               metrics=("accuracy",), **shape):
+    """:func:`mlp` (``shape``: its keyword arguments) compiled with the cross-entropy loss."""
+    model = mlp(backend, dtype, seed, **shape)
+    return model.compile("crossentropy", optimizer, list(metrics))

@@ -10,6 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
+from _models import mlp
 
 import xpnn
 from xpnn import serialization
@@ -27,8 +28,7 @@ XV, YV = blobs(30, seed=1)
 
 
 def model_for(opt="adam", fast=True, seed=0, lr=None):
-    model = xpnn.Sequential(xpnn.Dense(4, 16), xpnn.ReLU(), xpnn.Dropout(0.2), xpnn.Dense(16, 3),
-                            xpnn.Softmax(), seed=seed)
+    model = mlp(seed=seed, hidden=16, dropout=0.2)
     model.fastpath = fast
     optimizer = {"adam": lambda: xpnn.Adam(0.01 if lr is None else lr),
                  "sgd": lambda: xpnn.SGD(0.05, momentum=0.9, nesterov=True),

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 import numpy as np
 import pytest
+from _models import classifier
 
 import xpnn
 from xpnn.backend import Backend, to_numpy
@@ -56,9 +57,7 @@ def trained():
     """A compiled classifier (4 features, 3 classes) with Adam state from one epoch."""
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 4)), rng.integers(0, 3, size=30)
-    model = xpnn.Sequential(xpnn.Dense(4, 6), xpnn.ReLU(), xpnn.Dense(6, 3), xpnn.Softmax(),
-                            seed=0)
-    model.compile(loss="crossentropy", optimizer="adam", metrics=["accuracy"])
+    model = classifier(hidden=6)
     model.fit(X, y, epochs=1, batch_size=8, verbose=0)
     return model, X, y
 

@@ -13,6 +13,7 @@ import weakref
 
 import numpy as np
 import pytest
+from _models import classifier
 from test_errors import assert_same, snapshot, unchanged
 
 import xpnn
@@ -37,8 +38,7 @@ from xpnn.guard import all_finite, finite_flag
 def trained():
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(30, 4)), rng.integers(0, 3, size=30)
-    model = Sequential(Dense(4, 6), ReLU(), Dense(6, 3), Softmax(), seed=0)
-    model.compile(loss="crossentropy", optimizer="adam", metrics=["accuracy"])
+    model = classifier(hidden=6)
     model.fit(X, y, epochs=1, batch_size=8, verbose=0)
     return model, X, y
 

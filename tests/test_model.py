@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import copy
 import pickle
+from functools import partial
 
 import numpy as np
 import pytest
+from _models import mlp
 
 import xpnn
 from xpnn.backend import backend_of, get_backend, to_numpy
@@ -16,9 +18,7 @@ XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
 XOR_Y = np.array([0, 1, 1, 0])
 
 
-def small_classifier(backend="numpy", dtype="float32", seed=0):
-    return xpnn.Sequential(xpnn.Dense(4, 8), xpnn.ReLU(), xpnn.Dropout(0.2), xpnn.Dense(8, 3),
-                           xpnn.Softmax(), backend=backend, dtype=dtype, seed=seed)
+small_classifier = partial(mlp, dropout=0.2)     # 4 → 8 → 3
 
 
 def blobs(n=60, seed=0):

@@ -55,7 +55,7 @@ def test_a_batch_without_the_epoch_state_is_refused():
 
 
 def test_model_files_store_and_read_back_a_position(tmp_path):
-    model = classifier()
+    model = classifier(k=2)
     rng = np.random.default_rng(1)
     model.fit(rng.normal(size=(40, 4)), rng.integers(0, 2, 40), epochs=1, verbose=0)
     inside = _inside()

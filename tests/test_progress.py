@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _models import classifier
 
-import xpnn
 from xpnn.progress import ProgressBar
 
 pytest.importorskip("tqdm")
@@ -39,10 +40,7 @@ def data(n=120, seed=0):
     return X, (X[:, 0] + X[:, 1] > 0).astype(int)
 
 
-def model(seed=0):
-    m = xpnn.Sequential(xpnn.Dense(4, 6), xpnn.Tanh(), xpnn.Dense(6, 2), xpnn.Softmax(),
-                        seed=seed)
-    return m.compile("crossentropy", "adam", ["accuracy"])
+model = partial(classifier, hidden=6, k=2, activation="tanh")
 
 
 def _env():

@@ -8,6 +8,7 @@ import signal
 
 import numpy as np
 import pytest
+from _models import mlp
 
 import xpnn
 from xpnn import data
@@ -22,11 +23,7 @@ def _images(n=300, d=20, k=4, seed=0):
 
 
 def _model(d=20, k=4, dropout=True, seed=0, optimizer=None, fast=True):
-    layers = [xpnn.Dense(d, 16), xpnn.ReLU()]
-    if dropout:
-        layers.append(xpnn.Dropout(0.2))
-    layers += [xpnn.Dense(16, k), xpnn.Softmax()]
-    model = xpnn.Sequential(*layers, seed=seed)
+    model = mlp(seed=seed, n_in=d, hidden=16, k=k, dropout=0.2 if dropout else None)
     model.compile("crossentropy", optimizer or xpnn.Adam(1e-2), metrics=["accuracy"])
     model.fastpath = fast
     return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _models import classifier, dropout_classifier
+from _models import classifier
 
 import xpnn
 from xpnn.position import Position
@@ -38,7 +38,7 @@ class _Recorder(xpnn.Callback):
 def test_callback_list_dispatches_each_hook_to_every_callback_in_order():
     log = []
     a, b = _Recorder(log, "a"), _Recorder(log, "b")
-    model = classifier()
+    model = classifier(k=2)
     callbacks = CallbackList([a, b], model=model)
     assert list(callbacks) == [a, b] and len(callbacks) == 2
     assert a.model is model and b.model is model
@@ -55,7 +55,7 @@ def test_callback_list_dispatches_each_hook_to_every_callback_in_order():
 
 def test_fit_calls_every_hook_through_the_run():
     log = []
-    model = classifier()
+    model = classifier(k=2)
     X, y = _data()
     model.fit(X, y, epochs=2, batch_size=25, verbose=0, callbacks=[_Recorder(log, "r")])
     hooks = [h for _, h, _ in log]
@@ -98,7 +98,7 @@ class _Spy(xpnn.Callback):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_nothing_of_a_run_stays_on_the_model_after_fit_returns(fast):
-    model = dropout_classifier()
+    model = classifier(k=2, dropout=0.2)
     model.fastpath = fast
     X, y = _data()
     before = set(vars(model))
@@ -113,7 +113,7 @@ def test_nothing_of_a_run_stays_on_the_model_after_fit_returns(fast):
 
 
 def test_nothing_of_a_run_stays_on_the_model_after_fit_raises():
-    model = dropout_classifier()
+    model = classifier(k=2, dropout=0.2)
     X, y = _data()
     model.fit(X, y, epochs=1, batch_size=32, verbose=0)
     before = set(vars(model))
@@ -125,7 +125,7 @@ def test_nothing_of_a_run_stays_on_the_model_after_fit_raises():
 
 
 def test_nothing_of_a_run_stays_after_a_diverged_step_or_train_on_batch():
-    model = classifier()
+    model = classifier(k=2)
     X, y = _data()
     before = set(vars(model))
     model.train_on_batch(X, y)
@@ -141,7 +141,7 @@ def test_nothing_of_a_run_stays_after_a_diverged_step_or_train_on_batch():
 
 
 def test_run_interface_outside_data_parallel_training():
-    model = classifier()
+    model = classifier(k=2)
     run = TrainingRun(model)
     assert run.local_rows(3, 9) == (3, 9)
     assert run.writes_files and run.data_parallel is None
