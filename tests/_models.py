@@ -1,9 +1,12 @@
-"""The small networks the tests build again and again: import them, do not redefine them.
+"""The small networks (and data) the tests build again and again: import them, do not redefine
+them.
 
 ``from _models import classifier, mlp`` (pytest puts ``tests/`` on ``sys.path``).
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 import xpnn
 
@@ -26,3 +29,18 @@ def classifier(backend="numpy", dtype="float32", seed=0, *, optimizer="adam",
     """:func:`mlp` (``shape``: its keyword arguments) compiled with the cross-entropy loss."""
     model = mlp(backend, dtype, seed, **shape)
     return model.compile("crossentropy", optimizer, list(metrics))
+
+
+# ---------------------------------------------------------------------- data and checks
+def blobs(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    X = rng.normal(size=(n, 4)) + 2.0 * np.eye(3, 4)[y]
+    return X, y
+
+
+def assert_weights_equal(a, b):
+    """Two lists of weights (``get_weights()``) are bitwise equal."""
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        np.testing.assert_array_equal(x, y)

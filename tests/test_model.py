@@ -9,7 +9,7 @@ from functools import partial
 
 import numpy as np
 import pytest
-from _models import mlp
+from _models import assert_weights_equal, blobs, mlp
 
 import xpnn
 from xpnn.backend import backend_of, get_backend, to_numpy
@@ -21,44 +21,10 @@ XOR_Y = np.array([0, 1, 1, 0])
 small_classifier = partial(mlp, dropout=0.2)     # 4 → 8 → 3
 
 
-def blobs(n=60, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, size=n)
-    X = rng.normal(size=(n, 4)) + 2.0 * np.eye(3, 4)[y]
-    return X, y
-
-
 def regression(n=50, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, 3))
     return X, X @ np.array([1.5, -2.0, 0.5]) + 0.1 * rng.normal(size=n)
-
-
-class WeightRecorder(xpnn.Callback):
-    """Keeps a copy of the weights at the end of every epoch."""
-
-    def on_train_begin(self, logs=None):
-        self.weights = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights.append(self.model.get_weights())
-
-
-class Scripted(xpnn.Callback):
-    """Writes a prescribed value into the logs under ``key`` at every epoch end (must be listed
-    before EarlyStopping), so the monitored sequence is known exactly."""
-
-    def __init__(self, key, values):
-        self.key, self.values = key, values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs[self.key] = self.values[epoch]
-
-
-def assert_weights_equal(a, b):
-    assert len(a) == len(b)
-    for x, y in zip(a, b, strict=True):
-        np.testing.assert_array_equal(x, y)
 
 
 # ------------------------------------------------------------------ learning
@@ -299,19 +265,6 @@ def test_evaluate_returns_loss_and_every_metric(backend):
     assert model.evaluate(Xr, yr, batch_size=7) == pytest.approx(result, rel=1e-12)
 
 
-def test_metrics_for_labels_and_onehot(backend):
-    X, y = blobs()
-    model = small_classifier(backend)
-    model.compile(loss="crossentropy", metrics=["accuracy", "mae", "r2"])
-    proba = to_numpy(model.predict(X)).astype(np.float64)
-    onehot = np.eye(3)[y]
-    by_label, by_onehot = model.evaluate(X, y), model.evaluate(X, onehot)
-    assert by_label == pytest.approx(by_onehot, rel=1e-6)
-    assert by_label["accuracy"] == pytest.approx(np.mean(proba.argmax(axis=1) == y))
-    assert by_label["mae"] == pytest.approx(np.mean(np.abs(proba - onehot)), rel=1e-5)
-    model.fit(X, y, epochs=1, verbose=0)            # the metrics also run inside fit
-
-
 def test_predict_returns_an_array_of_the_model_backend(backend):
     model = small_classifier(backend)
     X, _ = blobs(n=10)
@@ -391,101 +344,6 @@ def test_epochs_zero_trains_nothing():
     history = model.fit(*blobs(), epochs=0, verbose=0)
     assert history.history == {}
     assert_weights_equal(model.get_weights(), w0)
-
-
-# ------------------------------------------------------------------ EarlyStopping
-def fit_scripted(values, epochs=None, **early):
-    """Fit with a monitored value that follows ``values``; return model, stopper, recorder."""
-    X, y = blobs(n=24)
-    model = small_classifier(dtype="float64")
-    model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01))
-    stopper = xpnn.EarlyStopping(monitor="score", **early)
-    recorder = WeightRecorder()
-    history = model.fit(X, y, epochs=epochs or len(values), batch_size=8, verbose=0,
-                        callbacks=[Scripted("score", values), recorder, stopper])
-    return model, stopper, recorder, history
-
-
-def test_early_stopping_stops_after_patience_and_restores_best():
-    values = [5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 1.0, 0.5]
-    model, stopper, recorder, history = fit_scripted(values, patience=3)
-    # best at epoch 2; epochs 3, 4, 5 do not improve -> stop after epoch 5
-    assert history.epoch == [0, 1, 2, 3, 4, 5]
-    assert stopper.best == 3.0 and stopper.best_epoch == 2 and stopper.stopped_epoch == 5
-    assert len(recorder.weights) == 6
-    assert_weights_equal(model.get_weights(), recorder.weights[2])
-    assert not np.array_equal(recorder.weights[2][0], recorder.weights[5][0])
-
-
-def test_early_stopping_patience_zero_stops_at_first_non_improvement():
-    model, stopper, recorder, history = fit_scripted([3.0, 2.0, 2.5, 1.0], patience=0)
-    assert history.epoch == [0, 1, 2] and stopper.best_epoch == 1
-    assert_weights_equal(model.get_weights(), recorder.weights[1])
-
-
-def test_early_stopping_restores_best_when_all_epochs_ran():
-    values = [3.0, 2.0, 1.0, 1.5, 1.2]
-    model, stopper, recorder, history = fit_scripted(values, patience=10)
-    assert len(history.epoch) == 5 and stopper.stopped_epoch is None
-    assert stopper.best_epoch == 2
-    assert_weights_equal(model.get_weights(), recorder.weights[2])
-
-
-def test_early_stopping_without_restore_keeps_last_weights():
-    model, stopper, recorder, _ = fit_scripted([3.0, 2.0, 2.5, 2.6], patience=2,
-                                               restore_best_weights=False)
-    assert stopper.stopped_epoch == 3
-    assert_weights_equal(model.get_weights(), recorder.weights[-1])
-
-
-def test_early_stopping_min_delta():
-    values = [1.0, 0.95, 0.92, 0.5, 0.1]
-    _, stopper, recorder, history = fit_scripted(values, patience=2, min_delta=0.1)
-    # 0.95 and 0.92 improve on 1.0 by less than 0.1: no improvement -> stop after epoch 2
-    assert history.epoch == [0, 1, 2] and stopper.best_epoch == 0 and stopper.best == 1.0
-    _, stopper, _, history = fit_scripted(values, patience=2)
-    assert len(history.epoch) == 5 and stopper.best_epoch == 4
-
-
-def test_early_stopping_mode_max_for_accuracy():
-    stopper = xpnn.EarlyStopping(monitor="val_accuracy")
-    assert stopper.mode == "max"
-    assert xpnn.EarlyStopping(monitor="val_loss").mode == "min"
-    model, stopper, recorder, history = fit_scripted([0.5, 0.7, 0.6, 0.65], patience=2,
-                                                     mode="max")
-    assert stopper.best == 0.7 and stopper.best_epoch == 1 and len(history.epoch) == 4
-    assert_weights_equal(model.get_weights(), recorder.weights[1])
-
-
-def test_early_stopping_on_real_validation_loss():
-    X, y = blobs(n=60)
-    model = small_classifier(dtype="float64")
-    model.compile(loss="crossentropy", optimizer=xpnn.SGD(0.3, momentum=0.9))
-    recorder = WeightRecorder()
-    stopper = xpnn.EarlyStopping(monitor="val_loss", patience=2)
-    history = model.fit(X[:40], y[:40], epochs=30, batch_size=8, verbose=0,
-                        validation_data=(X[40:], y[40:]), callbacks=[recorder, stopper])
-    best = int(np.argmin(history["val_loss"]))
-    assert stopper.best_epoch == best
-    assert_weights_equal(model.get_weights(), recorder.weights[best])
-    assert model.evaluate(X[40:], y[40:])["loss"] == pytest.approx(history["val_loss"][best],
-                                                                  rel=1e-12)
-
-
-def test_early_stopping_missing_monitor_is_a_clear_error():
-    model = small_classifier()
-    model.compile(loss="crossentropy")
-    w0 = model.get_weights()
-    with pytest.raises(ValueError, match="monitors 'val_loss', but there is no validation data"):
-        model.fit(*blobs(), epochs=3, verbose=0, callbacks=[xpnn.EarlyStopping()])
-    assert_weights_equal(model.get_weights(), w0)  # raised before any training
-    with pytest.raises(ValueError, match="monitor 'accuracy' is not among the logged values"):
-        model.fit(*blobs(), epochs=3, verbose=0,
-                  callbacks=[xpnn.EarlyStopping(monitor="accuracy")])
-    with pytest.raises(ValueError, match="patience"):
-        xpnn.EarlyStopping(patience=-1)
-    with pytest.raises(ValueError, match="mode"):
-        xpnn.EarlyStopping(mode="best")
 
 
 def test_lazy_dense_after_input_dropout():
