@@ -124,7 +124,7 @@ class TrainingRun:
 
     def __init__(self, model, callbacks=(), comm=None, **facts):
         self.model = model
-        self.callbacks = CallbackList(callbacks, model, self)
+        self.callbacks = CallbackList(callbacks, model)
         self.interrupted = False
         self._resume = None          # the Position a checkpoint callback asked to resume from
         self._epoch = None           # (epoch, generator state at its start, running sums)
@@ -138,6 +138,7 @@ class TrainingRun:
                                optimizer=type(model.optimizer).__name__)
             dp.broadcast_state()
             self.data_parallel = dp
+        self.callbacks.set_run(self)        # from here on, close() ends the run
 
     def close(self):
         """End the run: Dropout layers forget their batch slice, callbacks their run."""
