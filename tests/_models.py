@@ -32,10 +32,11 @@ def classifier(backend="numpy", dtype="float32", seed=0, *, optimizer="adam",
 
 
 # ---------------------------------------------------------------------- data and checks
-def blobs(n=60, seed=0):
+def blobs(n=60, seed=0, spread=2.0):
+    """Three Gaussian classes in four features, ``spread`` apart: ``(X (n, 4), labels (n,))``."""
     rng = np.random.default_rng(seed)
     y = rng.integers(0, 3, size=n)
-    X = rng.normal(size=(n, 4)) + 2.0 * np.eye(3, 4)[y]
+    X = rng.normal(size=(n, 4)) + spread * np.eye(3, 4)[y]
     return X, y
 
 

@@ -10,21 +10,13 @@ import warnings
 
 import numpy as np
 import pytest
-from _models import mlp
+from _models import blobs, mlp
 
 import xpnn
 from xpnn import serialization
 
-
-def blobs(n=90, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, size=n)
-    X = rng.normal(size=(n, 4)) + 1.5 * np.eye(3, 4)[y]
-    return X, y
-
-
-X, Y = blobs()
-XV, YV = blobs(30, seed=1)
+X, Y = blobs(90, spread=1.5)
+XV, YV = blobs(30, seed=1, spread=1.5)
 
 
 def model_for(opt="adam", fast=True, seed=0, lr=None):

@@ -11,18 +11,11 @@ from functools import partial
 import _models
 import numpy as np
 import pytest
+from _models import blobs
 
 import xpnn
 from xpnn import serialization
 from xpnn.backend import to_numpy
-
-
-def blobs(n=72, seed=0):
-    rng = np.random.default_rng(seed)
-    y = rng.integers(0, 3, size=n)
-    X = rng.normal(size=(n, 4)) + 2.0 * np.eye(3, 4)[y]
-    return X, y
-
 
 mlp = partial(_models.mlp, hidden=16, dropout=0.25)     # 4 → 16 → 3
 
@@ -49,7 +42,7 @@ def test_fit_save_load_fit_equals_one_long_fit(tmp_path, opt, path_kind):
     """fit(3); save; load; fit(3) gives bitwise the weights of fit(6): the file carries the
     optimizer's moments and step counts, the learning rate and the generator behind the
     shuffles and dropout masks."""
-    X, y = blobs()
+    X, y = blobs(72)
 
     def fresh():
         model = mlp()
@@ -73,7 +66,7 @@ def test_fit_save_load_fit_equals_one_long_fit(tmp_path, opt, path_kind):
 
 
 def test_current_learning_rate_is_saved(tmp_path):
-    X, y = blobs()
+    X, y = blobs(72)
     model = mlp()
     model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01))
     model.fit(X, y, epochs=2, verbose=0,
@@ -85,7 +78,7 @@ def test_current_learning_rate_is_saved(tmp_path):
 def test_checkpoint_resumes_on_another_backend(tmp_path):
     """A file written on NumPy continues on torch: the same run within float tolerance."""
     pytest.importorskip("torch")
-    X, y = blobs()
+    X, y = blobs(72)
     whole = mlp(dtype="float64")
     whole.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01))
     whole.fit(X, y, epochs=4, batch_size=16, verbose=0)
@@ -149,7 +142,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(serialization, "_before_replace", interrupt)
-    model.fit(*blobs(), epochs=1, verbose=0)
+    model.fit(*blobs(72), epochs=1, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         model.save(tmp_path / "m.npz")
     assert (tmp_path / "m.npz").read_bytes() == before
@@ -159,7 +152,7 @@ def test_interrupted_save_keeps_the_previous_file(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ bad files
 @pytest.fixture
 def saved(tmp_path):
-    X, y = blobs()
+    X, y = blobs(72)
     model = mlp()
     model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
     model.fit(X, y, epochs=1, verbose=0)
@@ -350,14 +343,14 @@ def test_pickle_goes_through_the_same_validation():
         clone.__setstate__(state)
     twin = pickle.loads(pickle.dumps(model))
     assert_same_weights(twin.get_weights(), model.get_weights())
-    np.testing.assert_array_equal(to_numpy(twin.predict(blobs()[0])),
-                                  to_numpy(model.predict(blobs()[0])))
+    np.testing.assert_array_equal(to_numpy(twin.predict(blobs(72)[0])),
+                                  to_numpy(model.predict(blobs(72)[0])))
 
 
 def test_pickles_of_the_earlier_layout_still_load():
     """A state dict as the earlier ``__getstate__`` wrote it (config, weights, optimizer state,
     rng) unpickles into the same model."""
-    X, y = blobs()
+    X, y = blobs(72)
     model = mlp()
     model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01))
     model.fit(X, y, epochs=1, verbose=0)
