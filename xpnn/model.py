@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import data, distributed, inputs, serialization, sources, training
+from . import data, distributed, inputs, serialization, sources, threads, training
 from ._validation import check_int
 from .backend import DTYPES, get_backend, host_rng, to_numpy
 from .callbacks import History
@@ -329,6 +329,9 @@ class Sequential:
 
     #: Epochs completed over the model's life (all ``fit`` calls; saved with the model).
     epochs_trained = 0
+    #: BLAS threads for this model's ``fit``/``predict``/``evaluate`` (None: chosen for the
+    #: work and the machine's load, see :mod:`xpnn.threads`).
+    n_threads = None
 
     def train_on_batch(self, X, y, sample_weight=None) -> float:
         """One optimizer step on one batch; returns the batch loss (before the step).
@@ -343,6 +346,7 @@ class Sequential:
         return TrainingRun(self).train_on_batch(Xd, yd, wd)
 
     # ------------------------------------------------------------------ inference
+    @threads.inference
     def predict(self, X, batch_size: int | None = None, verbose: int = 0,
                 steps: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).

@@ -38,7 +38,7 @@ import math
 import signal
 import threading
 
-from . import data, distributed, fastpath, state
+from . import data, distributed, fastpath, state, threads
 from .errors import diverged
 from .guard import all_finite
 from .metrics import Accuracy, get_metric
@@ -225,9 +225,12 @@ class TrainingRun:
     # ------------------------------------------------------------------ the loop
     def fit(self, source, val, batch_size, shuffle, epochs, initial_epoch):
         """Train epochs ``initial_epoch .. epochs - 1`` (from a resume position when a
-        callback gives one), validating on ``val`` after each; always ends the run."""
+        callback gives one), validating on ``val`` after each; always ends the run. BLAS
+        runs on the threads :func:`xpnn.threads.decide` chooses for batches of
+        ``batch_size`` rows, restored afterwards."""
         try:
-            self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
+            with threads.using_threads(self.model, batch_size):
+                self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
         finally:
             self.close()
 
@@ -390,10 +393,16 @@ class TrainingRun:
 
 def evaluate(model, source, batch_size=None, verbose=0, run=None) -> dict:
     """Loss and metrics of ``model`` over a batch source, in inference mode (``run``: the
-    training run validating, which shards the batches and combines the sums across ranks)."""
-    xp = model.backend.xp
+    training run validating, which shards the batches and combines the sums across ranks).
+    BLAS runs on the threads :func:`xpnn.threads.decide` chooses, restored afterwards."""
     if batch_size is None:
         batch_size = source.n if isinstance(source, data.ArrayBatches) else 1024
+    with threads.using_threads(model, batch_size or 1, training=False):
+        return _evaluate(model, source, batch_size, verbose, run)
+
+
+def _evaluate(model, source, batch_size, verbose, run):
+    xp = model.backend.xp
     progress = step_progress(verbose, source_steps(source, batch_size or 1), "evaluate")
     metrics = [get_metric(m) for m in model.metrics]
     for m, src in zip(metrics, model.metrics, strict=True):

@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..threads import budget
 from . import numba_kernels
 from ._flat import FlatTrainer
 
@@ -217,8 +218,11 @@ class NumpyMLPTrainer(FlatTrainer):
 
     def _run_blocks(self, fn, args) -> bool:
         """``fn(lo, hi, *args)`` over the flat buffers, split across :attr:`threads`; True when
-        every part reported finite results."""
+        every part reported finite results (no more threads than the running loop's BLAS
+        threads, :func:`xpnn.threads.budget`)."""
         size, threads = self.size, self.threads
+        if budget() is not None:
+            threads = min(threads, budget())
         if threads <= 1:
             return bool(fn(0, size, *args))
         step = -(-size // threads)

@@ -1,0 +1,221 @@
+"""How many BLAS threads ``fit``, ``predict`` and ``evaluate`` use.
+
+NumPy's BLAS (OpenBLAS, MKL) starts one thread per core and uses all of them for every large
+enough matmul. That pays for large matmuls on an idle machine, and costs dearly elsewhere:
+the matmuls of a small network are done before a second thread has woken up, and when another
+process keeps a core busy, every matmul waits for the BLAS thread that shares that core (a
+small network beside one busy process trained 13-38 times slower on two threads than on one).
+So around its loop, xpnn chooses the thread count for the work (:func:`choose`):
+
+* as many threads as the step has work for: one per :data:`FLOPS_PER_THREAD` floating-point
+  operations of a step (a training step of a batch of ``B`` rows costs about ``6 B P`` for
+  ``P`` parameters: ``2 B P`` forward, ``4 B P`` backward; a forward pass ``2 B P``);
+* no more than the cores this process may run on (its CPU affinity) that no other process is
+  using now (:func:`busy_cores`: the runnable tasks of other processes, read from
+  ``/proc/stat``, scaled to this process's share of the machine's CPUs);
+* never more than BLAS is set to use already.
+
+and sets it with threadpoolctl for the loop only (restored afterwards, also when the loop
+raises). The fast path's optimizer update splits across no more threads than that
+(:func:`budget`). A count someone set wins:
+
+* ``model.n_threads = k`` (or the environment variable ``XPNN_NUM_THREADS=k``): exactly ``k``
+  threads for that model's loops (``None``, the default: choose);
+* ``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS``, ``MKL_NUM_THREADS`` or ``BLIS_NUM_THREADS`` in
+  the environment, an enclosing ``threadpoolctl.threadpool_limits`` that lowered BLAS's count,
+  or :func:`xpnn.distributed.init`'s per-rank share: xpnn leaves the threads alone.
+
+GPU backends are left alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import math
+import os
+import sys
+
+__all__ = ["FLOPS_PER_THREAD", "budget", "busy_cores", "choose", "decide", "step_flops",
+           "usable_cores", "using_threads"]
+
+#: Floating-point operations of one step that each BLAS thread needs to pay for itself.
+#: Measured on a 2-vCPU Xeon (OpenBLAS 0.3.30, SkylakeX kernels), all matmuls of a step, best
+#: of 300: two threads 1.00x as fast as one at 4 MFLOP per step (OpenBLAS keeps such matmuls
+#: on one thread itself), 1.15x at 10, 1.28x at 16, 1.44x at 29, 1.5-1.9x from 84 on.
+FLOPS_PER_THREAD = 8e6
+#: Environment variables by which a user sets BLAS's thread count.
+BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
+#: The environment variable that sets xpnn's own count (as ``model.n_threads``).
+XPNN_ENV = "XPNN_NUM_THREADS"
+
+_BUDGET = None          # the count chosen by the innermost using_threads(), None outside
+_CONTROLLER = None      # threadpoolctl.ThreadpoolController, made at first use
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; all of the machine's elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def _own_running_threads() -> int:
+    running = 0
+    try:
+        for task in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                stat = f.read()
+            running += stat[stat.rindex(b")") + 2:][:1] == b"R"
+    except OSError:
+        return 1
+    return max(running, 1)
+
+
+def busy_cores() -> float:
+    """How many of this process's cores other processes keep busy now.
+
+    The machine's runnable tasks (``procs_running`` of ``/proc/stat``) less this process's own
+    running threads, scaled by this process's share of the machine's CPUs; elsewhere the
+    one-minute load average less one. A cheap, instantaneous estimate: a few file reads.
+    """
+    share = usable_cores() / (os.cpu_count() or 1)
+    try:
+        with open("/proc/stat", "rb") as f:
+            for line in f:
+                if line.startswith(b"procs_running"):
+                    running = int(line.split()[1])
+                    return max(0, running - _own_running_threads()) * share
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0) * share
+    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
+        return 0.0
+
+
+def choose(flops: float, cores: int, busy: float = 0.0) -> int:
+    """Threads for steps of ``flops`` floating-point operations on ``cores`` cores of which
+    ``busy`` are in use by other processes::
+
+        n = min(⌊flops / FLOPS_PER_THREAD⌋, cores - round(busy)),   at least 1
+    """
+    free = cores - int(math.floor(busy + 0.5))
+    return max(1, min(int(flops // FLOPS_PER_THREAD), free))
+
+
+def step_flops(model, rows: int, training: bool = True) -> float:
+    """Floating-point operations of one step on ``rows`` rows: ``6 rows P`` for training,
+    ``2 rows P`` for a forward pass (``P`` the model's parameter count)."""
+    return (6.0 if training else 2.0) * rows * model.count_params()
+
+
+def _controller():
+    """A threadpoolctl controller of the libraries loaded now (made again when modules were
+    imported since: a new module may have loaded another BLAS; making one takes about a
+    millisecond)."""
+    global _CONTROLLER
+    if _CONTROLLER is None or _CONTROLLER[0] != len(sys.modules):
+        from threadpoolctl import ThreadpoolController
+        _CONTROLLER = (len(sys.modules), ThreadpoolController())
+    return _CONTROLLER[1]
+
+
+def _blas_threads() -> int | None:
+    """BLAS's current thread count (the largest over the BLAS libraries loaded), or None."""
+    counts = [lib.num_threads for lib in _controller().select(user_api="blas").lib_controllers]
+    return max(counts) if counts else None
+
+
+def _explicit(model) -> int | None:
+    n = getattr(model, "n_threads", None)
+    if n is None and os.environ.get(XPNN_ENV, "").strip():
+        n = os.environ[XPNN_ENV].strip()
+    if n is None:
+        return None
+    try:
+        k = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"n_threads must be a positive integer or None, got {n!r} "
+                         f"(model.n_threads or {XPNN_ENV})") from None
+    if k < 1 or isinstance(n, bool) or str(k) != str(n).strip():
+        raise ValueError(f"n_threads must be a positive integer or None, got {n!r} "
+                         f"(model.n_threads or {XPNN_ENV})")
+    return k
+
+
+def _set_elsewhere() -> bool:
+    """Whether someone other than xpnn chose the BLAS threads: an environment variable,
+    :func:`xpnn.distributed.init`, or an xpnn loop already running."""
+    if _BUDGET is not None or any(os.environ.get(v, "").strip() for v in BLAS_ENV):
+        return True
+    from . import distributed
+    return distributed._THREAD_LIMITS is not None
+
+
+def decide(model, rows: int, training: bool = True) -> int | None:
+    """The BLAS thread count for ``model``'s loop over batches of ``rows`` rows, or None to
+    leave the threads as they are (a GPU backend, a count set elsewhere, no BLAS found)."""
+    if model.backend.is_gpu:
+        return None
+    explicit = _explicit(model)
+    if explicit is not None:
+        return explicit
+    if _set_elsewhere():
+        return None
+    try:
+        current = _blas_threads()
+    except ImportError:       # threadpoolctl missing: leave BLAS as it is
+        return None
+    cores = usable_cores()
+    if current is None or current < cores:  # lowered by an outer threadpool_limits
+        return None
+    return min(current, choose(step_flops(model, max(1, rows), training), cores, busy_cores()))
+
+
+def budget() -> int | None:
+    """The thread count chosen for the loop now running (None outside one)."""
+    return _BUDGET
+
+
+@contextlib.contextmanager
+def using_threads(model, rows: int, training: bool = True):
+    """Run the block with :func:`decide`'s BLAS thread count, restored afterwards."""
+    global _BUDGET
+    n = decide(model, rows, training)
+    if n is None:
+        yield None
+        return
+    previous = _BUDGET
+    with _controller().limit(limits=n, user_api="blas"):
+        _BUDGET = n
+        try:
+            yield n
+        finally:
+            _BUDGET = previous
+
+
+def rows_of(X, batch_size) -> int:
+    """The rows one forward pass of ``predict``/``evaluate`` handles: ``batch_size``, or all of
+    ``X`` when it is None (1024 when the length of ``X`` is unknown)."""
+    shape = getattr(X, "shape", None)
+    n = shape[0] if shape else None
+    if n is None:
+        try:
+            n = len(X)
+        except TypeError:
+            n = 1024
+    return int(n if batch_size is None else min(batch_size, n))
+
+
+def inference(method):
+    """Decorate ``predict(self, X, batch_size=None, ...)`` to run under :func:`using_threads`."""
+    @functools.wraps(method)
+    def wrapper(self, X, *args, **kwargs):
+        batch_size = kwargs.get("batch_size", args[0] if args else None)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            batch_size = None                 # the method reports a bad value itself
+        with using_threads(self, rows_of(X, batch_size), training=False):
+            return method(self, X, *args, **kwargs)
+    return wrapper
