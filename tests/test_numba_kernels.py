@@ -139,6 +139,25 @@ def test_softmax_ce_kernel_matches_numpy(dtype):
     np.testing.assert_allclose(dz, (ref_p - onehot) / 50, rtol=tol, atol=tol * 1e-2)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_ce_kernel_with_bias_equals_separate_passes(dtype):
+    """With the output bias ``b`` and its gradient ``db``: bitwise the bias added first
+    (``z + b``), the kernel without them, then ``db = np.sum(dz, axis=0)``."""
+    rng = np.random.default_rng(5)
+    xw = (rng.normal(size=(37, 10)) * 3).astype(dtype)
+    b = rng.normal(size=10).astype(dtype)
+    labels = rng.integers(0, 10, 37)
+    p, dz = np.empty_like(xw), np.empty_like(xw)
+    z = xw + b
+    loss = nk.softmax_ce_labels(z, labels, p, dz)
+    db = np.sum(dz, axis=0)
+    p2, dz2, db2, z2 = np.empty_like(xw), np.empty_like(xw), np.full(10, np.nan, dtype), xw.copy()
+    loss2 = nk.softmax_ce_labels(z2, labels, p2, dz2, b, db2)
+    assert loss2 == loss
+    for got, want in ((z2, z), (p2, p), (dz2, dz), (db2, db)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_softmax_ce_kernel_gradient_by_finite_differences():
     """dL/dz from the kernel against central differences of its own loss (float64)."""
     rng = np.random.default_rng(4)

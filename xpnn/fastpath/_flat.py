@@ -137,19 +137,23 @@ class FlatTrainer:
         for layer in self.plan.pre:                 # rescaling, dropout on the input
             xb = layer.forward(xb, training=True)
 
-        # forward: a_i = post(act(a_{i-1} W_i + b_i)), act in place in the buffer z_i
+        # forward: a_i = post(act(a_{i-1} W_i + b_i)), act in place in the buffer z_i (the
+        # output layer's bias left to the loss when it adds it in its own pass)
+        head_bias = self._head_takes_bias(tb, wb)
+        last = len(stages) - 1
         acts, outs, a = [], [], xb
         for i, (W, b, _, _, mode, post) in enumerate(stages):
             z = self.z[i][:n]
             matmul(a, W, out=z)
-            self._bias_act(z, W, b, mode)
+            if not (head_bias and i == last):
+                self._bias_act(z, W, b, mode)
             acts.append(z)
             for layer in post:
                 z = layer.forward(z, training=True)
             outs.append(z)
             a = z
 
-        loss, out, delta = self._head(a, tb, n, wb)   # and δ = dL/d(network output)
+        loss, out, delta = self._head(a, tb, n, wb, head_bias)   # and δ = dL/d(output)
 
         # backward, from the top: δ ← act'(·) ⊙ δ, dW_i = a_{i-1}ᵀ δ (+ λ W_i), db_i = Σ_n δ,
         # then δ ← δ W_iᵀ for the layer below
@@ -157,7 +161,8 @@ class FlatTrainer:
             W, b, dW, db, mode, post = stages[i]
             for layer in reversed(post):
                 delta = layer.backward(delta)
-            db_done = self._act_backward(i, acts[i], delta, db, mode)
+            db_done = self._act_backward(i, acts[i], delta, db, mode) or (
+                head_bias and i == last)
             a_prev = outs[i - 1] if i > 0 else xb
             matmul(a_prev.T, delta, out=dW)
             wd = self.plan.dense[i].weight_decay
@@ -175,15 +180,24 @@ class FlatTrainer:
         self.update()
         return loss, out
 
-    def _head(self, a, tb, n, wb=None):
+    def _head_takes_bias(self, tb, wb) -> bool:
+        """Whether :meth:`_head` adds the output layer's bias and sums its gradient itself
+        (the subclass's ``_softmax_ce`` in one pass); False here."""
+        return False
+
+    def _head(self, a, tb, n, wb=None, bias=False):
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
         fused form when the rows carry weights ``wb``); the other heads call the model's loss
-        object.
+        object. With ``bias`` (:meth:`_head_takes_bias`), ``a`` still lacks the output layer's
+        bias, which ``_softmax_ce`` adds, summing its gradient on the way.
         """
         head, loss_fn = self.plan.head, self.plan.loss
         if head == "softmax_ce" and wb is None:
+            if bias:
+                _, b, _, db, _, _ = self.stages[-1]
+                return self._softmax_ce(a, tb, n, b, db)
             return self._softmax_ce(a, tb, n)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)

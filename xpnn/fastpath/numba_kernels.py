@@ -18,7 +18,8 @@ The kernels, each the textbook per-element rule (compare :mod:`xpnn.optimizers`,
   each returns whether the updated parameters are finite, found in the same pass;
 * :func:`bias_relu`: ``a = max(z + b, 0)`` after a Dense's matmul;
 * :func:`relu_backward_bias_grad`: ``δ ← δ ⊙ [y > 0]`` and ``db = Σ_n δ`` in one pass;
-* :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row.
+* :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row (optionally with
+  the output layer's bias added before and its gradient summed after, in the same pass).
 
 The last three agree with the NumPy passes to rounding (another ``exp``, another summation
 order). ``tests/test_numba_kernels.py`` checks all of them, the softmax-CE gradient by finite
@@ -167,18 +168,27 @@ def relu_backward_bias_grad(delta, y, db):
 
 
 @_jit
-def softmax_ce_labels(z, labels, p, dz):
+def softmax_ce_labels(z, labels, p, dz, b=None, db=None):
     """Softmax + cross-entropy on logits ``z`` (N, K) with integer labels, row by row::
 
         p = exp(z - max z) / s,   s = Σ_k exp(z_k - max z)
         L = -(1/N) Σ_n log p[n, y_n] = -(1/N) Σ_n (z[n, y_n] - max z - log s)
         dL/dz = (p - onehot(y)) / N
 
-    Writes ``p`` and ``dz``, returns ``L`` (accumulated in float64).
+    Writes ``p`` and ``dz``, returns ``L`` (accumulated in float64). With the output layer's
+    bias ``b`` (K,), ``z`` is its matmul ``x W`` and becomes the logits ``z + b`` in the same
+    pass; with ``db`` (K,) the bias gradient ``db = Σ_n dL/dz`` is summed on the way (rows
+    added in order, as ``np.sum(dz, axis=0)`` does): one pass where there were three.
     """
     n, k = z.shape
+    if db is not None:
+        for j in range(k):
+            db[j] = 0.0
     total = 0.0
     for i in range(n):
+        if b is not None:
+            for j in range(k):
+                z[i, j] = z[i, j] + b[j]
         top = z[i, 0]
         for j in range(1, k):
             if z[i, j] > top:
@@ -195,5 +205,8 @@ def softmax_ce_labels(z, labels, p, dz):
         y = labels[i]
         dz[i, y] = p[i, y] - 1.0                    # rounded to z's dtype, then / N
         dz[i, y] = dz[i, y] / n
+        if db is not None:
+            for j in range(k):
+                db[j] += dz[i, j]
         total += (z[i, y] - top) - np.log(s)
     return -total / n
