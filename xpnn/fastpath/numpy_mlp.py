@@ -89,6 +89,14 @@ class NumpyMLPTrainer(FlatTrainer):
         self.threads = int(env) if env else (
             _cpu_count() if self.size >= THREAD_MIN_PARAMS else 1)
         self.kernels = "numba" if numba_kernels.available() else "numpy"
+        compiled, passes, arguments = {
+            "adam": (self._adam_numba, self._adam_block, self._adam_args),
+            "adamw": (self._adam_numba, self._adam_block, self._adam_args),
+            "sgd": (self._sgd_numba, self._sgd_block, self._sgd_args),
+            "rmsprop": (self._rmsprop_numba, self._rmsprop_block, self._rmsprop_args),
+        }[self.kind]
+        #: the update on elements ``lo:hi`` and the function giving its arguments at step t
+        self._update_fn = (compiled if self.kernels == "numba" else passes, arguments)
         self._wd_tmp = {}
         self._xin = None
 
@@ -213,13 +221,7 @@ class NumpyMLPTrainer(FlatTrainer):
         found in the same pass as the update; also kept as :attr:`last_update_finite`.
         """
         t = self.t + 1
-        compiled, passes, arguments = {
-            "adam": (self._adam_numba, self._adam_block, self._adam_args),
-            "adamw": (self._adam_numba, self._adam_block, self._adam_args),
-            "sgd": (self._sgd_numba, self._sgd_block, self._sgd_args),
-            "rmsprop": (self._rmsprop_numba, self._rmsprop_block, self._rmsprop_args),
-        }[self.kind]
-        fn = compiled if self.kernels == "numba" else passes
+        fn, arguments = self._update_fn
         finite = self._run_blocks(fn, arguments(t))
         self.last_update_finite = finite
         self._after_update(t)
