@@ -1063,6 +1063,8 @@ class Sequential:
                               "config": self.optimizer.get_config()},
                 "metrics": [m.name for m in self.metrics],
             }
+            if self.loss.get_config():           # e.g. label_smoothing
+                config["compile"]["loss_config"] = self.loss.get_config()
         return config
 
     @classmethod
@@ -1082,7 +1084,7 @@ class Sequential:
         compiled = config.get("compile")
         if compiled:
             opt = compiled["optimizer"]
-            model.compile(loss=LOSS_CLASSES[compiled["loss"]](),
+            model.compile(loss=LOSS_CLASSES[compiled["loss"]](**compiled.get("loss_config", {})),
                           optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]),
                           metrics=compiled["metrics"])
         return model
