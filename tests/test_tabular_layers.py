@@ -311,6 +311,11 @@ def test_backends_train_alike(backend):
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    before = to_numpy(model.predict(X))
+    moved = model.to("numpy")                   # Sequential.to moves nested layers too
+    assert all(layer.backend.name == "numpy" for layer in moved.layers[0].layers if layer)
+    np.testing.assert_allclose(to_numpy(moved.predict(X)), before, rtol=1e-12)
+    moved.fit(X, y, epochs=1, batch_size=16, verbose=0)
 
 
 @pytest.mark.parametrize("head", ["softmax", "sigmoid", "linear"])
@@ -411,13 +416,14 @@ def test_onnx_equals_predict(tmp_path, dtype, head):
     model.fit(X, y if head == "softmax" else (y > 0).astype(float), epochs=2, batch_size=16,
               verbose=0)
     X[0, 3], X[1, 4] = -1, 17            # unseen codes at predict time
-    path = model.export(tmp_path / "m.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for rows in (X[:1], X):
-        got = session.run(None, {"x": rows})[0]
-        tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-11,
-                                                                         atol=1e-12)
-        np.testing.assert_allclose(got, to_numpy(model.predict(rows)), **tol)
+    for opset in (17, 18):
+        path = model.export(tmp_path / f"m{opset}.onnx", opset=opset)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for rows in (X[:1], X):
+            got = session.run(None, {"x": rows})[0]
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-11,
+                                                                             atol=1e-12)
+            np.testing.assert_allclose(got, to_numpy(model.predict(rows)), **tol)
 
 
 def test_export_error_names_the_layer(tmp_path):
