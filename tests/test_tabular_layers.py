@@ -479,6 +479,18 @@ def test_ensemble_rows_must_be_a_multiple_of_k():
         layer.forward(np.zeros((4, 2)))
 
 
+@pytest.mark.parametrize("layers, match", [
+    ([xpnn.BatchEnsembleDense(2, 2, 3), xpnn.EnsembleMean(3)], "needs an EnsembleView"),
+    ([xpnn.EnsembleView(3), xpnn.BatchEnsembleDense(2, 2, 4)], "has 4 members but layer 0"),
+    ([xpnn.EnsembleView(3), xpnn.EnsembleView(3)], "repeats the rows again"),
+    ([xpnn.EnsembleView(2), xpnn.EnsembleMean(2), xpnn.Dense(2, 1)], "must be the last"),
+])
+def test_ensemble_layers_must_fit_together(layers, match):
+    model = xpnn.Sequential(*layers)
+    with pytest.raises(ValueError, match=match):
+        model.compile("mse", "adam")
+
+
 def test_model_input_of_the_wrong_width_names_the_first_layer():
     X, y = table()
     model = tabular_model()

@@ -28,7 +28,7 @@ from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
 from .guard import all_finite
 from .layers import LAYERS, Layer
-from .layers.ensemble import mean_of_members, repeat_rows
+from .layers.ensemble import check_members, mean_of_members, repeat_rows
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -141,6 +141,7 @@ class Sequential:
         """
         if not self.layers:
             raise ValueError("Sequential: cannot compile a model without layers")
+        check_members(self.layers)
         # An ensemble ends in EnsembleMean: the output layer is the one before it.
         ensemble = self.layers[-1] if getattr(self.layers[-1], "averages_members", False) \
             and len(self.layers) > 1 else None

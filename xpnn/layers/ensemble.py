@@ -351,6 +351,29 @@ class EnsembleMean(Layer):
         return {"k": self.k}
 
 
+def check_members(layers):
+    """Raise a ValueError naming the layer when the ensemble layers of a model do not fit
+    together: an :class:`EnsembleView` (only one) before every layer with members, all with its
+    k, and an :class:`EnsembleMean` with the same k, if any, last."""
+    k, view = 1, None
+    for i, layer in enumerate(layers):
+        members = getattr(layer, "k", None)
+        if members is None:
+            continue
+        name = f"layer {i} ({type(layer).__name__}(k={members}))"
+        if isinstance(layer, EnsembleView):
+            if view is not None:
+                raise ValueError(f"Sequential: {name} repeats the rows again after {view}")
+            k, view = members, name
+        elif view is None:
+            raise ValueError(f"Sequential: {name} needs an EnsembleView(k={members}) before it "
+                             "to give each member its rows")
+        elif members != k:
+            raise ValueError(f"Sequential: {name} has {members} members but {view} makes {k}")
+        if isinstance(layer, EnsembleMean) and i != len(layers) - 1:
+            raise ValueError(f"Sequential: {name} must be the last layer")
+
+
 def mean_of_members(xp, x, k):
     """The mean of the k members' rows of ``x`` (N·k, C): (N, C)."""
     return xp.mean(xp.reshape(x, (x.shape[0] // k, k, x.shape[1])), axis=1)
