@@ -271,7 +271,9 @@ def tabular_model(backend="numpy", dtype="float32", k=K, head="softmax", seed=0,
                           (2, xpnn.Embedding([3, 5], 2))])
     width = front.output_features(5)
     layers = [front, xpnn.Scale(width), xpnn.EnsembleView(k),
-              xpnn.BatchEnsembleDense(width, 8, k, r_init="random-signs"), xpnn.LayerNorm(8),
+              xpnn.BatchEnsembleDense(width, 8, k, r_init="random-signs",
+                                      r_chunks=[3, 1, 2, 2, 2]),      # one sign per feature
+              xpnn.LayerNorm(8),
               *[xpnn.ParametricActivation(8, a) for a in activations], xpnn.Dropout(dropout),
               xpnn.BatchEnsembleDense(8, 8, k), xpnn.ReLU()]
     if head == "softmax":
