@@ -17,6 +17,7 @@ from test_gradients import central_diff  # tests/ is on sys.path under pytest
 import xpnn
 from xpnn import fastpath
 from xpnn.backend import get_backend, to_numpy
+from xpnn.layers.ensemble import MemberBatches
 
 RTOL, ATOL = 1e-6, 1e-8
 K = 3                         # ensemble members in the tests
@@ -356,6 +357,49 @@ def test_ensemble_loss_is_the_mean_of_member_losses_and_predict_averages(head):
     np.testing.assert_allclose(model.evaluate(X, t)["loss"], want, rtol=1e-10)
     loss = model.train_on_batch(X, t, sample_weight=w)           # the loss before the step
     np.testing.assert_allclose(loss, np.mean(per_member), rtol=1e-10)
+
+
+def test_member_batches_give_each_member_every_sample_once_per_epoch():
+    X = np.arange(10.0)[:, None] * np.ones((1, 2))
+    batches = MemberBatches(X, np.arange(10), K, batch_size=4, seed=0)
+    assert len(batches) == 3
+    epoch = list(batches)
+    assert [len(x) for x, _ in epoch] == [4 * K, 4 * K, 2 * K]
+    for i in range(K):                       # member i: rows i, i+k, ... of every batch
+        seen = np.concatenate([t[i::K] for _, t in epoch])
+        assert sorted(seen) == list(range(10))
+        np.testing.assert_array_equal(np.concatenate([x[i::K, 0] for x, _ in epoch]), seen)
+    first = [t for _, t in epoch]
+    assert any(not np.array_equal(a, b) for a, b in zip(first, [t for _, t in batches],
+                                                        strict=True))   # a new order per pass
+    w = np.linspace(1, 2, 10)
+    x, t, wb = next(iter(MemberBatches(X, np.arange(10), K, 4, seed=1, sample_weight=w)))
+    np.testing.assert_array_equal(wb, w[t])
+
+
+def test_members_with_their_own_batches():
+    """EnsembleView(shared_batches=False): in training the rows are the members' own samples
+    (targets as given, not repeated): the loss is the mean over all rows of each member's
+    loss on its sample; predict still averages the members."""
+    X, y = table(n=12, dtype="float64")
+    model = tabular_model(dtype="float64", dropout=0.0)
+    model.layers[2] = xpnn.EnsembleView(K, shared_batches=False)
+    model = xpnn.Sequential.from_config(model.get_config(), weights=model.get_weights())
+    assert model.layers[2].get_config() == {"k": K, "shared_batches": False}
+    model.compile("crossentropy", xpnn.SGD(0.1), metrics=["accuracy"])
+    x, t = next(iter(MemberBatches(X, y, K, batch_size=4, seed=0)))
+    out = x
+    for layer in model.layers[:-1]:
+        out = layer.forward(out, training=True)
+    p = to_numpy(out)
+    want = np.mean(-np.log(p[np.arange(len(t)), t]))
+    np.testing.assert_allclose(model.train_on_batch(x, t), want, rtol=1e-10)
+    assert to_numpy(model.predict(X)).shape == (12, 3)
+    hist = model.fit(MemberBatches(X, y, K, batch_size=4, seed=0), epochs=3, verbose=0,
+                     validation_data=(X, y))
+    assert len(hist.history["val_loss"]) == 3
+    with pytest.raises(ValueError, match="multiple of 3"):
+        model.train_on_batch(X[:4], y[:4])
 
 
 def test_whole_ensemble_model_gradients_match_finite_differences():

@@ -171,6 +171,8 @@ class Sequential:
         self.metrics = metric_objs
         self._fused = loss.fuses_with is not None and type(last).__name__ == loss.fuses_with
         self._members = 1 if ensemble is None else ensemble.k
+        self._repeat = 1 if ensemble is None or not all(    # EnsembleView(shared_batches=False):
+            getattr(layer, "shared_batches", True) for layer in self.layers) else ensemble.k
         self._logits_end = -1 if ensemble is None else -2
         return self
 
@@ -351,7 +353,8 @@ class Sequential:
     # ------------------------------------------------------------------ forward / backward
     #: Ensemble members k (an ensemble ends in EnsembleMean: targets are repeated k times in
     #: training) and where the layers before the fused output activation end.
-    _members, _logits_end = 1, -1
+    #: Targets are repeated ``_repeat`` times (k, or 1 when each member has its own batches).
+    _members, _repeat, _logits_end = 1, 1, -1
 
     def _forward(self, x, training=False, logits=False):
         layers = self.layers[:self._logits_end] if logits else self.layers
@@ -383,7 +386,7 @@ class Sequential:
         parameter's gradient in ``p.grad``; returns (loss, output). The walk shared by the
         training step and :class:`xpnn.flat.FlatObjective`."""
         loss_fn = self.loss
-        k = self._members
+        k = self._repeat
         if k > 1:        # an ensemble: each member's rows get the targets (and weights)
             xp = self.backend.xp
             tb, wb = repeat_rows(xp, tb, k), None if wb is None else repeat_rows(xp, wb, k)

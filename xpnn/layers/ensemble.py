@@ -35,32 +35,50 @@ class EnsembleView(Layer):
     (row ``n·k + i`` is sample ``n`` for member ``i``). Backward sums the k copies' deltas:
     ``dL/dx_n = Σ_i δ_{n·k+i}``.
 
+    With ``shared_batches=False`` the members train on batches of their own, as TabM's
+    default (``share_training_batches=False``): in training the layer is the identity and
+    expects rows already laid out per member, row ``j·k + i`` being the ``j``-th sample of
+    member ``i``'s batch, with their targets, which :class:`MemberBatches` gives to ``fit``
+    (each epoch every member sees every sample once, in its own order); the model then uses
+    the targets as given instead of repeating them. At inference it repeats rows as above.
+
     Parameters
     ----------
     k : int
         Number of ensemble members.
+    shared_batches : bool
+        Whether all members train on the same batch (default True).
     """
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, shared_batches: bool = True):
         super().__init__()
         self.k = check_int("k", k, "EnsembleView", 1)
+        if not isinstance(shared_batches, (bool, np.bool_)):
+            raise ValueError(f"EnsembleView: shared_batches must be True or False, got "
+                             f"{shared_batches!r}")
+        self.shared_batches = bool(shared_batches)
 
-    #: Rows out per row in: what data-parallel Dropout masks need to know.
+    #: Rows out per row in while training: what data-parallel Dropout masks need to know.
     @property
     def rows_per_input(self):
-        return self.k
+        return self.k if self.shared_batches else 1
 
     def build(self, backend, dtype, rng, in_features):
         super().build(backend, dtype, rng, in_features)
         self.width = in_features
 
     def forward(self, x, training=False):
+        if training and not self.shared_batches:       # rows already one per member
+            self.check_input(x, multiple=self.k)
+            return x
         self.check_input(x)
         xp = self.xp
         n, d = x.shape
         return xp.reshape(xp.broadcast_to(x[:, None, :], (n, self.k, d)), (n * self.k, d))
 
     def backward(self, delta):
+        if not self.shared_batches:
+            return delta
         xp = self.xp
         n, d = delta.shape[0] // self.k, delta.shape[1]
         return xp.sum(xp.reshape(delta, (n, self.k, d)), axis=1)
@@ -73,7 +91,61 @@ class EnsembleView(Layer):
             [-1, self.width], np.int64))])
 
     def get_config(self):
-        return {"k": self.k}
+        return {"k": self.k, **({} if self.shared_batches else {"shared_batches": False})}
+
+
+class MemberBatches:
+    """Training batches for an ensemble whose :class:`EnsembleView` has
+    ``shared_batches=False``: a re-iterable of ``(x, y)`` or ``(x, y, w)`` batches for
+    ``Sequential.fit`` (one pass per epoch).
+
+    Every pass draws k permutations of the N samples (from ``seed``'s generator, which
+    continues from pass to pass); batch b gives member ``i`` the samples
+    ``perm_i[b·B:(b+1)·B]``, interleaved sample-major: row ``j·k + i`` is member ``i``'s
+    ``j``-th sample. So each member sees every sample once per epoch, in its own order and
+    batches, and a batch holds B·k rows (the last one fewer, still a multiple of k).
+
+    Parameters
+    ----------
+    X, y : arrays (N, ...), host data
+    k : int
+        Number of ensemble members (the EnsembleView's).
+    batch_size : int
+        Samples per member and batch (B).
+    seed : int or numpy.random.Generator, optional
+    sample_weight : array (N,), optional
+
+    Notes
+    -----
+    Data-parallel ``fit`` splits each batch's rows between the ranks; every rank's share must
+    then be whole groups of k rows (the ensemble layers raise otherwise), which a contiguous
+    split does not promise: train data-parallel ensembles with shared batches.
+    """
+
+    def __init__(self, X, y, k, batch_size, seed=None, sample_weight=None):
+        self.X, self.y, self.w = np.asarray(X), np.asarray(y), sample_weight
+        if self.w is not None:
+            self.w = np.asarray(self.w)
+        self.k = check_int("k", k, "MemberBatches", 1)
+        self.batch_size = check_int("batch_size", batch_size, "MemberBatches", 1)
+        if len(self.y) != len(self.X) or (self.w is not None and len(self.w) != len(self.X)):
+            raise ValueError(f"MemberBatches: X has {len(self.X)} rows, y {len(self.y)}"
+                             + ("" if self.w is None else f", sample_weight {len(self.w)}"))
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.X) // self.batch_size)
+
+    def indices(self):
+        """One epoch's row indices, batch by batch (arrays of b·k indices)."""
+        n, b = len(self.X), self.batch_size
+        perms = np.stack([self.rng.permutation(n) for _ in range(self.k)], axis=1)  # (N, k)
+        return [perms[lo:lo + b].reshape(-1) for lo in range(0, n, b)]
+
+    def __iter__(self):
+        for idx in self.indices():
+            yield (self.X[idx], self.y[idx]) if self.w is None else \
+                (self.X[idx], self.y[idx], self.w[idx])
 
 
 def _members(layer, x):
