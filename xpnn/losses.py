@@ -84,6 +84,13 @@ class _LabelSmoothing:
                                           1.0)
 
     def get_config(self):
+        """Constructor arguments that differ from the defaults (saved with the model).
+
+        Returns
+        -------
+        dict
+            ``{"label_smoothing": ε}`` when ε > 0, else empty.
+        """
         return {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
 
 

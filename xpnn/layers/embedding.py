@@ -76,8 +76,19 @@ class Embedding(Layer):
         self.params = list(self.tables)
 
     def encode(self, x):
-        """The row index of each entry of ``x`` in its column's table (int64, (N, n_columns)):
-        the code itself when valid, else the column's unknown row."""
+        """The row of each entry of ``x`` in its column's table.
+
+        Parameters
+        ----------
+        x : array (N, n_columns)
+            Category codes in the model's float dtype.
+
+        Returns
+        -------
+        array of int64 (N, n_columns)
+            The code itself when it is an integer in ``[0, cardinalities[j])``, else the
+            column's unknown row ``cardinalities[j]``.
+        """
         xp = self.xp
         columns = []
         for j, card in enumerate(self.cardinalities):
@@ -107,8 +118,8 @@ class Embedding(Layer):
         return xp.zeros(self.x_shape, dtype=delta.dtype, device=self.backend.device)
 
     def to_onnx(self, g, x, name):
-        """ONNX: the codes cleaned as in :meth:`encode`, offset into one stacked table,
-        ``Gather`` and ``Reshape``."""
+        # ONNX: the codes cleaned as in :meth:`encode`, offset into one stacked table, ``Gather``
+        # and ``Reshape``.
         import numpy as np
 
         cards = np.asarray(self.cardinalities, dtype=g.dtype)

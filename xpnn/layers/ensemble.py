@@ -58,9 +58,10 @@ class EnsembleView(Layer):
                              f"{shared_batches!r}")
         self.shared_batches = bool(shared_batches)
 
-    #: Rows out per row in while training: what data-parallel Dropout masks need to know.
     @property
     def rows_per_input(self):
+        """Rows out per row in while training (k, or 1 without shared batches): what
+        data-parallel Dropout masks need to know."""
         return self.k if self.shared_batches else 1
 
     def build(self, backend, dtype, rng, in_features):
@@ -84,7 +85,7 @@ class EnsembleView(Layer):
         return xp.sum(xp.reshape(delta, (n, self.k, d)), axis=1)
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Unsqueeze`` to (N, 1, d), ``Expand`` to (N, k, d), ``Reshape``."""
+        # ONNX: ``Unsqueeze`` to (N, 1, d), ``Expand`` to (N, k, d), ``Reshape``.
         x3 = g.node("Unsqueeze", [x, g.const(f"{name}.axis", np.asarray([1], np.int64))])
         wide = g.node("Expand", [x3, g.const(f"{name}.k", np.asarray([1, self.k, 1], np.int64))])
         return g.node("Reshape", [wide, g.const(f"{name}.flat", np.asarray(
@@ -259,8 +260,8 @@ class BatchEnsembleDense(Layer):
         return xp.reshape(du * self.r.data, (n * self.k, self.in_features))
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape`` to (N, k, in), ``Mul`` by r, ``Reshape`` back, one ``MatMul``,
-        ``Reshape`` to (N, k, out), ``Mul`` by s, ``Add`` b, ``Reshape``."""
+        # ONNX: ``Reshape`` to (N, k, in), ``Mul`` by r, ``Reshape`` back, one ``MatMul``,
+        # ``Reshape`` to (N, k, out), ``Mul`` by s, ``Add`` b, ``Reshape``.
         k = self.k
         x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray(
             [-1, k, self.in_features], np.int64))])
@@ -357,7 +358,7 @@ class EnsembleDense(Layer):
         return xp.reshape(xp.permute_dims(dx, (1, 0, 2)), (n * self.k, self.in_features))
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape``/``Transpose`` to (k, N, in), a batched ``MatMul``, ``Add``, back."""
+        # ONNX: ``Reshape``/``Transpose`` to (k, N, in), a batched ``MatMul``, ``Add``, back.
         k = self.k
         xk = g.node("Transpose", [g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray(
             [-1, k, self.in_features], np.int64))])], perm=[1, 0, 2])
@@ -410,8 +411,8 @@ class EnsembleMean(Layer):
         return delta
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape`` to (N, k, C), ``Transpose`` to (N, C, k), ``MatMul`` with a column
-        of 1/k, ``Reshape`` to (N, C) (the same nodes on every opset)."""
+        # ONNX: ``Reshape`` to (N, k, C), ``Transpose`` to (N, C, k), ``MatMul`` with a column of
+        # 1/k, ``Reshape`` to (N, C) (the same nodes on every opset).
         k = self.k
         x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray([-1, k, self.width],
                                                                       np.int64))])

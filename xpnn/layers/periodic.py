@@ -93,6 +93,7 @@ class PeriodicEmbedding(Layer):
 
     @property
     def n_features(self):
+        """Number of numeric features F (the input's width)."""
         return self.in_features
 
     def output_features(self, in_features):
@@ -179,8 +180,8 @@ class PeriodicEmbedding(Layer):
         return dx if self.variant == "plr" else dx + delta[:, f * d:]
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Transpose``/``Unsqueeze`` to (F, N, 1), ``Mul``, ``Cos``/``Sin``, a batched
-        ``MatMul``, ``Relu`` (PLR), back to (N, F·d) and, for PBLD, ``Concat`` with ``x``."""
+        # ONNX: ``Transpose``/``Unsqueeze`` to (F, N, 1), ``Mul``, ``Cos``/``Sin``, a batched
+        # ``MatMul``, ``Relu`` (PLR), back to (N, F·d) and, for PBLD, ``Concat`` with ``x``.
         f = self.in_features
         xt = g.node("Unsqueeze", [g.node("Transpose", [x], perm=[1, 0]),
                                   g.const(f"{name}.axis", np.asarray([2], np.int64))])
