@@ -17,7 +17,6 @@ from test_gradients import central_diff  # tests/ is on sys.path under pytest
 import xpnn
 from xpnn import fastpath
 from xpnn.backend import get_backend, to_numpy
-from xpnn.layers.ensemble import MemberBatches
 
 RTOL, ATOL = 1e-6, 1e-8
 K = 3                         # ensemble members in the tests
@@ -361,7 +360,7 @@ def test_ensemble_loss_is_the_mean_of_member_losses_and_predict_averages(head):
 
 def test_member_batches_give_each_member_every_sample_once_per_epoch():
     X = np.arange(10.0)[:, None] * np.ones((1, 2))
-    batches = MemberBatches(X, np.arange(10), K, batch_size=4, seed=0)
+    batches = xpnn.MemberBatches(X, np.arange(10), K, batch_size=4, seed=0)
     assert len(batches) == 3
     epoch = list(batches)
     assert [len(x) for x, _ in epoch] == [4 * K, 4 * K, 2 * K]
@@ -373,7 +372,7 @@ def test_member_batches_give_each_member_every_sample_once_per_epoch():
     assert any(not np.array_equal(a, b) for a, b in zip(first, [t for _, t in batches],
                                                         strict=True))   # a new order per pass
     w = np.linspace(1, 2, 10)
-    x, t, wb = next(iter(MemberBatches(X, np.arange(10), K, 4, seed=1, sample_weight=w)))
+    x, t, wb = next(iter(xpnn.MemberBatches(X, np.arange(10), K, 4, seed=1, sample_weight=w)))
     np.testing.assert_array_equal(wb, w[t])
 
 
@@ -387,7 +386,7 @@ def test_members_with_their_own_batches():
     model = xpnn.Sequential.from_config(model.get_config(), weights=model.get_weights())
     assert model.layers[2].get_config() == {"k": K, "shared_batches": False}
     model.compile("crossentropy", xpnn.SGD(0.1), metrics=["accuracy"])
-    x, t = next(iter(MemberBatches(X, y, K, batch_size=4, seed=0)))
+    x, t = next(iter(xpnn.MemberBatches(X, y, K, batch_size=4, seed=0)))
     out = x
     for layer in model.layers[:-1]:
         out = layer.forward(out, training=True)
@@ -395,7 +394,7 @@ def test_members_with_their_own_batches():
     want = np.mean(-np.log(p[np.arange(len(t)), t]))
     np.testing.assert_allclose(model.train_on_batch(x, t), want, rtol=1e-10)
     assert to_numpy(model.predict(X)).shape == (12, 3)
-    hist = model.fit(MemberBatches(X, y, K, batch_size=4, seed=0), epochs=3, verbose=0,
+    hist = model.fit(xpnn.MemberBatches(X, y, K, batch_size=4, seed=0), epochs=3, verbose=0,
                      validation_data=(X, y))
     assert len(hist.history["val_loss"]) == 3
     with pytest.raises(ValueError, match="multiple of 3"):

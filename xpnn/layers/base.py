@@ -126,7 +126,7 @@ class Layer:
         Returns
         -------
         list of (str, tuple of int)
-            ``(name, shape)`` of each parameter, in the order of :attr:`params`.
+            ``(name, shape)`` of each parameter, in the order of ``params``.
         """
         return []
 

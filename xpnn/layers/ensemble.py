@@ -38,9 +38,10 @@ class EnsembleView(Layer):
     With ``shared_batches=False`` the members train on batches of their own, as TabM's
     default (``share_training_batches=False``): in training the layer is the identity and
     expects rows already laid out per member, row ``j·k + i`` being the ``j``-th sample of
-    member ``i``'s batch, with their targets, which :class:`MemberBatches` gives to ``fit``
-    (each epoch every member sees every sample once, in its own order); the model then uses
-    the targets as given instead of repeating them. At inference it repeats rows as above.
+    member ``i``'s batch, with their targets, which :class:`~xpnn.MemberBatches` gives to
+    ``fit`` (each epoch every member sees every sample once, in its own order); the model then
+    uses the targets as given instead of repeating them. At inference it repeats rows as
+    above.
 
     Parameters
     ----------
