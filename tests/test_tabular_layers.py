@@ -85,6 +85,8 @@ SPECS = {
     "BatchEnsembleDense-nobias": (lambda: xpnn.BatchEnsembleDense(
         4, 2, K, r_init="random-signs", r_chunks=[1, 3], bias=False), 4, 2 * K, numeric, []),
     "EnsembleDense": (lambda: xpnn.EnsembleDense(4, 3, K), 4, 2 * K, numeric, []),
+    "EnsembleScale": (lambda: xpnn.EnsembleScale(4, K, init="normal", chunks=[1, 3]), 4, 2 * K,
+                      numeric, []),
     "EnsembleMean": (lambda: xpnn.EnsembleMean(K), 3, 2 * K, numeric, []),
 }
 
@@ -261,6 +263,36 @@ def table(n=60, seed=0, dtype="float32"):
     y = ((num[:, 0] + (cat[:, 0] == 1) - 0.5 * num[:, 1] ** 2) > 0).astype(int) + \
         (cat[:, 1] > 3).astype(int)
     return np.c_[num, cat].astype(dtype), y
+
+
+def mini_model(dtype="float32", k=K):
+    """TabM-mini: EnsembleScale in front of Dense layers shared by the members."""
+    front = xpnn.Columns([(3, xpnn.PeriodicEmbedding(3, 4, 2, 0.5, lite=True)),
+                          (2, xpnn.Embedding([3, 5], 2))])
+    return xpnn.Sequential(front, xpnn.EnsembleView(k), xpnn.EnsembleScale(10, k, chunks=[2] * 5),
+                           xpnn.Dense(10, 8), xpnn.ReLU(), xpnn.Dropout(0.1),
+                           xpnn.EnsembleDense(8, 3, k), xpnn.Softmax(), xpnn.EnsembleMean(k),
+                           dtype=dtype, seed=0)
+
+
+def test_tabm_mini_trains_saves_and_exports(tmp_path):
+    X, y = table(dtype="float64")
+    model = mini_model("float64")
+    r = to_numpy(model.layers[2].r.data)
+    assert set(np.unique(r)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(r[:, 0::2], r[:, 1::2])   # one draw per chunk of 2
+    model.compile("crossentropy", xpnn.Adam(0.01), metrics=["accuracy"])
+    hist = model.fit(X, y, epochs=5, batch_size=16, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(to_numpy(xpnn.load(tmp_path / "m.npz").predict(X)),
+                                  to_numpy(model.predict(X)))
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    session = ort.InferenceSession(str(model.export(tmp_path / "m.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": X})[0], to_numpy(model.predict(X)),
+                               rtol=1e-11, atol=1e-12)
 
 
 def tabular_model(backend="numpy", dtype="float32", k=K, head="softmax", seed=0,
@@ -512,6 +544,8 @@ def test_bad_constructor_arguments_name_the_layer():
         (lambda: xpnn.BatchEnsembleDense(3, 2, 2, r_init="normal", r_chunks=[1, 1]),
          "BatchEnsembleDense: r_chunks"),
         (lambda: xpnn.EnsembleMean(0), "EnsembleMean"),
+        (lambda: xpnn.EnsembleScale(3, 2, chunks=[1, 1]), "EnsembleScale: chunks"),
+        (lambda: xpnn.EnsembleScale(3, 2, init="zeros"), "EnsembleScale: init"),
     ]:
         with pytest.raises(ValueError, match=match):
             make()

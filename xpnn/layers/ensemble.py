@@ -193,17 +193,8 @@ class BatchEnsembleDense(Layer):
         self.in_features = check_int("in_features", in_features, "BatchEnsembleDense", 1)
         self.out_features = check_int("out_features", out_features, "BatchEnsembleDense", 1)
         self.k = check_int("k", k, "BatchEnsembleDense", 1)
-        if r_init not in SCALING_INITS:
-            raise ValueError(f"BatchEnsembleDense: r_init must be one of {SCALING_INITS}, got "
-                             f"{r_init!r}")
-        self.r_init = r_init
-        if r_chunks is not None:
-            r_chunks = [check_int("r_chunks[i]", c, "BatchEnsembleDense", 1) for c in r_chunks]
-            if sum(r_chunks) != self.in_features or r_init == "ones":
-                raise ValueError(f"BatchEnsembleDense: r_chunks must add up to in_features="
-                                 f"{self.in_features} and needs a random r_init, got "
-                                 f"{r_chunks} with r_init={r_init!r}")
-        self.r_chunks = r_chunks
+        self.r_init, self.r_chunks = _check_scaling("BatchEnsembleDense", r_init, r_chunks,
+                                                    self.in_features, prefix="r_")
         self.use_bias = bool(bias)
 
     def output_features(self, in_features):
@@ -285,6 +276,22 @@ class BatchEnsembleDense(Layer):
                 **({} if self.use_bias else {"bias": False})}
 
 
+def _check_scaling(owner, init, chunks, width, prefix=""):
+    """Validated ``(init, chunks)`` of a per-member scaling of ``width`` features (arguments
+    named ``{prefix}init`` and ``{prefix}chunks`` in messages)."""
+    i_name, c_name = f"{prefix}init", f"{prefix}chunks"
+    if init not in SCALING_INITS:
+        raise ValueError(f"{owner}: {i_name} must be one of {SCALING_INITS}, got {init!r}")
+    if chunks is not None:
+        if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+            raise ValueError(f"{owner}: {c_name} must be a list of ints, got {chunks!r}")
+        chunks = [check_int(f"{c_name}[i]", c, owner, 1) for c in chunks]
+        if sum(chunks) != width or init == "ones":
+            raise ValueError(f"{owner}: {c_name} must add up to {width} features and needs a "
+                             f"random {i_name}, got {chunks} with {i_name}={init!r}")
+    return init, chunks
+
+
 def _scaling(rng, init, k, n, chunks):
     """Initial (k, n) scalings: ones, random ±1 or Normal(0, 1), one draw per chunk."""
     if init == "ones":
@@ -293,6 +300,77 @@ def _scaling(rng, init, k, n, chunks):
     draws = rng.normal(size=(k, len(chunks))) if init == "normal" else \
         np.where(rng.random((k, len(chunks))) < 0.5, -1.0, 1.0)
     return np.repeat(draws, chunks, axis=1)
+
+
+class EnsembleScale(Layer):
+    r"""A learned scaling per member, ``y = x ⊙ r_i`` for member i: TabM-mini's only
+    non-shared part (Gorishniy et al., 2025), in front of a plain MLP whose :class:`Dense`
+    layers are shared by the members (they act on each of the N·k rows alike)::
+
+        Sequential(EnsembleView(k), EnsembleScale(d, k), Dense(d, 512), ReLU(), ...,
+                   EnsembleDense(512, n_out, k), EnsembleMean(k))
+
+    Shapes: x (N·k, F) sample-major, r (k, F), y (N·k, F). Backward::
+
+        dL/dr_i = Σ_n δ_{n,i} ⊙ x_{n,i}          dL/dx_{n,i} = δ_{n,i} ⊙ r_i
+
+    Parameters
+    ----------
+    n_features : int
+        Width F of the input.
+    k : int
+        Number of ensemble members.
+    init : {"random-signs", "normal", "ones"}
+        Initial ``r`` (TabM: random ±1).
+    chunks : list of int, optional
+        Draw one value per chunk of consecutive features (each feature's embedding width), as
+        :class:`BatchEnsembleDense`'s ``r_chunks``.
+    """
+
+    def __init__(self, n_features: int, k: int, init: str = "random-signs",
+                 chunks: list | None = None):
+        super().__init__()
+        self.in_features = check_int("n_features", n_features, "EnsembleScale", 1)
+        self.k = check_int("k", k, "EnsembleScale", 1)
+        self.init, self.chunks = _check_scaling("EnsembleScale", init, chunks,
+                                                self.in_features)
+
+    def param_shapes(self, in_features):
+        return [("r", (self.k, self.in_features))]
+
+    def build(self, backend, dtype, rng, in_features):
+        self.check_width(in_features)
+        super().build(backend, dtype, rng, in_features)
+        self.r = Parameter("r", backend.asarray(
+            _scaling(rng, self.init, self.k, self.in_features, self.chunks), dtype=dtype))
+        self.params = [self.r]
+
+    def forward(self, x, training=False):
+        x3 = _members(self, x)                                        # (N, k, F)
+        if training:
+            self.x3 = x3
+        return self.xp.reshape(x3 * self.r.data, tuple(x.shape))
+
+    def backward(self, delta):
+        xp = self.xp
+        d3 = xp.reshape(delta, self.x3.shape)
+        self.r.grad = xp.sum(d3 * self.x3, axis=0)
+        if not self.input_grad_needed:
+            return None
+        return xp.reshape(d3 * self.r.data, tuple(delta.shape))
+
+    def to_onnx(self, g, x, name):
+        # ONNX: ``Reshape`` to (N, k, F), ``Mul`` by r, ``Reshape`` back.
+        f = self.in_features
+        x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray([-1, self.k, f],
+                                                                      np.int64))])
+        y = g.node("Mul", [x3, g.weight(f"{name}.r", self.r.data)])
+        return g.node("Reshape", [y, g.const(f"{name}.out2", np.asarray([-1, f], np.int64))])
+
+    def get_config(self):
+        return {"n_features": self.in_features, "k": self.k,
+                **({} if self.init == "random-signs" else {"init": self.init}),
+                **({"chunks": list(self.chunks)} if self.chunks else {})}
 
 
 class EnsembleDense(Layer):
