@@ -30,18 +30,30 @@ from .callbacks import (
 from .checkpoint import BackupAndRestore, ModelCheckpoint
 from .errors import TrainingDivergedError
 from .layers import (
+    BatchEnsembleDense,
+    Columns,
     Dense,
     Dropout,
+    Embedding,
+    EnsembleDense,
+    EnsembleMean,
+    EnsembleScale,
+    EnsembleView,
     Identity,
     Layer,
+    LayerNorm,
     LeakyReLU,
     Parameter,
+    ParametricActivation,
+    PeriodicEmbedding,
     ReLU,
     Rescaling,
+    Scale,
     Sigmoid,
     Softmax,
     Tanh,
 )
+from .layers.ensemble import MemberBatches
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Loss
 from .model import Sequential, load
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -51,9 +63,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackupAndRestore",
+    "BatchEnsembleDense", "EnsembleDense", "EnsembleMean", "EnsembleScale", "EnsembleView",
+    "LayerNorm", "MemberBatches", "ParametricActivation", "PeriodicEmbedding", "Scale",
     "BackendUnavailableError",
-    "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Dense", "Dropout",
-    "EarlyStopping", "History", "Identity", "Layer", "LearningRateScheduler", "LeakyReLU", "Loss",
+    "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Columns", "Dense", "Dropout",
+    "EarlyStopping", "Embedding", "History", "Identity", "Layer", "LearningRateScheduler",
+    "LeakyReLU", "Loss",
     "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
     "ReduceLROnPlateau", "Rescaling", "Sequential", "Sigmoid", "Softmax", "Tanh",
     "TrainingDivergedError",
