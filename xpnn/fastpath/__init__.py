@@ -60,7 +60,18 @@ def _trainer_class(family):
 
 def explain(model) -> str | None:
     """Why ``model`` trains on the generic path (a sentence), or None when a fast path applies:
-    None exactly when :func:`select` returns a trainer."""
+    None exactly when :func:`select` returns a trainer.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+
+    Returns
+    -------
+    str or None
+        The reason, or None.
+    """
     return _choose(model)[1]
 
 
@@ -70,6 +81,16 @@ def select(model):
 
     The trainer is cached on the model and reused while layers, optimizer, loss, dtype and
     backend stay the same; every call re-links parameters and optimizer state to its buffers.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+
+    Returns
+    -------
+    trainer or None
+        The fast trainer (``NumpyMLPTrainer`` or ``CupyMLPTrainer``), or None.
     """
     trainer, _ = _choose(model)
     if trainer is None or not trainer.attach():

@@ -19,6 +19,11 @@ class Dropout(Layer):
     batch: ``fit`` sets :attr:`batch_slice` to ``(rows, lo, hi)`` and the mask is drawn for all
     ``rows`` of the global batch, of which rows ``lo:hi`` are used, so every rank's generator
     draws the same numbers and the ranks together drop what one process would.
+
+    Parameters
+    ----------
+    p : float
+        Probability of dropping a unit, in [0, 1).
     """
 
     #: ``(rows of the global batch, lo, hi)`` in data-parallel training, else None.
@@ -45,7 +50,20 @@ class Dropout(Layer):
 
     def draw_mask(self, rows, features):
         """The keep-mask (bool, host) for a batch of ``rows`` rows: drawn for the whole global
-        batch and cut to this rank's rows under :attr:`batch_slice`."""
+        batch and cut to this rank's rows under :attr:`batch_slice`.
+
+        Parameters
+        ----------
+        rows : int
+            Rows of this process's batch.
+        features : int
+            Features of the layer's input.
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (rows, features), or None
+            True where a unit is kept; None when ``p`` is 0.
+        """
         if self.p == 0.0:
             return None
         if self.batch_slice is None:
