@@ -212,7 +212,7 @@ def write_gallery_sources(out: Path) -> None:
         ":doc:`/results`). Run one with ``python examples/NAME.py`` after",
         "``pip install -e \".[examples]\"``.", ""]), encoding="utf-8")
     figures = sorted((DOCS / "figures").glob("*.png"))
-    for name, prefixes in GALLERY.items():
+    for number, (name, prefixes) in enumerate(GALLERY.items(), 1):
         source = (ROOT / "examples" / f"{name}.py").read_text(encoding="utf-8")
         tree = ast.parse(source)
         doc = ast.get_docstring(tree, clean=True) or name
@@ -234,12 +234,13 @@ def write_gallery_sources(out: Path) -> None:
         thumb = [f"# sphinx_gallery_thumbnail_path = 'figures/{shown[0].name}'"] if shown else []
         text = '"""\n' + "\n".join(header).replace('"""', "'''") + '\n"""\n'
         text += "\n".join(thumb + body) + "\n"
-        (out / f"plot_{name}.py").write_text(text, encoding="utf-8")
+        (out / f"plot_{number:02d}_{name}.py").write_text(text, encoding="utf-8")
     common = ROOT / "examples" / "_common.py"
     shutil.copy(common, out / "_common.py")
 
 
 write_gallery_sources(DOCS / "gallery_src")
+shutil.rmtree(DOCS / "gallery", ignore_errors=True)  # sphinx-gallery's output, made anew
 
 sphinx_gallery_conf = {
     "examples_dirs": "gallery_src",
@@ -247,6 +248,7 @@ sphinx_gallery_conf = {
     "plot_gallery": "False",
     "filename_pattern": r"^$",  # nothing is executed (plot_gallery is off anyway)
     "ignore_pattern": r"_common\.py",
+    "within_subsection_order": "FileNameSortKey",  # the order of GALLERY
     "download_all_examples": False,
     "doc_module": ("xpnn",),
     "reference_url": {"xpnn": None},

@@ -18,7 +18,7 @@ from pathlib import Path
 PAGES = {
     "index.png": "index.html",
     "api.png": "api/generated/xpnn.Sequential.html",
-    "gallery.png": "gallery/plot_mnist.html",
+    "gallery.png": "gallery/plot_03_mnist.html",
 }
 
 
