@@ -3,8 +3,8 @@ the built site has a reference page for every public name.
 
 * Code blocks: each ```` ```python ```` block of a Markdown page under ``docs/`` and of
   ``README.md`` runs, in order, in one namespace per page and in a fresh temporary folder
-  (blocks may write files). Blocks in another language (``bash``, ``text``) are not run. A page whose blocks need an optional
-  package that is missing here (onnxruntime, h5py...) skips with its name.
+  (blocks may write files). Blocks in another language (``bash``, ``text``) are not run. A
+  page whose blocks need an optional package that is missing (onnxruntime, h5py...) skips.
 * Reference pages: the site is built once with Sphinx (warnings as errors, nitpicky), into a
   temporary folder, unless ``XPNN_DOCS_HTML`` names a site already built from this tree with
   ``python -m sphinx -W -n -b html docs docs/_build/html`` (as ``.ci/run`` does). These tests
