@@ -24,8 +24,6 @@ import pytest
 
 import xpnn
 
-numpydoc_validate = pytest.importorskip("numpydoc.validate")
-
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHECKS = {"GL08", "PR01", "PR02", "PR03"}
 
@@ -162,6 +160,7 @@ def _inherits_docstring(path, obj):
 
 
 def validation_errors(path):
+    numpydoc_validate = pytest.importorskip("numpydoc.validate")
     result = numpydoc_validate.validate(path)
     return [f"{code}: {message}" for code, message in result["errors"] if code in CHECKS]
 
