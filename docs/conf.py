@@ -220,7 +220,7 @@ def write_gallery_sources(out: Path) -> None:
         body = source.splitlines()[first.end_lineno:]
         first, _, rest = doc.partition("\n")
         title, colon, tagline = first.strip().rstrip(".").partition(": ")
-        shown = [f for f in figures if any(f.stem.startswith(p + "_") for p in prefixes)]
+        shown = [f for p in prefixes for f in figures if f.stem.startswith(p + "_")]
         header = _rst_title(title) + [""]
         if colon:
             header += [tagline[:1].upper() + tagline[1:] + ".", ""]
@@ -230,7 +230,7 @@ def write_gallery_sources(out: Path) -> None:
             for fig in shown:
                 caption = fig.stem.replace("_", " ").capitalize()
                 header += [f".. figure:: /figures/{fig.name}", f"   :alt: {caption}",
-                           "   :width: 85%", "", f"   {caption}", ""]
+                           "   :width: 70%", "", f"   {caption}", ""]
         thumb = [f"# sphinx_gallery_thumbnail_path = 'figures/{shown[0].name}'"] if shown else []
         text = '"""\n' + "\n".join(header).replace('"""', "'''") + '\n"""\n'
         text += "\n".join(thumb + body) + "\n"
