@@ -20,6 +20,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,3 +124,30 @@ def test_gallery_pages_show_the_saved_figures(site):
     page = (site / "gallery" / "plot_03_mnist.html").read_text(encoding="utf-8")
     assert "mnist_confusion_matrix.png" in page and "fashion_learning_curves.png" in page
     assert (site / "_images" / "mnist_confusion_matrix.png").is_file()
+
+
+def test_readme_progress_sample_is_what_fit_prints_in_a_pipe(tmp_path):
+    """The README shows ``fit(verbose=1)``'s output in a pipe: the quickstart, run with its
+    output piped, prints lines of the same layout (durations and digits aside)."""
+    import subprocess
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    quickstart = next(b for b in python_blocks(readme) if "model.fit(" in b)
+    sample = [line for line in readme.splitlines() if line.startswith("Epoch ")]
+    assert len(sample) >= 2
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run([sys.executable, "-c", quickstart], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600, check=True)
+    printed = {line.split(":", 1)[0].split(" - ")[0]: line
+               for line in run.stdout.splitlines() if line.startswith("Epoch ")}
+
+    def layout(line):
+        return re.sub(r"\d+(\.\d+)?", "N", line)
+
+    for line in sample:
+        epoch = line.split(" - ")[0]
+        assert epoch in printed, (epoch, run.stdout[-2000:])
+        assert layout(printed[epoch]) == layout(line), (printed[epoch], line)
+        numbers = [float(v) for v in re.findall(r": (\d+\.\d+)", line)]
+        got = [float(v) for v in re.findall(r": (\d+\.\d+)", printed[epoch])]
+        assert np.allclose(got, numbers, atol=0.02), (printed[epoch], line)
