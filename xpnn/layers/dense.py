@@ -90,20 +90,6 @@ class Dense(Layer):
             self.b = None
 
     def forward(self, x, training=False):
-        """``y = x·W + b``: ``x`` of shape (n, in), ``W`` (in, out), ``b`` (out,), ``y`` (n, out).
-
-        Parameters
-        ----------
-        x : array of shape (n, in_features)
-            A batch of inputs.
-        training : bool
-            Keep ``x`` for :meth:`backward`.
-
-        Returns
-        -------
-        array of shape (n, out_features)
-            The affine map of each row.
-        """
         if training:
             self.x = x
         y = x @ self.W.data                                 # y = x·W + b
@@ -112,18 +98,6 @@ class Dense(Layer):
         return y
 
     def backward(self, delta):
-        """``dW = xᵀ·δ (+ λW)``, ``db = Σₙ δ``, and ``dx = δ·Wᵀ`` returned.
-
-        Parameters
-        ----------
-        delta : array of shape (n, out_features)
-            ``dL/dy``.
-
-        Returns
-        -------
-        array of shape (n, in_features) or None
-            ``dL/dx``; None for the first layer, whose input gradient nobody uses.
-        """
         xp = self.xp
         self.W.grad = self.x.T @ delta                      # dW = xᵀ·δ
         if self.weight_decay:                               # + λW: gradient of (λ/2)||W||²
