@@ -167,8 +167,9 @@ myst_heading_anchors = 3
 
 # --- Gallery -----------------------------------------------------------------------------------
 
-#: Example scripts shown in the gallery, and the figures their runs saved in docs/figures/
-#: (``<prefix>_<figure>.png``; the MNIST script also makes the Fashion-MNIST figures).
+#: The order of the gallery, and the figures each script's run saved in docs/figures/
+#: (``<prefix>_<figure>.png``; the MNIST script also makes the Fashion-MNIST figures). Scripts of
+#: examples/ not listed here follow, with the figures named after them.
 GALLERY = {
     "quickstart": ["quickstart"],
     "xor": ["xor"],
@@ -182,6 +183,16 @@ GALLERY = {
 }
 
 
+def gallery_scripts() -> dict[str, list[str]]:
+    """Every script of examples/ (helpers starting with ``_`` aside) with its figure prefixes."""
+    scripts = {name: prefixes for name, prefixes in GALLERY.items()
+               if (ROOT / "examples" / f"{name}.py").is_file()}
+    for path in sorted((ROOT / "examples").glob("*.py")):
+        if not path.name.startswith("_"):
+            scripts.setdefault(path.stem, [path.stem])
+    return scripts
+
+
 def _rst_title(text: str) -> list[str]:
     return [text, "=" * len(text)]
 
@@ -191,8 +202,10 @@ def _literal_commands(lines: list[str]) -> list[str]:
     be a block quote in reStructuredText)."""
     out: list[str] = []
     for i, line in enumerate(lines):
-        starts = line.startswith("    ") and (i == 0 or not lines[i - 1].strip())
-        if starts and not (out and out[-2:-1] and out[-2].rstrip().endswith("::")):
+        after_blank = i == 0 or not lines[i - 1].strip()
+        paragraph = [x for x in out if x.strip()]
+        literal = bool(paragraph) and paragraph[-1].rstrip().endswith("::")
+        if line.startswith("    ") and after_blank and not literal:
             out += [".. code-block:: bash", ""]
         out.append(line)
     return out
@@ -212,14 +225,13 @@ def write_gallery_sources(out: Path) -> None:
         ":doc:`/results`). Run one with ``python examples/NAME.py`` after",
         "``pip install -e \".[examples]\"``.", ""]), encoding="utf-8")
     figures = sorted((DOCS / "figures").glob("*.png"))
-    for number, (name, prefixes) in enumerate(GALLERY.items(), 1):
+    for number, (name, prefixes) in enumerate(gallery_scripts().items(), 1):
         source = (ROOT / "examples" / f"{name}.py").read_text(encoding="utf-8")
         tree = ast.parse(source)
-        doc = ast.get_docstring(tree, clean=True) or name
-        first = tree.body[0]
-        body = source.splitlines()[first.end_lineno:]
-        first, _, rest = doc.partition("\n")
-        title, colon, tagline = first.strip().rstrip(".").partition(": ")
+        doc = ast.get_docstring(tree, clean=True)
+        body = source.splitlines()[tree.body[0].end_lineno if doc else 0:]
+        summary, _, rest = (doc or name).partition("\n")
+        title, colon, tagline = summary.strip().rstrip(".").partition(": ")
         shown = [f for p in prefixes for f in figures if f.stem.startswith(p + "_")]
         header = _rst_title(title) + [""]
         if colon:
