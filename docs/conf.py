@@ -183,6 +183,9 @@ GALLERY = {
 }
 
 
+_DATA_NAMES = {"mnist": "MNIST", "fashion": "Fashion-MNIST"}
+
+
 def gallery_scripts() -> dict[str, list[str]]:
     """Every script of examples/ (helpers starting with ``_`` aside) with its figure prefixes."""
     scripts = {name: prefixes for name, prefixes in GALLERY.items()
@@ -232,18 +235,21 @@ def write_gallery_sources(out: Path) -> None:
         body = source.splitlines()[tree.body[0].end_lineno if doc else 0:]
         summary, _, rest = (doc or name).partition("\n")
         title, colon, tagline = summary.strip().rstrip(".").partition(": ")
-        shown = [f for p in prefixes for f in figures if f.stem.startswith(p + "_")]
+        shown = [(p, f) for p in prefixes for f in figures if f.stem.startswith(p + "_")]
         header = _rst_title(title) + [""]
         if colon:
             header += [tagline[:1].upper() + tagline[1:] + ".", ""]
         header += _literal_commands(rest.strip().splitlines()) + [""]
         if shown:
             header += ["Figures saved by the last run:", ""]
-            for fig in shown:
-                caption = fig.stem.replace("_", " ").capitalize()
+            for prefix, fig in shown:
+                caption = fig.stem[len(prefix) + 1:].replace("_", " ")
+                if len(prefixes) > 1:  # say which data set
+                    caption = f"{_DATA_NAMES.get(prefix, prefix)}: {caption}"
+                caption = caption[:1].upper() + caption[1:]
                 header += [f".. figure:: /figures/{fig.name}", f"   :alt: {caption}",
                            "   :width: 70%", "", f"   {caption}", ""]
-        thumb = [f"# sphinx_gallery_thumbnail_path = 'figures/{shown[0].name}'"] if shown else []
+        thumb = [f"# sphinx_gallery_thumbnail_path = 'figures/{shown[0][1].name}'"] if shown else []
         text = '"""\n' + "\n".join(header).replace('"""', "'''") + '\n"""\n'
         text += "\n".join(thumb + body) + "\n"
         (out / f"plot_{number:02d}_{name}.py").write_text(text, encoding="utf-8")
