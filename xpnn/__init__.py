@@ -3,11 +3,20 @@
 The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensors
 (``backend="torch"``) and array-api-strict, through the Python array API standard.
 
+>>> import numpy as np
 >>> import xpnn
+>>> rng = np.random.default_rng(0)
+>>> X_train = rng.random((512, 784), dtype=np.float32)     # 512 "images" of 784 pixels
+>>> y_train = rng.integers(0, 10, size=512)                # their classes, 0-9
 >>> model = xpnn.Sequential(xpnn.Dense(784, 128), xpnn.ReLU(), xpnn.Dense(128, 10),
 ...                         xpnn.Softmax(), seed=0)
 >>> model.compile(loss="crossentropy", optimizer=xpnn.Adam(1e-3), metrics=["accuracy"])
->>> model.fit(X_train, y_train, epochs=5, batch_size=128)
+Sequential(...)
+>>> history = model.fit(X_train, y_train, epochs=5, batch_size=128, verbose=0)
+>>> sorted(history.history)
+['accuracy', 'loss']
+>>> model.predict(X_train[:2]).shape                       # class probabilities
+(2, 10)
 """
 
 from . import distributed, schedules

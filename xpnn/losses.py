@@ -37,23 +37,96 @@ class Loss:
     fuses_with: str | None = None
 
     def bind(self, xp):
-        """Use the array namespace ``xp`` (the model's backend) from now on."""
+        """Use the array namespace ``xp`` (the model's backend) from now on.
+
+        Parameters
+        ----------
+        xp : module
+            The array API namespace of the model's backend.
+
+        Returns
+        -------
+        Loss
+            ``self``.
+        """
         self.xp = xp
         return self
 
     def prepare_targets(self, y: np.ndarray, n_outputs: int) -> np.ndarray:
         """Check host targets ``y`` against an output of width ``n_outputs`` and return them in the
-        layout :meth:`forward` expects. Raises ``ValueError`` naming what is wrong."""
+        layout :meth:`forward` expects. Raises ``ValueError`` naming what is wrong.
+
+        Parameters
+        ----------
+        y : numpy.ndarray
+            Targets on the host, as given to ``fit``.
+        n_outputs : int
+            Width K of the network's output.
+
+        Returns
+        -------
+        numpy.ndarray
+            The targets in the loss's layout.
+        """
         y = _as_2d(y, n_outputs, self.name)
         return y.astype(np.float64, copy=False)
 
     def forward(self, y_pred, t, w=None):
+        """The loss value; remembers what :meth:`backward` needs.
+
+        Parameters
+        ----------
+        y_pred : array of shape (N, K)
+            The network's output.
+        t : array
+            Prepared targets (:meth:`prepare_targets`), on the model's backend.
+        w : array of shape (N,) or None
+            Per-sample weights (None: the plain mean).
+
+        Returns
+        -------
+        array of shape ()
+            ``L``, a 0-d array that stays on the device.
+        """
         raise NotImplementedError
 
     def backward(self):
+        """``δ = dL/dy`` for the last :meth:`forward`.
+
+        Returns
+        -------
+        array of shape (N, K)
+            The gradient with respect to the network's output.
+        """
         raise NotImplementedError
 
     def forward_logits(self, z, t, w=None):
+        """The loss of ``activation(z)`` computed from the logits ``z`` (the fused path).
+
+        Parameters
+        ----------
+        z : array of shape (N, K)
+            The logits, the input of the final Softmax or Sigmoid.
+        t : array
+            Prepared targets.
+        w : array of shape (N,) or None
+            Per-sample weights.
+
+        Returns
+        -------
+        array of shape ()
+            ``L``, computed stably (log-sum-exp).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no fused path")
+
+    def backward_logits(self):
+        """``δ = dL/dz`` for the last :meth:`forward_logits`: ``(p - t)`` times the row factors.
+
+        Returns
+        -------
+        array of shape (N, K)
+            The gradient with respect to the logits.
+        """
         raise NotImplementedError(f"{type(self).__name__} has no fused path")
 
     def _weigh(self, rows, w):
@@ -65,6 +138,7 @@ class Loss:
         return xp.sum(rows * w) / total
 
     def get_config(self) -> dict:
+        """Constructor arguments, JSON-serialisable (used by ``save``/``load``)."""
         return {}
 
     def __repr__(self):

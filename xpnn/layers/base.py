@@ -17,6 +17,13 @@ import numpy as np
 class Parameter:
     """A trainable array and its gradient.
 
+    Parameters
+    ----------
+    name : str
+        What the owning layer calls it (``"W"``, ``"b"``).
+    data : array
+        The initial value, an array of the model's backend.
+
     Attributes
     ----------
     name : str
@@ -36,6 +43,7 @@ class Parameter:
 
     @property
     def shape(self):
+        """The shape of ``data``, as a tuple of ints."""
         return tuple(self.data.shape)
 
     def __repr__(self):
@@ -72,13 +80,33 @@ class Layer:
 
     # -- construction -------------------------------------------------------------------------
     def output_features(self, in_features: int | None) -> int | None:
-        """Features of the output for an input with ``in_features`` features."""
+        """Features of the output for an input with ``in_features`` features.
+
+        Parameters
+        ----------
+        in_features : int or None
+            Features of the input (None: not known yet).
+
+        Returns
+        -------
+        int or None
+            Features of the output (None: not known yet).
+        """
         return in_features
 
     def build(self, backend, dtype: str, rng: np.random.Generator, in_features: int | None):
         """Bind the layer to a backend and create its parameters (drawn on the host from ``rng``).
 
-        ``dtype`` is ``"float32"`` or ``"float64"``.
+        Parameters
+        ----------
+        backend : Backend
+            Where the parameters live and the math runs.
+        dtype : {"float32", "float64"}
+            Floating dtype of the parameters.
+        rng : numpy.random.Generator
+            The model's host generator; initial weights are drawn from it.
+        in_features : int or None
+            Features of the input (from the previous layer, or the data at the first ``fit``).
         """
         self.backend = backend
         self.xp = backend.xp
@@ -86,7 +114,13 @@ class Layer:
         self.built = True
 
     def bind(self, backend):
-        """Rebind to another backend, moving the parameters there (used by ``Sequential.to``)."""
+        """Rebind to another backend, moving the parameters there (used by ``Sequential.to``).
+
+        Parameters
+        ----------
+        backend : Backend
+            The new backend.
+        """
         from ..backend import to_numpy
 
         for p in self.params:
@@ -166,9 +200,36 @@ class Layer:
 
     # -- computation --------------------------------------------------------------------------
     def forward(self, x, training: bool = False):
+        """Compute the layer's output.
+
+        Parameters
+        ----------
+        x : array of shape (n, in_features)
+            A batch of inputs, an array of the model's backend.
+        training : bool
+            True inside ``fit``: the layer keeps what :meth:`backward` needs (and Dropout
+            drops).
+
+        Returns
+        -------
+        array of shape (n, out_features)
+            The output for each row.
+        """
         raise NotImplementedError
 
     def backward(self, delta):
+        """Back-propagate: store the parameters' gradients and return the input's.
+
+        Parameters
+        ----------
+        delta : array of shape (n, out_features)
+            ``dL/dy``, the gradient of the loss with respect to this layer's output.
+
+        Returns
+        -------
+        array of shape (n, in_features) or None
+            ``dL/dx``; None when ``input_grad_needed`` is False.
+        """
         raise NotImplementedError
 
     def to_onnx(self, g, x, name):
@@ -203,6 +264,7 @@ class Layer:
 
     @property
     def n_params(self) -> int:
+        """Number of trainable numbers in the layer's parameters."""
         return sum(int(np.prod(p.shape)) for p in self.params)
 
     def __repr__(self):
