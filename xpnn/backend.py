@@ -6,8 +6,10 @@ the few operations that cross the host/device boundary:
 
 >>> be = get_backend("numpy")
 >>> x = be.asarray([[1.0, 2.0]], dtype="float32")    # host data -> backend array
->>> be.xp.sum(x)                                     # math through the standard namespace
+>>> float(be.xp.sum(x))                              # math through the standard namespace
+3.0
 >>> to_numpy(x)                                      # any backend array -> numpy.ndarray
+array([[1., 2.]], dtype=float32)
 
 Backend names: ``"numpy"`` (default, CPU), ``"cupy"`` (CUDA GPU 0; ``"cupy:1"`` for GPU 1...),
 ``"torch"`` (PyTorch tensors on the CPU; ``"torch:cuda"`` for the current CUDA device, named
@@ -51,9 +53,9 @@ class BackendUnavailableError(ImportError):
 
 @dataclass(frozen=True)
 class Backend:
-    """An array namespace plus the device arrays live on.
+    """An array namespace plus the device arrays live on (made by :func:`get_backend`).
 
-    Attributes
+    Parameters
     ----------
     name : str
         Canonical name, e.g. ``"numpy"``, ``"cupy"``, ``"cupy:1"``, ``"torch"`` or
@@ -80,7 +82,18 @@ class Backend:
         return self.family == "cupy" or (self.family == "torch" and self.device.type != "cpu")
 
     def dtype(self, name: str):
-        """The namespace's floating dtype for ``"float32"`` or ``"float64"``."""
+        """The namespace's floating dtype for ``"float32"`` or ``"float64"``.
+
+        Parameters
+        ----------
+        name : {"float32", "float64"}
+            The dtype's name.
+
+        Returns
+        -------
+        object
+            The namespace's dtype object (``xp.float32`` or ``xp.float64``).
+        """
         if name not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {name!r}")
         return getattr(self.xp, name)
@@ -91,6 +104,18 @@ class Backend:
         ``dtype`` is a dtype name (``"float32"``, ``"int64"``...) or a namespace dtype. Like
         ``xp.asarray``, the result may share memory with ``a`` when no copy is needed (NumPy
         input on the numpy or torch CPU backends); use :meth:`copy` for an independent array.
+
+        Parameters
+        ----------
+        a : array_like
+            Host data or an array of this backend.
+        dtype : str or dtype, optional
+            Dtype of the result (default: that of ``a``).
+
+        Returns
+        -------
+        array
+            An array of this backend, on its device.
         """
         if isinstance(dtype, str):
             dtype = getattr(self.xp, dtype)
@@ -105,7 +130,18 @@ class Backend:
         return out
 
     def owns(self, a) -> bool:
-        """True if ``a`` is an array of this backend's library (on any device)."""
+        """True if ``a`` is an array of this backend's library (on any device).
+
+        Parameters
+        ----------
+        a : object
+            Anything.
+
+        Returns
+        -------
+        bool
+            Whether ``a`` is such an array.
+        """
         checks = {
             "numpy": array_api_compat.is_numpy_array,
             "cupy": array_api_compat.is_cupy_array,
@@ -115,7 +151,20 @@ class Backend:
         return checks[self.family](a)
 
     def zeros(self, shape, dtype):
-        """A zero array of ``shape`` on the device (``dtype`` as in :meth:`asarray`)."""
+        """A zero array of ``shape`` on the device.
+
+        Parameters
+        ----------
+        shape : tuple of int
+            Shape of the array.
+        dtype : str or dtype
+            Dtype, as in :meth:`asarray`.
+
+        Returns
+        -------
+        array
+            Zeros, on this backend's device.
+        """
         if isinstance(dtype, str):
             dtype = getattr(self.xp, dtype)
         return self.xp.zeros(shape, dtype=dtype, device=self.device)
@@ -129,7 +178,18 @@ class Backend:
         return contextlib.nullcontext()
 
     def copy(self, a):
-        """An independent copy of a backend array."""
+        """An independent copy of a backend array.
+
+        Parameters
+        ----------
+        a : array
+            An array of this backend.
+
+        Returns
+        -------
+        array
+            A copy that shares no memory with ``a``.
+        """
         return self.xp.asarray(a, copy=True)
 
     def __str__(self) -> str:
@@ -210,6 +270,17 @@ _CACHE: dict[str, Backend] = {}
 def get_backend(backend: str | Backend = "numpy") -> Backend:
     """Resolve a backend name (or pass a :class:`Backend` through).
 
+    Parameters
+    ----------
+    backend : str or Backend
+        ``"numpy"``, ``"cupy"``, ``"cupy:1"``, ``"torch"``, ``"torch:cuda"``,
+        ``"array_api_strict"``... (see :data:`BACKENDS`).
+
+    Returns
+    -------
+    Backend
+        The backend, ready to use.
+
     Raises
     ------
     ValueError
@@ -253,7 +324,18 @@ def backend_of(a) -> Backend | None:
 
 
 def to_numpy(a) -> np.ndarray:
-    """Bring an array of any backend back to the host as a :class:`numpy.ndarray`."""
+    """Bring an array of any backend back to the host as a :class:`numpy.ndarray`.
+
+    Parameters
+    ----------
+    a : array
+        An array of any backend (a NumPy array is returned as it is).
+
+    Returns
+    -------
+    numpy.ndarray
+        The values on the host.
+    """
     if isinstance(a, np.ndarray):
         return a
     if array_api_compat.is_cupy_array(a):

@@ -83,8 +83,15 @@ def mlp(sizes, activation="relu", output="softmax", dropout: float = 0.0,
 
     Examples
     --------
+    >>> import xpnn
     >>> model = xpnn.mlp([784, 256, 128, 10], dropout=0.2, seed=0)
     >>> model.compile(loss="crossentropy", optimizer="adam", metrics=["accuracy"])
+    Sequential(...)
+    >>> model.count_params()
+    235146
+    >>> small = xpnn.mlp([8, 16, 1], output="sigmoid", backend="numpy", dtype="float64", seed=1)
+    >>> [type(layer).__name__ for layer in small.layers]
+    ['Dense', 'ReLU', 'Dense', 'Sigmoid']
     """
     try:
         sizes = list(sizes)

@@ -22,6 +22,7 @@ from .backend import DTYPES, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError
 from .layers import LAYERS, Layer
+from .layers.ensemble import check_members, mean_of_members, repeat_rows
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -137,12 +138,17 @@ class Sequential:
         """
         if not self.layers:
             raise ValueError("Sequential: cannot compile a model without layers")
-        last = self.layers[-1]
+        check_members(self.layers)
+        # An ensemble ends in EnsembleMean: the output layer is the one before it.
+        ensemble = self.layers[-1] if getattr(self.layers[-1], "averages_members", False) \
+            and len(self.layers) > 1 else None
+        last = self.layers[-1] if ensemble is None else self.layers[-2]
         loss = get_loss(loss, last_layer=next(
             (layer for layer in reversed(self.layers) if type(layer).__name__ in
              ("Sigmoid", "Softmax", "Dense")), last))
         out = next((layer for layer in reversed(self.layers)
-                    if type(layer).__name__ != "Identity"), last)
+                    if type(layer).__name__ != "Identity"
+                    and not getattr(layer, "averages_members", False)), last)
         if loss.fuses_with is not None and type(out).__name__ not in ("Sigmoid", "Softmax"):
             raise ValueError(
                 f"compile: {loss.name} needs probabilities, but the last layer {out!r} outputs "
@@ -161,6 +167,10 @@ class Sequential:
         self.optimizer = optimizer
         self.metrics = metric_objs
         self._fused = loss.fuses_with is not None and type(last).__name__ == loss.fuses_with
+        self._members = 1 if ensemble is None else ensemble.k
+        self._repeat = 1 if ensemble is None or not all(    # EnsembleView(shared_batches=False):
+            getattr(layer, "shared_batches", True) for layer in self.layers) else ensemble.k
+        self._logits_end = -1 if ensemble is None else -2
         return self
 
     def _require_compiled(self, method):
@@ -181,8 +191,13 @@ class Sequential:
     resident_budget = data.RESIDENT_BUDGET
 
     # ------------------------------------------------------------------ forward / backward
+    #: Ensemble members k (an ensemble ends in EnsembleMean: targets are repeated k times in
+    #: training) and where the layers before the fused output activation end.
+    #: Targets are repeated ``_repeat`` times (k, or 1 when each member has its own batches).
+    _members, _repeat, _logits_end = 1, 1, -1
+
     def _forward(self, x, training=False, logits=False):
-        layers = self.layers[:-1] if logits else self.layers
+        layers = self.layers[:self._logits_end] if logits else self.layers
         for layer in layers:
             x = layer.forward(x, training=training)
         return x
@@ -192,11 +207,15 @@ class Sequential:
         parameter's gradient in ``p.grad``; returns (loss, output). The walk shared by the
         training step and :class:`xpnn.flat.FlatObjective`."""
         loss_fn = self.loss
+        k = self._repeat
+        if k > 1:        # an ensemble: each member's rows get the targets (and weights)
+            xp = self.backend.xp
+            tb, wb = repeat_rows(xp, tb, k), None if wb is None else repeat_rows(xp, wb, k)
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
             loss = loss_fn.forward_logits(z, tb, wb)
             delta = loss_fn.backward_logits()
-            layers, out = self.layers[:-1], loss_fn.p
+            layers, out = self.layers[:self._logits_end], loss_fn.p
         else:
             out = self._forward(xb, training=True)
             loss = loss_fn.forward(out, tb, wb)
@@ -206,7 +225,7 @@ class Sequential:
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
-        return loss, out
+        return loss, out if k == 1 else mean_of_members(self.backend.xp, out, k)
 
     # ------------------------------------------------------------------ training
     @distributed.guarded
@@ -330,7 +349,7 @@ class Sequential:
     #: Epochs completed over the model's life (all ``fit`` calls; saved with the model).
     epochs_trained = 0
     #: BLAS threads for this model's ``fit``/``predict``/``evaluate`` (None: chosen for the
-    #: work and the machine's load, see :mod:`xpnn.threads`).
+    #: work and the machine's load, see ``xpnn.threads``).
     n_threads = None
 
     def train_on_batch(self, X, y, sample_weight=None) -> float:
@@ -533,6 +552,8 @@ class Sequential:
                               "config": self.optimizer.get_config()},
                 "metrics": [m.name for m in self.metrics],
             }
+            if self.loss.get_config():           # e.g. label_smoothing
+                config["compile"]["loss_config"] = self.loss.get_config()
         return config
 
     @classmethod
@@ -552,7 +573,7 @@ class Sequential:
         compiled = config.get("compile")
         if compiled:
             opt = compiled["optimizer"]
-            model.compile(loss=LOSS_CLASSES[compiled["loss"]](),
+            model.compile(loss=LOSS_CLASSES[compiled["loss"]](**compiled.get("loss_config", {})),
                           optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]),
                           metrics=compiled["metrics"])
         return model

@@ -98,6 +98,13 @@ class ProgressBar(Callback):
 
     # ------------------------------------------------------------------ fit events
     def on_train_begin(self, logs=None):
+        """Read the number of epochs and steps from ``fit``'s parameters.
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused.
+        """
         params = getattr(self, "params", None) or {}
         self.epochs = params.get("epochs")
         self.steps = params.get("steps")
@@ -110,6 +117,15 @@ class ProgressBar(Callback):
                                    file=self.file)
 
     def on_epoch_begin(self, epoch, logs=None):
+        """Open the epoch's bar (on a terminal).
+
+        Parameters
+        ----------
+        epoch : int
+            0-based epoch.
+        logs : dict or None
+            Unused.
+        """
         self._t0 = time.perf_counter()
         self._rows, self._loss_sum, self._pending, self._shown_at = 0, 0.0, 0, -1e9
         self._gpu = bool(getattr(self.model.backend, "is_gpu", False))
@@ -119,6 +135,15 @@ class ProgressBar(Callback):
                                    file=self.file)
 
     def on_train_batch_end(self, batch, logs=None):
+        """Advance the bar by one batch and show the running loss.
+
+        Parameters
+        ----------
+        batch : int
+            0-based batch within the epoch.
+        logs : dict or None
+            The batch's logged values (``loss``...).
+        """
         if self._bar is None or self.per != "batch":
             return
         logs = logs or {}
@@ -138,6 +163,16 @@ class ProgressBar(Callback):
         self._bar.update(1)
 
     def on_epoch_end(self, epoch, logs=None):
+        """Close the bar as the epoch's line, with its metrics (one plain line when not a
+        terminal).
+
+        Parameters
+        ----------
+        epoch : int
+            0-based epoch.
+        logs : dict or None
+            The epoch's logged values.
+        """
         shown = _shown(logs or {})
         if self._bar is not None and self.per == "batch":
             if self._bar.total is not None and self._bar.n < self._bar.total:
@@ -156,6 +191,13 @@ class ProgressBar(Callback):
             print(f"{self._epoch_label(epoch)} - {seconds:.2f}s{_line(shown)}", flush=True)
 
     def on_train_end(self, logs=None):
+        """Close a bar left open (a ``fit`` that stopped inside an epoch).
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused.
+        """
         if self._bar is not None:
             self._bar.close()
             self._bar = None

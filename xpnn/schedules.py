@@ -39,6 +39,18 @@ class Schedule:
     """
 
     def lr(self, epoch: int) -> float:
+        """The learning rate of ``epoch``.
+
+        Parameters
+        ----------
+        epoch : int
+            0-based epoch.
+
+        Returns
+        -------
+        float
+            The rate.
+        """
         raise NotImplementedError
 
     def __call__(self, epoch, lr=None) -> float:
@@ -62,7 +74,13 @@ class Schedule:
 
 
 class Constant(Schedule):
-    """``lr(e) = value``."""
+    """``lr(e) = value``.
+
+    Parameters
+    ----------
+    value : float
+        The rate, > 0.
+    """
 
     def __init__(self, value: float):
         self.value = _number("Constant", "value", value, low=0, low_open=True)
@@ -188,7 +206,9 @@ class Warmup(Schedule):
 
     Examples
     --------
-    >>> Warmup(CosineDecay(1e-3, epochs=45), epochs=5)     # 50 epochs in all
+    >>> schedule = Warmup(CosineDecay(1e-3, epochs=45), epochs=5)     # 50 epochs in all
+    >>> [round(schedule(epoch), 6) for epoch in (0, 4, 5, 49)]
+    [0.000167, 0.000833, 0.001, 1e-06]
     """
 
     def __init__(self, schedule, epochs: int, start: float = 0.0):
@@ -217,7 +237,18 @@ SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay
 
 
 def from_config(spec: dict) -> Schedule:
-    """The schedule described by ``schedule.to_config()``."""
+    """The schedule described by ``schedule.to_config()``.
+
+    Parameters
+    ----------
+    spec : dict
+        ``{"class": name, "config": {...}}``.
+
+    Returns
+    -------
+    Schedule
+        A new schedule equal to the one that wrote ``spec``.
+    """
     if not isinstance(spec, dict) or spec.get("class") not in SCHEDULES:
         raise ValueError(f"not a schedule configuration (expected {{'class': one of "
                          f"{sorted(SCHEDULES)}, 'config': {{...}}}}), got {spec!r}")

@@ -278,6 +278,7 @@ class Payload:
     layers: list
     weights: list = field(default_factory=list)
     optimizer: object = None            # an Optimizer instance (from the compile settings)
+    loss: object = None                 # a Loss instance (from the compile settings)
     training: dict | None = None        # decoded: arrays in place of references
 
 
@@ -568,9 +569,12 @@ def _check_config(path, config):
 
     compiled = config["compile"]
     if compiled is not None:
-        _check_keys(compiled, {"loss", "optimizer", "metrics"}, "'compile'")
+        _check_keys(compiled, {"loss", "optimizer", "metrics", "loss_config"}, "'compile'",
+                    required={"loss", "optimizer", "metrics"})
         if compiled["loss"] not in LOSS_CLASSES:
             raise _Bad(f"is not a valid xpnn model (unknown loss {compiled['loss']!r})")
+        payload.loss = _construct(LOSS_CLASSES[compiled["loss"]],
+                                  compiled.get("loss_config", {}), f"loss {compiled['loss']}")
         opt = compiled["optimizer"]
         _check_keys(opt, {"class", "config"}, "the optimizer")
         cls = OPTIMIZERS.get(opt["class"].lower()) if isinstance(opt["class"], str) else None
@@ -633,7 +637,7 @@ def _kinds(param):
     if isinstance(ann, type):
         ann = ann.__name__
     names = re.findall(r"[A-Za-z_]+", ann) if isinstance(ann, str) else []
-    kinds = [k for k in ("bool", "int", "float", "str", "None") if k in names]
+    kinds = [k for k in ("bool", "int", "float", "str", "list", "None") if k in names]
     if not kinds and param.default is not param.empty:
         kinds = ["None" if param.default is None else type(param.default).__name__]
     return kinds or ["bool", "int", "float", "str", "None"]
@@ -653,30 +657,43 @@ def _matches(value, kind):
             abs(value) <= _FLOAT_MAX
     if kind == "str":
         return isinstance(value, str) and len(value) <= 256
+    if kind == "list":        # its items are checked by the constructor that takes it
+        return isinstance(value, list) and len(value) <= MAX_WIDTH
     return False
 
 
 def _param_shapes(layers, n_in):
     """``[(description, shape)]`` of the parameters the layers get for ``n_in`` input features
     (none while ``n_in`` is unknown): computed from the configuration, nothing allocated."""
-    from .layers import Dense
-
     if n_in is None:
         return []
     shapes, features = [], n_in
     for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
-            if layer.in_features is not None and layer.in_features != features:
-                raise _Bad(f"is not a valid xpnn model (layer {i} expects {layer.in_features} "
-                           f"input features, gets {features})")
-            shapes.append((f"W of layer {i}", (features, layer.out_features)))
-            if layer.use_bias:
-                shapes.append((f"b of layer {i}", (layer.out_features,)))
-        elif layer.output_features(features) != features or layer.in_features is not None:
-            raise _Bad(f"is not a valid xpnn model (layer {i}: {type(layer).__name__} "
-                       "parameters are not supported in model files)")
+        if layer.in_features is not None and layer.in_features != features:
+            raise _Bad(f"is not a valid xpnn model (layer {i} expects {layer.in_features} "
+                       f"input features, gets {features})")
+        shapes += [(f"{name} of layer {i}", shape)
+                   for name, shape in layer.param_shapes(features)]
         features = layer.output_features(features)
     return shapes
+
+
+def layer_from_spec(spec, where):
+    """A layer from its saved form ``{"class": ..., "config": ...}``, with the checks every
+    layer of a model file gets (layers holding layers, as :class:`~xpnn.Columns`, build theirs
+    through this). Raises ValueError naming ``where`` and the problem."""
+    from .layers import LAYERS
+
+    try:
+        _check_keys(spec, {"class", "config"}, where)
+        cls = LAYERS.get(spec["class"]) if isinstance(spec["class"], str) else None
+        if cls is None:
+            raise _Bad(f"is not a valid xpnn model ({where}: unknown layer class "
+                       f"{_short(spec['class'])})")
+        return _construct(cls, spec["config"], f"{where}: {spec['class']}")
+    except _Bad as exc:
+        message = str(exc).removeprefix("is not a valid xpnn model (").removesuffix(")")
+        raise ValueError(message) from None
 
 
 def _check_training(training, shapes, dtype, compiled, expected):
@@ -821,7 +838,8 @@ def build(payload: Payload, cls, backend=None):
             model.set_weights(payload.weights)
         compiled = cfg["compile"]
         if compiled:
-            model.compile(loss=LOSS_CLASSES[compiled["loss"]](), optimizer=payload.optimizer,
+            model.compile(loss=payload.loss or LOSS_CLASSES[compiled["loss"]](),
+                          optimizer=payload.optimizer,
                           metrics=compiled["metrics"])
     except ValueError as exc:
         raise ValueError(f"{payload.path} is not a valid xpnn model ({exc})") from None

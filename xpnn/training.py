@@ -172,11 +172,12 @@ class TrainingRun:
         Dropout layers draw their masks anyway (the generators stay in step across ranks);
         returns a zero loss."""
         model = self.model
-        features = model.n_features_in
+        features, copies = model.n_features_in, 1
         for layer in model.layers:
             if getattr(layer, "batch_slice", None) is not None:
-                layer.draw_mask(layer.batch_slice[0], features)
+                layer.draw_mask(layer.batch_slice[0], features, copies)
             features = layer.output_features(features)
+            copies *= getattr(layer, "rows_per_input", 1)    # EnsembleView: k rows per row
         be = model.backend
         return be.xp.zeros((), dtype=be.dtype(model.dtype), device=be.device)
 
@@ -415,7 +416,7 @@ def _evaluate(model, source, batch_size, verbose, run):
         seen += 1
         if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
             continue
-        if model._fused:
+        if model._fused and model._members == 1:   # an ensemble: loss of the mean output
             loss = loss_fn.forward_logits(model._forward(xb, logits=True), tb, wb)
             out = loss_fn.p
         else:

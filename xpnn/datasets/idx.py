@@ -149,12 +149,12 @@ def read_idx(path: str | os.PathLike[str], *, expected_magic: int | None = None)
     path : str or os.PathLike
         File to read. Gzip compression is detected from the content.
     expected_magic : int, optional
-        Magic number the file must have (see :func:`parse_idx`).
+        Magic number the file must have (see :func:`~xpnn.datasets.idx.parse_idx`).
 
     Returns
     -------
     numpy.ndarray
-        The decoded array (see :func:`parse_idx`).
+        The decoded array (see :func:`~xpnn.datasets.idx.parse_idx`).
 
     Raises
     ------

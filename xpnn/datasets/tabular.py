@@ -132,13 +132,22 @@ def titanic_preprocessor(*, scale: bool = True):
 
     Examples
     --------
-    >>> from sklearn.model_selection import train_test_split
-    >>> X_raw, y = load_titanic(as_frame=True)  # doctest: +SKIP
-    >>> X_tr, X_te, y_tr, y_te = train_test_split(  # doctest: +SKIP
-    ...     X_raw, y, stratify=y, random_state=0)
+    Four rows in the layout of ``load_titanic(as_frame=True)`` (one Age and one Embarked
+    missing):
+
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({
+    ...     "Pclass": [3, 1, 3, 2], "Sex": ["male", "female", "female", "male"],
+    ...     "Name": ["Braund, Mr. Owen Harris", "Cumings, Mrs. John Bradley",
+    ...              "Heikkinen, Miss. Laina", "Palsson, Master. Gosta"],
+    ...     "Age": [22.0, 38.0, None, 2.0], "SibSp": [1, 1, 0, 3], "Parch": [0, 0, 0, 1],
+    ...     "Fare": [7.25, 71.28, 7.93, 21.08], "Embarked": ["S", "C", "S", None]})
     >>> pre = titanic_preprocessor()
-    >>> X_tr = pre.fit_transform(X_tr)  # doctest: +SKIP
-    >>> X_te = pre.transform(X_te)  # doctest: +SKIP
+    >>> X = pre.fit_transform(rows)          # fit on training rows only; then pre.transform(test)
+    >>> X.shape, X.dtype
+    ((4, 16), dtype('float64'))
+    >>> list(pre.get_feature_names_out()[6:8])
+    ['Sex_female', 'Sex_male']
     """
     from .titanic import make_titanic_preprocessor
 

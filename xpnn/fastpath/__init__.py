@@ -9,15 +9,15 @@ trained by Adam, AdamW, SGD or RMSprop, this package provides trainers that comp
 numbers* with backend-specific tricks (Dropout and the activations a trainer does not compute
 itself run as the model's own layer objects inside the fast step, drawing the same random masks):
 
-* :mod:`.numpy_mlp` (NumPy): parameters, gradients and optimizer moments live in flat buffers
+* ``numpy_mlp`` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;
   transposed operands go to BLAS as views. When Numba is installed (``xpnn[fast]``), the
   element-wise work (optimizer update, bias + ReLU, ReLU's backward + bias gradient,
-  softmax-cross-entropy) runs as one compiled pass each from :mod:`.numba_kernels`, otherwise
+  softmax-cross-entropy) runs as one compiled pass each from ``numba_kernels``, otherwise
   as NumPy passes; for large models the update is split across threads. Shuffled batches are
   gathered one at a time into a reused buffer (``gathers_batches``), not the whole dataset
   once per epoch.
-* :mod:`.cupy_mlp` (CuPy): the same layout with fused CUDA kernels (one per optimizer update,
+* ``cupy_mlp`` (CuPy): the same layout with fused CUDA kernels (one per optimizer update,
   bias+activation forward and backward, softmax-cross-entropy) and no host synchronisation.
 
 :func:`select` picks a trainer automatically (``Sequential.fit`` calls it once per epoch) or
@@ -61,7 +61,18 @@ def _trainer_class(family):
 
 def explain(model) -> str | None:
     """Why ``model`` trains on the generic path (a sentence), or None when a fast path applies:
-    None exactly when :func:`select` returns a trainer."""
+    None exactly when :func:`select` returns a trainer.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+
+    Returns
+    -------
+    str or None
+        The reason, or None.
+    """
     return _choose(model)[1]
 
 
@@ -71,6 +82,16 @@ def select(model):
 
     The trainer is cached on the model and reused while layers, optimizer, loss, dtype and
     backend stay the same; every call re-links parameters and optimizer state to its buffers.
+
+    Parameters
+    ----------
+    model : Sequential
+        A compiled model.
+
+    Returns
+    -------
+    trainer or None
+        The fast trainer (``NumpyMLPTrainer`` or ``CupyMLPTrainer``), or None.
     """
     trainer, _ = _choose(model)
     if trainer is None or not trainer.attach():

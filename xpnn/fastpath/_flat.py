@@ -189,15 +189,16 @@ class FlatTrainer:
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
-        fused form when the rows carry weights ``wb``); the other heads call the model's loss
-        object. With ``bias`` (:meth:`_head_takes_bias`), ``a`` still lacks the output layer's
-        bias, which ``_softmax_ce`` adds, summing its gradient on the way.
+        fused form when the rows carry weights ``wb`` or the targets are smoothed); the other
+        heads call the model's loss object. With ``bias`` (:meth:`_head_takes_bias`), ``a``
+        still lacks the output layer's bias, which ``_softmax_ce`` adds, summing its gradient
+        on the way.
         """
         head, loss_fn = self.plan.head, self.plan.loss
-        if head == "softmax_ce" and wb is None:
-            if bias:
-                _, b, _, db, _, _ = self.stages[-1]
-                return self._softmax_ce(a, tb, n, b, db)
+        if bias:                    # _head_takes_bias checked that this is the fused softmax-CE
+            _, b, _, db, _, _ = self.stages[-1]
+            return self._softmax_ce(a, tb, n, b, db)
+        if head == "softmax_ce" and wb is None and not loss_fn.label_smoothing:
             return self._softmax_ce(a, tb, n)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)

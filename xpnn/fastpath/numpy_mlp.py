@@ -175,9 +175,11 @@ class NumpyMLPTrainer(FlatTrainer):
         np.add(dW, tmp, out=dW)
 
     def _head_takes_bias(self, tb, wb):
-        """With Numba, integer labels and a biased output layer (identity activation, nothing
-        after it), :meth:`_softmax_ce` adds the bias and sums its gradient in its own pass."""
-        if self.kernels != "numba" or wb is not None or tb.ndim != 1:
+        """With Numba, integer labels (no label smoothing, no sample weights) and a biased
+        output layer (identity activation, nothing after it), :meth:`_softmax_ce` adds the bias
+        and sums its gradient in its own pass."""
+        if (self.kernels != "numba" or wb is not None or tb.ndim != 1
+                or self.plan.loss.label_smoothing):
             return False
         _, b, _, _, mode, post = self.stages[-1]
         return self.plan.head == "softmax_ce" and b is not None and mode == "identity" and not post

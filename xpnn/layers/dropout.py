@@ -19,6 +19,11 @@ class Dropout(Layer):
     batch: ``fit`` sets :attr:`batch_slice` to ``(rows, lo, hi)`` and the mask is drawn for all
     ``rows`` of the global batch, of which rows ``lo:hi`` are used, so every rank's generator
     draws the same numbers and the ranks together drop what one process would.
+
+    Parameters
+    ----------
+    p : float
+        Probability of dropping a unit, in [0, 1).
     """
 
     #: ``(rows of the global batch, lo, hi)`` in data-parallel training, else None.
@@ -43,15 +48,33 @@ class Dropout(Layer):
         self.scale = self.backend.asarray(scale, dtype=self.dtype)
         return x * self.scale
 
-    def draw_mask(self, rows, features):
+    def draw_mask(self, rows, features, copies=None):
         """The keep-mask (bool, host) for a batch of ``rows`` rows: drawn for the whole global
-        batch and cut to this rank's rows under :attr:`batch_slice`."""
+        batch and cut to this rank's rows under :attr:`batch_slice`.
+
+        Parameters
+        ----------
+        rows : int
+            Rows of this process's batch.
+        features : int
+            Features of the layer's input.
+        copies : int, optional
+            After an :class:`~xpnn.EnsembleView` each sample is ``copies`` consecutive rows, which
+            share one sample's draw (by default ``rows`` over this rank's samples).
+
+        Returns
+        -------
+        numpy.ndarray of bool, shape (rows, features), or None
+            True where a unit is kept; None when ``p`` is 0.
+        """
         if self.p == 0.0:
             return None
         if self.batch_slice is None:
             return self.rng.random((rows, features)) >= self.p
         total, lo, hi = self.batch_slice
-        return (self.rng.random((total, features)) >= self.p)[lo:hi]
+        if copies is None:
+            copies = rows // (hi - lo) if hi > lo else 1
+        return (self.rng.random((total * copies, features)) >= self.p)[lo * copies:hi * copies]
 
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale
