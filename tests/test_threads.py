@@ -36,6 +36,13 @@ def real_blas(monkeypatch):
     monkeypatch.setattr(threads, "usable_cores", lambda: n)
 
 
+def medium():
+    """A network of 2.6 MFLOP per training step of 16 rows: one thread."""
+    model = xpnn.Sequential(xpnn.Dense(4, 256), xpnn.ReLU(), xpnn.Dense(256, 100),
+                            xpnn.ReLU(), xpnn.Dense(100, 3), xpnn.Softmax())
+    return model.compile("crossentropy", "adam", ["accuracy"])
+
+
 class Record(Callback):
     """Records BLAS's thread count and xpnn's budget during the first batch."""
 
@@ -75,8 +82,11 @@ def test_step_flops_counts_forward_and_backward():
 
 
 def test_decide_small_and_large_networks(free_machine):
-    small = classifier()
-    assert threads.decide(small, 32) == 1
+    small = classifier()                                  # 67 parameters: BLAS left alone
+    assert threads.decide(small, 32) is None
+    medium = xpnn.Sequential(xpnn.Dense(50, 256), xpnn.ReLU(), xpnn.Dense(256, 2),
+                             xpnn.Softmax())
+    assert threads.decide(medium, 32) == 1                # 2.5 MFLOP a step: one thread
     large = xpnn.Sequential(xpnn.Dense(784, 1024), xpnn.ReLU(), xpnn.Dense(1024, 10),
                             xpnn.Softmax())
     assert threads.decide(large, 512) == 4
@@ -84,7 +94,7 @@ def test_decide_small_and_large_networks(free_machine):
 
 
 def test_user_settings_win(free_machine, monkeypatch):
-    model = classifier()
+    model = medium()
     model.n_threads = 3                                    # the model's own count, exactly
     assert threads.decide(model, 32) == 3
     model.n_threads = None
@@ -104,13 +114,13 @@ def test_user_settings_win(free_machine, monkeypatch):
 
 def test_distributed_share_is_kept(free_machine, monkeypatch):
     monkeypatch.setattr(xpnn.distributed, "_THREAD_LIMITS", object())
-    assert threads.decide(classifier(), 32) is None
+    assert threads.decide(medium(), 32) is None
 
 
 def test_fit_sets_threads_and_restores_them(free_machine, monkeypatch):
     real_blas(monkeypatch)
     X, y = blobs(64)
-    model = classifier()
+    model = medium()
     before = blas_threads()
     rec = Record()
     model.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[rec])
@@ -121,7 +131,7 @@ def test_fit_sets_threads_and_restores_them(free_machine, monkeypatch):
 def test_threads_restored_when_fit_raises(free_machine, monkeypatch):
     real_blas(monkeypatch)
     X, y = blobs(64)
-    model = classifier()
+    model = medium()
     before = blas_threads()
     rec = Record(fail=True)
     with pytest.raises(RuntimeError, match="callback failed"):
@@ -148,7 +158,7 @@ def test_outer_threadpool_limits_wins(monkeypatch):
 def test_predict_and_evaluate_use_and_restore(free_machine, monkeypatch):
     real_blas(monkeypatch)
     X, y = blobs(64)
-    model = classifier()
+    model = medium()
     model.fit(X, y, epochs=1, batch_size=16, verbose=0)
     seen = []
     forward = model._forward

@@ -13,7 +13,9 @@ So around its loop, xpnn chooses the thread count for the work (:func:`choose`):
 * no more than the cores this process may run on (its CPU affinity) that no other process is
   using now (:func:`busy_cores`: the runnable tasks of other processes, read from
   ``/proc/stat``, scaled to this process's share of the machine's CPUs);
-* never more than BLAS is set to use already.
+* never more than BLAS is set to use already;
+* below :data:`LEAVE_BELOW_FLOPS` per step, nothing changed (BLAS keeps such matmuls on one
+  thread itself).
 
 and sets it with threadpoolctl for the loop only (restored afterwards, also when the loop
 raises). The fast path's optimizer update splits across no more threads than that
@@ -44,6 +46,11 @@ __all__ = ["FLOPS_PER_THREAD", "budget", "busy_cores", "choose", "decide", "step
 #: of 300: two threads 1.00x as fast as one at 4 MFLOP per step (OpenBLAS keeps such matmuls
 #: on one thread itself), 1.15x at 10, 1.28x at 16, 1.44x at 29, 1.5-1.9x from 84 on.
 FLOPS_PER_THREAD = 8e6
+#: Below this many floating-point operations per step xpnn leaves the threads as they are: every
+#: matmul of such a step is below OpenBLAS's own limit for threading (a product of
+#: m·n·k ≤ 262,144, about 0.5 MFLOP), so it runs on one thread anyway, and a ``predict`` on a
+#: few rows in a loop pays nothing for the choice.
+LEAVE_BELOW_FLOPS = 5e5
 #: Environment variables by which a user sets BLAS's thread count.
 BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 #: The environment variable that sets xpnn's own count (as ``model.n_threads``).
@@ -162,7 +169,8 @@ def decide(model, rows: int, training: bool = True) -> int | None:
     explicit = _explicit(model)
     if explicit is not None:
         return explicit
-    if _set_elsewhere():
+    flops = step_flops(model, max(1, rows), training)
+    if flops < LEAVE_BELOW_FLOPS or _set_elsewhere():
         return None
     try:
         current = _blas_threads()
@@ -171,7 +179,7 @@ def decide(model, rows: int, training: bool = True) -> int | None:
     cores = usable_cores()
     if current is None or current < cores:  # lowered by an outer threadpool_limits
         return None
-    return min(current, choose(step_flops(model, max(1, rows), training), cores, busy_cores()))
+    return min(current, choose(flops, cores, busy_cores()))
 
 
 def budget() -> int | None:
