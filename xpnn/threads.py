@@ -169,7 +169,10 @@ def decide(model, rows: int, training: bool = True) -> int | None:
     explicit = _explicit(model)
     if explicit is not None:
         return explicit
-    flops = step_flops(model, max(1, rows), training)
+    try:
+        flops = step_flops(model, max(1, rows), training)
+    except Exception:         # not built yet: the method itself reports what is missing
+        return None
     if flops < LEAVE_BELOW_FLOPS or _set_elsewhere():
         return None
     try:
