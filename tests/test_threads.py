@@ -3,6 +3,11 @@ restoring)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 from _models import blobs, classifier
@@ -197,3 +202,28 @@ def test_busy_cores_is_a_count():
     busy = threads.busy_cores()
     assert 0.0 <= busy < 10_000
     assert threads.usable_cores() >= 1
+
+
+def test_busy_cores_ignores_a_burst_and_is_reused(monkeypatch):
+    readings = iter([0, 5, 0, 2, 2, 1])
+    monkeypatch.setattr(threads, "_others_running", lambda: next(readings))
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 8)
+    monkeypatch.setattr(threads, "_BUSY", (-1e9, 0.0))
+    assert threads.busy_cores() == 0.0                   # median of 0, 5, 0
+    assert threads.busy_cores() == 0.0                   # reused within BUSY_TTL
+    monkeypatch.setattr(threads, "_BUSY", (-1e9, 0.0))
+    assert threads.busy_cores() == 2 * 4 / 8             # median 2, this process's share
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads /proc/stat (Linux)")
+def test_busy_cores_sees_a_spinning_process(monkeypatch):
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        monkeypatch.setattr(threads, "_BUSY", (-1e9, 0.0))
+        share = threads.usable_cores() / os.cpu_count()
+        assert threads.busy_cores() >= share             # it is always runnable
+    finally:
+        spinner.kill()
+        spinner.wait()

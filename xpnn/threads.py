@@ -12,7 +12,8 @@ So around its loop, xpnn chooses the thread count for the work (:func:`choose`):
   ``P`` parameters: ``2 B P`` forward, ``4 B P`` backward; a forward pass ``2 B P``);
 * no more than the cores this process may run on (its CPU affinity) that no other process is
   using now (:func:`busy_cores`: the runnable tasks of other processes, read from
-  ``/proc/stat``, scaled to this process's share of the machine's CPUs);
+  ``/proc/stat`` three times within a millisecond, scaled to this process's share of the
+  machine's CPUs);
 * never more than BLAS is set to use already;
 * below :data:`LEAVE_BELOW_FLOPS` per step, nothing changed (BLAS keeps such matmuls on one
   thread itself).
@@ -37,6 +38,7 @@ import functools
 import math
 import os
 import sys
+import time
 
 __all__ = ["FLOPS_PER_THREAD", "budget", "busy_cores", "choose", "decide", "step_flops",
            "usable_cores", "using_threads"]
@@ -80,26 +82,51 @@ def _own_running_threads() -> int:
     return max(running, 1)
 
 
-def busy_cores() -> float:
-    """How many of this process's cores other processes keep busy now.
-
-    The machine's runnable tasks (``procs_running`` of ``/proc/stat``) less this process's own
-    running threads, scaled by this process's share of the machine's CPUs; elsewhere the
-    one-minute load average less one. A cheap, instantaneous estimate: a few file reads.
-    """
-    share = usable_cores() / (os.cpu_count() or 1)
+def _others_running() -> int | None:
+    """Runnable tasks of other processes now: ``procs_running`` of ``/proc/stat`` less this
+    process's own running threads (None without ``/proc``)."""
     try:
         with open("/proc/stat", "rb") as f:
             for line in f:
                 if line.startswith(b"procs_running"):
-                    running = int(line.split()[1])
-                    return max(0, running - _own_running_threads()) * share
+                    return max(0, int(line.split()[1]) - _own_running_threads())
     except (OSError, ValueError, IndexError):
         pass
-    try:
-        return max(0.0, os.getloadavg()[0] - 1.0) * share
-    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
-        return 0.0
+    return None
+
+
+_BUSY = (-1e9, 0.0)     # (time.monotonic() of the last estimate, the estimate)
+#: Seconds an estimate of :func:`busy_cores` is reused (a ``predict`` in a loop reads it once).
+BUSY_TTL = 1.0
+
+
+def busy_cores() -> float:
+    """How many of this process's cores other processes keep busy now.
+
+    The median of three readings, half a millisecond apart, of the other processes' runnable
+    tasks (:func:`_others_running`; a burst of a moment does not count, a process that keeps
+    running does), scaled by this process's share of the machine's CPUs; elsewhere the
+    one-minute load average less one. Reused for :data:`BUSY_TTL` seconds.
+    """
+    global _BUSY
+    now = time.monotonic()
+    if now - _BUSY[0] < BUSY_TTL:
+        return _BUSY[1]
+    share = usable_cores() / (os.cpu_count() or 1)
+    readings = []
+    for i in range(3):
+        if i:
+            time.sleep(0.0005)
+        readings.append(_others_running())
+    if None not in readings:
+        busy = sorted(readings)[1] * share
+    else:
+        try:
+            busy = max(0.0, os.getloadavg()[0] - 1.0) * share
+        except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
+            busy = 0.0
+    _BUSY = (now, busy)
+    return busy
 
 
 def choose(flops: float, cores: int, busy: float = 0.0) -> int:
