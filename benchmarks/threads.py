@@ -40,7 +40,7 @@ from _blas_env import blas_info, clean_environ, describe, removed, run_on_defaul
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("auto", "one", "all")
-SAMPLES = {"S": 30_000, "M": 30_000, "L": 8_192}
+SAMPLES = {"S": 20_000, "M": 20_000, "L": 4_096}
 
 
 def _cpu_ticks():
@@ -119,7 +119,7 @@ def main(argv=None):
     p.add_argument("--configs", default="S,M,L")
     p.add_argument("--conditions", default="idle,busy")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--samples", type=int, default=None, help="default: S/M 30000, L 8192")
+    p.add_argument("--samples", type=int, default=None, help="default: S/M 20000, L 4096")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--keep-blas-env", action="store_true")
