@@ -181,10 +181,12 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=
                   optimizer=xpnn.Adam(LR, BETAS[0], BETAS[1], EPS))
     be = model.backend
     Xd, yd = be.asarray(X, dtype="float32"), be.asarray(y, dtype="int64")
-    times = []
+    times, chosen = [], set()
 
     class Timer(xpnn.Callback):
         def on_epoch_begin(self, epoch, logs=None):
+            threads = getattr(xpnn, "threads", None)        # BLAS threads fit chose
+            chosen.add(None if threads is None else threads.budget())
             meter.start()
 
         def on_epoch_end(self, epoch, logs=None):  # logs["loss"] was read: device synced
@@ -192,7 +194,8 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=
 
     model.fit(Xd, yd, epochs=epochs + 1, batch_size=batch, shuffle=True, verbose=0,
               callbacks=[Timer()])
-    info = {"fast_path": getattr(model, "_fastpath_trainer", None) is not None}
+    info = {"fast_path": getattr(model, "_fastpath_trainer", None) is not None,
+            "fit_blas_threads": sorted(chosen, key=str)}
     if backend == "numpy" and info["fast_path"]:
         info["kernels"] = model._fastpath_trainer.kernels
         info["update_threads"] = model._fastpath_trainer.threads
@@ -337,7 +340,9 @@ class InProcessFloor:
     on a shared machine a whole process can run at half speed. Here every matmul of one
     training step (real shapes and layouts, random data, NumPy's BLAS) runs back to back
     between two epochs, repeatedly for about ``seconds`` (at least 5 loops after one warm-up
-    loop); the median loop times the number of steps is that epoch's floor. In the torch
+    loop); the median loop times the number of steps is that epoch's floor. In the xpnn
+    workers it runs inside ``fit`` (from the epoch-end callback), so on the BLAS threads ``fit``
+    chose (:mod:`xpnn.threads`, recorded as ``fit_blas_threads``). In the torch
     worker the same NumPy GEMMs share the process with torch's idle OpenMP threads, which can
     only make its floor slower and its ratio higher.
     """
