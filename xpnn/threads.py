@@ -44,9 +44,10 @@ __all__ = ["FLOPS_PER_THREAD", "budget", "busy_cores", "choose", "decide", "step
            "usable_cores", "using_threads"]
 
 #: Floating-point operations of one step that each BLAS thread needs to pay for itself.
-#: Measured on a 2-vCPU Xeon (OpenBLAS 0.3.30, SkylakeX kernels), all matmuls of a step, best
-#: of 300: two threads 1.00x as fast as one at 4 MFLOP per step (OpenBLAS keeps such matmuls
-#: on one thread itself), 1.15x at 10, 1.28x at 16, 1.44x at 29, 1.5-1.9x from 84 on.
+#: Measured on a 2-vCPU Xeon (NumPy's OpenBLAS 0.3.31, SkylakeX kernels), all matmuls of a
+#: step, best of 300, per step as :func:`step_flops` counts it: two threads 1.00x as fast as
+#: one at 5 MFLOP (OpenBLAS keeps such matmuls on one thread itself), 1.15x at 10, 1.28x at 16,
+#: 1.44x at 42, 1.5-1.9x from 84 (the S network) on.
 FLOPS_PER_THREAD = 8e6
 #: Below this many floating-point operations per step xpnn leaves the threads as they are: every
 #: matmul of such a step is below OpenBLAS's own limit for threading (a product of
