@@ -1,9 +1,10 @@
 """BLAS threads in ``fit``: xpnn's choice against one thread and against every core.
 
 For each network (``--configs``: S, M, L of ``mnist_throughput.py``, float32, ReLU, softmax
-cross-entropy, Adam, random MNIST-shaped data) and each condition (``idle``: nothing else
-started; ``busy``: one other process spinning a Python loop, started by this script), one
-fresh worker process trains epochs with three thread settings in turn, epoch by epoch
+cross-entropy, Adam, the first ``--samples`` MNIST training images: a network that learns;
+random labels would leave most units dead and the optimizer's moments subnormal, and slow) and
+each condition (``idle``: nothing else started; ``busy``: one other process spinning a Python
+loop, started by this script), one fresh worker process trains epochs with three thread settings in turn, epoch by epoch
 (``auto one all``, ``one all auto``, ``all auto one``, ...: each follows each other in turn,
 as the BLAS threads of one epoch may still spin at the start of the next; ``--rounds`` rounds
 after a warm-up round), so each round's three epochs see the same machine:
@@ -51,19 +52,19 @@ def _cpu_ticks():
     return sum(fields) - idle, sum(fields)
 
 
-def worker(config, rounds, samples, spinner_pid):
+def worker(config, rounds, samples, spinner_pid, data_home):
     """Train ``config`` with the three settings in turn; print one JSON line."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    from mnist_throughput import BETAS, CONFIGS, EPS, LR
+    from mnist_throughput import BETAS, CONFIGS, EPS, LR, load_train
 
     import xpnn
     from xpnn import threads
 
     sizes, batch = CONFIGS[config]
-    rng = np.random.default_rng(0)
-    X = rng.random((samples, sizes[0]), dtype=np.float32)
-    y = rng.integers(0, sizes[-1], samples)
+    X8, y = load_train("mnist", data_home)
+    X = X8[:samples].astype(np.float32) / np.float32(255.0)
+    y = y[:samples]
     layers = []
     for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [xpnn.Dense(a, b, init="he"), xpnn.ReLU()]
@@ -123,11 +124,13 @@ def main(argv=None):
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--keep-blas-env", action="store_true")
-    p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--data-home", default=os.environ.get("XPNN_DATA"),
+                   help="folder with mnist/ (default $XPNN_DATA)")
+    p.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        config, rounds, samples, pid = args.worker
-        worker(config, int(rounds), int(samples), int(pid))
+        config, rounds, samples, pid, data_home = args.worker
+        worker(config, int(rounds), int(samples), int(pid), data_home)
         return
     if argv is None:
         run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
@@ -148,7 +151,7 @@ def main(argv=None):
                 samples = args.samples or SAMPLES[config]
                 proc = subprocess.run(
                     [sys.executable, __file__, "--worker", config, str(args.rounds),
-                     str(samples), str(spinner.pid if spinner else 0)],
+                     str(samples), str(spinner.pid if spinner else 0), str(args.data_home)],
                     capture_output=True, text=True, env=env, timeout=args.timeout,
                     cwd=Path(__file__).parent)
             finally:
