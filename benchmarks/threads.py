@@ -4,8 +4,8 @@ For each network (``--configs``: S, M, L of ``mnist_throughput.py``, float32, Re
 cross-entropy, Adam, the first ``--samples`` MNIST training images: a network that learns;
 random labels would leave most units dead and the optimizer's moments subnormal, and slow) and
 each condition (``idle``: nothing else started; ``busy``: one other process spinning a Python
-loop, started by this script), one fresh worker process trains epochs with three thread settings in turn, epoch by epoch
-(``auto one all``, ``one all auto``, ``all auto one``, ...: each follows each other in turn,
+loop, started by this script), one fresh worker process trains epochs with three thread
+settings in turn, epoch by epoch (``auto one all``, ``one all auto``, ``all auto one``, ...: each follows each other in turn,
 as the BLAS threads of one epoch may still spin at the start of the next; ``--rounds`` rounds
 after a warm-up round), so each round's three epochs see the same machine:
 
