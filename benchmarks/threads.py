@@ -5,9 +5,10 @@ cross-entropy, Adam, the first ``--samples`` MNIST training images: a network th
 random labels would leave most units dead and the optimizer's moments subnormal, and slow) and
 each condition (``idle``: nothing else started; ``busy``: one other process spinning a Python
 loop, started by this script), one fresh worker process trains epochs with three thread
-settings in turn, epoch by epoch (``auto one all``, ``one all auto``, ``all auto one``, ...: each follows each other in turn,
-as the BLAS threads of one epoch may still spin at the start of the next; ``--rounds`` rounds
-after a warm-up round), so each round's three epochs see the same machine:
+settings in turn, epoch by epoch (``auto one all``, ``one all auto``, ``all auto one``, ...:
+each follows each other in turn, as the BLAS threads of one epoch may still spin at the start
+of the next; ``--rounds`` rounds after a warm-up round), so each round's three epochs see the
+same machine:
 
 * ``auto``: ``fit`` as a user runs it (``model.n_threads = None``: :mod:`xpnn.threads` chooses);
 * ``one``: ``model.n_threads = 1``;
