@@ -6,9 +6,9 @@ random labels would leave most units dead and the optimizer's moments subnormal,
 each condition (``idle``: nothing else started; ``busy``: one other process spinning a Python
 loop, started by this script), one fresh worker process trains epochs with three thread
 settings in turn, epoch by epoch (``auto one all``, ``one all auto``, ``all auto one``, ...:
-each follows each other in turn, as the BLAS threads of one epoch may still spin at the start
-of the next; ``--rounds`` rounds after a warm-up round), so each round's three epochs see the
-same machine:
+the order turning every round, with half a second between epochs, so that the idle BLAS
+threads of one epoch have stopped spinning when the next starts; ``--rounds`` rounds after a
+warm-up round), so each round's three epochs see the same machine:
 
 * ``auto``: ``fit`` as a user runs it (``model.n_threads = None``: :mod:`xpnn.threads` chooses);
 * ``one``: ``model.n_threads = 1``;
@@ -88,6 +88,7 @@ def worker(config, rounds, samples, spinner_pid, data_home):
     for r in range(rounds + 1):                  # round 0 warms up
         order = SETTINGS[r % 3:] + SETTINGS[:r % 3]   # each setting follows each in turn
         for s in order:
+            time.sleep(0.5)     # the last epoch's idle BLAS threads stop spinning (~0.1 s)
             model.n_threads = counts[s]
             busy0, total0 = _cpu_ticks()
             own0 = os.times()
