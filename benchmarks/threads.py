@@ -42,7 +42,7 @@ from _blas_env import blas_info, clean_environ, describe, removed, run_on_defaul
 
 ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("auto", "one", "all")
-SAMPLES = {"S": 20_000, "M": 20_000, "L": 4_096}
+SAMPLES = {"S": 60_000, "M": 60_000, "L": 16_384}
 
 
 def _cpu_ticks():
@@ -122,7 +122,7 @@ def main(argv=None):
     p.add_argument("--configs", default="S,M,L")
     p.add_argument("--conditions", default="idle,busy")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--samples", type=int, default=None, help="default: S/M 20000, L 4096")
+    p.add_argument("--samples", type=int, default=None, help="default: S/M 60000, L 16384")
     p.add_argument("--out", default=None, help="folder for results.json and results.md")
     p.add_argument("--timeout", type=int, default=900)
     p.add_argument("--keep-blas-env", action="store_true")
