@@ -3,8 +3,10 @@
 The speed ratios of ``mnist_throughput.py`` depend on how fast each library's GEMM runs the
 step's shapes on the host, so every published ratio names them. For S, M and L (the step's
 matmuls at their shapes and layouts, ``_gemm_shapes``), on 1 thread and on every usable core:
-the best of ``--repeats`` loops over the step's matmuls, in GFLOP/s, interleaved library by
-library. Prints a Markdown table, the CPU model and flags and the BLAS kernel (threadpoolctl).
+the best of ``--repeats`` loops over the step's matmuls, in GFLOP/s, in blocks of 5 loops
+alternating between the libraries, with a pause before each block (the idle OpenMP/BLAS
+threads of one library spin for a moment after its last call and would slow the other).
+Prints a Markdown table, the CPU model and flags and the BLAS kernel (threadpoolctl).
 
     python benchmarks/gemm_rates.py --configs S,M,L
 """
@@ -69,15 +71,17 @@ def main(argv=None):
             best = {"numpy": float("inf"), "torch": float("inf")}
             torch.set_num_threads(n)
             with threadpool_limits(limits=n, user_api="blas"):
-                for _ in range(args.repeats):
-                    for lib in best:
-                        t0 = time.perf_counter()
-                        for A_, B_, out, tA_, tB_, tout in ops:
-                            if lib == "numpy":
-                                np.matmul(A_, B_, out=out)
-                            else:
-                                torch.mm(tA_, tB_, out=tout)
-                        best[lib] = min(best[lib], time.perf_counter() - t0)
+                for _ in range(args.repeats // 5):
+                    for lib in best:       # one library at a time: the other's idle threads
+                        time.sleep(0.3)    # spin for a moment after its last call
+                        for _rep in range(5):
+                            t0 = time.perf_counter()
+                            for A_, B_, out, tA_, tB_, tout in ops:
+                                if lib == "numpy":
+                                    np.matmul(A_, B_, out=out)
+                                else:
+                                    torch.mm(tA_, tB_, out=tout)
+                            best[lib] = min(best[lib], time.perf_counter() - t0)
             print(f"| {config} | {n} | {flops / best['numpy'] / 1e9:.0f} | "
                   f"{flops / best['torch'] / 1e9:.0f} |", flush=True)
 
