@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -136,6 +137,7 @@ def main(argv=None):
         return
     if argv is None:
         run_on_default_kernels(__file__, sys.argv[1:], keep=args.keep_blas_env)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))   # stop the spinner on a timeout
     env = clean_environ() if not args.keep_blas_env else dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
