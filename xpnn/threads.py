@@ -18,8 +18,9 @@ So around its loop, xpnn chooses the thread count for the work (:func:`choose`):
 * below :data:`LEAVE_BELOW_FLOPS` per step, nothing changed (BLAS keeps such matmuls on one
   thread itself).
 
-and sets it with threadpoolctl for the loop only (restored afterwards, also when the loop
-raises). The fast path's optimizer update splits across no more threads than that
+and sets it with threadpoolctl for the loop only (``fit``: for each epoch, so that a process
+that starts or ends during training is seen at the next epoch), restored afterwards, also when
+the loop raises. The fast path's optimizer update splits across no more threads than that
 (:func:`budget`). A count someone set wins:
 
 * ``model.n_threads = k`` (or the environment variable ``XPNN_NUM_THREADS=k``): exactly ``k``

@@ -226,12 +226,12 @@ class TrainingRun:
     # ------------------------------------------------------------------ the loop
     def fit(self, source, val, batch_size, shuffle, epochs, initial_epoch):
         """Train epochs ``initial_epoch .. epochs - 1`` (from a resume position when a
-        callback gives one), validating on ``val`` after each; always ends the run. BLAS
-        runs on the threads :func:`xpnn.threads.decide` chooses for batches of
-        ``batch_size`` rows, restored afterwards."""
+        callback gives one), validating on ``val`` after each; always ends the run. Each
+        epoch runs BLAS on the threads :func:`xpnn.threads.decide` chooses for batches of
+        ``batch_size`` rows then (another process may have started or ended), restored
+        afterwards."""
         try:
-            with threads.using_threads(self.model, batch_size):
-                self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
+            self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
         finally:
             self.close()
 
@@ -245,15 +245,16 @@ class TrainingRun:
             resume = None
         with _interrupts_between_steps(self):
             for epoch in range(start, epochs):
-                callbacks.on_epoch_begin(epoch)
-                logs = self._train_epoch(source, batch_size, shuffle, epoch, resume)
-                resume = None
-                if val is not None:
-                    logs.update({f"val_{k}": v for k, v in evaluate(
-                        model, val, batch_size=None, run=self).items()})
-                model.epochs_trained += 1
-                self._epoch, self._epoch_done = None, epoch + 1
-                callbacks.on_epoch_end(epoch, logs)
+                with threads.using_threads(model, batch_size):
+                    callbacks.on_epoch_begin(epoch)
+                    logs = self._train_epoch(source, batch_size, shuffle, epoch, resume)
+                    resume = None
+                    if val is not None:
+                        logs.update({f"val_{k}": v for k, v in evaluate(
+                            model, val, batch_size=None, run=self).items()})
+                    model.epochs_trained += 1
+                    self._epoch, self._epoch_done = None, epoch + 1
+                    callbacks.on_epoch_end(epoch, logs)
                 if model.stop_training:
                     break
         callbacks.on_train_end()
