@@ -94,13 +94,13 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
 
-from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import Callback
-from .errors import TrainingDivergedError
-from .flat import FlatObjective
-from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential, _cast_finite
-from .optimizers import SGD, Adam
+from ..backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
+from ..callbacks import Callback
+from ..errors import TrainingDivergedError
+from ..flat import FlatObjective
+from ..layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
+from ..model import Sequential, _cast_finite
+from ..optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
