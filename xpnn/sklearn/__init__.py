@@ -3,9 +3,14 @@
 * :class:`MLPClassifier` / :class:`MLPRegressor` (:mod:`xpnn.sklearn._mlp`): drop-in replacements
   for :mod:`sklearn.neural_network`'s estimators of the same names.
 
+* :class:`TabularPreprocessor` (:mod:`xpnn.sklearn._preprocessing`): robust scaling with a
+  smooth clip, missing-value indicators and categorical encodings of a raw table (a
+  scikit-learn transformer, usable on its own).
+
 >>> from xpnn.sklearn import MLPClassifier, MLPRegressor
 """
 
 from ._mlp import ACTIVATIONS, MLPClassifier, MLPRegressor
+from ._preprocessing import TabularPreprocessor
 
-__all__ = ["ACTIVATIONS", "MLPClassifier", "MLPRegressor"]
+__all__ = ["ACTIVATIONS", "MLPClassifier", "MLPRegressor", "TabularPreprocessor"]
