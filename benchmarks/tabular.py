@@ -246,7 +246,7 @@ def make_method(name, task, seed, threads, smoke):
     state = {}
     if name == "xpnn-tabular":
         from xpnn.sklearn import TabularClassifier, TabularRegressor
-        opts = {"max_epochs": 4} if smoke else {}
+        opts = {"max_iter": 4} if smoke else {}
         est = (TabularClassifier if cls else TabularRegressor)(random_state=seed, **opts)
         return est.fit, est.predict
     if name in ("sklearn-mlp", "xpnn-mlp"):

@@ -92,8 +92,8 @@ def _kind(col) -> str | None:
     if dtype is not None and _np_kind(dtype) in ("i", "u", "f"):
         return NUMERIC
     if dtype is not None and _np_kind(dtype) in ("c", "m", "M", "V"):
-        raise TypeError(f"TabularPreprocessor: columns of dtype {dtype} are not supported; "
-                        "convert them to numbers or categories")
+        raise ValueError(f"TabularPreprocessor: columns of dtype {dtype} are not supported "
+                         "(Complex data not supported); convert them to numbers or categories")
     values = np.asarray(col, dtype=object)[~_missing(col)]
     if values.size == 0:
         return None
@@ -193,14 +193,16 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             X = np.asarray(X)
             if X.ndim == 1:
                 raise ValueError("TabularPreprocessor: expected a 2-D X (rows, columns), got a "
-                                 "1-D array; reshape it with X.reshape(-1, 1) for one column")
+                                 "1-D array. Reshape your data with X.reshape(-1, 1) for one "
+                                 "column or X.reshape(1, -1) for one row")
         validate_data(self, X, reset=reset, skip_check_array=True)
         if X.ndim != 2:
             raise ValueError(f"TabularPreprocessor: X must be 2-D, got shape {X.shape}")
         if X.shape[0] == 0:
             raise ValueError("TabularPreprocessor: X has 0 rows; at least 1 is required")
         if reset and X.shape[1] == 0:
-            raise ValueError("TabularPreprocessor: X has 0 columns; at least 1 is required")
+            raise ValueError(f"TabularPreprocessor: 0 feature(s) (shape={X.shape}) while a "
+                             "minimum of 1 is required.")
         return X
 
     # ---------------------------------------------------------------- fit

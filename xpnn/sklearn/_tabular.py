@@ -16,7 +16,7 @@ shaped to train fast on a CPU):
 * Network: ``Dense`` blocks of ``hidden_layer_sizes`` with ReLU and dropout, Softmax output with
   label smoothing (classification) or a linear output (regression).
 * Training: AdamW (``beta2 = 0.95`` as RealMLP), a linear warm-up then a cosine decay of the
-  learning rate over ``max_epochs``, batches of 256 rows; ``validation_fraction`` of the rows
+  learning rate over ``max_iter``, batches of 256 rows; ``validation_fraction`` of the rows
   (stratified for classification) are held out, training stops after ``patience`` epochs
   without a better validation loss and the best epoch's weights are kept.
 * ``n_ensemble`` networks from different random starts (and different validation rows) are
@@ -49,7 +49,7 @@ class _BaseTabular(BaseEstimator):
     """Shared fit/predict machinery of the tabular estimators."""
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_epochs=128,
+                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
                  patience=16, validation_fraction=0.2, n_ensemble=1, max_one_hot=9,
                  max_one_hot_large=32, backend="numpy", dtype="float32", random_state=None,
                  verbose=0):
@@ -58,7 +58,7 @@ class _BaseTabular(BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.batch_size = batch_size
-        self.max_epochs = max_epochs
+        self.max_iter = max_iter
         self.patience = patience
         self.validation_fraction = validation_fraction
         self.n_ensemble = n_ensemble
@@ -99,7 +99,7 @@ class _BaseTabular(BaseEstimator):
         if self.learning_rate <= 0:
             bad("learning_rate", "a number > 0")
         real("weight_decay", 0.0, np.inf)
-        for param in ("batch_size", "max_epochs", "n_ensemble", "max_one_hot",
+        for param in ("batch_size", "max_iter", "n_ensemble", "max_one_hot",
                       "max_one_hot_large"):
             integer(param, 1)
         integer("patience", 0)
@@ -129,6 +129,9 @@ class _BaseTabular(BaseEstimator):
 
     def _fit(self, X, y, sample_weight):
         sizes = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
         pre = self._preprocessor()
         Z = pre.fit_transform(X)            # raises on bad frames before anything is set
         y = self._check_y(y, Z.shape[0])
@@ -178,7 +181,7 @@ class _BaseTabular(BaseEstimator):
         model = Sequential(*self._network(Z.shape[1], extra["_n_outputs"], sizes),
                            backend=self.backend, dtype=self.dtype, seed=seed)
         model.rng = host_rng(seed + 1)
-        epochs = self.max_epochs
+        epochs = self.max_iter
         warmup = max(1, min(8, epochs // 16))
         schedule = Warmup(CosineDecay(self.learning_rate, epochs=max(1, epochs - warmup),
                                       final=self.learning_rate * 1e-2), epochs=warmup)
@@ -276,13 +279,13 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     weight_decay : float, default=1e-2
         AdamW's decoupled weight decay.
     batch_size : int, default=256
-    max_epochs : int, default=128
+    max_iter : int, default=128
         Length of the learning-rate schedule and most epochs trained.
     patience : int, default=16
         Epochs without a better validation loss before training stops.
     validation_fraction : float, default=0.2
         Rows held out (stratified) to pick the best epoch; 0 trains on every row for
-        ``max_epochs`` epochs.
+        ``max_iter`` epochs.
     n_ensemble : int, default=1
         Networks trained from different random starts; their probabilities are averaged.
     label_smoothing : float, default=0.1
@@ -312,13 +315,13 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     """
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_epochs=128,
+                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
                  patience=16, validation_fraction=0.2, n_ensemble=1, label_smoothing=0.1,
                  class_weight=None, max_one_hot=9, max_one_hot_large=32, backend="numpy",
                  dtype="float32", random_state=None, verbose=0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
                          learning_rate=learning_rate, weight_decay=weight_decay,
-                         batch_size=batch_size, max_epochs=max_epochs, patience=patience,
+                         batch_size=batch_size, max_iter=max_iter, patience=patience,
                          validation_fraction=validation_fraction, n_ensemble=n_ensemble,
                          max_one_hot=max_one_hot, max_one_hot_large=max_one_hot_large,
                          backend=backend, dtype=dtype, random_state=random_state,
@@ -339,8 +342,8 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     def _encode_targets(self, y):
         classes, codes = np.unique(y, return_inverse=True)
         if classes.shape[0] < 2:
-            raise ValueError(f"TabularClassifier: y has a single class ({classes[0]!r}); "
-                             "a classifier needs samples of at least 2 classes")
+            raise ValueError(f"TabularClassifier: y has 1 class ({classes.tolist()[0]!r}); a "
+                             "classifier needs samples of at least 2 classes")
         eps = self.label_smoothing
         if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < 1:
             raise ValueError(f"TabularClassifier: label_smoothing must be a number in [0, 1), "
@@ -379,7 +382,8 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
 
 class TabularRegressor(RegressorMixin, _BaseTabular):
