@@ -77,6 +77,30 @@ def _train_data(comm, how):
             "iterations": model.optimizer.iterations}
 
 
+def tabular(comm):
+    """Columns of periodic embeddings, raw features and categorical embeddings, LayerNorm and a
+    TabM-style ensemble of 3 members with Dropout after the EnsembleView (each sample's mask
+    covers its 3 rows)."""
+    def with_codes(X):                # two category columns, some codes unseen (>= 4)
+        return np.c_[X[:, :6], np.floor(np.abs(X[:, 6:]) * 2)]
+
+    X, y = data()
+    Xv, yv = data(n=37, seed=2)
+    k = 3
+    model = xpnn.Sequential(
+        xpnn.Columns([(4, xpnn.PeriodicEmbedding(4, 4, 3, 0.3, "pbld")), (2, None),
+                      (2, xpnn.Embedding([4, 4], 2))]),
+        xpnn.EnsembleView(k), xpnn.BatchEnsembleDense(18, 16, k, r_init="random-signs"),
+        xpnn.LayerNorm(16), xpnn.ReLU(), xpnn.Dropout(0.2), xpnn.EnsembleDense(16, 3, k),
+        xpnn.Softmax(), xpnn.EnsembleMean(k), dtype="float64", seed=0)
+    model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
+    hist = model.fit(with_codes(X), y, epochs=3, batch_size=20, verbose=0, comm=comm,
+                     validation_data=(with_codes(Xv), yv))
+    return {"weights": model.get_weights(), "history": hist.history,
+            "rng": model.rng.bit_generator.state["state"],
+            "iterations": model.optimizer.iterations}
+
+
 def early_stopping(comm):
     X, y = data()
     Xv, yv = data(n=37, seed=2)
@@ -200,6 +224,7 @@ CASES = {
     "streamed_batch_shuffle": lambda comm: _train_data(comm, "streamed_batch_shuffle"),
     "batches": lambda comm: _train_data(comm, "batches"),
     "split": lambda comm: _train_data(comm, "split"),
+    "tabular": tabular,
     "early_stopping": early_stopping,
     "unseeded": unseeded,
     "diverges": diverges,

@@ -92,7 +92,7 @@ def _rel(a_list, b_list):
 
 TRAINING = ["fast64", "generic64", "fast32", "generic32", "fast64_dropout",
             "generic64_dropout", "weighted", "streamed", "streamed_batch_shuffle", "batches",
-            "split"]
+            "split", "tabular"]
 STEPS = {"split": 12}       # 76 training rows: 4 batches x 3 epochs; the others 6 x 3
 
 

@@ -17,6 +17,9 @@ Softmax        ``Softmax(axis=-1)``
 Rescaling      ``Mul(x, scale)``, then ``Add(·, offset)`` with an offset
 Identity       (nothing)
 Dropout        (nothing: inference)
+others         their ``to_onnx(g, x, name)`` method (Embedding,
+               PeriodicEmbedding, Columns, LayerNorm, Scale,
+               ParametricActivation, the ensemble layers)
 =============  ==========================================
 
 The input is ``"x"`` of shape ``(batch, n_features)`` with a symbolic batch dimension, the
@@ -74,7 +77,7 @@ def to_onnx(model, opset: int = 17, input_name: str = "x", output_name: str = "y
         Names of the graph's input and output.
     """
     onnx = _import_onnx()
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
 
     model._require_weights("export")
     if not isinstance(opset, int) or isinstance(opset, bool) or opset < 17:
@@ -85,53 +88,16 @@ def to_onnx(model, opset: int = 17, input_name: str = "x", output_name: str = "y
     np_dtype = np.dtype(model.dtype)
     elem = TensorProto.FLOAT if np_dtype == np.float32 else TensorProto.DOUBLE
 
-    nodes, initializers = [], []
+    g = _Graph(np_dtype)
     current = input_name
-
-    def emit(op, inputs, name, **attrs):
-        nonlocal current
-        out = f"{name}_out"
-        nodes.append(helper.make_node(op, inputs, [out], name=name, **attrs))
-        current = out
-
     for i, layer in enumerate(model.layers):
-        kind = type(layer).__name__
-        name = f"{i}_{kind.lower()}"
-        if kind == "Dense":
-            W = np.ascontiguousarray(_host(layer.W.data), dtype=np_dtype)
-            initializers.append(numpy_helper.from_array(W, f"{name}.W"))
-            emit("MatMul", [current, f"{name}.W"], f"{name}_matmul")
-            if layer.b is not None:
-                b = np.ascontiguousarray(_host(layer.b.data), dtype=np_dtype)
-                initializers.append(numpy_helper.from_array(b, f"{name}.b"))
-                emit("Add", [current, f"{name}.b"], f"{name}_add")
-        elif kind in _UNARY:
-            emit(_UNARY[kind], [current], name)
-        elif kind == "LeakyReLU":  # PRelu: the slope as a tensor of the model's dtype
-            slope = np.asarray([layer.negative_slope], dtype=np_dtype)
-            initializers.append(numpy_helper.from_array(slope, f"{name}.slope"))
-            emit("PRelu", [current, f"{name}.slope"], name)
-        elif kind == "Softmax":
-            emit("Softmax", [current], name, axis=-1)
-        elif kind == "Rescaling":   # x · scale (+ offset), constants in the model's dtype
-            initializers.append(numpy_helper.from_array(
-                np.asarray([layer.scale], dtype=np_dtype), f"{name}.scale"))
-            emit("Mul", [current, f"{name}.scale"], f"{name}_mul")
-            if layer.offset:
-                initializers.append(numpy_helper.from_array(
-                    np.asarray([layer.offset], dtype=np_dtype), f"{name}.offset"))
-                emit("Add", [current, f"{name}.offset"], f"{name}_add")
-        elif kind in _SKIPPED:
-            continue
-        else:
-            raise ValueError(f"export: layer {i} ({layer!r}) has no ONNX form; supported: "
-                             f"Dense, LeakyReLU, Rescaling, Softmax, {', '.join(_UNARY)}, "
-                             f"{', '.join(_SKIPPED)}")
-    # The output gets its own name (an Identity when the network is only Identity/Dropout).
-    if nodes:
+        current = g.layer(layer, current, f"{i}_{type(layer).__name__.lower()}", index=i)
+    nodes, initializers = g.nodes, g.initializers
+    # The output gets its own name (an Identity when no node computes it last).
+    if nodes and nodes[-1].output[0] == current:
         nodes[-1].output[0] = output_name
     else:
-        nodes.append(helper.make_node("Identity", [input_name], [output_name], name="identity"))
+        nodes.append(helper.make_node("Identity", [current], [output_name], name="identity"))
 
     graph = helper.make_graph(
         nodes, "xpnn_sequential",
@@ -147,6 +113,84 @@ def to_onnx(model, opset: int = 17, input_name: str = "x", output_name: str = "y
     helper.set_model_props(proto, {"xpnn_config": json.dumps(model.get_config())})
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+class _Graph:
+    """The nodes and constants of the graph being written. Layers with an ONNX form of their own
+    (a ``to_onnx(g, x, name)`` method returning the name of their output) write through
+    :meth:`node` and :meth:`const`; :meth:`layer` writes any layer."""
+
+    def __init__(self, dtype):
+        from onnx import TensorProto
+
+        self.dtype = dtype
+        self.int64 = TensorProto.INT64
+        self.nodes, self.initializers = [], []
+        self._count = 0
+
+    @staticmethod
+    def host(array):
+        return _host(array)
+
+    def const(self, name, value):
+        """Add the constant ``value`` (a NumPy array, kept in its dtype) named ``name`` (made
+        unique); returns its name."""
+        from onnx import numpy_helper
+
+        taken = {t.name for t in self.initializers}
+        base, n = name, 1
+        while name in taken:                      # a layer inside another may reuse a name
+            n += 1
+            name = f"{base}_{n}"
+        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def weight(self, name, array):
+        """Add a parameter (any backend's array) as a constant in the model's dtype."""
+        return self.const(name, np.asarray(_host(array), dtype=self.dtype))
+
+    def node(self, op, inputs, name=None, **attrs):
+        """Add one node; returns the name of its output."""
+        from onnx import helper
+
+        self._count += 1
+        name = name or f"{op.lower()}_{self._count}"
+        out = f"{name}_out"
+        self.nodes.append(helper.make_node(op, list(inputs), [out], name=name, **attrs))
+        return out
+
+    def layer(self, layer, x, name, index=None):
+        """Write ``layer`` applied to ``x``; returns the name of its output."""
+        kind = type(layer).__name__
+        if hasattr(layer, "to_onnx"):
+            return layer.to_onnx(self, x, name)
+        if kind == "Dense":
+            x = self.node("MatMul", [x, self.weight(f"{name}.W", layer.W.data)],
+                          f"{name}_matmul")
+            if layer.b is not None:
+                x = self.node("Add", [x, self.weight(f"{name}.b", layer.b.data)],
+                              f"{name}_add")
+            return x
+        if kind in _UNARY:
+            return self.node(_UNARY[kind], [x], name)
+        if kind == "LeakyReLU":  # PRelu: the slope as a tensor of the model's dtype
+            slope = self.const(f"{name}.slope", np.asarray([layer.negative_slope], self.dtype))
+            return self.node("PRelu", [x, slope], name)
+        if kind == "Softmax":
+            return self.node("Softmax", [x], name, axis=-1)
+        if kind == "Rescaling":   # x · scale (+ offset), constants in the model's dtype
+            x = self.node("Mul", [x, self.const(f"{name}.scale", np.asarray(
+                [layer.scale], self.dtype))], f"{name}_mul")
+            if layer.offset:
+                x = self.node("Add", [x, self.const(f"{name}.offset", np.asarray(
+                    [layer.offset], self.dtype))], f"{name}_add")
+            return x
+        if kind in _SKIPPED:
+            return x
+        where = f"layer {index}" if index is not None else name
+        raise ValueError(f"export: {where} ({layer!r}) has no ONNX form; supported: "
+                         f"Dense, LeakyReLU, Rescaling, Softmax, {', '.join(_UNARY)}, "
+                         f"{', '.join(_SKIPPED)} and the layers with a to_onnx method")
 
 
 def _ir_version_for(opset: int) -> int:

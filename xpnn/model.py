@@ -28,6 +28,7 @@ from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
 from .guard import all_finite
 from .layers import LAYERS, Layer
+from .layers.ensemble import mean_of_members, repeat_rows
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -140,12 +141,16 @@ class Sequential:
         """
         if not self.layers:
             raise ValueError("Sequential: cannot compile a model without layers")
-        last = self.layers[-1]
+        # An ensemble ends in EnsembleMean: the output layer is the one before it.
+        ensemble = self.layers[-1] if getattr(self.layers[-1], "averages_members", False) \
+            and len(self.layers) > 1 else None
+        last = self.layers[-1] if ensemble is None else self.layers[-2]
         loss = get_loss(loss, last_layer=next(
             (layer for layer in reversed(self.layers) if type(layer).__name__ in
              ("Sigmoid", "Softmax", "Dense")), last))
         out = next((layer for layer in reversed(self.layers)
-                    if type(layer).__name__ != "Identity"), last)
+                    if type(layer).__name__ != "Identity"
+                    and not getattr(layer, "averages_members", False)), last)
         if loss.fuses_with is not None and type(out).__name__ not in ("Sigmoid", "Softmax"):
             raise ValueError(
                 f"compile: {loss.name} needs probabilities, but the last layer {out!r} outputs "
@@ -164,6 +169,8 @@ class Sequential:
         self.optimizer = optimizer
         self.metrics = metric_objs
         self._fused = loss.fuses_with is not None and type(last).__name__ == loss.fuses_with
+        self._members = 1 if ensemble is None else ensemble.k
+        self._logits_end = -1 if ensemble is None else -2
         return self
 
     # ------------------------------------------------------------------ data checks
@@ -341,8 +348,12 @@ class Sequential:
         return data.ArrayBatches(Xd, td, wd)
 
     # ------------------------------------------------------------------ forward / backward
+    #: Ensemble members k (an ensemble ends in EnsembleMean: targets are repeated k times in
+    #: training) and where the layers before the fused output activation end.
+    _members, _logits_end = 1, -1
+
     def _forward(self, x, training=False, logits=False):
-        layers = self.layers[:-1] if logits else self.layers
+        layers = self.layers[:self._logits_end] if logits else self.layers
         for layer in layers:
             x = layer.forward(x, training=training)
         return x
@@ -371,11 +382,15 @@ class Sequential:
         parameter's gradient in ``p.grad``; returns (loss, output). The walk shared by the
         training step and :class:`xpnn.flat.FlatObjective`."""
         loss_fn = self.loss
+        k = self._members
+        if k > 1:        # an ensemble: each member's rows get the targets (and weights)
+            xp = self.backend.xp
+            tb, wb = repeat_rows(xp, tb, k), None if wb is None else repeat_rows(xp, wb, k)
         if self._fused:
             z = self._forward(xb, training=True, logits=True)
             loss = loss_fn.forward_logits(z, tb, wb)
             delta = loss_fn.backward_logits()
-            layers, out = self.layers[:-1], loss_fn.p
+            layers, out = self.layers[:self._logits_end], loss_fn.p
         else:
             out = self._forward(xb, training=True)
             loss = loss_fn.forward(out, tb, wb)
@@ -385,7 +400,7 @@ class Sequential:
             delta = layer.backward(delta)
             if delta is None:   # the first layer with weights: dL/dx is not needed
                 break
-        return loss, out
+        return loss, out if k == 1 else mean_of_members(self.backend.xp, out, k)
 
     def _sync_gradients(self, grads, loss, n_rows):
         """The one boundary between backward and the optimizer update, on both the generic step
@@ -415,11 +430,12 @@ class Sequential:
         """A rank's part in a data-parallel step where its slice of the batch is empty: the
         Dropout layers draw their masks anyway (the generators stay in step across ranks);
         returns a zero loss."""
-        features = self.n_features_in
+        features, copies = self.n_features_in, 1
         for layer in self.layers:
             if getattr(layer, "batch_slice", None) is not None:
-                layer.draw_mask(layer.batch_slice[0], features)
+                layer.draw_mask(layer.batch_slice[0], features, copies)
             features = layer.output_features(features)
+            copies *= getattr(layer, "rows_per_input", 1)    # EnsembleView: k rows per row
         be = self.backend
         return be.xp.zeros((), dtype=be.dtype(self.dtype), device=be.device)
 
@@ -905,7 +921,7 @@ class Sequential:
             seen += 1
             if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
                 continue
-            if self._fused:
+            if self._fused and self._members == 1:   # an ensemble: loss of the mean output
                 loss = self.loss.forward_logits(self._forward(xb, logits=True), tb, wb)
                 out = self.loss.p
             else:

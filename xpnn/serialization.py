@@ -632,7 +632,7 @@ def _kinds(param):
     if isinstance(ann, type):
         ann = ann.__name__
     names = re.findall(r"[A-Za-z_]+", ann) if isinstance(ann, str) else []
-    kinds = [k for k in ("bool", "int", "float", "str", "None") if k in names]
+    kinds = [k for k in ("bool", "int", "float", "str", "list", "None") if k in names]
     if not kinds and param.default is not param.empty:
         kinds = ["None" if param.default is None else type(param.default).__name__]
     return kinds or ["bool", "int", "float", "str", "None"]
@@ -652,30 +652,43 @@ def _matches(value, kind):
             abs(value) <= _FLOAT_MAX
     if kind == "str":
         return isinstance(value, str) and len(value) <= 256
+    if kind == "list":        # its items are checked by the constructor that takes it
+        return isinstance(value, list) and len(value) <= MAX_WIDTH
     return False
 
 
 def _param_shapes(layers, n_in):
     """``[(description, shape)]`` of the parameters the layers get for ``n_in`` input features
     (none while ``n_in`` is unknown): computed from the configuration, nothing allocated."""
-    from .layers import Dense
-
     if n_in is None:
         return []
     shapes, features = [], n_in
     for i, layer in enumerate(layers):
-        if isinstance(layer, Dense):
-            if layer.in_features is not None and layer.in_features != features:
-                raise _Bad(f"is not a valid xpnn model (layer {i} expects {layer.in_features} "
-                           f"input features, gets {features})")
-            shapes.append((f"W of layer {i}", (features, layer.out_features)))
-            if layer.use_bias:
-                shapes.append((f"b of layer {i}", (layer.out_features,)))
-        elif layer.output_features(features) != features or layer.in_features is not None:
-            raise _Bad(f"is not a valid xpnn model (layer {i}: {type(layer).__name__} "
-                       "parameters are not supported in model files)")
+        if layer.in_features is not None and layer.in_features != features:
+            raise _Bad(f"is not a valid xpnn model (layer {i} expects {layer.in_features} "
+                       f"input features, gets {features})")
+        shapes += [(f"{name} of layer {i}", shape)
+                   for name, shape in layer.param_shapes(features)]
         features = layer.output_features(features)
     return shapes
+
+
+def layer_from_spec(spec, where):
+    """A layer from its saved form ``{"class": ..., "config": ...}``, with the checks every
+    layer of a model file gets (layers holding layers, as :class:`~xpnn.Columns`, build theirs
+    through this). Raises ValueError naming ``where`` and the problem."""
+    from .layers import LAYERS
+
+    try:
+        _check_keys(spec, {"class", "config"}, where)
+        cls = LAYERS.get(spec["class"]) if isinstance(spec["class"], str) else None
+        if cls is None:
+            raise _Bad(f"is not a valid xpnn model ({where}: unknown layer class "
+                       f"{_short(spec['class'])})")
+        return _construct(cls, spec["config"], f"{where}: {spec['class']}")
+    except _Bad as exc:
+        message = str(exc).removeprefix("is not a valid xpnn model (").removesuffix(")")
+        raise ValueError(message) from None
 
 
 def _check_training(training, shapes, dtype, compiled, expected):

@@ -42,6 +42,13 @@ class Parameter:
         return f"Parameter({self.name}, shape={self.shape})"
 
 
+def uniform_parameters(backend, dtype, rng, bound, shapes):
+    """Parameters ``[(name, shape)]`` drawn from Uniform(±bound) on the host (``rng``) and moved
+    to ``backend`` in ``dtype``."""
+    return [Parameter(name, backend.asarray(rng.uniform(-bound, bound, size=shape), dtype=dtype))
+            for name, shape in shapes]
+
+
 class Layer:
     """Base class of every layer.
 
@@ -87,6 +94,37 @@ class Layer:
             p.grad = None
         self.backend = backend
         self.xp = backend.xp
+
+    def check_width(self, in_features):
+        """In :meth:`build`: raise an error naming this layer when it was made for inputs of
+        :attr:`in_features` features and is built for ``in_features`` others."""
+        if in_features is not None and self.in_features is not None \
+                and in_features != self.in_features:
+            raise ValueError(f"{type(self).__name__}: made for {self.in_features} input "
+                             f"features but its input has {in_features}")
+
+    def param_shapes(self, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
+        """``[(name, shape)]`` of the parameters :meth:`build` creates for ``in_features`` input
+        features, in order, without allocating anything (``load`` checks files against it)."""
+        return []
+
+    def check_input(self, x, width: int | None = None, multiple: int = 1):
+        """Raise an error naming this layer unless ``x`` is a 2-D array of the layer's dtype with
+        ``width`` columns (default :attr:`in_features`; None: any) and a number of rows that is a
+        multiple of ``multiple``."""
+        name = type(self).__name__
+        width = self.in_features if width is None else width
+        shape = tuple(x.shape)
+        if len(shape) != 2 or (width is not None and shape[1] != width):
+            raise ValueError(f"{name}: expected an input of shape (n, {width or 'features'}), "
+                             f"got shape {shape}")
+        if shape[0] % multiple:
+            raise ValueError(f"{name}: expected a number of rows that is a multiple of "
+                             f"{multiple} (n_samples * k members), got {shape[0]}")
+        expected = self.backend.dtype(self.dtype)
+        if x.dtype != expected:
+            raise TypeError(f"{name}: expected an input of dtype {self.dtype} (the model's), "
+                            f"got {x.dtype}")
 
     # -- computation --------------------------------------------------------------------------
     def forward(self, x, training: bool = False):

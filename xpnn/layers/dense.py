@@ -69,6 +69,10 @@ class Dense(Layer):
     def output_features(self, in_features):
         return self.out_features
 
+    def param_shapes(self, in_features):
+        return [("W", (in_features, self.out_features))] + (
+            [("b", (self.out_features,))] if self.use_bias else [])
+
     def build(self, backend, dtype, rng, in_features):
         if in_features is None or in_features < 1:
             raise ValueError(f"Dense: the input must have at least one feature, got "

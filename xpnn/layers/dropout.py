@@ -43,15 +43,19 @@ class Dropout(Layer):
         self.scale = self.backend.asarray(scale, dtype=self.dtype)
         return x * self.scale
 
-    def draw_mask(self, rows, features):
+    def draw_mask(self, rows, features, copies=None):
         """The keep-mask (bool, host) for a batch of ``rows`` rows: drawn for the whole global
-        batch and cut to this rank's rows under :attr:`batch_slice`."""
+        batch and cut to this rank's rows under :attr:`batch_slice`. After an
+        :class:`~xpnn.EnsembleView` each sample is ``copies`` consecutive rows (by default
+        ``rows`` over this rank's samples)."""
         if self.p == 0.0:
             return None
         if self.batch_slice is None:
             return self.rng.random((rows, features)) >= self.p
         total, lo, hi = self.batch_slice
-        return (self.rng.random((total, features)) >= self.p)[lo:hi]
+        if copies is None:
+            copies = rows // (hi - lo) if hi > lo else 1
+        return (self.rng.random((total * copies, features)) >= self.p)[lo * copies:hi * copies]
 
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale
