@@ -12,8 +12,9 @@ Learned on the training rows only, then applied to any rows (RealMLP's recipe, H
 * categorical columns (str, object, ``category``, bool): with at most ``max_one_hot`` categories
   (a missing value counting as one when the training rows have it) one-hot columns, a single
   ±1 column for two categories; a category not seen in training is all zeros (0). Larger ones
-  become one column of integer codes ``0 .. m-1`` (as floats), ``NaN`` for a category not seen
-  in training or a missing value, for a learned embedding (:class:`xpnn.Embedding`).
+  become one column of integer codes ``0 .. m-1`` (as floats), ``-1`` for a category not seen
+  in training (or a missing value not seen in training), for a learned embedding
+  (:class:`xpnn.Embedding`, which maps every code outside ``0 .. m-1`` to its reserved row).
 
 Output columns, in this order: scaled numeric columns, missing indicators, one-hot columns,
 category codes (``n_numeric_out_``, ``n_indicators_``, ``n_one_hot_``, ``cardinalities_``).
@@ -311,7 +312,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                     block = (code[:, None] == np.arange(m)).astype(float)
                     one_hot.extend(block.T)
             else:
-                codes.append(np.where(code < 0, np.nan, code.astype(float)))
+                codes.append(code.astype(float))
             i_cat += 1
         cols = numeric + indicators + one_hot + codes
         if not cols:

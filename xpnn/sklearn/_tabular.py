@@ -10,11 +10,15 @@ shaped to train fast on a CPU):
 
 * :class:`~xpnn.sklearn.TabularPreprocessor` learned on the training rows: median-centred,
   robust-scaled, smoothly clipped numeric columns; missing-value indicators; one-hot columns for
-  categoricals with at most ``max_one_hot`` categories. Larger categoricals are one-hot encoded
-  up to ``max_one_hot_large`` categories, the rest of their categories share one column "other".
+  categoricals with at most ``max_one_hot`` categories, integer codes for larger ones.
   Regression targets are standardised (mean 0, standard deviation 1) and mapped back.
-* Network: ``Dense`` blocks of ``hidden_layer_sizes`` with ReLU and dropout, Softmax output with
-  label smoothing (classification) or a linear output (regression).
+* Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
+  the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
+  :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), then blocks
+  of ``hidden_layer_sizes`` with ReLU and dropout: ``Dense`` layers, or with ``k > 1`` a
+  TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
+  the loss is the mean of the members' losses, predictions average their probabilities);
+  Softmax output with label smoothing (classification) or a linear output (regression).
 * Training: AdamW (``beta2 = 0.95`` as RealMLP), a linear warm-up then a cosine decay of the
   learning rate over ``max_iter``, batches of 256 rows; ``validation_fraction`` of the rows
   (stratified for classification) are held out, training stops after ``patience`` epochs
@@ -25,6 +29,7 @@ shaped to train fast on a CPU):
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -33,10 +38,23 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from threadpoolctl import threadpool_limits
 
 from ..backend import DTYPES, host_rng, to_numpy
 from ..callbacks import EarlyStopping, LearningRateScheduler
-from ..layers import Dense, Dropout, ReLU, Softmax
+from ..layers import (
+    BatchEnsembleDense,
+    Columns,
+    Dense,
+    Dropout,
+    Embedding,
+    EnsembleDense,
+    EnsembleMean,
+    EnsembleView,
+    PeriodicEmbedding,
+    ReLU,
+    Softmax,
+)
 from ..model import Sequential
 from ..optimizers import AdamW
 from ..schedules import CosineDecay, Warmup
@@ -50,9 +68,9 @@ class _BaseTabular(BaseEstimator):
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
                  learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, n_ensemble=1, max_one_hot=9,
-                 max_one_hot_large=32, backend="numpy", dtype="float32", random_state=None,
-                 verbose=0):
+                 patience=16, validation_fraction=0.2, k=1, numeric_embedding=None,
+                 embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
+                 dtype="float32", random_state=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -61,9 +79,12 @@ class _BaseTabular(BaseEstimator):
         self.max_iter = max_iter
         self.patience = patience
         self.validation_fraction = validation_fraction
+        self.k = k
+        self.numeric_embedding = numeric_embedding
+        self.embedding_dim = embedding_dim
         self.n_ensemble = n_ensemble
         self.max_one_hot = max_one_hot
-        self.max_one_hot_large = max_one_hot_large
+        self.n_threads = n_threads
         self.backend = backend
         self.dtype = dtype
         self.random_state = random_state
@@ -99,11 +120,15 @@ class _BaseTabular(BaseEstimator):
         if self.learning_rate <= 0:
             bad("learning_rate", "a number > 0")
         real("weight_decay", 0.0, np.inf)
-        for param in ("batch_size", "max_iter", "n_ensemble", "max_one_hot",
-                      "max_one_hot_large"):
+        for param in ("batch_size", "max_iter", "k", "embedding_dim", "n_ensemble",
+                      "max_one_hot"):
             integer(param, 1)
         integer("patience", 0)
         real("validation_fraction", 0.0, 1.0)
+        if self.numeric_embedding not in (None, "pbld", "plr"):
+            bad("numeric_embedding", "None, 'pbld' or 'plr'")
+        if self.n_threads is not None:
+            integer("n_threads", 1)
         if self.dtype not in DTYPES:
             bad("dtype", f"one of {DTYPES}")
         return tuple(int(s) for s in sizes)
@@ -112,22 +137,62 @@ class _BaseTabular(BaseEstimator):
     def _preprocessor(self):
         return TabularPreprocessor(max_one_hot=self.max_one_hot)
 
-    def _network(self, n_in, n_out, sizes):
+    def _network(self, pre, n_out, sizes):
+        """The layers: per-block input layers (:class:`~xpnn.Columns`: periodic embeddings of
+        the numeric columns, the indicator and one-hot columns as they are, learned
+        embeddings of the category codes), then the hidden blocks (Dense or, with ``k > 1``,
+        BatchEnsembleDense members), the output layer and the output activation."""
+        n_num = pre.n_numeric_out_
+        n_plain = pre.n_indicators_ + pre.n_one_hot_
+        blocks = []
+        if n_num and self.numeric_embedding is not None:
+            blocks.append((n_num, PeriodicEmbedding(n_num, variant=self.numeric_embedding)))
+        elif n_num:
+            blocks.append((n_num, None))
+        if n_plain:
+            blocks.append((n_plain, None))
+        if pre.cardinalities_:
+            blocks.append((len(pre.cardinalities_),
+                           Embedding(pre.cardinalities_, self.embedding_dim)))
         layers = []
-        for width in sizes:
-            layers += [Dense(n_in, width), ReLU()]
+        if any(layer is not None for _, layer in blocks):
+            layers.append(Columns(blocks))
+        n_in = sum(w if layer is None else layer.output_features(w) for w, layer in blocks)
+        k = self.k
+        if k > 1:
+            layers.append(EnsembleView(k))
+        for i, width in enumerate(sizes):
+            if k > 1:
+                layers.append(BatchEnsembleDense(n_in, width, k,
+                                                 r_init="random-signs" if i == 0 else "ones"))
+            else:
+                layers.append(Dense(n_in, width))
+            layers.append(ReLU())
             if self.dropout:
                 layers.append(Dropout(self.dropout))
             n_in = width
-        layers.append(Dense(n_in, n_out, init="glorot"))
+        layers.append(EnsembleDense(n_in, n_out, k) if k > 1
+                      else Dense(n_in, n_out, init="glorot"))
         if self._is_classifier():
             layers.append(Softmax())
+        if k > 1:
+            layers.append(EnsembleMean(k))
         return layers
 
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
 
+    def _threads(self):
+        """BLAS thread limit for fit and predict (no limit with ``n_threads=None``)."""
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=self.n_threads, user_api="blas")
+
     def _fit(self, X, y, sample_weight):
+        with self._threads():
+            return self._fit_checked(X, y, sample_weight)
+
+    def _fit_checked(self, X, y, sample_weight):
         sizes = self._check_params()
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
@@ -140,11 +205,10 @@ class _BaseTabular(BaseEstimator):
         if sample_weight is not None:
             w = _check_sample_weight(sample_weight, Z, dtype=np.float64)
         w = self._class_weights(y, w, extra)
-        Z = _encode_large(Z, pre, self.max_one_hot_large)
         rng = check_random_state(self.random_state)
         models, curves = [], []
         for _ in range(self.n_ensemble):
-            model, history = self._fit_one(Z, targets, w, extra, sizes, rng)
+            model, history = self._fit_one(Z, targets, w, extra, sizes, rng, pre)
             models.append(model)
             curves.append(history)
         vars(self).update(extra)
@@ -161,7 +225,7 @@ class _BaseTabular(BaseEstimator):
         self.validation_loss_curve_ = [h["val_loss"] for h in curves]
         return self
 
-    def _fit_one(self, Z, targets, w, extra, sizes, rng):
+    def _fit_one(self, Z, targets, w, extra, sizes, rng, pre):
         n = Z.shape[0]
         seed = int(rng.randint(np.iinfo(np.int32).max))
         validation = None
@@ -178,7 +242,7 @@ class _BaseTabular(BaseEstimator):
                 + (() if w is None else (w[val_idx],))
         else:
             train_idx = idx
-        model = Sequential(*self._network(Z.shape[1], extra["_n_outputs"], sizes),
+        model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
                            backend=self.backend, dtype=self.dtype, seed=seed)
         model.rng = host_rng(seed + 1)
         epochs = self.max_iter
@@ -215,13 +279,12 @@ class _BaseTabular(BaseEstimator):
     # ---------------------------------------------------------------- predict
     def _forward(self, X):
         """Mean of the ensemble's outputs (probabilities or standardised values), on the host."""
-        check_is_fitted(self, "models_")
-        Z = self.preprocessor_.transform(X)
-        Z = _encode_large(Z, self.preprocessor_, self.max_one_hot_large)
+        Z = self.transform_features(X)
         out = None
-        for model in self.models_:
-            o = np.asarray(to_numpy(model.predict(Z)), dtype=np.float64)
-            out = o if out is None else out + o
+        with self._threads():
+            for model in self.models_:
+                o = np.asarray(to_numpy(model.predict(Z)), dtype=np.float64)
+                out = o if out is None else out + o
         return out / len(self.models_)
 
     def export(self, path, format: str = "onnx", member: int = 0, **options):
@@ -234,8 +297,7 @@ class _BaseTabular(BaseEstimator):
     def transform_features(self, X):
         """The network's input for ``X``: the fitted preprocessing, as float64 rows."""
         check_is_fitted(self, "models_")
-        return _encode_large(self.preprocessor_.transform(X), self.preprocessor_,
-                             self.max_one_hot_large)
+        return self.preprocessor_.transform(X)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -244,24 +306,6 @@ class _BaseTabular(BaseEstimator):
         tags.input_tags.categorical = True
         tags.non_deterministic = False
         return tags
-
-
-def _encode_large(Z, pre, limit):
-    """Replace the category-code columns of ``pre``'s output by one-hot columns of their first
-    ``limit`` categories (by code) and one column for the others, unknown and missing."""
-    k = len(pre.cardinalities_)
-    if k == 0:
-        return Z
-    head, codes = Z[:, :Z.shape[1] - k], Z[:, Z.shape[1] - k:]
-    blocks = [head]
-    for j, m in enumerate(pre.cardinalities_):
-        c = codes[:, j]
-        width = min(m, limit)
-        known = np.where(np.isnan(c), -1, c)
-        block = (known[:, None] == np.arange(width)).astype(Z.dtype)
-        other = (~block.any(axis=1)).astype(Z.dtype)[:, None]
-        blocks += [block, other]
-    return np.concatenate(blocks, axis=1)
 
 
 class TabularClassifier(ClassifierMixin, _BaseTabular):
@@ -292,10 +336,19 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         Targets ``(1 - ε) · onehot + ε / K`` (RealMLP's ``ls_eps``).
     class_weight : dict, "balanced" or None
         Weights of the classes, multiplied into ``sample_weight``.
-    max_one_hot, max_one_hot_large : int, default=9, 32
-        Categoricals with at most ``max_one_hot`` categories get one-hot columns directly
-        (:class:`TabularPreprocessor`), larger ones one-hot columns for their first
-        ``max_one_hot_large`` categories and one for the rest.
+    k : int, default=1
+        Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
+    numeric_embedding : {None, "pbld", "plr"}, default=None
+        Periodic embeddings of the numeric columns (RealMLP's PBLD, Gorishniy's PLR).
+    embedding_dim : int, default=8
+        Length of the learned vector of each category of a large categorical column.
+    max_one_hot : int, default=9
+        Categoricals with at most this many categories get one-hot columns, larger ones
+        learned embeddings (:class:`TabularPreprocessor`).
+    n_threads : int or None, default=1
+        BLAS threads while fitting and predicting on the CPU (through threadpoolctl): networks
+        of this size train fastest on one thread, and several threads fighting other jobs on
+        a shared machine run many times slower. None leaves the BLAS settings as they are.
     backend : str, default="numpy"
         xpnn backend of the network (``"numpy"``, ``"torch"``, ``"cupy"``, ...).
     dtype : {"float32", "float64"}, default="float32"
@@ -316,14 +369,16 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
                  learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, n_ensemble=1, label_smoothing=0.1,
-                 class_weight=None, max_one_hot=9, max_one_hot_large=32, backend="numpy",
+                 patience=16, validation_fraction=0.2, k=1, numeric_embedding=None,
+                 embedding_dim=8, n_ensemble=1, label_smoothing=0.1,
+                 class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
                  dtype="float32", random_state=None, verbose=0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
                          learning_rate=learning_rate, weight_decay=weight_decay,
                          batch_size=batch_size, max_iter=max_iter, patience=patience,
-                         validation_fraction=validation_fraction, n_ensemble=n_ensemble,
-                         max_one_hot=max_one_hot, max_one_hot_large=max_one_hot_large,
+                         validation_fraction=validation_fraction, k=k,
+                         numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
+                         n_ensemble=n_ensemble, max_one_hot=max_one_hot, n_threads=n_threads,
                          backend=backend, dtype=dtype, random_state=random_state,
                          verbose=verbose)
         self.label_smoothing = label_smoothing
