@@ -326,13 +326,14 @@ def run_one(method, table, split, threads, smoke):
     X_tr, X_te, y_tr, y_te = train_test_split(X, y, test_size=0.2, random_state=split,
                                               stratify=strat)
     fit, predict = make_method(method, task, split, threads, smoke)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     fit(X_tr.reset_index(drop=True), y_tr)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     value = score(task, y_te, predict(X_te.reset_index(drop=True)))
     return {"method": method, "table": table, "split": split, "task": task,
             "metric": "accuracy" if task == "classification" else "r2", "score": value,
-            "fit_seconds": seconds, "n_train": int(len(y_tr)), "n_features": int(X.shape[1])}
+            "fit_seconds": seconds, "fit_cpu_seconds": cpu, "n_train": int(len(y_tr)),
+            "n_features": int(X.shape[1])}
 
 
 def summarise(records):
@@ -345,7 +346,8 @@ def summarise(records):
             rs = [r for r in records if r["table"] == t and r["method"] == m and "score" in r]
             if rs:
                 mean[t, m] = (float(np.mean([r["score"] for r in rs])),
-                              float(np.mean([r["fit_seconds"] for r in rs])))
+                              float(np.mean([r["fit_seconds"] for r in rs])),
+                              float(np.mean([r["fit_cpu_seconds"] for r in rs])))
     norm, wins = {m: [] for m in methods}, dict.fromkeys(methods, 0)
     per_table = {}
     for t in tables:
@@ -357,40 +359,62 @@ def summarise(records):
         for m, s in scores.items():
             n = 1.0 if best == worst else (s - worst) / (best - worst)
             norm[m].append(n)
-            per_table[t][m] = {"score": s, "fit_seconds": mean[t, m][1], "normalised": n}
+            per_table[t][m] = {"score": s, "fit_seconds": mean[t, m][1],
+                               "fit_cpu_seconds": mean[t, m][2], "normalised": n}
         for m, s in scores.items():
             if s == best:
                 wins[m] += 1
+    def mean_of(m, key):
+        values = [row[m][key] for row in per_table.values() if m in row]
+        return float(np.mean(values)) if values else None
+
     overall = {m: {"mean_normalised": float(np.mean(norm[m])) if norm[m] else None,
                    "wins": wins[m], "tables": len(norm[m]),
-                   "mean_fit_seconds": float(np.mean([v["fit_seconds"] for t in per_table
-                                                      for k, v in per_table[t].items()
-                                                      if k == m])) if norm[m] else None}
+                   "mean_fit_seconds": mean_of(m, "fit_seconds"),
+                   "mean_fit_cpu_seconds": mean_of(m, "fit_cpu_seconds")}
                for m in methods}
-    return {"per_table": per_table, "overall": overall, "methods": methods}
+    # fit-time ratios of xpnn-tabular to each peer, per table (CPU seconds: steadier than wall
+    # seconds on a shared machine), summarised by their geometric mean and their worst
+    ratios = {}
+    for m in methods:
+        rs = [row["xpnn-tabular"]["fit_cpu_seconds"] / row[m]["fit_cpu_seconds"]
+              for row in per_table.values() if "xpnn-tabular" in row and m in row
+              and row[m]["fit_cpu_seconds"] > 0]
+        if rs and m != "xpnn-tabular":
+            ratios[m] = {"geomean": float(np.exp(np.mean(np.log(rs)))), "max": float(max(rs))}
+    return {"per_table": per_table, "overall": overall, "methods": methods,
+            "cpu_time_ratio_xpnn_tabular_to": ratios}
 
 
 def markdown(summary, machine):
     methods = summary["methods"]
     lines = [f"Machine: {machine['processor']}, {machine['cpu_count']} cores, load "
              f"{machine['load_before']} -> {machine['load_after']}; threads per method "
-             f"{machine['threads']}; BLAS {machine['blas_kernel']}.", "",
+             f"{machine['threads']}; BLAS {machine['blas_kernel']}. Cells: mean score "
+             "(accuracy or R²) over the splits (mean fit seconds, wall/CPU).", "",
              "| table | " + " | ".join(methods) + " |",
              "|---|" + "---|" * len(methods)]
     for t, row in summary["per_table"].items():
         cells = []
         for m in methods:
             v = row.get(m)
-            cells.append("" if v is None else f"{v['score']:.3f} ({v['fit_seconds']:.1f}s)")
+            cells.append("" if v is None else
+                         f"{v['score']:.3f} ({v['fit_seconds']:.1f}s/{v['fit_cpu_seconds']:.1f}s)")
         lines.append(f"| {t} | " + " | ".join(cells) + " |")
     ov = summary["overall"]
     lines.append("| **mean normalised** | " + " | ".join(
         "" if ov[m]["mean_normalised"] is None else f"**{ov[m]['mean_normalised']:.2f}**"
         for m in methods) + " |")
     lines.append("| wins | " + " | ".join(str(ov[m]["wins"]) for m in methods) + " |")
-    lines.append("| mean fit s | " + " | ".join(
-        "" if ov[m]["mean_fit_seconds"] is None else f"{ov[m]['mean_fit_seconds']:.1f}"
+    lines.append("| mean fit s (wall/cpu) | " + " | ".join(
+        "" if ov[m]["mean_fit_seconds"] is None else
+        f"{ov[m]['mean_fit_seconds']:.1f}/{ov[m]['mean_fit_cpu_seconds']:.1f}"
         for m in methods) + " |")
+    ratios = summary["cpu_time_ratio_xpnn_tabular_to"]
+    if ratios:
+        lines += ["", "Fit CPU time of xpnn-tabular / peer (geometric mean over tables; worst "
+                  "table): " + "; ".join(f"{m} {r['geomean']:.2f} ({r['max']:.2f})"
+                                         for m, r in ratios.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
