@@ -418,6 +418,30 @@ def markdown(summary, machine):
     return "\n".join(lines) + "\n"
 
 
+def combine(paths, out, name):
+    """One report from the records of several runs (e.g. peers measured once, the defaults
+    measured again): each run's machine information is kept."""
+    records, runs = {}, []
+    for path in paths:
+        report = json.loads(Path(path).read_text())
+        runs.append({"file": str(path), "machine": report["machine"],
+                     "methods": report["methods"], "tables": report["tables"]})
+        for r in report["records"]:
+            records[r["method"], r["table"], r["split"]] = r
+    records = list(records.values())
+    summary = summarise(records)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = dict(runs[-1]["machine"])
+    machine["load_before"] = [r["machine"]["load_before"] for r in runs]
+    machine["load_after"] = [r["machine"].get("load_after") for r in runs]
+    report = {"machine": machine, "runs": runs, "records": records, "summary": summary,
+              "roles": {t: TABLES[t][3] for t in summary["per_table"] if t in TABLES}}
+    (out / f"{name}.json").write_text(json.dumps(report, indent=1))
+    (out / f"{name}.md").write_text(markdown(summary, machine))
+    print(markdown(summary, machine))
+    return report
+
+
 def machine_info(threads):
     blas = blas_info()
     kernel = "unknown"
@@ -442,7 +466,12 @@ def main(argv=None):
                    help="seconds: xpnn-tabular and sklearn-mlp, few epochs, two tables, 1 split")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tabular"))
     p.add_argument("--name", default=None)
+    p.add_argument("--combine", default=None, metavar="A.json,B.json",
+                   help="summarise the records of earlier runs (the same splits; the later "
+                        "file wins for a repeated method, table and split) instead of running")
     args = p.parse_args(argv)
+    if args.combine:
+        return combine(args.combine.split(","), Path(args.out), args.name or "combined")
     methods = args.methods.split(",")
     tables = args.tables.split(",")
     splits = args.splits
