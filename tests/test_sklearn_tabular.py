@@ -278,16 +278,42 @@ def test_unseen_categories_at_predict_time_work():
     assert np.isfinite(clf.predict_proba(new)).all()
 
 
-def test_onnx_export_of_the_network(tmp_path):
+@pytest.mark.parametrize("estimator, opts", [
+    (TabularClassifier, {}),                                       # Dense layers, Embedding
+    (TabularClassifier, {"k": 3, "numeric_embedding": "plr"}),     # a TabM-style ensemble
+    (TabularRegressor, {}),                                        # PBLD embeddings
+])
+def test_onnx_export_of_the_network(tmp_path, estimator, opts):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    X, y, _ = frame()
-    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
-    path = clf.export(tmp_path / "clf.onnx")
+    X, y, score = frame()
+    est = estimator(random_state=0, **FAST, **opts).fit(
+        X, y if estimator is TabularClassifier else score)
+    path = est.export(tmp_path / "est.onnx")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    got = session.run(None, {name: clf.transform_features(X).astype(np.float32)})[0]
-    np.testing.assert_allclose(got, clf.predict_proba(X), rtol=1e-5, atol=1e-6)
+    got = session.run(None, {name: est.transform_features(X).astype(np.float32)})[0]
+    if estimator is TabularClassifier:
+        np.testing.assert_allclose(got, est.predict_proba(X), rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_allclose(got[:, 0] * est.y_scale_ + est.y_mean_, est.predict(X),
+                                   rtol=1e-5)
+
+
+def test_defaults_choose_the_input_layers_by_task_and_columns():
+    X, y, score = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    reg = TabularRegressor(random_state=0, **FAST).fit(X, score)
+    names = [type(layer).__name__ for layer in clf.models_[0].layers]
+    assert names[0] == "Columns" and "PeriodicEmbedding" not in repr(clf.models_[0].layers[0])
+    assert "Embedding" in repr(clf.models_[0].layers[0])           # city: 15 categories
+    assert "PeriodicEmbedding" in repr(reg.models_[0].layers[0])
+    plain = TabularClassifier(random_state=0, **FAST).fit(X.drop(columns=["city"]), y)
+    assert [type(layer).__name__ for layer in plain.models_[0].layers][:2] == ["Dense", "ReLU"]
+    ens = TabularClassifier(random_state=0, k=4, **FAST).fit(X, y)
+    assert [type(layer).__name__ for layer in ens.models_[0].layers][-2:] == \
+        ["Softmax", "EnsembleMean"]
+    np.testing.assert_allclose(ens.predict_proba(X).sum(axis=1), 1, rtol=1e-5)
 
 
 @pytest.mark.parametrize("estimator", [TabularClassifier, TabularRegressor])

@@ -68,7 +68,7 @@ class _BaseTabular(BaseEstimator):
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
                  learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, k=1, numeric_embedding=None,
+                 patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
                  dtype="float32", random_state=None, verbose=0):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -125,8 +125,8 @@ class _BaseTabular(BaseEstimator):
             integer(param, 1)
         integer("patience", 0)
         real("validation_fraction", 0.0, 1.0)
-        if self.numeric_embedding not in (None, "pbld", "plr"):
-            bad("numeric_embedding", "None, 'pbld' or 'plr'")
+        if self.numeric_embedding not in ("auto", None, "pbld", "plr"):
+            bad("numeric_embedding", "'auto', None, 'pbld' or 'plr'")
         if self.n_threads is not None:
             integer("n_threads", 1)
         if self.dtype not in DTYPES:
@@ -144,9 +144,12 @@ class _BaseTabular(BaseEstimator):
         BatchEnsembleDense members), the output layer and the output activation."""
         n_num = pre.n_numeric_out_
         n_plain = pre.n_indicators_ + pre.n_one_hot_
+        variant = self.numeric_embedding
+        if variant == "auto":
+            variant = None if self._is_classifier() else "pbld"
         blocks = []
-        if n_num and self.numeric_embedding is not None:
-            blocks.append((n_num, PeriodicEmbedding(n_num, variant=self.numeric_embedding)))
+        if n_num and variant is not None:
+            blocks.append((n_num, PeriodicEmbedding(n_num, variant=variant)))
         elif n_num:
             blocks.append((n_num, None))
         if n_plain:
@@ -338,8 +341,10 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         Weights of the classes, multiplied into ``sample_weight``.
     k : int, default=1
         Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
-    numeric_embedding : {None, "pbld", "plr"}, default=None
-        Periodic embeddings of the numeric columns (RealMLP's PBLD, Gorishniy's PLR).
+    numeric_embedding : {"auto", None, "pbld", "plr"}, default="auto"
+        Periodic embeddings of the numeric columns (RealMLP's PBLD, Gorishniy's PLR);
+        ``"auto"``: none for classification (measured no better there, and the plain network
+        trains on the fast path), PBLD for regression.
     embedding_dim : int, default=8
         Length of the learned vector of each category of a large categorical column.
     max_one_hot : int, default=9
@@ -369,7 +374,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
                  learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, k=1, numeric_embedding=None,
+                 patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, label_smoothing=0.1,
                  class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
                  dtype="float32", random_state=None, verbose=0):
@@ -445,9 +450,10 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
     """A neural-network regressor for raw tables, with nothing to tune.
 
     Parameters and attributes as :class:`TabularClassifier` (without ``label_smoothing``,
-    ``class_weight`` and ``classes_``); the targets are standardised for training
-    (``y_mean_``, ``y_scale_``) and the predictions mapped back. ``y`` may have several
-    columns (n_samples, n_outputs).
+    ``class_weight`` and ``classes_``); ``numeric_embedding="auto"`` is ``"pbld"`` here
+    (periodic embeddings of the numeric columns fit smooth targets better). The targets are
+    standardised for training (``y_mean_``, ``y_scale_``) and the predictions mapped back.
+    ``y`` may have several columns (n_samples, n_outputs).
     """
 
     def _check_y(self, y, n):
