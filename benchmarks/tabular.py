@@ -418,16 +418,17 @@ def markdown(summary, machine):
     return "\n".join(lines) + "\n"
 
 
-def combine(paths, out, name):
+def combine(paths, out, name, keep=lambda record: True):
     """One report from the records of several runs (e.g. peers measured once, the defaults
-    measured again): each run's machine information is kept."""
+    measured again) that ``keep`` accepts: each run's machine information is kept."""
     records, runs = {}, []
     for path in paths:
         report = json.loads(Path(path).read_text())
         runs.append({"file": str(path), "machine": report["machine"],
                      "methods": report["methods"], "tables": report["tables"]})
         for r in report["records"]:
-            records[r["method"], r["table"], r["split"]] = r
+            if keep(r):
+                records[r["method"], r["table"], r["split"]] = r
     records = list(records.values())
     summary = summarise(records)
     out.mkdir(parents=True, exist_ok=True)
@@ -467,11 +468,15 @@ def main(argv=None):
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tabular"))
     p.add_argument("--name", default=None)
     p.add_argument("--combine", default=None, metavar="A.json,B.json",
-                   help="summarise the records of earlier runs (the same splits; the later "
-                        "file wins for a repeated method, table and split) instead of running")
+                   help="summarise the records of earlier runs (the later file wins for a "
+                        "repeated method, table and split; --methods, --tables and --splits "
+                        "select records) instead of running")
     args = p.parse_args(argv)
     if args.combine:
-        return combine(args.combine.split(","), Path(args.out), args.name or "combined")
+        return combine(args.combine.split(","), Path(args.out), args.name or "combined",
+                       keep=lambda r: (r["table"] in args.tables.split(",")
+                                       and r["method"] in args.methods.split(",")
+                                       and r["split"] < args.splits))
     methods = args.methods.split(",")
     tables = args.tables.split(",")
     splits = args.splits
