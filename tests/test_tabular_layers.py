@@ -85,6 +85,8 @@ SPECS = {
     "BatchEnsembleDense-nobias": (lambda: xpnn.BatchEnsembleDense(
         4, 2, K, r_init="random-signs", r_chunks=[1, 3], bias=False), 4, 2 * K, numeric, []),
     "EnsembleDense": (lambda: xpnn.EnsembleDense(4, 3, K), 4, 2 * K, numeric, []),
+    "EnsembleScale": (lambda: xpnn.EnsembleScale(4, K, init="normal", chunks=[1, 3]), 4, 2 * K,
+                      numeric, []),
     "EnsembleMean": (lambda: xpnn.EnsembleMean(K), 3, 2 * K, numeric, []),
 }
 
@@ -263,6 +265,36 @@ def table(n=60, seed=0, dtype="float32"):
     return np.c_[num, cat].astype(dtype), y
 
 
+def mini_model(dtype="float32", k=K):
+    """TabM-mini: EnsembleScale in front of Dense layers shared by the members."""
+    front = xpnn.Columns([(3, xpnn.PeriodicEmbedding(3, 4, 2, 0.5, lite=True)),
+                          (2, xpnn.Embedding([3, 5], 2))])
+    return xpnn.Sequential(front, xpnn.EnsembleView(k), xpnn.EnsembleScale(10, k, chunks=[2] * 5),
+                           xpnn.Dense(10, 8), xpnn.ReLU(), xpnn.Dropout(0.1),
+                           xpnn.EnsembleDense(8, 3, k), xpnn.Softmax(), xpnn.EnsembleMean(k),
+                           dtype=dtype, seed=0)
+
+
+def test_tabm_mini_trains_saves_and_exports(tmp_path):
+    X, y = table(dtype="float64")
+    model = mini_model("float64")
+    r = to_numpy(model.layers[2].r.data)
+    assert set(np.unique(r)) == {-1.0, 1.0}
+    np.testing.assert_array_equal(r[:, 0::2], r[:, 1::2])   # one draw per chunk of 2
+    model.compile("crossentropy", xpnn.Adam(0.01), metrics=["accuracy"])
+    hist = model.fit(X, y, epochs=5, batch_size=16, verbose=0)
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(to_numpy(xpnn.load(tmp_path / "m.npz").predict(X)),
+                                  to_numpy(model.predict(X)))
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    session = ort.InferenceSession(str(model.export(tmp_path / "m.onnx")),
+                                   providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, {"x": X})[0], to_numpy(model.predict(X)),
+                               rtol=1e-11, atol=1e-12)
+
+
 def tabular_model(backend="numpy", dtype="float32", k=K, head="softmax", seed=0,
                   dropout=0.1, activations=("selu",)):
     """Columns (PBLD, pass-through, PLR-lite, Embedding) -> Scale -> a TabM-style ensemble."""
@@ -271,7 +303,9 @@ def tabular_model(backend="numpy", dtype="float32", k=K, head="softmax", seed=0,
                           (2, xpnn.Embedding([3, 5], 2))])
     width = front.output_features(5)
     layers = [front, xpnn.Scale(width), xpnn.EnsembleView(k),
-              xpnn.BatchEnsembleDense(width, 8, k, r_init="random-signs"), xpnn.LayerNorm(8),
+              xpnn.BatchEnsembleDense(width, 8, k, r_init="random-signs",
+                                      r_chunks=[3, 1, 2, 2, 2]),      # one sign per feature
+              xpnn.LayerNorm(8),
               *[xpnn.ParametricActivation(8, a) for a in activations], xpnn.Dropout(dropout),
               xpnn.BatchEnsembleDense(8, 8, k), xpnn.ReLU()]
     if head == "softmax":
@@ -311,6 +345,11 @@ def test_backends_train_alike(backend):
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-11)
+    before = to_numpy(model.predict(X))
+    moved = model.to("numpy")                   # Sequential.to moves nested layers too
+    assert all(layer.backend.name == "numpy" for layer in moved.layers[0].layers if layer)
+    np.testing.assert_allclose(to_numpy(moved.predict(X)), before, rtol=1e-12)
+    moved.fit(X, y, epochs=1, batch_size=16, verbose=0)
 
 
 @pytest.mark.parametrize("head", ["softmax", "sigmoid", "linear"])
@@ -349,6 +388,49 @@ def test_ensemble_loss_is_the_mean_of_member_losses_and_predict_averages(head):
     np.testing.assert_allclose(model.evaluate(X, t)["loss"], want, rtol=1e-10)
     loss = model.train_on_batch(X, t, sample_weight=w)           # the loss before the step
     np.testing.assert_allclose(loss, np.mean(per_member), rtol=1e-10)
+
+
+def test_member_batches_give_each_member_every_sample_once_per_epoch():
+    X = np.arange(10.0)[:, None] * np.ones((1, 2))
+    batches = xpnn.MemberBatches(X, np.arange(10), K, batch_size=4, seed=0)
+    assert len(batches) == 3
+    epoch = list(batches)
+    assert [len(x) for x, _ in epoch] == [4 * K, 4 * K, 2 * K]
+    for i in range(K):                       # member i: rows i, i+k, ... of every batch
+        seen = np.concatenate([t[i::K] for _, t in epoch])
+        assert sorted(seen) == list(range(10))
+        np.testing.assert_array_equal(np.concatenate([x[i::K, 0] for x, _ in epoch]), seen)
+    first = [t for _, t in epoch]
+    assert any(not np.array_equal(a, b) for a, b in zip(first, [t for _, t in batches],
+                                                        strict=True))   # a new order per pass
+    w = np.linspace(1, 2, 10)
+    x, t, wb = next(iter(xpnn.MemberBatches(X, np.arange(10), K, 4, seed=1, sample_weight=w)))
+    np.testing.assert_array_equal(wb, w[t])
+
+
+def test_members_with_their_own_batches():
+    """EnsembleView(shared_batches=False): in training the rows are the members' own samples
+    (targets as given, not repeated): the loss is the mean over all rows of each member's
+    loss on its sample; predict still averages the members."""
+    X, y = table(n=12, dtype="float64")
+    model = tabular_model(dtype="float64", dropout=0.0)
+    model.layers[2] = xpnn.EnsembleView(K, shared_batches=False)
+    model = xpnn.Sequential.from_config(model.get_config(), weights=model.get_weights())
+    assert model.layers[2].get_config() == {"k": K, "shared_batches": False}
+    model.compile("crossentropy", xpnn.SGD(0.1), metrics=["accuracy"])
+    x, t = next(iter(xpnn.MemberBatches(X, y, K, batch_size=4, seed=0)))
+    out = x
+    for layer in model.layers[:-1]:
+        out = layer.forward(out, training=True)
+    p = to_numpy(out)
+    want = np.mean(-np.log(p[np.arange(len(t)), t]))
+    np.testing.assert_allclose(model.train_on_batch(x, t), want, rtol=1e-10)
+    assert to_numpy(model.predict(X)).shape == (12, 3)
+    hist = model.fit(xpnn.MemberBatches(X, y, K, batch_size=4, seed=0), epochs=3, verbose=0,
+                     validation_data=(X, y))
+    assert len(hist.history["val_loss"]) == 3
+    with pytest.raises(ValueError, match="multiple of 3"):
+        model.train_on_batch(X[:4], y[:4])
 
 
 def test_whole_ensemble_model_gradients_match_finite_differences():
@@ -411,13 +493,14 @@ def test_onnx_equals_predict(tmp_path, dtype, head):
     model.fit(X, y if head == "softmax" else (y > 0).astype(float), epochs=2, batch_size=16,
               verbose=0)
     X[0, 3], X[1, 4] = -1, 17            # unseen codes at predict time
-    path = model.export(tmp_path / "m.onnx")
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    for rows in (X[:1], X):
-        got = session.run(None, {"x": rows})[0]
-        tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-11,
-                                                                         atol=1e-12)
-        np.testing.assert_allclose(got, to_numpy(model.predict(rows)), **tol)
+    for opset in (17, 18):
+        path = model.export(tmp_path / f"m{opset}.onnx", opset=opset)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        for rows in (X[:1], X):
+            got = session.run(None, {"x": rows})[0]
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-11,
+                                                                             atol=1e-12)
+            np.testing.assert_allclose(got, to_numpy(model.predict(rows)), **tol)
 
 
 def test_export_error_names_the_layer(tmp_path):
@@ -461,6 +544,8 @@ def test_bad_constructor_arguments_name_the_layer():
         (lambda: xpnn.BatchEnsembleDense(3, 2, 2, r_init="normal", r_chunks=[1, 1]),
          "BatchEnsembleDense: r_chunks"),
         (lambda: xpnn.EnsembleMean(0), "EnsembleMean"),
+        (lambda: xpnn.EnsembleScale(3, 2, chunks=[1, 1]), "EnsembleScale: chunks"),
+        (lambda: xpnn.EnsembleScale(3, 2, init="zeros"), "EnsembleScale: init"),
     ]:
         with pytest.raises(ValueError, match=match):
             make()
@@ -471,6 +556,18 @@ def test_ensemble_rows_must_be_a_multiple_of_k():
     layer.build(get_backend("numpy"), "float64", np.random.default_rng(0), 2)
     with pytest.raises(ValueError, match="BatchEnsembleDense.*multiple of 3"):
         layer.forward(np.zeros((4, 2)))
+
+
+@pytest.mark.parametrize("layers, match", [
+    ([xpnn.BatchEnsembleDense(2, 2, 3), xpnn.EnsembleMean(3)], "needs an EnsembleView"),
+    ([xpnn.EnsembleView(3), xpnn.BatchEnsembleDense(2, 2, 4)], "has 4 members but layer 0"),
+    ([xpnn.EnsembleView(3), xpnn.EnsembleView(3)], "repeats the rows again"),
+    ([xpnn.EnsembleView(2), xpnn.EnsembleMean(2), xpnn.Dense(2, 1)], "must be the last"),
+])
+def test_ensemble_layers_must_fit_together(layers, match):
+    model = xpnn.Sequential(*layers)
+    with pytest.raises(ValueError, match=match):
+        model.compile("mse", "adam")
 
 
 def test_model_input_of_the_wrong_width_names_the_first_layer():

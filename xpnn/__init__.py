@@ -37,6 +37,7 @@ from .layers import (
     Embedding,
     EnsembleDense,
     EnsembleMean,
+    EnsembleScale,
     EnsembleView,
     Identity,
     Layer,
@@ -52,6 +53,7 @@ from .layers import (
     Softmax,
     Tanh,
 )
+from .layers.ensemble import MemberBatches
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Loss
 from .model import Sequential, load
 from .optimizers import SGD, Adam, AdamW, Optimizer, RMSprop
@@ -61,8 +63,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "MSE", "SGD", "Adam", "AdamW", "Backend", "BackupAndRestore",
-    "BatchEnsembleDense", "EnsembleDense", "EnsembleMean", "EnsembleView", "LayerNorm",
-    "ParametricActivation", "PeriodicEmbedding", "Scale",
+    "BatchEnsembleDense", "EnsembleDense", "EnsembleMean", "EnsembleScale", "EnsembleView",
+    "LayerNorm", "MemberBatches", "ParametricActivation", "PeriodicEmbedding", "Scale",
     "BackendUnavailableError",
     "BinaryCrossEntropy", "Callback", "CategoricalCrossEntropy", "Columns", "Dense", "Dropout",
     "EarlyStopping", "Embedding", "History", "Identity", "Layer", "LearningRateScheduler",

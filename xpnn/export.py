@@ -162,8 +162,6 @@ class _Graph:
     def layer(self, layer, x, name, index=None):
         """Write ``layer`` applied to ``x``; returns the name of its output."""
         kind = type(layer).__name__
-        if hasattr(layer, "to_onnx"):
-            return layer.to_onnx(self, x, name)
         if kind == "Dense":
             x = self.node("MatMul", [x, self.weight(f"{name}.W", layer.W.data)],
                           f"{name}_matmul")
@@ -187,6 +185,10 @@ class _Graph:
             return x
         if kind in _SKIPPED:
             return x
+        try:
+            return layer.to_onnx(self, x, name)
+        except NotImplementedError:
+            pass
         where = f"layer {index}" if index is not None else name
         raise ValueError(f"export: {where} ({layer!r}) has no ONNX form; supported: "
                          f"Dense, LeakyReLU, Rescaling, Softmax, {', '.join(_UNARY)}, "

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._validation import check_real
 from .layers.activations import log_softmax, sigmoid, softmax
+from .metrics import _dense_targets as dense_targets
 
 
 class Loss:
@@ -66,7 +68,30 @@ class Loss:
         return {}
 
     def __repr__(self):
-        return f"{type(self).__name__}()"
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class _LabelSmoothing:
+    """``label_smoothing`` of the cross-entropies, as Keras: the targets are mixed with the
+    uniform distribution before the loss sees them (so every formula of the loss, fused or not,
+    holds unchanged with the smoothed targets)."""
+
+    label_smoothing = 0.0
+
+    def _set_label_smoothing(self, value):
+        self.label_smoothing = check_real("label_smoothing", value, type(self).__name__, 0.0,
+                                          1.0)
+
+    def get_config(self):
+        """Constructor arguments that differ from the defaults (saved with the model).
+
+        Returns
+        -------
+        dict
+            ``{"label_smoothing": ε}`` when ε > 0, else empty.
+        """
+        return {"label_smoothing": self.label_smoothing} if self.label_smoothing else {}
 
 
 def _clip(xp, x, low: float, high: float):
@@ -109,16 +134,29 @@ class MSE(Loss):
         return (2.0 / n) * self.diff
 
 
-class BinaryCrossEntropy(Loss):
+class BinaryCrossEntropy(_LabelSmoothing, Loss):
     """Binary cross-entropy on probabilities ``p`` (N, K), averaged over all N·K elements.
 
     ``L = -mean(t log p + (1 - t) log(1 - p))``, ``δ = (p - t) / (p (1 - p) N K)``.
     Fused with Sigmoid (logits ``z``): ``L = mean(max(z, 0) - z t + log(1 + e^{-|z|}))``,
     ``dL/dz = (σ(z) - t) / (N K)``. Targets are in [0, 1], shape (N,) or (N, K).
+
+    Parameters
+    ----------
+    label_smoothing : float
+        ``ε`` in [0, 1] (Keras's): the targets become ``t (1 - ε) + ε / 2`` before the loss.
+        Default 0.
     """
 
     name = "binary_crossentropy"
     fuses_with = "Sigmoid"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self._set_label_smoothing(label_smoothing)
+
+    def _smooth(self, t):
+        ls = self.label_smoothing
+        return t * (1.0 - ls) + 0.5 * ls if ls else t
 
     def prepare_targets(self, y, n_outputs):
         y = super().prepare_targets(y, n_outputs)
@@ -131,7 +169,7 @@ class BinaryCrossEntropy(Loss):
         xp = self.xp
         eps = float(xp.finfo(p.dtype).eps)
         self.p = _clip(xp, p, eps, 1.0 - eps)
-        self.t = t
+        self.t = t = self._smooth(t)
         self.row_scale = None
         terms = t * xp.log(self.p) + (1.0 - t) * xp.log(1.0 - self.p)
         if w is not None:
@@ -148,7 +186,7 @@ class BinaryCrossEntropy(Loss):
     def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.p = sigmoid(xp, z)
-        self.t = t
+        self.t = t = self._smooth(t)
         self.row_scale = None
         softplus = xp.log1p(xp.exp(-xp.abs(z)))
         terms = z * xp.astype(z > 0, z.dtype) - z * t + softplus
@@ -163,16 +201,25 @@ class BinaryCrossEntropy(Loss):
         return (self.p - self.t) / n
 
 
-class CategoricalCrossEntropy(Loss):
+class CategoricalCrossEntropy(_LabelSmoothing, Loss):
     """Categorical cross-entropy ``L = -(1/N) Σ_n log p[n, y_n]``.
 
     Targets are integer class labels (N,) in ``0..K-1`` or one-hot / probability rows (N, K).
     On probabilities ``p``: ``δ = -t / (p N)``. Fused with Softmax (logits ``z``):
     ``L = mean(logsumexp(z) - Σ_k t_k z_k)`` and ``dL/dz = (softmax(z) - t) / N``.
+
+    Parameters
+    ----------
+    label_smoothing : float
+        ``ε`` in [0, 1] (Keras's): the target rows become ``t (1 - ε) + ε / K`` before the
+        loss (RealMLP trains with ε = 0.1). Default 0.
     """
 
     name = "categorical_crossentropy"
     fuses_with = "Softmax"
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self._set_label_smoothing(label_smoothing)
 
     def prepare_targets(self, y, n_outputs):
         if n_outputs < 2:
@@ -197,14 +244,12 @@ class CategoricalCrossEntropy(Loss):
             raise ValueError(f"{self.name}: one-hot targets must lie in [0, 1]")
         return y
 
-    @staticmethod
-    def _dense_targets(xp, t, like):
-        """One-hot (N, K) float targets from integer labels (or float targets unchanged)."""
-        if t.ndim == 1:
-            k = like.shape[1]
-            classes = xp.arange(k, dtype=t.dtype, device=t.device)
-            return xp.astype(t[:, None] == classes, like.dtype)
-        return t
+    def _dense_targets(self, xp, t, like):
+        """One-hot (N, K) float targets from integer labels (or float targets unchanged),
+        smoothed when :attr:`label_smoothing` is set."""
+        t = dense_targets(xp, t, like)
+        ls = self.label_smoothing
+        return t * (1.0 - ls) + ls / like.shape[1] if ls else t
 
     def forward(self, p, t, w=None):
         xp = self.xp

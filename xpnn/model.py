@@ -28,7 +28,7 @@ from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
 from .guard import all_finite
 from .layers import LAYERS, Layer
-from .layers.ensemble import mean_of_members, repeat_rows
+from .layers.ensemble import check_members, mean_of_members, repeat_rows
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
 from .optimizers import OPTIMIZERS, get_optimizer
@@ -141,6 +141,7 @@ class Sequential:
         """
         if not self.layers:
             raise ValueError("Sequential: cannot compile a model without layers")
+        check_members(self.layers)
         # An ensemble ends in EnsembleMean: the output layer is the one before it.
         ensemble = self.layers[-1] if getattr(self.layers[-1], "averages_members", False) \
             and len(self.layers) > 1 else None
@@ -170,6 +171,8 @@ class Sequential:
         self.metrics = metric_objs
         self._fused = loss.fuses_with is not None and type(last).__name__ == loss.fuses_with
         self._members = 1 if ensemble is None else ensemble.k
+        self._repeat = 1 if ensemble is None or not all(    # EnsembleView(shared_batches=False):
+            getattr(layer, "shared_batches", True) for layer in self.layers) else ensemble.k
         self._logits_end = -1 if ensemble is None else -2
         return self
 
@@ -350,7 +353,8 @@ class Sequential:
     # ------------------------------------------------------------------ forward / backward
     #: Ensemble members k (an ensemble ends in EnsembleMean: targets are repeated k times in
     #: training) and where the layers before the fused output activation end.
-    _members, _logits_end = 1, -1
+    #: Targets are repeated ``_repeat`` times (k, or 1 when each member has its own batches).
+    _members, _repeat, _logits_end = 1, 1, -1
 
     def _forward(self, x, training=False, logits=False):
         layers = self.layers[:self._logits_end] if logits else self.layers
@@ -382,7 +386,7 @@ class Sequential:
         parameter's gradient in ``p.grad``; returns (loss, output). The walk shared by the
         training step and :class:`xpnn.flat.FlatObjective`."""
         loss_fn = self.loss
-        k = self._members
+        k = self._repeat
         if k > 1:        # an ensemble: each member's rows get the targets (and weights)
             xp = self.backend.xp
             tb, wb = repeat_rows(xp, tb, k), None if wb is None else repeat_rows(xp, wb, k)
@@ -1063,6 +1067,8 @@ class Sequential:
                               "config": self.optimizer.get_config()},
                 "metrics": [m.name for m in self.metrics],
             }
+            if self.loss.get_config():           # e.g. label_smoothing
+                config["compile"]["loss_config"] = self.loss.get_config()
         return config
 
     @classmethod
@@ -1082,7 +1088,7 @@ class Sequential:
         compiled = config.get("compile")
         if compiled:
             opt = compiled["optimizer"]
-            model.compile(loss=LOSS_CLASSES[compiled["loss"]](),
+            model.compile(loss=LOSS_CLASSES[compiled["loss"]](**compiled.get("loss_config", {})),
                           optimizer=OPTIMIZERS[opt["class"].lower()](**opt["config"]),
                           metrics=compiled["metrics"])
         return model

@@ -277,6 +277,7 @@ class Payload:
     layers: list
     weights: list = field(default_factory=list)
     optimizer: object = None            # an Optimizer instance (from the compile settings)
+    loss: object = None                 # a Loss instance (from the compile settings)
     training: dict | None = None        # decoded: arrays in place of references
 
 
@@ -567,9 +568,12 @@ def _check_config(path, config):
 
     compiled = config["compile"]
     if compiled is not None:
-        _check_keys(compiled, {"loss", "optimizer", "metrics"}, "'compile'")
+        _check_keys(compiled, {"loss", "optimizer", "metrics", "loss_config"}, "'compile'",
+                    required={"loss", "optimizer", "metrics"})
         if compiled["loss"] not in LOSS_CLASSES:
             raise _Bad(f"is not a valid xpnn model (unknown loss {compiled['loss']!r})")
+        payload.loss = _construct(LOSS_CLASSES[compiled["loss"]],
+                                  compiled.get("loss_config", {}), f"loss {compiled['loss']}")
         opt = compiled["optimizer"]
         _check_keys(opt, {"class", "config"}, "the optimizer")
         cls = OPTIMIZERS.get(opt["class"].lower()) if isinstance(opt["class"], str) else None
@@ -870,7 +874,8 @@ def build(payload: Payload, cls, backend=None):
             model.set_weights(payload.weights)
         compiled = cfg["compile"]
         if compiled:
-            model.compile(loss=LOSS_CLASSES[compiled["loss"]](), optimizer=payload.optimizer,
+            model.compile(loss=payload.loss or LOSS_CLASSES[compiled["loss"]](),
+                          optimizer=payload.optimizer,
                           metrics=compiled["metrics"])
     except ValueError as exc:
         raise ValueError(f"{payload.path} is not a valid xpnn model ({exc})") from None

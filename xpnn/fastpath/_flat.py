@@ -170,11 +170,11 @@ class FlatTrainer:
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
-        fused form when the rows carry weights ``wb``); the other heads call the model's loss
-        object.
+        fused form when the rows carry weights ``wb`` or the targets are smoothed); the other
+        heads call the model's loss object.
         """
         head, loss_fn = self.plan.head, self.plan.loss
-        if head == "softmax_ce" and wb is None:
+        if head == "softmax_ce" and wb is None and not loss_fn.label_smoothing:
             return self._softmax_ce(a, tb, n)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)

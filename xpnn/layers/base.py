@@ -97,21 +97,59 @@ class Layer:
 
     def check_width(self, in_features):
         """In :meth:`build`: raise an error naming this layer when it was made for inputs of
-        :attr:`in_features` features and is built for ``in_features`` others."""
+        :attr:`in_features` features and is built for others.
+
+        Parameters
+        ----------
+        in_features : int or None
+            Features of the input the layer is being built for (None: unknown, accepted).
+
+        Raises
+        ------
+        ValueError
+            When both widths are known and differ.
+        """
         if in_features is not None and self.in_features is not None \
                 and in_features != self.in_features:
             raise ValueError(f"{type(self).__name__}: made for {self.in_features} input "
                              f"features but its input has {in_features}")
 
     def param_shapes(self, in_features: int) -> list[tuple[str, tuple[int, ...]]]:
-        """``[(name, shape)]`` of the parameters :meth:`build` creates for ``in_features`` input
-        features, in order, without allocating anything (``load`` checks files against it)."""
+        """The parameters :meth:`build` creates, without allocating anything (``load`` checks
+        files against them).
+
+        Parameters
+        ----------
+        in_features : int
+            Features of the layer's input.
+
+        Returns
+        -------
+        list of (str, tuple of int)
+            ``(name, shape)`` of each parameter, in the order of ``params``.
+        """
         return []
 
     def check_input(self, x, width: int | None = None, multiple: int = 1):
-        """Raise an error naming this layer unless ``x`` is a 2-D array of the layer's dtype with
-        ``width`` columns (default :attr:`in_features`; None: any) and a number of rows that is a
-        multiple of ``multiple``."""
+        """Raise an error naming this layer unless ``x`` is a 2-D array of the layer's dtype
+        with the expected width and a number of rows that is a multiple of ``multiple``.
+
+        Parameters
+        ----------
+        x : array
+            The input given to :meth:`forward`.
+        width : int, optional
+            Columns expected (default :attr:`in_features`; when that is None, any).
+        multiple : int
+            The rows must be a multiple of it (k for the rows of a k-member ensemble).
+
+        Raises
+        ------
+        ValueError
+            Not 2-D, another width, or rows not a multiple of ``multiple``.
+        TypeError
+            Another dtype than the layer's.
+        """
         name = type(self).__name__
         width = self.in_features if width is None else width
         shape = tuple(x.shape)
@@ -132,6 +170,31 @@ class Layer:
 
     def backward(self, delta):
         raise NotImplementedError
+
+    def to_onnx(self, g, x, name):
+        """Write the layer's inference (``forward`` with ``training=False``) as ONNX nodes.
+
+        Layers other than the built-in ones of :mod:`xpnn.export` implement it; the others
+        cannot be exported.
+
+        Parameters
+        ----------
+        g : object
+            The graph being written (:mod:`xpnn.export`): ``g.node(op, inputs, **attrs)`` adds a
+            node and returns its output's name, ``g.const(name, array)`` and
+            ``g.weight(name, parameter_data)`` add constants, ``g.layer(layer, x, name)``
+            writes a nested layer, ``g.dtype`` is the model's NumPy dtype.
+        x : str
+            Name of the layer's input in the graph.
+        name : str
+            A prefix, unique in the graph, for the names of the layer's nodes and constants.
+
+        Returns
+        -------
+        str
+            Name of the layer's output in the graph.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no ONNX form")
 
     # -- description --------------------------------------------------------------------------
     def get_config(self) -> dict:

@@ -114,7 +114,7 @@ class Columns(Layer):
         return grads[0] if len(grads) == 1 else self.xp.concat(grads, axis=1)
 
     def to_onnx(self, g, x, name):
-        """ONNX: one ``Slice`` per block, its layer's nodes, one ``Concat``."""
+        # ONNX: one ``Slice`` per block, its layer's nodes, one ``Concat``.
         import numpy as np
 
         outs = []

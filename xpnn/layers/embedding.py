@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .._validation import check_int
 from .base import Layer, uniform_parameters
 
@@ -74,17 +76,37 @@ class Embedding(Layer):
         self.tables = uniform_parameters(backend, dtype, rng, 1.0 / math.sqrt(self.dim),
                                          self.param_shapes(in_features))
         self.params = list(self.tables)
+        self._constants()
+
+    def bind(self, backend):
+        super().bind(backend)
+        self._constants()
+
+    def _constants(self):
+        """Per-column constants on the device: the cardinalities (model dtype), the first row
+        of each column's table in the stacked tables (int64) and each table's row numbers."""
+        be, cards = self.backend, self.cardinalities
+        self._cards = be.asarray(np.asarray(cards, dtype=self.dtype))
+        self._offsets = be.asarray(np.cumsum([0] + [c + 1 for c in cards[:-1]]), dtype="int64")
+        self._rows = [be.asarray(np.arange(c + 1), dtype="int64") for c in cards]
 
     def encode(self, x):
-        """The row index of each entry of ``x`` in its column's table (int64, (N, n_columns)):
-        the code itself when valid, else the column's unknown row."""
-        xp = self.xp
-        columns = []
-        for j, card in enumerate(self.cardinalities):
-            c = x[:, j]
-            valid = (c >= 0) & (c < card) & (xp.floor(c) == c)     # False for NaN and ±inf
-            columns.append(xp.astype(xp.where(valid, c, xp.full_like(c, card)), xp.int64))
-        return xp.stack(columns, axis=1)
+        """The row of each entry of ``x`` in its column's table.
+
+        Parameters
+        ----------
+        x : array (N, n_columns)
+            Category codes in the model's float dtype.
+
+        Returns
+        -------
+        array of int64 (N, n_columns)
+            The code itself when it is an integer in ``[0, cardinalities[j])``, else the
+            column's unknown row ``cardinalities[j]``.
+        """
+        xp, cards = self.xp, self._cards                       # all columns at once
+        valid = (x >= 0) & (x < cards) & (xp.floor(x) == x)    # False for NaN and ±inf
+        return xp.astype(xp.where(valid, x, xp.broadcast_to(cards, x.shape)), xp.int64)
 
     def forward(self, x, training=False):
         self.check_input(x)
@@ -92,14 +114,16 @@ class Embedding(Layer):
         codes = self.encode(x)
         if training:
             self.codes, self.x_shape = codes, tuple(x.shape)
-        return xp.concat([xp.take(t.data, codes[:, j], axis=0)          # y_j = T_j[c_j]
-                          for j, t in enumerate(self.tables)], axis=1)
+        # y_j = T_j[c_j] for every column j: one gather from the tables stacked end to end
+        stacked = xp.concat([t.data for t in self.tables], axis=0) if len(self.tables) > 1 \
+            else self.tables[0].data
+        rows = xp.take(stacked, xp.reshape(codes + self._offsets, (-1,)), axis=0)
+        return xp.reshape(rows, (x.shape[0], self.in_features * self.dim))
 
     def backward(self, delta):
         xp = self.xp
         d = self.dim
-        for j, (t, card) in enumerate(zip(self.tables, self.cardinalities, strict=True)):
-            rows = xp.arange(card + 1, dtype=xp.int64, device=self.backend.device)
+        for j, (t, rows) in enumerate(zip(self.tables, self._rows, strict=True)):
             onehot = xp.astype(self.codes[:, j][:, None] == rows, delta.dtype)   # O_j (N, card+1)
             t.grad = onehot.T @ delta[:, j * d:(j + 1) * d]                      # O_jᵀ · δ_j
         if not self.input_grad_needed:
@@ -107,10 +131,8 @@ class Embedding(Layer):
         return xp.zeros(self.x_shape, dtype=delta.dtype, device=self.backend.device)
 
     def to_onnx(self, g, x, name):
-        """ONNX: the codes cleaned as in :meth:`encode`, offset into one stacked table,
-        ``Gather`` and ``Reshape``."""
-        import numpy as np
-
+        # ONNX: the codes cleaned as in :meth:`encode`, offset into one stacked table, ``Gather``
+        # and ``Reshape``.
         cards = np.asarray(self.cardinalities, dtype=g.dtype)
         offsets = np.cumsum([0] + [c + 1 for c in self.cardinalities[:-1]]).astype(np.int64)
         table = np.concatenate([g.host(t.data) for t in self.tables], axis=0)

@@ -35,45 +35,119 @@ class EnsembleView(Layer):
     (row ``n·k + i`` is sample ``n`` for member ``i``). Backward sums the k copies' deltas:
     ``dL/dx_n = Σ_i δ_{n·k+i}``.
 
+    With ``shared_batches=False`` the members train on batches of their own, as TabM's
+    default (``share_training_batches=False``): in training the layer is the identity and
+    expects rows already laid out per member, row ``j·k + i`` being the ``j``-th sample of
+    member ``i``'s batch, with their targets, which :class:`~xpnn.MemberBatches` gives to
+    ``fit`` (each epoch every member sees every sample once, in its own order); the model then
+    uses the targets as given instead of repeating them. At inference it repeats rows as
+    above.
+
     Parameters
     ----------
     k : int
         Number of ensemble members.
+    shared_batches : bool
+        Whether all members train on the same batch (default True).
     """
 
-    def __init__(self, k: int):
+    def __init__(self, k: int, shared_batches: bool = True):
         super().__init__()
         self.k = check_int("k", k, "EnsembleView", 1)
+        if not isinstance(shared_batches, (bool, np.bool_)):
+            raise ValueError(f"EnsembleView: shared_batches must be True or False, got "
+                             f"{shared_batches!r}")
+        self.shared_batches = bool(shared_batches)
 
-    #: Rows out per row in: what data-parallel Dropout masks need to know.
     @property
     def rows_per_input(self):
-        return self.k
+        """Rows out per row in while training (k, or 1 without shared batches): what
+        data-parallel Dropout masks need to know."""
+        return self.k if self.shared_batches else 1
 
     def build(self, backend, dtype, rng, in_features):
         super().build(backend, dtype, rng, in_features)
         self.width = in_features
 
     def forward(self, x, training=False):
+        if training and not self.shared_batches:       # rows already one per member
+            self.check_input(x, multiple=self.k)
+            return x
         self.check_input(x)
         xp = self.xp
         n, d = x.shape
         return xp.reshape(xp.broadcast_to(x[:, None, :], (n, self.k, d)), (n * self.k, d))
 
     def backward(self, delta):
+        if not self.shared_batches:
+            return delta
         xp = self.xp
         n, d = delta.shape[0] // self.k, delta.shape[1]
         return xp.sum(xp.reshape(delta, (n, self.k, d)), axis=1)
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Unsqueeze`` to (N, 1, d), ``Expand`` to (N, k, d), ``Reshape``."""
+        # ONNX: ``Unsqueeze`` to (N, 1, d), ``Expand`` to (N, k, d), ``Reshape``.
         x3 = g.node("Unsqueeze", [x, g.const(f"{name}.axis", np.asarray([1], np.int64))])
         wide = g.node("Expand", [x3, g.const(f"{name}.k", np.asarray([1, self.k, 1], np.int64))])
         return g.node("Reshape", [wide, g.const(f"{name}.flat", np.asarray(
             [-1, self.width], np.int64))])
 
     def get_config(self):
-        return {"k": self.k}
+        return {"k": self.k, **({} if self.shared_batches else {"shared_batches": False})}
+
+
+class MemberBatches:
+    """Training batches for an ensemble whose :class:`EnsembleView` has
+    ``shared_batches=False``: a re-iterable of ``(x, y)`` or ``(x, y, w)`` batches for
+    ``Sequential.fit`` (one pass per epoch).
+
+    Every pass draws k permutations of the N samples (from ``seed``'s generator, which
+    continues from pass to pass); batch b gives member ``i`` the samples
+    ``perm_i[b·B:(b+1)·B]``, interleaved sample-major: row ``j·k + i`` is member ``i``'s
+    ``j``-th sample. So each member sees every sample once per epoch, in its own order and
+    batches, and a batch holds B·k rows (the last one fewer, still a multiple of k).
+
+    Parameters
+    ----------
+    X, y : arrays (N, ...), host data
+    k : int
+        Number of ensemble members (the EnsembleView's).
+    batch_size : int
+        Samples per member and batch (B).
+    seed : int or numpy.random.Generator, optional
+    sample_weight : array (N,), optional
+
+    Notes
+    -----
+    Data-parallel ``fit`` splits each batch's rows between the ranks; every rank's share must
+    then be whole groups of k rows (the ensemble layers raise otherwise), which a contiguous
+    split does not promise: train data-parallel ensembles with shared batches.
+    """
+
+    def __init__(self, X, y, k, batch_size, seed=None, sample_weight=None):
+        self.X, self.y, self.w = np.asarray(X), np.asarray(y), sample_weight
+        if self.w is not None:
+            self.w = np.asarray(self.w)
+        self.k = check_int("k", k, "MemberBatches", 1)
+        self.batch_size = check_int("batch_size", batch_size, "MemberBatches", 1)
+        if len(self.y) != len(self.X) or (self.w is not None and len(self.w) != len(self.X)):
+            raise ValueError(f"MemberBatches: X has {len(self.X)} rows, y {len(self.y)}"
+                             + ("" if self.w is None else f", sample_weight {len(self.w)}"))
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self):
+        return -(-len(self.X) // self.batch_size)
+
+    def indices(self):
+        """One epoch's row indices, batch by batch (arrays of b·k indices)."""
+        n, b = len(self.X), self.batch_size
+        perms = np.stack([self.rng.permutation(n) for _ in range(self.k)], axis=1)  # (N, k)
+        return [perms[lo:lo + b].reshape(-1) for lo in range(0, n, b)]
+
+    def __iter__(self):
+        for idx in self.indices():
+            yield (self.X[idx], self.y[idx]) if self.w is None else \
+                (self.X[idx], self.y[idx], self.w[idx])
 
 
 def _members(layer, x):
@@ -119,17 +193,8 @@ class BatchEnsembleDense(Layer):
         self.in_features = check_int("in_features", in_features, "BatchEnsembleDense", 1)
         self.out_features = check_int("out_features", out_features, "BatchEnsembleDense", 1)
         self.k = check_int("k", k, "BatchEnsembleDense", 1)
-        if r_init not in SCALING_INITS:
-            raise ValueError(f"BatchEnsembleDense: r_init must be one of {SCALING_INITS}, got "
-                             f"{r_init!r}")
-        self.r_init = r_init
-        if r_chunks is not None:
-            r_chunks = [check_int("r_chunks[i]", c, "BatchEnsembleDense", 1) for c in r_chunks]
-            if sum(r_chunks) != self.in_features or r_init == "ones":
-                raise ValueError(f"BatchEnsembleDense: r_chunks must add up to in_features="
-                                 f"{self.in_features} and needs a random r_init, got "
-                                 f"{r_chunks} with r_init={r_init!r}")
-        self.r_chunks = r_chunks
+        self.r_init, self.r_chunks = _check_scaling("BatchEnsembleDense", r_init, r_chunks,
+                                                    self.in_features, prefix="r_")
         self.use_bias = bool(bias)
 
     def output_features(self, in_features):
@@ -187,8 +252,8 @@ class BatchEnsembleDense(Layer):
         return xp.reshape(du * self.r.data, (n * self.k, self.in_features))
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape`` to (N, k, in), ``Mul`` by r, ``Reshape`` back, one ``MatMul``,
-        ``Reshape`` to (N, k, out), ``Mul`` by s, ``Add`` b, ``Reshape``."""
+        # ONNX: ``Reshape`` to (N, k, in), ``Mul`` by r, ``Reshape`` back, one ``MatMul``,
+        # ``Reshape`` to (N, k, out), ``Mul`` by s, ``Add`` b, ``Reshape``.
         k = self.k
         x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray(
             [-1, k, self.in_features], np.int64))])
@@ -211,6 +276,22 @@ class BatchEnsembleDense(Layer):
                 **({} if self.use_bias else {"bias": False})}
 
 
+def _check_scaling(owner, init, chunks, width, prefix=""):
+    """Validated ``(init, chunks)`` of a per-member scaling of ``width`` features (arguments
+    named ``{prefix}init`` and ``{prefix}chunks`` in messages)."""
+    i_name, c_name = f"{prefix}init", f"{prefix}chunks"
+    if init not in SCALING_INITS:
+        raise ValueError(f"{owner}: {i_name} must be one of {SCALING_INITS}, got {init!r}")
+    if chunks is not None:
+        if isinstance(chunks, (str, bytes)) or not hasattr(chunks, "__iter__"):
+            raise ValueError(f"{owner}: {c_name} must be a list of ints, got {chunks!r}")
+        chunks = [check_int(f"{c_name}[i]", c, owner, 1) for c in chunks]
+        if sum(chunks) != width or init == "ones":
+            raise ValueError(f"{owner}: {c_name} must add up to {width} features and needs a "
+                             f"random {i_name}, got {chunks} with {i_name}={init!r}")
+    return init, chunks
+
+
 def _scaling(rng, init, k, n, chunks):
     """Initial (k, n) scalings: ones, random ±1 or Normal(0, 1), one draw per chunk."""
     if init == "ones":
@@ -219,6 +300,77 @@ def _scaling(rng, init, k, n, chunks):
     draws = rng.normal(size=(k, len(chunks))) if init == "normal" else \
         np.where(rng.random((k, len(chunks))) < 0.5, -1.0, 1.0)
     return np.repeat(draws, chunks, axis=1)
+
+
+class EnsembleScale(Layer):
+    r"""A learned scaling per member, ``y = x ⊙ r_i`` for member i: TabM-mini's only
+    non-shared part (Gorishniy et al., 2025), in front of a plain MLP whose :class:`Dense`
+    layers are shared by the members (they act on each of the N·k rows alike)::
+
+        Sequential(EnsembleView(k), EnsembleScale(d, k), Dense(d, 512), ReLU(), ...,
+                   EnsembleDense(512, n_out, k), EnsembleMean(k))
+
+    Shapes: x (N·k, F) sample-major, r (k, F), y (N·k, F). Backward::
+
+        dL/dr_i = Σ_n δ_{n,i} ⊙ x_{n,i}          dL/dx_{n,i} = δ_{n,i} ⊙ r_i
+
+    Parameters
+    ----------
+    n_features : int
+        Width F of the input.
+    k : int
+        Number of ensemble members.
+    init : {"random-signs", "normal", "ones"}
+        Initial ``r`` (TabM: random ±1).
+    chunks : list of int, optional
+        Draw one value per chunk of consecutive features (each feature's embedding width), as
+        :class:`BatchEnsembleDense`'s ``r_chunks``.
+    """
+
+    def __init__(self, n_features: int, k: int, init: str = "random-signs",
+                 chunks: list | None = None):
+        super().__init__()
+        self.in_features = check_int("n_features", n_features, "EnsembleScale", 1)
+        self.k = check_int("k", k, "EnsembleScale", 1)
+        self.init, self.chunks = _check_scaling("EnsembleScale", init, chunks,
+                                                self.in_features)
+
+    def param_shapes(self, in_features):
+        return [("r", (self.k, self.in_features))]
+
+    def build(self, backend, dtype, rng, in_features):
+        self.check_width(in_features)
+        super().build(backend, dtype, rng, in_features)
+        self.r = Parameter("r", backend.asarray(
+            _scaling(rng, self.init, self.k, self.in_features, self.chunks), dtype=dtype))
+        self.params = [self.r]
+
+    def forward(self, x, training=False):
+        x3 = _members(self, x)                                        # (N, k, F)
+        if training:
+            self.x3 = x3
+        return self.xp.reshape(x3 * self.r.data, tuple(x.shape))
+
+    def backward(self, delta):
+        xp = self.xp
+        d3 = xp.reshape(delta, self.x3.shape)
+        self.r.grad = xp.sum(d3 * self.x3, axis=0)
+        if not self.input_grad_needed:
+            return None
+        return xp.reshape(d3 * self.r.data, tuple(delta.shape))
+
+    def to_onnx(self, g, x, name):
+        # ONNX: ``Reshape`` to (N, k, F), ``Mul`` by r, ``Reshape`` back.
+        f = self.in_features
+        x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray([-1, self.k, f],
+                                                                      np.int64))])
+        y = g.node("Mul", [x3, g.weight(f"{name}.r", self.r.data)])
+        return g.node("Reshape", [y, g.const(f"{name}.out2", np.asarray([-1, f], np.int64))])
+
+    def get_config(self):
+        return {"n_features": self.in_features, "k": self.k,
+                **({} if self.init == "random-signs" else {"init": self.init}),
+                **({"chunks": list(self.chunks)} if self.chunks else {})}
 
 
 class EnsembleDense(Layer):
@@ -285,7 +437,7 @@ class EnsembleDense(Layer):
         return xp.reshape(xp.permute_dims(dx, (1, 0, 2)), (n * self.k, self.in_features))
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape``/``Transpose`` to (k, N, in), a batched ``MatMul``, ``Add``, back."""
+        # ONNX: ``Reshape``/``Transpose`` to (k, N, in), a batched ``MatMul``, ``Add``, back.
         k = self.k
         xk = g.node("Transpose", [g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray(
             [-1, k, self.in_features], np.int64))])], perm=[1, 0, 2])
@@ -338,8 +490,8 @@ class EnsembleMean(Layer):
         return delta
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Reshape`` to (N, k, C), ``Transpose`` to (N, C, k), ``MatMul`` with a column
-        of 1/k, ``Reshape`` to (N, C) (the same nodes on every opset)."""
+        # ONNX: ``Reshape`` to (N, k, C), ``Transpose`` to (N, C, k), ``MatMul`` with a column of
+        # 1/k, ``Reshape`` to (N, C) (the same nodes on every opset).
         k = self.k
         x3 = g.node("Reshape", [x, g.const(f"{name}.in3", np.asarray([-1, k, self.width],
                                                                       np.int64))])
@@ -349,6 +501,29 @@ class EnsembleMean(Layer):
 
     def get_config(self):
         return {"k": self.k}
+
+
+def check_members(layers):
+    """Raise a ValueError naming the layer when the ensemble layers of a model do not fit
+    together: an :class:`EnsembleView` (only one) before every layer with members, all with its
+    k, and an :class:`EnsembleMean` with the same k, if any, last."""
+    k, view = 1, None
+    for i, layer in enumerate(layers):
+        members = getattr(layer, "k", None)
+        if members is None:
+            continue
+        name = f"layer {i} ({type(layer).__name__}(k={members}))"
+        if isinstance(layer, EnsembleView):
+            if view is not None:
+                raise ValueError(f"Sequential: {name} repeats the rows again after {view}")
+            k, view = members, name
+        elif view is None:
+            raise ValueError(f"Sequential: {name} needs an EnsembleView(k={members}) before it "
+                             "to give each member its rows")
+        elif members != k:
+            raise ValueError(f"Sequential: {name} has {members} members but {view} makes {k}")
+        if isinstance(layer, EnsembleMean) and i != len(layers) - 1:
+            raise ValueError(f"Sequential: {name} must be the last layer")
 
 
 def mean_of_members(xp, x, k):

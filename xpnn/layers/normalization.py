@@ -69,8 +69,8 @@ class LayerNorm(Layer):
                          - x_hat * xp.mean(g * x_hat, axis=1, keepdims=True))
 
     def to_onnx(self, g, x, name):
-        """ONNX: the means as ``MatMul`` with a (F, 1) column of 1/F (the same nodes on every
-        opset), ``Sub``, ``Sqrt``, ``Div``, ``Mul``, ``Add``."""
+        # ONNX: the means as ``MatMul`` with a (F, 1) column of 1/F (the same nodes on every opset),
+        # ``Sub``, ``Sqrt``, ``Div``, ``Mul``, ``Add``.
         f = self.in_features
         avg = g.const(f"{name}.avg", np.full((f, 1), 1.0 / f, dtype=g.dtype))
         centered = g.node("Sub", [x, g.node("MatMul", [x, avg])])

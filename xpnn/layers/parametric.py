@@ -81,8 +81,8 @@ class ParametricActivation(PerFeature):
         return delta * (1.0 + self.alpha.data * (self.dfx - 1.0))
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``f`` from elementary operators (``Where``/``Exp`` for SELU, ``Relu``, ``Log``,
-        ``Exp``, ``Abs``, ``Tanh`` for Mish), then ``x + α (f(x) - x)``."""
+        # ONNX: ``f`` from elementary operators (``Where``/``Exp`` for SELU, ``Relu``, ``Log``,
+        # ``Exp``, ``Abs``, ``Tanh`` for Mish), then ``x + α (f(x) - x)``.
         def const(label, value):
             return g.const(f"{name}.{label}", np.asarray([value], g.dtype))
 

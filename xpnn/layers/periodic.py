@@ -93,6 +93,7 @@ class PeriodicEmbedding(Layer):
 
     @property
     def n_features(self):
+        """Number of numeric features F (the input's width)."""
         return self.in_features
 
     def output_features(self, in_features):
@@ -141,8 +142,8 @@ class PeriodicEmbedding(Layer):
         else:
             z = z + self.phi.data[:, None, :]
             v = xp.cos(z)                                            # (F, N, k)
-        b = self.b.data if self.lite else self.b.data[:, None, :]
-        h = v @ self.W.data + b                                      # (F, N, d)
+        h = self._linear(v, self.W.data) + (self.b.data if self.lite
+                                             else self.b.data[:, None, :])   # (F, N, d)
         if self.variant == "plr":
             e = xp.where(h > 0, h, xp.zeros_like(h))                 # ReLU
         else:
@@ -160,14 +161,17 @@ class PeriodicEmbedding(Layer):
         g = xp.permute_dims(xp.reshape(delta[:, :f * d], (n, f, d)), (1, 0, 2))   # (F, N, d)
         if self.variant == "plr":
             g = g * xp.astype(h > 0, g.dtype)                                      # ReLU'
-        dW = xp.matrix_transpose(v) @ g                                          # Σ_n vᵀ g
-        self.W.grad = xp.sum(dW, axis=0) if self.lite else dW
-        self.b.grad = xp.sum(g, axis=(0, 1)) if self.lite else xp.sum(g, axis=1)
-        W = self.W.data
-        gv = g @ xp.matrix_transpose(W)                                          # (F, N, m)
-        if self.variant == "plr":
+        if self.lite:                                   # one product over the F·N rows
+            m = v.shape[2]
+            self.W.grad = xp.reshape(v, (f * n, m)).T @ xp.reshape(g, (f * n, d))
+            self.b.grad = xp.sum(g, axis=(0, 1))
+        else:
+            self.W.grad = xp.matrix_transpose(v) @ g                             # Σ_n vᵀ g
+            self.b.grad = xp.sum(g, axis=1)
+        gv = self._linear(g, xp.matrix_transpose(self.W.data))                   # (F, N, m)
+        if self.variant == "plr":                       # v = [cos z, sin z]
             k = self.n_frequencies
-            gz = -xp.sin(z) * gv[:, :, :k] + xp.cos(z) * gv[:, :, k:]
+            gz = v[:, :, k:] * (-gv[:, :, :k]) + v[:, :, :k] * gv[:, :, k:]
         else:
             gz = -xp.sin(z) * gv
             self.phi.grad = xp.sum(gz, axis=1)                                  # Σ_n dL/dz
@@ -178,9 +182,17 @@ class PeriodicEmbedding(Layer):
         dx = xp.permute_dims(dx, (1, 0))
         return dx if self.variant == "plr" else dx + delta[:, f * d:]
 
+    def _linear(self, v, W):
+        """``v @ W`` for v (F, N, m): per feature (W (F, m, d)), or with ``lite`` (W (m, d))
+        one product over the F·N rows."""
+        if not self.lite:
+            return v @ W
+        f, n, m = v.shape
+        return self.xp.reshape(self.xp.reshape(v, (f * n, m)) @ W, (f, n, W.shape[1]))
+
     def to_onnx(self, g, x, name):
-        """ONNX: ``Transpose``/``Unsqueeze`` to (F, N, 1), ``Mul``, ``Cos``/``Sin``, a batched
-        ``MatMul``, ``Relu`` (PLR), back to (N, F·d) and, for PBLD, ``Concat`` with ``x``."""
+        # ONNX: ``Transpose``/``Unsqueeze`` to (F, N, 1), ``Mul``, ``Cos``/``Sin``, a batched
+        # ``MatMul``, ``Relu`` (PLR), back to (N, F·d) and, for PBLD, ``Concat`` with ``x``.
         f = self.in_features
         xt = g.node("Unsqueeze", [g.node("Transpose", [x], perm=[1, 0]),
                                   g.const(f"{name}.axis", np.asarray([2], np.int64))])

@@ -59,7 +59,7 @@ class Scale(PerFeature):
         return delta * self.s.data
 
     def to_onnx(self, g, x, name):
-        """ONNX: ``Mul(x, s)``."""
+        # ONNX: ``Mul(x, s)``.
         return g.node("Mul", [x, g.weight(f"{name}.s", self.s.data)])
 
     def get_config(self):
