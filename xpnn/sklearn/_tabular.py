@@ -55,6 +55,7 @@ from ..layers import (
     ReLU,
     Softmax,
 )
+from ..losses import CategoricalCrossEntropy
 from ..model import Sequential
 from ..optimizers import AdamW
 from ..schedules import CosineDecay, Warmup
@@ -241,8 +242,7 @@ class _BaseTabular(BaseEstimator):
                                                       stratify=stratify)
             except ValueError:               # a class too small to stratify
                 train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed)
-            validation = (Z[val_idx], self._train_targets(targets[val_idx], extra)) \
-                + (() if w is None else (w[val_idx],))
+            validation = (Z[val_idx], targets[val_idx]) + (() if w is None else (w[val_idx],))
         else:
             train_idx = idx
         model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
@@ -252,7 +252,7 @@ class _BaseTabular(BaseEstimator):
         warmup = max(1, min(8, epochs // 16))
         schedule = Warmup(CosineDecay(self.learning_rate, epochs=max(1, epochs - warmup),
                                       final=self.learning_rate * 1e-2), epochs=warmup)
-        model.compile(loss=self._loss_name(),
+        model.compile(loss=self._loss(),
                       optimizer=AdamW(self.learning_rate, beta2=0.95,
                                       weight_decay=self.weight_decay))
         callbacks = [LearningRateScheduler(schedule)]
@@ -261,7 +261,7 @@ class _BaseTabular(BaseEstimator):
             stopper = EarlyStopping("val_loss", patience=max(self.patience, 1),
                                     restore_best_weights=True)
             callbacks.append(stopper)
-        history = model.fit(Z[train_idx], self._train_targets(targets[train_idx], extra),
+        history = model.fit(Z[train_idx], targets[train_idx],
                             epochs=epochs, batch_size=min(self.batch_size, train_idx.size),
                             validation_data=validation, callbacks=callbacks, verbose=self.verbose,
                             sample_weight=None if w is None else w[train_idx])
@@ -275,9 +275,6 @@ class _BaseTabular(BaseEstimator):
 
     def _class_weights(self, y, w, extra):
         return w
-
-    def _train_targets(self, targets, extra):
-        return targets
 
     # ---------------------------------------------------------------- predict
     def _forward(self, X):
@@ -336,7 +333,8 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     n_ensemble : int, default=1
         Networks trained from different random starts; their probabilities are averaged.
     label_smoothing : float, default=0.1
-        Targets ``(1 - ε) · onehot + ε / K`` (RealMLP's ``ls_eps``).
+        Targets ``(1 - ε) · onehot + ε / K`` in the loss (RealMLP's ``ls_eps``;
+        :class:`~xpnn.CategoricalCrossEntropy`'s ``label_smoothing``).
     class_weight : dict, "balanced" or None
         Weights of the classes, multiplied into ``sample_weight``.
     k : int, default=1
@@ -419,16 +417,8 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     def _stratify(self, codes):
         return codes
 
-    def _train_targets(self, codes, extra):
-        k = extra["_n_outputs"]
-        if not self.label_smoothing:
-            return codes
-        t = np.full((codes.shape[0], k), self.label_smoothing / k)
-        t[np.arange(codes.shape[0]), codes] += 1.0 - self.label_smoothing
-        return t
-
-    def _loss_name(self):
-        return "categorical_crossentropy"
+    def _loss(self):
+        return CategoricalCrossEntropy(label_smoothing=float(self.label_smoothing))
 
     def fit(self, X, y, sample_weight=None):
         """Fit to a table ``X`` (DataFrame or array, n_samples rows) and class labels ``y``."""
@@ -475,7 +465,7 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         return t.reshape(y.shape[0], -1), {"y_mean_": mean, "y_scale_": scale,
                                            "_n_outputs": 1 if y.ndim == 1 else y.shape[1]}
 
-    def _loss_name(self):
+    def _loss(self):
         return "mse"
 
     def fit(self, X, y, sample_weight=None):
