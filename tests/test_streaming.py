@@ -93,6 +93,29 @@ def test_other_host_data_streamed_equals_resident(tmp_path, kind):
     assert streamed.evaluate(source, y) == resident.evaluate(Xf.astype(np.float32), y)
 
 
+@pytest.mark.parametrize("kind", ["memmap", "memmap32", "h5py", "zarr"])
+def test_file_data_is_streamed_whatever_the_budget(tmp_path, kind):
+    """A memmap, h5py dataset or zarr array says the data live in a file: read per batch even
+    far below the budget (a float32 memmap too); in-memory arrays keep the budget."""
+    X = np.arange(60, dtype=np.float32).reshape(20, 3)
+    if kind.startswith("memmap"):
+        np.save(tmp_path / "x.npy", X if kind == "memmap32" else X.astype(np.uint8))
+        source = np.load(tmp_path / "x.npy", mmap_mode="r")
+    elif kind == "h5py":
+        h5py = pytest.importorskip("h5py")
+        source = h5py.File(tmp_path / "x.h5", "w").create_dataset("x", data=X)
+    else:
+        zarr = pytest.importorskip("zarr")
+        source = zarr.create_array(store=str(tmp_path / "x.zarr"), shape=X.shape,
+                                   dtype="float32")
+        source[...] = X
+    model = _model()
+    assert model.resident_budget > 10 ** 6
+    assert model._streams(source)
+    assert not model._streams(X.astype(np.uint8))        # in memory, below the budget
+    assert not model._streams(X.astype(np.float64))
+
+
 def test_sparse_input_is_streamed_by_default():
     sparse = pytest.importorskip("scipy.sparse")
     assert _model()._streams(sparse.csr_matrix(np.eye(20, dtype=np.float32)))

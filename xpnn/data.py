@@ -7,9 +7,10 @@ or None) as arrays of the model's backend and dtype:
 * :class:`ArrayBatches` — the whole dataset already on the device in the model's dtype
   (NumPy arrays that fit in :data:`RESIDENT_BUDGET` once converted, or arrays of the model's
   backend). Batches are slices of one per-epoch gather, or rows the fast trainer gathers itself.
-* :class:`HostBatches` — host data that is *not* converted up front: a NumPy memmap or any array
-  whose converted size exceeds the budget, ``uint8`` images, ``float64`` data for a ``float32``
-  model, an ``h5py`` dataset, a ``zarr`` array, a pandas frame, a SciPy sparse matrix. Each batch's
+* :class:`HostBatches` — host data that is *not* converted up front: always a NumPy memmap, an
+  ``h5py`` dataset, a ``zarr`` array (data that live in a file, whatever their size) and a SciPy
+  sparse matrix; any other host array (``uint8`` images, ``float64`` data for a ``float32``
+  model, a pandas frame) whose converted size exceeds the budget. Each batch's
   rows are read (files and chunked stores in sorted order) and converted into buffers reused from
   batch to batch (:class:`RowReader`), checked and moved to the device on their own, so memory
   grows with the batch, not with the dataset. The rows and their order are those
@@ -21,7 +22,8 @@ or None) as arrays of the model's backend and dtype:
   random generator is not used for them.
 
 :data:`RESIDENT_BUDGET` (bytes; environment variable ``XPNN_RESIDENT_BUDGET``, or the attribute
-``model.resident_budget``) decides between the first two for host arrays.
+``model.resident_budget``) decides between the first two for host arrays held in memory
+(:func:`in_file` data is streamed at any size).
 """
 
 from __future__ import annotations
@@ -50,6 +52,13 @@ def is_sparse(X) -> bool:
 
 def _is_pandas(X) -> bool:
     return type(X).__module__.startswith("pandas")
+
+
+def in_file(X) -> bool:
+    """Whether host data ``X`` lives in a file: a NumPy memmap, an ``h5py`` dataset or a
+    ``zarr`` array (checked without importing h5py or zarr). Such data is always read one
+    batch at a time, whatever its size."""
+    return isinstance(X, np.memmap) or type(X).__module__.split(".")[0] in ("h5py", "zarr")
 
 
 def host_shape(X) -> tuple:
@@ -405,6 +414,6 @@ def is_batch_iterable(data) -> bool:
 
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
-           "as_slice", "batch_permutation", "check_finite_rows", "host_shape",
+           "as_slice", "batch_permutation", "check_finite_rows", "host_shape", "in_file",
            "is_batch_iterable", "is_one_pass", "is_sparse", "no_batches_message",
            "read_batch"]

@@ -276,16 +276,17 @@ class Sequential:
         return self.backend.asarray(cast, dtype=self.dtype)
 
     # ------------------------------------------------------------------ batch sources
-    #: Largest converted training set (bytes) that ``fit`` puts on the device up front; larger
-    #: host data is read one batch at a time (:mod:`xpnn.data`). Set it per model to override.
+    #: Largest converted in-memory training set (bytes) that ``fit`` puts on the device up
+    #: front; larger host arrays, and memmaps, h5py and zarr data at any size, are read one
+    #: batch at a time (:mod:`xpnn.data`). Set it per model to override.
     resident_budget = data.RESIDENT_BUDGET
 
     def _streams(self, X) -> bool:
         """Whether host data ``X`` is read one batch at a time rather than converted up front."""
         if backend_of(X) is not None:
             return False
-        if data.is_sparse(X):
-            return True                       # never densify a whole sparse matrix
+        if data.is_sparse(X) or data.in_file(X):
+            return True                       # never densify a sparse matrix or load a file
         if not hasattr(X, "shape"):
             return False                      # lists and the like: converted up front
         if (type(X) is np.ndarray and X.dtype == np.dtype(self.dtype)
@@ -464,10 +465,10 @@ class Sequential:
         ----------
         X : array-like (n_samples, n_features), or an iterable of batches
             A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array,
-            SciPy sparse matrix, or an array of the model's backend. Host data whose converted
-            size exceeds ``model.resident_budget`` (and sparse data always) is read, converted
-            and checked one batch at a time (:mod:`xpnn.data`); the rest is moved to the device
-            once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
+            SciPy sparse matrix, or an array of the model's backend. Memmaps, h5py and zarr
+            data (and sparse data) always, and in-memory host data whose converted size exceeds
+            ``model.resident_budget``, are read, converted and checked one batch at a time
+            (:mod:`xpnn.data`); the rest is moved to the device once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
             ``(x, y, sample_weight)`` batches (a list, a ``DataLoader``), or a generator read
             ``steps_per_epoch`` batches per epoch; ``shuffle`` does not apply to it.
         y : array-like
@@ -802,8 +803,8 @@ class Sequential:
                 steps: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
-        Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
-        rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
+        Memmaps, h5py and zarr data, and host data larger than ``model.resident_budget``, are
+        read and converted ``batch_size`` rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
         iterable of batches, as ``fit`` takes (a ``torch.utils.data.DataLoader``, a generator,
         a list of ``(x, y)`` pairs): each item is ``x`` or a tuple whose first element is
         ``x`` (targets are ignored), ``steps`` batches of it (default: until it ends), and the
