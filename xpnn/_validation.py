@@ -16,6 +16,8 @@ from __future__ import annotations
 import math
 import numbers
 
+import numpy as np
+
 
 def _interval(low, high, low_open, high_open) -> str:
     low = None if low is None else f"{low:g}"
@@ -76,3 +78,19 @@ def check_int(name: str, value, owner: str, low=None, high=None) -> int:
         raise ValueError(f"{owner}: {name} must be an int{' ' + where if where else ''}, "
                          f"got {value!r}")
     return n
+
+
+def check_dtype(dtype, owner: str, allowed=("float32", "float64")) -> str:
+    """The name (``"float32"``) of a floating dtype given as a name, a NumPy dtype or a type
+    object (``np.float64``, ``np.dtype("float32")``; ``float`` is float64, as NumPy reads it);
+    raises ValueError naming ``owner``, the allowed dtypes and the value."""
+    name = None
+    if isinstance(dtype, (str, type, np.dtype)) and not isinstance(dtype, bool):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    if name not in allowed:
+        raise ValueError(f"{owner}: dtype must be one of {allowed} (a name, a NumPy dtype or "
+                         f"a type such as np.float32), got {dtype!r}")
+    return name

@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 
-from . import serialization
+from . import locks, serialization
 from .callbacks import Callback
 
 
@@ -128,14 +128,30 @@ class BackupAndRestore(Callback):
     training resumes at the epoch and batch reached: a run killed at any moment (SIGKILL
     included) and started again with the same command ends with exactly the weights of an
     uninterrupted run (same seed and data). Two generations are kept; a damaged newest backup
-    is reported by a warning and the previous one used. When ``fit`` finishes, the backup is
+    is reported by a warning and the previous one used (as is a newest entry that is not a
+    regular file: a FIFO, a folder, a dangling link). When ``fit`` finishes, the backup is
     deleted unless ``delete_checkpoint=False``. In a data-parallel ``fit`` only rank 0 writes
     and deletes; every rank restores from the same files.
+
+    A resumed ``fit`` prints (unless ``verbose=0``) ``restored from epoch N, batch B`` and sets
+    :attr:`restored_from`. A backup is resumed only by the run that made it: a backup of
+    another architecture, or of a training on another number of rows or with another
+    ``batch_size``, raises ValueError naming the folder, before anything changes. While
+    ``fit`` runs, the lock file ``backup_dir/.lock`` (holding the process id) keeps a second
+    process out: its ``fit`` raises :class:`xpnn.locks.FolderInUseError` naming the process
+    that holds the folder; the lock of a process that no longer runs is taken over.
 
     Parameters
     ----------
     backup_dir : str or path-like
         Folder for the backups (created when missing). Use one folder per training run.
+
+    Attributes
+    ----------
+    restored_from : str or None
+        The backup file the current ``fit`` resumed from.
+    restored_at : tuple or None
+        ``(epoch, batch)`` it resumed at: 0-based epoch, batches of it already done.
     save_freq : "epoch" or int
         Back up after every epoch, or after every ``save_freq`` batches (counted across
         epochs).
@@ -158,7 +174,7 @@ class BackupAndRestore(Callback):
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
-        self.restored_from = None
+        self.restored_from = self.restored_at = None
         self._batches_seen = 0
         self._generation = 0
         self._deferred = []
@@ -186,13 +202,19 @@ class BackupAndRestore(Callback):
                            position=position)
         for n, old in self._generations():
             if n < number - 1:
-                os.unlink(old)
+                _remove(old)
 
     # ------------------------------------------------------------------ restoring
+    @property
+    def _lock(self):
+        return os.path.join(self.backup_dir, ".lock")
+
     def on_train_begin(self, logs=None):
         self._batches_seen, self._deferred, self._epoch_done = 0, [], False
-        self.restored_from = None
+        self.restored_from = self.restored_at = None
         os.makedirs(self.backup_dir, exist_ok=True)
+        if _writes_files(self.model):
+            locks.acquire(self._lock, "BackupAndRestore")
         for name in os.listdir(self.backup_dir):          # temporary files of a killed write
             if name.startswith(".backup-") and name.endswith(".tmp") and \
                     _writes_files(self.model):
@@ -203,7 +225,7 @@ class BackupAndRestore(Callback):
         for i, (_, path) in enumerate(generations):
             try:
                 payload = serialization.read(path)
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:     # damaged, or not a regular file
                 if i + 1 == len(generations):
                     raise ValueError(f"BackupAndRestore: no intact backup in "
                                      f"{self.backup_dir}: {exc}") from None
@@ -214,10 +236,43 @@ class BackupAndRestore(Callback):
         if payload is None:
             return
         model = self.model
+        try:
+            serialization.check_fits(model, payload)
+        except ValueError as exc:
+            raise ValueError(f"BackupAndRestore: {exc}. {self._other_run()}") from None
+        self._check_same_run(payload)
         serialization.restore_into(model, payload)
         self._restore_callbacks(payload)
         self.restored_from = payload.path
-        model._resume_at = payload.training["position"]
+        position = payload.training["position"]
+        model._resume_at = position
+        if position is not None:
+            self.restored_at = (int(position["epoch"]), int(position["batch"]))
+            if getattr(self, "params", {}).get("verbose") and _writes_files(model):
+                print(f"BackupAndRestore: restored from epoch {self.restored_at[0] + 1}, "
+                      f"batch {self.restored_at[1]} ({payload.path})", flush=True)
+
+    def _other_run(self):
+        return (f"The folder {self.backup_dir} holds the backup of another training run: "
+                "delete it to start afresh, or pass another backup_dir")
+
+    def _facts(self):
+        """What a backup may only be resumed with: the training rows and the batch size."""
+        params = getattr(self, "params", None) or {}
+        return {"rows": params.get("rows"), "batch_size": params.get("batch_size")}
+
+    def _check_same_run(self, payload):
+        """Raise ValueError when the backup was made training on other data (another number
+        of rows or another batch size): its position would point into another epoch."""
+        saved = next((state for name, state in payload.training["callbacks"]
+                      if name == type(self).__name__), {})
+        now = self._facts()
+        for key, what in (("rows", "training rows"), ("batch_size", "batch_size")):
+            if key in saved and saved[key] != now[key]:
+                raise ValueError(
+                    f"BackupAndRestore: the backup {payload.path} was made with {saved[key]} "
+                    f"{what}, this fit has {now[key]}; resume it with the same data and "
+                    f"batch_size. {self._other_run()}")
 
     def _restore_callbacks(self, payload):
         """Give every callback its saved state: now to those whose ``on_train_begin`` already
@@ -257,7 +312,7 @@ class BackupAndRestore(Callback):
         self._deferred = []
 
     def get_state(self):
-        return {"batches_seen": self._batches_seen}
+        return {"batches_seen": self._batches_seen, **self._facts()}
 
     def _set_own_state(self, state):
         self._batches_seen = int(state["batches_seen"])
@@ -287,12 +342,24 @@ class BackupAndRestore(Callback):
         if not self.delete_checkpoint:
             if self._epoch_done or self.save_freq != "epoch":
                 self._save(self.model._capture_position())    # every rank: see _save
+            if _writes_files(self.model):
+                locks.release(self._lock)
             return
         if not _writes_files(self.model):
             return
         for _, path in self._generations():
-            os.unlink(path)
+            _remove(path)
+        locks.release(self._lock)
         try:
             os.rmdir(self.backup_dir)
         except OSError:
             pass                # not empty: other files live there
+
+
+def _remove(path):
+    """Delete an old backup; an entry that is not a file (a folder under a backup's name) is
+    left alone."""
+    try:
+        os.unlink(path)
+    except (IsADirectoryError, PermissionError, FileNotFoundError):
+        pass

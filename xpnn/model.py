@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from . import data, distributed, fastpath, serialization
-from ._validation import check_int
+from ._validation import check_dtype, check_int
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
@@ -46,8 +46,9 @@ class Sequential:
     backend : str
         ``"numpy"`` (default), ``"cupy"``, ``"torch"`` or ``"array_api_strict"``; see
         :func:`xpnn.available_backends`.
-    dtype : {"float32", "float64"}
-        Floating dtype of weights and computations.
+    dtype : {"float32", "float64"} or NumPy dtype
+        Floating dtype of weights and computations: a name, ``np.float32``/``np.float64`` or
+        a ``np.dtype`` (stored as its name, ``model.dtype == "float64"``).
     seed : int or None
         Seed of the host random generator behind initial weights, shuffling and dropout. The same
         seed gives the same initial weights, and the same run, on every backend.
@@ -67,8 +68,7 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layer {i} must be an xpnn Layer, got "
                                 f"{type(layer).__name__}")
-        if dtype not in DTYPES:
-            raise ValueError(f"Sequential: dtype must be one of {DTYPES}, got {dtype!r}")
+        dtype = check_dtype(dtype, "Sequential", DTYPES)
         self.layers: list[Layer] = list(layers)
         self.backend = get_backend(backend)
         self.dtype = dtype
@@ -560,7 +560,8 @@ class Sequential:
             verbose = 0                   # data-parallel: rank 0 alone shows progress
         history = History()
         callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
-                                             steps=source_steps(source, batch_size))]
+                                             steps=source_steps(source, batch_size),
+                                             rows=source.n, batch_size=batch_size)]
         self.history = history
         self._comm = self._start_data_parallel(
             comm, training_rows=source.n, validation_rows=None if val is None else val.n,
@@ -1111,18 +1112,19 @@ class Sequential:
 
         return self._write_once(comm, export, self, path, format=format, **options)
 
-    def save(self, path, comm=None) -> None:
+    def save(self, path, comm=None) -> str:
         """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
-        missing): architecture, compile settings, weights, the optimizer's state (moments,
-        momentum buffers, step counts, current lr), the random generator's state and the
-        epochs trained, with a checksum. The file is written atomically.
+        missing) and return the path written: architecture, compile settings, weights, the
+        optimizer's state (moments, momentum buffers, step counts, current lr), the random
+        generator's state and the epochs trained, with a checksum. The file is written
+        atomically.
 
         No pickle is involved; read it back with :func:`xpnn.load`. Format:
         :mod:`xpnn.serialization`. After a data-parallel ``fit(comm=...)`` (or given
         ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
         rank must call ``save`` then.
         """
-        self._write_once(comm, serialization.save, self, path)
+        return self._write_once(comm, serialization.save, self, path)
 
     def _write_once(self, comm, write, *args, **kwargs):
         """``write(*args, **kwargs)`` (which writes a file and returns its path): in one process
@@ -1216,17 +1218,27 @@ def load(path, backend=None) -> Sequential:
     Parameters
     ----------
     path : str or path-like
+        The file; ``"model"`` finds ``"model.npz"`` when there is no ``"model"`` (as
+        :meth:`Sequential.save` names it).
     backend : str, optional
         Backend to load onto; by default the one it was saved from.
 
     Raises
     ------
     ValueError
-        If the file is not a valid xpnn model file (damaged, truncated, of another format, or
-        describing an invalid model); the message names the file and the problem.
+        If the file is not a valid xpnn model file (damaged, truncated, of another format, not
+        a regular file, or describing an invalid model); the message names the file and the
+        problem. An unknown ``backend`` is named as the argument, before the file is read.
     FileNotFoundError
         If there is no such file.
     """
+    if backend is not None:
+        try:
+            get_backend(backend)
+        except ValueError as exc:
+            raise ValueError(f"load: backend={backend!r} is not a backend xpnn knows ({exc})"
+                             ) from None
+    path = serialization.find(path)
     return serialization.build(serialization.read(path), Sequential, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

@@ -1,0 +1,218 @@
+"""A hostile user's second round: special files where model files are expected, backups of
+other runs or shared between processes, checkpoint names that cannot be written, learning
+rates of 0, hyperparameters beyond the model's dtype, fits that diverge or overflow."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import locks
+
+
+def blobs(n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, size=n)
+    X = rng.normal(size=(n, 4)) + 1.5 * np.eye(3, 4)[y]
+    return X, y
+
+
+X, Y = blobs()
+
+
+def model_for(seed=0, lr=0.01):
+    model = xpnn.Sequential(xpnn.Dense(4, 16), xpnn.ReLU(), xpnn.Dense(16, 3), xpnn.Softmax(),
+                            seed=seed)
+    model.compile(loss="crossentropy", optimizer=xpnn.Adam(lr), metrics=["accuracy"])
+    return model
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(xpnn.Callback):
+    def __init__(self, at):
+        self.at, self.seen = at, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seen == self.at:
+            raise Crash
+        self.seen += 1
+
+
+def crashed_backup(folder, X=X, Y=Y, batch_size=16, at=9, save_freq=2):
+    with pytest.raises(Crash):
+        model_for().fit(X, Y, epochs=3, batch_size=batch_size, verbose=0, callbacks=[
+            xpnn.BackupAndRestore(folder, save_freq=save_freq), CrashAt(at)])
+    return sorted(n for n in os.listdir(folder) if n.startswith("backup-"))
+
+
+# ---------------------------------------------------------------- special files
+def test_load_refuses_fifos_and_devices_at_once(tmp_path):
+    """A FIFO without a writer and /dev/zero are refused before a byte is read (run in a child
+    process under a timeout and a memory limit: a regression cannot hang or exhaust CI)."""
+    fifo = tmp_path / "pipe.npz"
+    os.mkfifo(fifo)
+    script = textwrap.dedent(f"""
+        import resource, xpnn
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        for path in [{str(fifo)!r}, "/dev/zero"]:
+            try:
+                xpnn.load(path)
+            except ValueError as exc:
+                print("refused:", exc)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(xpnn.__file__)))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert len(lines) == 2
+    assert "pipe.npz is not an xpnn model file (not a regular file: a FIFO)" in lines[0]
+    assert "/dev/zero is not an xpnn model file (not a regular file: a device)" in lines[1]
+
+
+def test_load_of_a_folder_or_a_dangling_link(tmp_path):
+    (tmp_path / "dir.npz").mkdir()
+    with pytest.raises(IsADirectoryError):
+        xpnn.load(tmp_path / "dir.npz")
+    os.symlink(tmp_path / "gone.npz", tmp_path / "link.npz")
+    with pytest.raises(FileNotFoundError):
+        xpnn.load(tmp_path / "link.npz")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "dangling link"])
+def test_backup_falls_back_when_the_newest_is_not_a_regular_file(tmp_path, kind):
+    folder = tmp_path / "b"
+    names = crashed_backup(folder)
+    assert len(names) == 2
+    newest = folder / names[-1]
+    newest.unlink()
+    if kind == "fifo":
+        os.mkfifo(newest)
+    elif kind == "folder":
+        newest.mkdir()
+    else:
+        os.symlink(tmp_path / "missing.npz", newest)
+    model = model_for()
+    backup = xpnn.BackupAndRestore(folder)
+    with pytest.warns(RuntimeWarning, match="using the previous backup"):
+        model.fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[backup])
+    assert backup.restored_from.endswith(names[0])
+
+
+# ---------------------------------------------------------------- backups of other runs
+@pytest.mark.parametrize("change", ["rows", "batch_size"])
+def test_backup_of_other_data_is_refused_naming_the_folder(tmp_path, change):
+    folder = tmp_path / "b"
+    crashed_backup(folder)
+    model = model_for()
+    before = model.get_weights()
+    Xo, Yo, bs = (X[:60], Y[:60], 16) if change == "rows" else (X, Y, 32)
+    what = "90 training rows, this fit has 60" if change == "rows" else \
+        "16 batch_size, this fit has 32"
+    with pytest.raises(ValueError, match=rf"BackupAndRestore: .*made with {what}.*"
+                                         rf"{folder}.*delete it.*another backup_dir"):
+        model.fit(Xo, Yo, epochs=3, batch_size=bs, verbose=0,
+                  callbacks=[xpnn.BackupAndRestore(folder)])
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_backup_of_another_architecture_says_what_to_do(tmp_path):
+    folder = tmp_path / "b"
+    crashed_backup(folder)
+    wider = xpnn.Sequential(xpnn.Dense(4, 32), xpnn.ReLU(), xpnn.Dense(32, 3), xpnn.Softmax())
+    wider.compile(loss="crossentropy", optimizer="adam")
+    with pytest.raises(ValueError, match=r"different model.*delete it to start afresh, or "
+                                         r"pass another backup_dir"):
+        wider.fit(X, Y, epochs=2, batch_size=16, callbacks=[xpnn.BackupAndRestore(folder)],
+                  verbose=0)
+
+
+def test_resumed_run_says_where_it_restored(tmp_path, capsys):
+    folder = tmp_path / "b"
+    crashed_backup(folder, at=9, save_freq=2)     # 6 batches an epoch: backup after batch 8
+    backup = xpnn.BackupAndRestore(folder)
+    model_for().fit(X, Y, epochs=3, batch_size=16, verbose=2, callbacks=[backup])
+    assert backup.restored_at == (1, 2)
+    assert "BackupAndRestore: restored from epoch 2, batch 2" in capsys.readouterr().out
+    crashed_backup(folder)
+    model_for().fit(X, Y, epochs=3, batch_size=16, verbose=0,
+                    callbacks=[xpnn.BackupAndRestore(folder)])
+    assert "restored" not in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- one process per folder
+def _process(code):
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+def test_a_folder_in_use_by_a_running_process_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "b"
+    crashed_backup(folder)
+    other = _process("import time; time.sleep(60)")
+    try:
+        import socket
+        (folder / ".lock").write_text(f"{other.pid} {socket.gethostname()}")
+        model = model_for()
+        before = model.get_weights()
+        with pytest.raises(locks.FolderInUseError, match=rf"in use by process {other.pid}"):
+            model.fit(X, Y, epochs=3, batch_size=16, verbose=0,
+                      callbacks=[xpnn.BackupAndRestore(folder)])
+        for a, b in zip(model.get_weights(), before, strict=True):
+            np.testing.assert_array_equal(a, b)
+        assert (folder / ".lock").read_text().startswith(str(other.pid))
+    finally:
+        other.kill()
+        other.wait(timeout=30)
+    # that process is gone: its lock is stale and taken over
+    backup = xpnn.BackupAndRestore(folder)
+    model_for().fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[backup])
+    assert backup.restored_from is not None
+    assert not folder.exists()            # finished: backups and lock removed
+
+
+def test_two_processes_on_one_folder(tmp_path):
+    """A second process started on the folder while the first trains stops at once with the
+    first one's pid; the first finishes undisturbed."""
+    folder = tmp_path / "b"
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(xpnn.__file__)))
+    code = textwrap.dedent(f"""
+        import sys, time, numpy as np, xpnn
+        class Slow(xpnn.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 0 and self.params["epochs"] == 3:
+                    print("training", flush=True)
+                    time.sleep(float(sys.argv[1]))
+        rng = np.random.default_rng(0)
+        X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
+        model = xpnn.Sequential(xpnn.Dense(4, 3), xpnn.Softmax(), seed=0)
+        model.compile("crossentropy", "adam")
+        try:
+            model.fit(X, y, epochs=3, batch_size=8, verbose=0,
+                      callbacks=[xpnn.BackupAndRestore({str(folder)!r}), Slow()])
+        except xpnn.locks.FolderInUseError as exc:
+            print("refused:", exc)
+        else:
+            print("done")
+    """)
+    first = subprocess.Popen([sys.executable, "-c", code, "3"], stdout=subprocess.PIPE,
+                             text=True, env=env)
+    try:
+        assert first.stdout.readline().strip() == "training"
+        second = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True,
+                                text=True, timeout=120, env=env)
+        assert f"in use by process {first.pid}" in second.stdout, second.stderr
+        out, _ = first.communicate(timeout=120)
+        assert out.split() == ["training"] * 2 + ["done"]
+    finally:
+        first.kill()
+        first.wait(timeout=30)

@@ -1,0 +1,72 @@
+"""What a new user meets first: arguments in the forms NumPy, scikit-learn and Keras accept,
+errors that name the argument at fault and the fix, files found and written where expected."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import xpnn
+
+
+def _model(**kw):
+    model = xpnn.Sequential(xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 2), xpnn.Softmax(),
+                            seed=0, **kw)
+    model.compile("crossentropy", xpnn.Adam(1e-2))
+    return model
+
+
+@pytest.mark.parametrize("dtype, name", [(np.float64, "float64"), (np.float32, "float32"),
+                                         (np.dtype("float64"), "float64"),
+                                         ("float32", "float32"), (float, "float64")])
+def test_dtype_accepts_numpy_dtypes_and_types(dtype, name):
+    model = _model(dtype=dtype)
+    assert model.dtype == name
+    assert xpnn.to_numpy(model.params[0].data).dtype == np.dtype(name)
+    assert xpnn.mlp([3, 2], dtype=dtype).dtype == name
+
+
+@pytest.mark.parametrize("dtype", ["float16", np.int32, 3, None, True])
+def test_dtype_refused_names_the_choices(dtype):
+    with pytest.raises(ValueError, match=r"Sequential: dtype must be one of \('float32', "
+                                         r"'float64'\)"):
+        xpnn.Sequential(xpnn.Dense(2, 1), dtype=dtype)
+
+
+def test_compile_takes_classes_as_their_default_instances():
+    model = xpnn.Sequential(xpnn.Dense(3, 1), xpnn.Sigmoid())
+    model.compile(xpnn.BinaryCrossEntropy, xpnn.Adam)
+    assert type(model.optimizer) is xpnn.Adam and model.optimizer.lr == xpnn.Adam().lr
+    assert type(model.loss) is xpnn.BinaryCrossEntropy
+    model.compile("mse", xpnn.SGD)
+    assert type(model.optimizer) is xpnn.SGD and model.optimizer.lr == xpnn.SGD().lr
+
+
+def test_load_names_a_bad_backend_argument_not_the_file(tmp_path):
+    path = _model().save(tmp_path / "m.npz")
+    with pytest.raises(ValueError, match=r"load: backend='pytorch' is not a backend") as info:
+        xpnn.load(path, backend="pytorch")
+    assert "not a valid" not in str(info.value)
+
+
+def test_save_returns_the_path_and_load_finds_it_without_suffix(tmp_path):
+    model = _model()
+    path = model.save(tmp_path / "model")
+    assert path == os.fspath(tmp_path / "model.npz") and os.path.isfile(path)
+    again = xpnn.load(tmp_path / "model")
+    for a, b in zip(model.get_weights(), again.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_writing_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp_path):
+    model = _model()
+    target = tmp_path / "nope" / "m.npz"
+    with pytest.raises(FileNotFoundError, match="the folder .*nope does not exist") as info:
+        model.save(target)
+    assert ".tmp" not in str(info.value)
+    pytest.importorskip("onnx")
+    with pytest.raises(FileNotFoundError, match="the folder .*nope does not exist") as info:
+        model.export(tmp_path / "nope" / "m.onnx")
+    assert ".tmp" not in str(info.value)
