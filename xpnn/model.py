@@ -464,13 +464,14 @@ class Sequential:
         Parameters
         ----------
         X : array-like (n_samples, n_features), or an iterable of batches
-            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array,
-            SciPy sparse matrix, or an array of the model's backend. Memmaps, h5py and zarr
-            data (and sparse data) always, and in-memory host data whose converted size exceeds
+            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array, SciPy
+            sparse matrix, or an array of the model's backend. Memmaps, h5py and zarr data (and
+            sparse data) always, and in-memory host data whose converted size exceeds
             ``model.resident_budget``, are read, converted and checked one batch at a time
-            (:mod:`xpnn.data`); the rest is moved to the device once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
-            ``(x, y, sample_weight)`` batches (a list, a ``DataLoader``), or a generator read
-            ``steps_per_epoch`` batches per epoch; ``shuffle`` does not apply to it.
+            (:mod:`xpnn.data`); the rest is moved to the device once. With ``y=None``, ``X`` may
+            instead be a re-iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches (a list, a
+            ``DataLoader``), or a generator read ``steps_per_epoch`` batches per epoch; ``shuffle``
+            does not apply to it.
         y : array-like
             Targets: (n_samples,) or (n_samples, n_outputs); integer labels or one-hot rows for
             categorical cross-entropy.
@@ -805,11 +806,12 @@ class Sequential:
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
         Memmaps, h5py and zarr data, and host data larger than ``model.resident_budget``, are
-        read and converted ``batch_size`` rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
-        iterable of batches, as ``fit`` takes (a ``torch.utils.data.DataLoader``, a generator,
-        a list of ``(x, y)`` pairs): each item is ``x`` or a tuple whose first element is
-        ``x`` (targets are ignored), ``steps`` batches of it (default: until it ends), and the
-        outputs are concatenated in order. Use :func:`xpnn.to_numpy` to bring the outputs to
+        read and converted ``batch_size`` rows at a time (default 1024 then), into one
+        preallocated result. ``X`` may also be an iterable of batches, as ``fit`` takes (a
+        ``torch.utils.data.DataLoader``, a generator, a list of ``(x, y)`` pairs): each item
+        is ``x`` or a tuple whose first element is ``x`` (targets are ignored), ``steps``
+        batches of it (default: until it ends), and the outputs are concatenated in order.
+        Use :func:`xpnn.to_numpy` to bring the outputs to
         the host. ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line at
         the end), 2 the line.
         """
