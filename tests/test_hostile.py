@@ -216,3 +216,26 @@ def test_two_processes_on_one_folder(tmp_path):
     finally:
         first.kill()
         first.wait(timeout=30)
+
+
+# ---------------------------------------------------------------- learning rate of 0
+def test_a_learning_rate_of_0_saves_loads_and_resumes(tmp_path):
+    """One rule for lr everywhere (>= 0, as torch.optim): a rate a schedule set to 0 loads
+    again, from a file and from a backup."""
+    model = model_for()
+    model.fit(X, Y, epochs=1, batch_size=16, verbose=0)
+    model.optimizer.lr = 0.0
+    again = xpnn.load(model.save(tmp_path / "m.npz"))
+    assert again.optimizer.lr == 0.0
+    assert xpnn.Adam(0).lr == 0.0 and xpnn.SGD(0.0).lr == 0.0
+    folder = tmp_path / "b"
+    zero = xpnn.LearningRateScheduler(lambda epoch: 0.0)
+    with pytest.raises(Crash):
+        model_for().fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[
+            zero, xpnn.BackupAndRestore(folder, save_freq=2), CrashAt(9)])
+    backup = xpnn.BackupAndRestore(folder)
+    resumed = model_for()
+    resumed.fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[zero, backup])
+    assert backup.restored_from is not None and resumed.optimizer.lr == 0.0
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1"):
+        xpnn.Adam(-1)

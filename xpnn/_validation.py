@@ -7,7 +7,7 @@ plain Python ``float`` / ``int``, so hyperparameters stay JSON-serialisable and 
 NumPy dtype into the arithmetic. The error names the owner, the parameter, the allowed range and
 the value received::
 
-    ValueError: Adam: lr must be a finite number > 0, got inf
+    ValueError: Adam: eps must be a finite number > 0, got inf
     ValueError: Adam: beta1 must be in [0, 1), got 1.0
 """
 
