@@ -228,7 +228,7 @@ def test_unknown_names_list_the_valid_ones():
 
 def test_bad_hyperparameters():
     cases = [
-        (lambda: xpnn.SGD(lr=0), "SGD: lr must be a finite number > 0, got 0"),
+        (lambda: xpnn.SGD(lr=-0.5), "SGD: lr must be a finite number >= 0, got -0.5"),
         (lambda: xpnn.SGD(0.1, nesterov=True), "nesterov momentum needs momentum > 0"),
         (lambda: xpnn.SGD(0.1, momentum=1.0), r"momentum must be in \[0, 1\)"),
         (lambda: xpnn.Adam(beta1=1.0), r"Adam: beta1 must be in \[0, 1\)"),

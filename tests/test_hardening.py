@@ -44,7 +44,7 @@ def trained():
 
 
 # ------------------------------------------------------------------ values beyond float32
-BEYOND = r"contains 1 values beyond the float32 range \(largest magnitude 1e\+300"
+BEYOND = r"contains 1 value \(at .*\) beyond the float32 range \(largest magnitude 1e\+300"
 
 
 def test_x_beyond_float32_is_refused_after_the_cast(trained):
@@ -75,8 +75,8 @@ def test_y_beyond_float32_is_refused(trained):
 def test_backend_array_beyond_float32_is_refused(backend):
     model = Sequential(Dense(2, 1), backend=backend, seed=0)
     X = model.backend.asarray(np.array([[1.0, 1e300]]), "float64")
-    with unchanged(model), pytest.raises(ValueError, match=r"X contains (NaN or infinite values "
-                                                           r"\(as float32\)|1 values beyond)"):
+    with unchanged(model), pytest.raises(ValueError, match=r"X contains (1 NaN or infinite value "
+                                                           r".*float32|1 value .*beyond)"):
         model.predict(X)
 
 

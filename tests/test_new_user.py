@@ -70,3 +70,36 @@ def test_writing_into_a_missing_folder_names_the_folder_not_a_temporary_file(tmp
     with pytest.raises(FileNotFoundError, match="the folder .*nope does not exist") as info:
         model.export(tmp_path / "nope" / "m.onnx")
     assert ".tmp" not in str(info.value)
+
+
+def test_non_finite_data_is_located_and_counted_in_good_grammar():
+    model = _model()
+    X = np.ones((6, 3))
+    X[4, 2] = np.nan
+    with pytest.raises(ValueError, match=r"^X contains 1 NaN or infinite value \(at row 4, "
+                                         r"column 2\)$"):
+        model.predict(X)
+    X[5, 0] = np.inf
+    X[1, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"^X contains 3 NaN or infinite values \(the first at "
+                                         r"row 1, column 1\)$"):
+        model.predict(X)
+    y = np.zeros(6)
+    y[3] = np.nan
+    reg = xpnn.Sequential(xpnn.Dense(3, 1), seed=0).compile("mse", "sgd")
+    with pytest.raises(ValueError, match=r"^y contains 1 NaN or infinite value \(at index 3\)"):
+        reg.fit(np.ones((6, 3)), y, verbose=0)
+    big = np.ones((6, 3))
+    big[2, 1] = big[3, 0] = 1e300
+    with pytest.raises(ValueError, match=r"^X contains 2 values \(the first at row 2, column 1\)"
+                                         r" beyond the float32 range"):
+        model.predict(big)
+
+
+def test_streamed_row_with_nan_names_its_column(tmp_path):
+    X = np.ones((6, 3), np.float32)
+    X[4, 2] = np.nan
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(ValueError, match=r"X row 4 contains NaN or infinite values \(the first "
+                                         r"in column 2\)"):
+        _model().predict(np.load(tmp_path / "x.npy", mmap_mode="r"))

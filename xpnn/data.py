@@ -138,6 +138,23 @@ def data_is_integer(X) -> bool:
     return dtype is not None and dtype.kind in "biu"
 
 
+def count_and_where(bad: np.ndarray, what: str, plural: str | None = None) -> str:
+    """``"3 NaN or infinite values (the first at row 2, column 5)"`` for the boolean mask
+    ``bad`` (1-D: ``"at index 2"``); ``what`` is the singular, ``plural`` the plural (default
+    ``what + " values"`` / ``what + " value"``)."""
+    n = int(np.count_nonzero(bad))
+    if plural is None:
+        what, plural = f"{what} value", f"{what} values"
+    first = np.unravel_index(int(np.argmax(bad.reshape(-1))), bad.shape)
+    if bad.ndim == 1:
+        where = f"at index {first[0]}"
+    elif bad.ndim == 2:
+        where = f"at row {first[0]}, column {first[1]}"
+    else:
+        where = f"at {tuple(int(i) for i in first)}"
+    return f"{n} {what if n == 1 else plural} ({'' if n == 1 else 'the first '}{where})"
+
+
 def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
     """Raise ``ValueError`` naming the first row of ``block`` (already in the model's dtype)
     that holds NaN or inf. ``rows`` maps block rows to dataset rows (default: consecutive from
@@ -149,7 +166,9 @@ def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
         return
     i = int(np.argmax(bad.reshape(block.shape[0], -1).any(axis=1)))
     row = int(rows[i]) if rows is not None else first_row + i
-    raise ValueError(f"{what} row {row} contains NaN or infinite values in the model's dtype "
+    column = int(np.argmax(bad[i].reshape(-1)))
+    raise ValueError(f"{what} row {row} contains NaN or infinite values (the first in column "
+                     f"{column}) in the model's dtype "
                      f"{block.dtype} (values beyond its range, ±{np.finfo(block.dtype).max:.3g}, "
                      "become infinite)")
 

@@ -194,7 +194,9 @@ class Sequential:
         if owner.name != be.name:  # same library, other device (torch cpu -> cuda)
             X = be.asarray(to_numpy(X), dtype=self.dtype)
         if not bool(xp.all(xp.isfinite(X))):    # checked after the cast to the model's dtype
-            raise ValueError(f"{what} contains NaN or infinite values (as {self.dtype})")
+            bad = ~np.isfinite(np.asarray(to_numpy(X)))
+            raise ValueError(f"{what} contains {data.count_and_where(bad, 'NaN or infinite')} "
+                             f"once cast to {self.dtype}")
         return X
 
     def _prepare_y(self, y, n_samples, what="y"):
@@ -1150,12 +1152,13 @@ def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         cast = np.asarray(host, dtype=dtype)
     if host.dtype.kind == "f" and not np.all(np.isfinite(cast)):
-        bad = int(np.sum(~np.isfinite(host)))
-        if bad:
-            raise ValueError(f"{what} contains {bad} NaN or infinite values")
-        big = int(np.sum(~np.isfinite(cast)))
-        raise ValueError(f"{what} contains {big} values beyond the {dtype} range (largest "
-                         f"magnitude {float(np.max(np.abs(host))):.3g}, {dtype} ends at "
+        bad = ~np.isfinite(host)
+        if bad.any():
+            raise ValueError(f"{what} contains {data.count_and_where(bad, 'NaN or infinite')}")
+        raise ValueError(f"{what} contains "
+                         f"{data.count_and_where(~np.isfinite(cast), 'value', 'values')} beyond "
+                         f"the {dtype} range (largest magnitude "
+                         f"{float(np.max(np.abs(host))):.3g}, {dtype} ends at "
                          f"{float(np.finfo(dtype).max):.3g}): scale the data or use "
                          "dtype='float64'")
     return cast
