@@ -239,3 +239,65 @@ def test_a_learning_rate_of_0_saves_loads_and_resumes(tmp_path):
     assert backup.restored_from is not None and resumed.optimizer.lr == 0.0
     with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1"):
         xpnn.Adam(-1)
+
+
+# ---------------------------------------------------------------- diverging fits
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_diverging_fit_raises_without_numpy_warnings(fast):
+    import warnings
+
+    model = model_for(lr=0.01)
+    model.compile("crossentropy", xpnn.SGD(1e30))
+    model.fastpath = fast
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")               # a RuntimeWarning would fail the test
+        with pytest.raises(xpnn.TrainingDivergedError):
+            model.fit(X * 100, Y, epochs=3, batch_size=16, verbose=0)
+        with pytest.raises(xpnn.TrainingDivergedError):
+            model.train_on_batch(X * 100, Y)
+
+
+def test_after_an_infinite_step_on_the_fast_path_a_sane_rate_trains_again():
+    """A rate beyond float32 (set by a schedule during fit) makes the fast update write NaN
+    into the flat buffers' padding too; the next fit must not inherit it."""
+    from xpnn import fastpath
+
+    for opt in (xpnn.SGD(0.1), xpnn.SGD(0.1, momentum=0.9), xpnn.Adam(0.01)):
+        model = model_for()
+        model.compile("crossentropy", opt)
+        assert fastpath.select(model) is not None
+        huge = xpnn.LearningRateScheduler(lambda epoch: 1e39)   # inf in float32
+        with pytest.raises(xpnn.TrainingDivergedError):
+            model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[huge])
+        model.optimizer.lr = 0.01
+        model.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+        assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: xpnn.Sequential(xpnn.Dense(4, 3), xpnn.LeakyReLU(3.5e38)),
+     r"layer 1 \(LeakyReLU\): negative_slope=3.5e\+38 is beyond the float32 range"),
+    (lambda: xpnn.Sequential(xpnn.Rescaling(1e39), xpnn.Dense(4, 3)),
+     r"layer 0 \(Rescaling\): scale=1e\+39 is beyond the float32 range"),
+    (lambda: xpnn.Sequential(xpnn.Dense(4, 3, weight_decay=1e39)),
+     r"weight_decay=1e\+39 is beyond the float32 range"),
+    (lambda: xpnn.Sequential(xpnn.Dense(4, 3)).compile("mse", xpnn.SGD(1e39)),
+     r"compile: optimizer: lr=1e\+39 is beyond the float32 range"),
+    (lambda: xpnn.Sequential(xpnn.Dense(4, 3)).compile(
+        "mse", xpnn.Adam(xpnn.schedules.CosineDecay(1e39, 10))), r"initial=1e\+39 is beyond"),
+])
+def test_hyperparameters_beyond_the_model_dtype_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_rate_set_beyond_float32_is_refused_when_fit_starts():
+    model = model_for()
+    model.optimizer.lr = 1e39
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"fit: optimizer: lr=1e\+39 is beyond the float32"):
+        model.fit(X, Y, verbose=0)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    wide = xpnn.Sequential(xpnn.Dense(4, 3), xpnn.LeakyReLU(3.5e38), dtype="float64")
+    assert np.isfinite(xpnn.to_numpy(wide.predict(X))).all()

@@ -94,3 +94,26 @@ def check_dtype(dtype, owner: str, allowed=("float32", "float64")) -> str:
         raise ValueError(f"{owner}: dtype must be one of {allowed} (a name, a NumPy dtype or "
                          f"a type such as np.float32), got {dtype!r}")
     return name
+
+
+def _floats(config, prefix=""):
+    """``(name, value)`` of every float in a JSON-like configuration (nested: ``lr.initial``)."""
+    items = config.items() if isinstance(config, dict) else enumerate(config)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, float):
+            yield name, value
+        elif isinstance(value, (dict, list, tuple)):
+            yield from _floats(value, name + ".")
+
+
+def check_config_in_dtype(config: dict, dtype: str, owner: str) -> None:
+    """Raise ValueError when a float of ``config`` (a layer's or an optimizer's
+    ``get_config()``) is finite as a Python float but beyond the range of the model's
+    ``dtype`` (``LeakyReLU(3.5e38)`` in a float32 model would compute with inf)."""
+    largest = float(np.finfo(dtype).max)
+    for name, value in _floats(config):
+        if abs(value) > largest:
+            raise ValueError(f"{owner}: {name}={value!r} is beyond the {dtype} range of the "
+                             f"model (largest {largest:.3g}): use a smaller value or "
+                             "dtype='float64'")

@@ -22,7 +22,7 @@ import threading
 import numpy as np
 
 from . import data, distributed, fastpath, serialization
-from ._validation import check_dtype, check_int
+from ._validation import check_config_in_dtype, check_dtype, check_int
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
@@ -69,6 +69,9 @@ class Sequential:
                 raise TypeError(f"Sequential: layer {i} must be an xpnn Layer, got "
                                 f"{type(layer).__name__}")
         dtype = check_dtype(dtype, "Sequential", DTYPES)
+        for i, layer in enumerate(layers):
+            check_config_in_dtype(layer.get_config(), dtype, f"Sequential: layer {i} "
+                                  f"({type(layer).__name__})")
         self.layers: list[Layer] = list(layers)
         self.backend = get_backend(backend)
         self.dtype = dtype
@@ -154,6 +157,7 @@ class Sequential:
                 "(targets in [0, 1]); either then trains on the logits through its fused, "
                 "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
+        check_config_in_dtype(optimizer.get_config(), self.dtype, "compile: optimizer")
         if isinstance(metrics, str):
             metrics = [metrics]
         metric_objs = [get_metric(m) for m in metrics]
@@ -526,6 +530,7 @@ class Sequential:
         between steps, so the model always holds the state after the last completed step.
         """
         self._require_compiled("fit")
+        check_config_in_dtype({"lr": self.optimizer.lr}, self.dtype, "fit: optimizer")
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                                  ("initial_epoch", initial_epoch, 0)):
             check_int(name, value, "fit", low)
@@ -723,7 +728,8 @@ class Sequential:
             for cb in callbacks:
                 cb.on_train_batch_begin(b)
             before = None if saved is not None or not check else self._snapshot_state()
-            loss, out = step(xb, tb, wb)
+            with _quiet():     # a step that overflows: TrainingDivergedError says it all
+                loss, out = step(xb, tb, wb)
             if check:
                 error = self._step_problem(loss, trainer, epoch, b)
                 if error is not None:
@@ -767,7 +773,8 @@ class Sequential:
         Xd, yd = self._building_from(X, lambda: self._prepare_Xy(X, y))
         wd = None if sample_weight is None else self._prepare_w(sample_weight, Xd.shape[0])
         before = self._snapshot_state()
-        loss, _ = self._train_step(Xd, yd, wd)
+        with _quiet():
+            loss, _ = self._train_step(Xd, yd, wd)
         error = self._step_problem(loss, None, 0, 0)
         if error is not None:
             self._restore_state(before)
@@ -1143,6 +1150,12 @@ class Sequential:
             result = distributed.or_abort(comm, lambda: write(*args, **kwargs))
         comm.barrier()
         return comm.broadcast(result)
+
+
+# NumPy's floating-point warnings silenced inside a training step: a step that overflows is
+# caught by the finiteness check, and TrainingDivergedError says what happened.
+def _quiet():
+    return np.errstate(over="ignore", invalid="ignore", divide="ignore", under="ignore")
 
 
 def _cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
