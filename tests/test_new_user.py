@@ -103,3 +103,57 @@ def test_streamed_row_with_nan_names_its_column(tmp_path):
     with pytest.raises(ValueError, match=r"X row 4 contains NaN or infinite values \(the first "
                                          r"in column 2\)"):
         _model().predict(np.load(tmp_path / "x.npy", mmap_mode="r"))
+
+
+def test_history_records_the_learning_rate_of_every_epoch():
+    X = np.random.default_rng(0).normal(size=(40, 3))
+    y = (X[:, 0] > 0).astype(int)
+    model = _model()
+    model.compile("crossentropy", xpnn.SGD(xpnn.schedules.StepDecay(0.1, step_size=2)))
+    history = model.fit(X, y, epochs=5, batch_size=8, verbose=0)
+    assert history.history["lr"] == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
+    model.compile("crossentropy", xpnn.Adam(0.01))
+    plateau = xpnn.ReduceLROnPlateau("loss", factor=0.5, patience=0, min_delta=10.0)
+    history = model.fit(X, y, epochs=3, batch_size=8, verbose=0, callbacks=[plateau])
+    assert history.history["lr"] == pytest.approx([0.01, 0.01, 0.005])   # the first epoch improves
+
+
+def test_progress_bar_in_a_terminal_without_a_size():
+    """A 0x0 pseudo-terminal (what some CI runners and `docker exec` give): the bars still
+    show the epochs (tqdm alone draws empty lines there). Run in a child under a timeout."""
+    import fcntl
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    code = ("import numpy as np, xpnn\n"
+            "X = np.random.default_rng(0).normal(size=(64, 4)); y = (X[:, 0] > 0) * 1\n"
+            "m = xpnn.Sequential(xpnn.Dense(4, 2), xpnn.Softmax(), seed=0)\n"
+            "m.compile('crossentropy', 'adam')\n"
+            "m.fit(X, y, epochs=2, batch_size=8, verbose=1)\n")
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 0, 0, 0, 0))
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(xpnn.__file__)))
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    child = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave,
+                             stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:          # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert child.wait(timeout=120) == 0, out
+    finally:
+        child.kill()
+        os.close(master)
+    text = out.decode(errors="replace")
+    assert "Epoch 1/2: 8/8" in text and "Epoch 2/2: 8/8" in text, text

@@ -65,7 +65,8 @@ class History(Callback):
     Attributes
     ----------
     history : dict[str, list[float]]
-        One list per logged quantity, one entry per epoch run.
+        One list per logged quantity, one entry per epoch run, and ``"lr"``: the learning
+        rate each epoch trained with (as Keras records it), to plot a schedule.
     epoch : list[int]
         Epoch indices (0-based) that ran.
     """
@@ -98,6 +99,9 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:     # the rate this epoch trained with (schedules, plateaus)
+            self.history.setdefault("lr", []).append(float(optimizer.lr))
 
     def get_state(self):
         return {"history": {k: list(v) for k, v in self.history.items()},

@@ -20,6 +20,8 @@ lines.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from numbers import Real
@@ -37,6 +39,25 @@ def interactive(stream=None) -> bool:
     except (AttributeError, ValueError):     # no isatty, or a closed stream
         pass
     return "ipykernel" in sys.modules
+
+
+def _bar_width(stream=None) -> dict:
+    """tqdm's size arguments for ``stream``: follow the terminal's width, unless the terminal
+    reports no size (a 0x0 pseudo-terminal, some CI runners), where tqdm would draw empty
+    lines: then ``$COLUMNS`` (or 80) columns and ``$LINES`` (or 24) lines."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        size = None                   # not a terminal (Jupyter...): tqdm decides
+    if size is None or (size.columns > 0 and size.lines > 0):
+        return {"dynamic_ncols": True}
+
+    def env(name, default):
+        value = os.environ.get(name, "")
+        return int(value) if value.isdigit() and int(value) > 0 else default
+
+    return {"ncols": size.columns or env("COLUMNS", 80), "nrows": size.lines or env("LINES", 24)}
 
 
 def _tqdm():
@@ -106,8 +127,8 @@ class ProgressBar(Callback):
         self._bar = None
         if self._tqdm is not None and self.per == "epoch":
             self._bar = self._tqdm(total=self.epochs, desc=self.desc or "training",
-                                   unit="epoch", leave=self.leave, dynamic_ncols=True,
-                                   file=self.file)
+                                   unit="epoch", leave=self.leave, file=self.file,
+                                   **_bar_width(self.file))
 
     def on_epoch_begin(self, epoch, logs=None):
         self._t0 = time.perf_counter()
@@ -115,8 +136,8 @@ class ProgressBar(Callback):
         self._gpu = bool(getattr(self.model.backend, "is_gpu", False))
         if self._tqdm is not None and self.per == "batch":
             self._bar = self._tqdm(total=self.steps, desc=self._epoch_label(epoch),
-                                   unit="batch", leave=self.leave, dynamic_ncols=True,
-                                   file=self.file)
+                                   unit="batch", leave=self.leave, file=self.file,
+                                   **_bar_width(self.file))
 
     def on_train_batch_end(self, batch, logs=None):
         if self._bar is None or self.per != "batch":
@@ -178,7 +199,7 @@ class StepProgress:
         self.t0 = time.perf_counter()
         tqdm = _tqdm() if verbose == 1 and interactive() else None
         self.bar = None if tqdm is None else tqdm(total=steps, desc=desc, unit="batch",
-                                                  leave=True, dynamic_ncols=True)
+                                                  leave=True, **_bar_width())
 
     def update(self):
         self.done += 1
