@@ -157,3 +157,75 @@ def test_progress_bar_in_a_terminal_without_a_size():
         os.close(master)
     text = out.decode(errors="replace")
     assert "Epoch 1/2: 8/8" in text and "Epoch 2/2: 8/8" in text, text
+
+
+# ---------------------------------------------------------------- pandas frames
+def _frame(n=40, seed=0):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "a": rng.normal(size=n), "flag": rng.random(n) > 0.5,
+        "count": pd.array(rng.integers(0, 5, n), dtype="Int64"),
+        "score": pd.array(rng.normal(size=n), dtype="Float64"),
+        "ok": pd.array(rng.random(n) > 0.5, dtype="boolean")})
+    return frame, (frame["a"] > 0).astype(int).to_numpy()
+
+
+def _frame_model():
+    model = xpnn.Sequential(xpnn.Dense(5, 4), xpnn.ReLU(), xpnn.Dense(4, 2), xpnn.Softmax(),
+                            seed=0)
+    model.compile("crossentropy", "adam")
+    return model
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_frames_with_bool_and_nullable_numeric_columns_train(streamed):
+    frame, y = _frame()
+    plain = frame.astype({"count": "int64", "score": "float64", "ok": "bool"}).to_numpy(
+        dtype=np.float64)
+    reference = _frame_model()
+    reference.fit(plain, y, epochs=2, batch_size=8, verbose=0)
+    model = _frame_model()
+    if streamed:
+        model.resident_budget = 0
+    model.fit(frame, y, epochs=2, batch_size=8, verbose=0)
+    for a, b in zip(model.get_weights(), reference.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(xpnn.to_numpy(model.predict(frame)),
+                                  xpnn.to_numpy(reference.predict(plain)))
+
+
+def test_frame_with_missing_values_names_the_column():
+    import pandas as pd
+
+    frame, y = _frame()
+    frame.loc[7, "count"] = pd.NA
+    frame.loc[9, "a"] = np.nan
+    model = _frame_model()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"X contains 2 missing values \(NaN or NA; the first "
+                                         r"at row 7 \(index 7\), column 'count'\)"):
+        model.fit(frame, y, verbose=0)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    model.resident_budget = 0                     # streamed: the row is named when read
+    with pytest.raises(ValueError, match=r"X row 7 contains NaN"):
+        model.fit(frame, y, verbose=0, shuffle=False)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_frame_with_category_and_string_columns_is_refused_naming_them(streamed):
+    import pandas as pd
+
+    frame, y = _frame()
+    frame["colour"] = pd.Categorical(["red", "blue"] * 20)
+    frame["name"] = ["x"] * 40
+    model = _frame_model()
+    if streamed:
+        model.resident_budget = 0
+    with pytest.raises(TypeError, match=r"X has columns that are not numeric: 'colour' "
+                                        r"\(category\), 'name' \(.*\)\. Encode .*OneHotEncoder"):
+        model.fit(frame, y, verbose=0)
+    with pytest.raises(TypeError, match=r"X_val has a column that is not numeric: 'colour'"):
+        _frame_model().fit(frame.drop(columns=["colour", "name"]), y, verbose=0,
+                           validation_data=(frame.drop(columns=["name", "a"]), y))

@@ -54,11 +54,59 @@ def _is_pandas(X) -> bool:
     return type(X).__module__.startswith("pandas")
 
 
+def is_frame(X) -> bool:
+    """Whether ``X`` is a pandas DataFrame or Series (checked without importing pandas)."""
+    return _is_pandas(X) and hasattr(X, "dtypes") and hasattr(X, "iloc")
+
+
 def in_file(X) -> bool:
     """Whether host data ``X`` lives in a file: a NumPy memmap, an ``h5py`` dataset or a
     ``zarr`` array (checked without importing h5py or zarr). Such data is always read one
     batch at a time, whatever its size."""
     return isinstance(X, np.memmap) or type(X).__module__.split(".")[0] in ("h5py", "zarr")
+
+
+def check_frame(X, what="X") -> None:
+    """Refuse a pandas frame (or Series) with columns that are not numbers: ``category``,
+    strings, objects, dates. Numeric NumPy dtypes, ``bool`` and pandas' nullable numbers
+    (``Int64``, ``Float64``, ``boolean``...) are accepted. The TypeError names the columns and
+    the encoder to use."""
+    dtypes = X.dtypes.items() if hasattr(X, "columns") else [(X.name, X.dtype)]
+    bad = [f"{label!r} ({dtype})" for label, dtype in dtypes
+           if getattr(dtype, "kind", "O") not in "biuf"]
+    if bad:
+        one = len(bad) == 1
+        raise TypeError(
+            f"{what} has {'a column' if one else 'columns'} that {'is' if one else 'are'} not "
+            f"numeric: {', '.join(bad[:10])}{' ...' if len(bad) > 10 else ''}. Encode "
+            "categories and strings as numbers first, e.g. with scikit-learn's OneHotEncoder "
+            "or OrdinalEncoder in a ColumnTransformer (in a Pipeline with "
+            "xpnn.sklearn.MLPClassifier or MLPRegressor)")
+
+
+def frame_to_numpy(X) -> np.ndarray:
+    """A numeric pandas frame (see :func:`check_frame`) as a NumPy array: of the columns' common
+    dtype when they all have NumPy dtypes, else float64 with pandas' NA as NaN."""
+    dtypes = list(X.dtypes) if hasattr(X, "columns") else [X.dtype]
+    if all(isinstance(d, np.dtype) for d in dtypes):
+        return X.to_numpy(dtype=np.result_type(*dtypes))
+    return X.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def check_frame_missing(X, what="X") -> None:
+    """Raise ValueError naming the first row and column of a pandas frame that holds a
+    missing value (NaN, or pandas' NA in a nullable column)."""
+    missing = X.isna().to_numpy()
+    if not missing.any():
+        return
+    missing = missing.reshape(missing.shape[0], -1)
+    n = int(missing.sum())
+    i, j = np.unravel_index(int(np.argmax(missing)), missing.shape)
+    column = X.columns[j] if hasattr(X, "columns") else X.name
+    raise ValueError(f"{what} contains {n} missing value{'s' if n > 1 else ''} (NaN or NA; "
+                     f"{'the first ' if n > 1 else ''}at row {i} (index {X.index[i]!r}), "
+                     f"column {column!r}): fill missing values (e.g. with scikit-learn's "
+                     "SimpleImputer) or drop those rows")
 
 
 def host_shape(X) -> tuple:
@@ -110,7 +158,7 @@ def read_rows(X, rows) -> np.ndarray:
     if is_sparse(X):
         return X[rows].toarray()
     if _is_pandas(X):
-        return X.iloc[rows].to_numpy()
+        return frame_to_numpy(X.iloc[rows])
     if hasattr(X, "get_orthogonal_selection") and not isinstance(rows, slice):   # zarr
         return np.asarray(X.get_orthogonal_selection((rows, slice(None))))
     return np.asarray(X[rows])
@@ -433,6 +481,7 @@ def is_batch_iterable(data) -> bool:
 
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
-           "as_slice", "batch_permutation", "check_finite_rows", "host_shape", "in_file",
+           "as_slice", "batch_permutation", "check_finite_rows", "check_frame",
+           "check_frame_missing", "frame_to_numpy", "host_shape", "in_file", "is_frame",
            "is_batch_iterable", "is_one_pass", "is_sparse", "no_batches_message",
            "read_batch"]

@@ -183,6 +183,10 @@ class Sequential:
                             f"{be.name}: convert it with xpnn.to_numpy({name}) or move the model "
                             f"with model.to({owner.name!r})")
         if owner is None:
+            if data.is_frame(X):
+                data.check_frame(X, what)
+                data.check_frame_missing(X, what)
+                X = data.frame_to_numpy(X)
             host = np.asarray(to_numpy(X))
             if host.dtype.kind not in "biuf":
                 raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
@@ -305,6 +309,8 @@ class Sequential:
     def _check_host_X(self, X, what="X"):
         """Shape and dtype checks of host data that is streamed (the rows are checked as read)."""
         shape = data.host_shape(X)
+        if data.is_frame(X):
+            data.check_frame(X, what)
         dtype = data.host_dtype(X)
         if dtype is not None and dtype.kind not in "biuf":
             raise TypeError(f"{what} must be numeric, got dtype {dtype}")
