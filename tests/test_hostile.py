@@ -301,3 +301,37 @@ def test_rate_set_beyond_float32_is_refused_when_fit_starts():
         np.testing.assert_array_equal(a, b)
     wide = xpnn.Sequential(xpnn.Dense(4, 3), xpnn.LeakyReLU(3.5e38), dtype="float64")
     assert np.isfinite(xpnn.to_numpy(wide.predict(X))).all()
+
+
+# ---------------------------------------------------------------- checkpoint names
+@pytest.mark.parametrize("template, message", [
+    ("c-{val_loss}.npz", r"refers to 'val_loss', which fit does not log: there is no "
+                         r"validation data"),
+    ("c-{epoch.real.foo}.npz", r"has no attribute 'foo'"),
+    ("c-{epoch[0]}.npz", r"c-\{epoch\[0\]\}.npz': .*not subscriptable"),
+    ("c-{epoch:1000000000}.npz", r"asks for more than 1000 characters"),
+    ("c-{loss:d}.npz", r"Unknown format code 'd'"),
+    ("c-{nope}.npz", r"refers to 'nope', which fit does not log"),
+    ("c-{epoch\0}.npz", r"contains a NUL byte"),
+    ("c-" + "x" * 250 + "-{epoch}.npz", r"too long for the file system"),
+    ("file/c-{epoch}.npz", r"cannot create the folder .*file is not a folder"),
+])
+def test_checkpoint_template_and_folder_are_checked_before_training(tmp_path, template,
+                                                                     message):
+    (tmp_path / "file").write_text("not a folder")
+    model = model_for()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=message):
+        model.fit(X, Y, epochs=2, batch_size=16, verbose=0,
+                  callbacks=[xpnn.ModelCheckpoint(str(tmp_path / template))])
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert model.epochs_trained == 0
+
+
+def test_checkpoint_template_with_validation_and_a_new_folder_works(tmp_path):
+    model = model_for()
+    cb = xpnn.ModelCheckpoint(tmp_path / "new" / "deeper" / "c-{epoch:02d}-{val_loss:.3f}")
+    model.fit(X, Y, epochs=2, batch_size=16, verbose=0, validation_split=0.2, callbacks=[cb])
+    assert os.path.basename(cb.last_saved).startswith("c-02-")
+    assert xpnn.load(cb.last_saved).epochs_trained == 2

@@ -31,6 +31,67 @@ def _check_mode(mode, monitor, owner):
     return mode
 
 
+#: Values standing in for the logs when a filepath template is checked: as long as their
+#: kind gets (the longest float repr, a five-digit epoch), for the length checks.
+_SAMPLE_EPOCH, _SAMPLE_VALUE = 99999, -1.2345678901234567e-300
+#: Widest field a filepath template may ask for (``{epoch:1000000000}`` would build a GB).
+_MAX_FIELD = 1000
+
+
+def check_filepath(template, keys, validation=True, owner="ModelCheckpoint") -> str:
+    """Check a :class:`ModelCheckpoint` ``filepath`` template before training: its fields
+    (``epoch`` and the logged ``keys``, ``val_*`` ones only with ``validation``) and format
+    specs, no NUL byte, a file name that fits the file system's limit (with the temporary
+    file's additions), and a folder that exists or can be created: the first existing
+    ancestor is a writable folder. Returns a sample path; raises ValueError otherwise."""
+    import string
+
+    where = f"{owner}: filepath {template!r}"
+    if "\0" in template:
+        raise ValueError(f"{where} contains a NUL byte")
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for _, _, spec, _ in fields:
+        if spec and any(int(d) > _MAX_FIELD for d in re.findall(r"[0-9]+", spec)):
+            raise ValueError(f"{where}: the format spec {spec!r} asks for more than "
+                             f"{_MAX_FIELD} characters")
+    logged = list(keys) + ([f"val_{k}" for k in keys] if validation else [])
+    sample = dict.fromkeys(logged, _SAMPLE_VALUE)
+    try:
+        path = serialization.npz_path(template.format(epoch=_SAMPLE_EPOCH, **sample))
+    except (KeyError, IndexError) as exc:
+        missing = exc.args[0] if exc.args else exc
+        hint = (": there is no validation data (pass validation_data or validation_split)"
+                if isinstance(missing, str) and missing.startswith("val_") and not validation
+                and missing[4:] in keys else "")
+        raise ValueError(f"{where} refers to {missing!r}, which fit does not log{hint}; "
+                         f"available: epoch, {', '.join(logged)}") from None
+    except (ValueError, TypeError, AttributeError, MemoryError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    folder, name = os.path.split(os.path.abspath(path))
+    ancestor = folder
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"{where}: cannot create the folder {folder}: {ancestor} is not a "
+                         "folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: cannot write into {ancestor} (permission denied)")
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    # atomic_write's temporary file: "." + name + ".XXXXXXXX.tmp"
+    if len(name.encode("utf-8", "surrogateescape")) + 14 > limit:
+        raise ValueError(f"{where}: a file name it gives ({name[:40]}..., "
+                         f"{len(name.encode('utf-8', 'surrogateescape'))} bytes) is too long "
+                         f"for the file system ({limit} bytes at most, including the "
+                         "temporary file's 14 more)")
+    return path
+
+
 class ModelCheckpoint(Callback):
     """Save the model at the end of every epoch (or only when ``monitor`` improved).
 
@@ -74,16 +135,11 @@ class ModelCheckpoint(Callback):
         self.last_saved = None
 
     def on_train_begin(self, logs=None):
+        """Check the template and its folder before the first epoch trains (ValueError)."""
         keys = ["loss", *(m.name for m in self.model.metrics)]
-        sample = {k: 0.0 for k in keys} | {f"val_{k}": 0.0 for k in keys}
-        try:
-            self.filepath.format(epoch=1, **sample)
-        except (KeyError, IndexError) as exc:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
-                             f"which is not logged; available: epoch, {', '.join(sample)}"
-                             ) from None
-        except ValueError as exc:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: {exc}") from None
+        params = getattr(self, "params", None) or {}
+        validation = params.get("validation", True)
+        check_filepath(self.filepath, keys, validation)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -101,6 +157,8 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
                              f"which is not among the logged values {sorted(logs)}") from None
+        except (ValueError, TypeError, AttributeError, IndexError, MemoryError) as exc:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: {exc}") from None
         if not _writes_files(self.model):
             self.last_saved = serialization.npz_path(path)
             return

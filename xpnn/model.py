@@ -575,7 +575,8 @@ class Sequential:
         history = History()
         callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
                                              steps=source_steps(source, batch_size),
-                                             rows=source.n, batch_size=batch_size)]
+                                             rows=source.n, batch_size=batch_size,
+                                             validation=val is not None)]
         self.history = history
         self._comm = self._start_data_parallel(
             comm, training_rows=source.n, validation_rows=None if val is None else val.n,

@@ -248,14 +248,15 @@ def step_progress(verbose, steps: int | None, desc: str) -> StepProgress | None:
 
 
 def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int, rows=None,
-                  batch_size=None) -> list:
+                  batch_size=None, validation=False) -> list:
     """The callbacks ``fit`` runs besides its History, in order: the optimizer's schedule (if
     its ``lr`` is one), the user's ``callbacks``, then the progress display that ``verbose``
     asks for (0: none; 1 or "auto": a bar when stderr is a terminal, else a line per epoch; 2: a
     line per epoch), unless ``callbacks`` already has a :class:`~xpnn.ProgressBar`.
 
-    Every callback gets ``params = {"epochs", "steps", "verbose", "rows", "batch_size"}``
-    (``rows``: the training rows, None for an iterable of batches).
+    Every callback gets ``params = {"epochs", "steps", "verbose", "rows", "batch_size",
+    "validation"}`` (``rows``: the training rows, None for an iterable of batches;
+    ``validation``: whether ``val_*`` values will be logged).
     """
     verbose = check_verbose(verbose, "fit")
     for i, cb in enumerate(callbacks):
@@ -269,7 +270,7 @@ def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int, rows=No
         chosen.append(ProgressBar(bar=None if verbose == 1 else False))
     for cb in chosen:
         cb.params = {"epochs": epochs, "steps": steps, "verbose": verbose, "rows": rows,
-                     "batch_size": batch_size}
+                     "batch_size": batch_size, "validation": validation}
     return chosen
 
 
