@@ -335,3 +335,32 @@ def test_checkpoint_template_with_validation_and_a_new_folder_works(tmp_path):
     model.fit(X, Y, epochs=2, batch_size=16, verbose=0, validation_split=0.2, callbacks=[cb])
     assert os.path.basename(cb.last_saved).startswith("c-02-")
     assert xpnn.load(cb.last_saved).epochs_trained == 2
+
+
+# ---------------------------------------------------------------- minor
+def test_a_bad_schedule_leaves_the_previous_history():
+    model = model_for()
+    first = model.fit(X, Y, epochs=2, batch_size=16, verbose=0)
+    assert model.history is first and len(first.epoch) == 2
+    bad = xpnn.LearningRateScheduler(lambda epoch: float("nan"))
+    with pytest.raises(ValueError, match="schedule"):
+        model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[bad])
+    assert model.history is first and first.history["loss"]
+    late = xpnn.LearningRateScheduler(lambda epoch: 0.01 if epoch == 0 else -1.0)
+    with pytest.raises(ValueError, match="schedule"):
+        model.fit(X, Y, epochs=2, batch_size=16, verbose=0, callbacks=[late])
+    assert model.history is not first and len(model.history.epoch) == 1   # the epoch it ran
+    nothing = model.fit(X, Y, epochs=0, verbose=0)
+    assert model.history is nothing
+
+
+def test_ragged_data_and_malformed_batch_lists_are_named():
+    model = model_for()
+    with pytest.raises(ValueError, match=r"^X is ragged: .*not an array\.$"):
+        model.fit([[1, 2, 3, 4], [1, 2]], [0, 1], verbose=0)
+    listed = [([[1.0, 2, 3, 4], [1, 2, 3, 4]], [0, 1]), ([[1.0, 2, 3, 4]], [0])]
+    with pytest.raises(ValueError, match=r"X is ragged.*give each batch's x as an array"):
+        model.fit(listed, verbose=0)
+    bad_y = [(np.ones((4, 4)), np.zeros(4)), (np.ones((4, 4)), [0, [1, 2], 0, 0])]
+    with pytest.raises(ValueError, match=r"^data batch 1: y is ragged"):
+        model.fit(bad_y, verbose=0)

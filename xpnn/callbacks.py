@@ -62,6 +62,9 @@ class Callback:
 class History(Callback):
     """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
 
+    It becomes ``model.history`` when its first epoch ends (or when ``fit`` ends): a ``fit``
+    that raises before an epoch completed leaves the model's previous History.
+
     Attributes
     ----------
     history : dict[str, list[float]]
@@ -102,6 +105,16 @@ class History(Callback):
         optimizer = getattr(self.model, "optimizer", None)
         if optimizer is not None:     # the rate this epoch trained with (schedules, plateaus)
             self.history.setdefault("lr", []).append(float(optimizer.lr))
+        self._publish()
+
+    def on_train_end(self, logs=None):
+        self._publish()
+
+    def _publish(self):
+        """Become ``model.history``: once an epoch has ended (a ``fit`` that fails before
+        that, e.g. on a bad learning-rate schedule, leaves the previous History in place)."""
+        if self.model is not None:
+            self.model.history = self
 
     def get_state(self):
         return {"history": {k: list(v) for k, v in self.history.items()},

@@ -109,11 +109,29 @@ def check_frame_missing(X, what="X") -> None:
                      "SimpleImputer) or drop those rows")
 
 
+def as_array(X, what="X") -> np.ndarray:
+    """``X`` (host data, or a host array of another library) as a NumPy array. Nested lists
+    of unequal lengths raise ValueError naming ``what`` (instead of NumPy's "inhomogeneous
+    shape"), with a hint for a list of ``(x, y)`` batches whose ``x`` are not arrays."""
+    try:
+        return np.asarray(to_numpy(X))
+    except ValueError as exc:
+        if "inhomogeneous" not in str(exc):
+            raise
+    batches = isinstance(X, (list, tuple)) and len(X) > 0 and all(
+        isinstance(item, (tuple, list)) and len(item) in (2, 3)
+        and isinstance(item[0], (list, tuple, np.ndarray)) for item in X)
+    hint = (" As a list of (x, y) batches, give each batch's x as an array (np.asarray(x)), "
+            "of shape (rows, features)" if batches else "")
+    raise ValueError(f"{what} is ragged: its rows (or items) are not all of the same length, "
+                     f"so it is not an array.{hint}") from None
+
+
 def host_shape(X) -> tuple:
     """Shape of host data of any supported kind, without reading it."""
     shape = getattr(X, "shape", None)
     if shape is None:
-        return np.shape(np.asarray(X))
+        return np.shape(as_array(X))
     return tuple(shape)
 
 
@@ -481,7 +499,7 @@ def is_batch_iterable(data) -> bool:
 
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
-           "as_slice", "batch_permutation", "check_finite_rows", "check_frame",
+           "as_array", "as_slice", "batch_permutation", "check_finite_rows", "check_frame",
            "check_frame_missing", "frame_to_numpy", "host_shape", "in_file", "is_frame",
            "is_batch_iterable", "is_one_pass", "is_sparse", "no_batches_message",
            "read_batch"]

@@ -187,7 +187,7 @@ class Sequential:
                 data.check_frame(X, what)
                 data.check_frame_missing(X, what)
                 X = data.frame_to_numpy(X)
-            host = np.asarray(to_numpy(X))
+            host = data.as_array(X, what)
             if host.dtype.kind not in "biuf":
                 raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
             shape = host.shape
@@ -210,7 +210,7 @@ class Sequential:
     def _prepare_y(self, y, n_samples, what="y"):
         if y is None:
             raise TypeError(f"{what} is required")
-        host = np.asarray(to_numpy(y))
+        host = data.as_array(y, what)
         if host.dtype.kind not in "biuf":
             raise TypeError(f"{what} must be numeric, got dtype {host.dtype}"
                             + (" (encode string labels as integers, e.g. with "
@@ -272,7 +272,7 @@ class Sequential:
 
     def _prepare_w(self, w, n_samples, what="sample_weight"):
         """Per-sample weights as a checked device array of the model's dtype (N,)."""
-        host = np.asarray(to_numpy(w))
+        host = data.as_array(w, what)
         if host.dtype.kind not in "biuf":
             raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
         if host.shape != (n_samples,):
@@ -577,7 +577,6 @@ class Sequential:
                                              steps=source_steps(source, batch_size),
                                              rows=source.n, batch_size=batch_size,
                                              validation=val is not None)]
-        self.history = history
         self._comm = self._start_data_parallel(
             comm, training_rows=source.n, validation_rows=None if val is None else val.n,
             batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch, shuffle=shuffle)
