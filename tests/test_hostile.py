@@ -364,3 +364,44 @@ def test_ragged_data_and_malformed_batch_lists_are_named():
     bad_y = [(np.ones((4, 4)), np.zeros(4)), (np.ones((4, 4)), [0, [1, 2], 0, 0])]
     with pytest.raises(ValueError, match=r"^data batch 1: y is ragged"):
         model.fit(bad_y, verbose=0)
+
+
+# ---------------------------------------------------------------- outputs, not only weights
+@pytest.mark.parametrize("source", ["array", "memmap", "generic"])
+def test_a_fit_never_returns_a_model_whose_outputs_overflow(tmp_path, source):
+    """One SGD step of lr 1e25 leaves finite weights (~1e24) whose logits overflow float32:
+    predict would give NaN on the training data. fit raises instead, with the weights from
+    before that step."""
+    model = model_for()
+    model.compile("crossentropy", xpnn.SGD(1e25))
+    data = X
+    if source == "generic":
+        model.fastpath = False
+    if source == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        data = np.load(tmp_path / "x.npy", mmap_mode="r")
+    before = model.get_weights()
+    with pytest.raises(xpnn.TrainingDivergedError, match="the outputs on the training data "
+                                                         "became non-finite at epoch 1, batch 1"):
+        model.fit(data, Y, epochs=1, batch_size=len(X), verbose=0)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(xpnn.to_numpy(model.predict(X))).all()
+    with pytest.raises(xpnn.TrainingDivergedError, match="the outputs on the batch"):
+        model.train_on_batch(X, Y)
+    for a, b in zip(model.get_weights(), before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_large_weights_with_finite_outputs_still_train():
+    """The weight bound is only a shortcut: where it is inconclusive (here 1e39 > float32's
+    range) the outputs are checked on the data, and finite ones pass."""
+    d = 10_000
+    Xw = np.full((4, d), 1e15, np.float32)
+    W = np.tile(np.array([[1e20], [-1e20]], np.float32), (d // 2, 1))   # products cancel
+    model = xpnn.Sequential(xpnn.Dense(d, 1), xpnn.Sigmoid(), seed=0)
+    model.compile("binary_crossentropy", xpnn.SGD(0.0))
+    model.set_weights([W, np.zeros(1, np.float32)])
+    assert not xpnn.guard.outputs_bounded(model, 1e15)
+    model.fit(Xw, np.ones(4), epochs=1, verbose=0)
+    assert np.isfinite(xpnn.to_numpy(model.predict(Xw))).all()

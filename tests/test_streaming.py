@@ -296,7 +296,7 @@ def test_bad_sample_weights_are_refused():
 
 # ---------------------------------------------------------------------- the guard
 @pytest.mark.parametrize("fast", [True, False])
-def test_divergence_on_the_last_step_raises_and_restores(fast):
+def test_divergence_on_the_last_step_raises_and_restores(fast, monkeypatch):
     X, y = _images(n=64)
     Xf = X.astype(np.float32)
     model = _model(dropout=False, optimizer=xpnn.SGD(1e30), fast=fast)
@@ -305,7 +305,8 @@ def test_divergence_on_the_last_step_raises_and_restores(fast):
         model.fit(Xf, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
     bad = int(str(info.value).split("batch ")[1].split(":")[0]) - 1
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
-    if bad:
+    if bad:      # (the steps before the bad one, without the check of the final outputs)
+        monkeypatch.setattr(xpnn.Sequential, "_outputs_finite", lambda self, source: True)
         ref.fit(Xf[:32 * bad], y[:32 * bad], epochs=1, batch_size=32, shuffle=False, verbose=0)
     for a, b in zip(ref.get_weights(), model.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

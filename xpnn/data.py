@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections.abc
 import itertools
+import math
 import os
 
 import numpy as np
@@ -224,12 +225,13 @@ def count_and_where(bad: np.ndarray, what: str, plural: str | None = None) -> st
 def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
     """Raise ``ValueError`` naming the first row of ``block`` (already in the model's dtype)
     that holds NaN or inf. ``rows`` maps block rows to dataset rows (default: consecutive from
-    ``first_row``)."""
+    ``first_row``). Returns the largest ``|x|`` of the block (found in the same pass)."""
     if block.dtype.kind != "f":
-        return
+        return float(np.max(np.abs(block))) if block.size else 0.0
+    peak = float(np.max(np.abs(block))) if block.size else 0.0
+    if math.isfinite(peak):
+        return peak
     bad = ~np.isfinite(block)
-    if not bad.any():
-        return
     i = int(np.argmax(bad.reshape(block.shape[0], -1).any(axis=1)))
     row = int(rows[i]) if rows is not None else first_row + i
     column = int(np.argmax(bad[i].reshape(-1)))
@@ -247,6 +249,14 @@ class ArrayBatches:
     def __init__(self, X, t, w=None):
         self.X, self.t, self.w = X, t, w
         self.n = X.shape[0]
+        self._max_abs = None
+
+    def max_abs(self, model):
+        """Largest ``|x|`` of the data (one reduction on the device, then cached)."""
+        if self._max_abs is None:
+            xp = model.backend.xp
+            self._max_abs = float(xp.max(xp.abs(self.X)))
+        return self._max_abs
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
         """Yield ``(b, x, t, w)`` for batches ``start <= b < stop`` of the rows in the order
@@ -348,6 +358,20 @@ class HostBatches:
         start = 0 if rows is None else rows.start
         self.offset = start
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
+        self._max_abs = self._peak = None
+
+    def max_abs(self, model):
+        """Largest ``|x|`` of the rows this process read in its last complete pass (found
+        while checking them; for integer data the range of their dtype), or None before a
+        complete pass. In data-parallel training the sum of every rank's (an upper bound)."""
+        dtype = host_dtype(self.X)
+        if dtype is not None and dtype.kind in "biu":
+            info = np.iinfo(dtype) if dtype.kind != "b" else None
+            return 1.0 if info is None else float(max(abs(int(info.min)), int(info.max)))
+        if self._max_abs is None:
+            return None
+        comm = getattr(model, "_comm", None)
+        return self._max_abs if comm is None else comm.sum_floats(self._max_abs)[0]
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None):
         """Yield ``(b, x, t, w)`` as :meth:`ArrayBatches.batches` does; ``x`` is read into a
@@ -359,6 +383,7 @@ class HostBatches:
         integer = data_is_integer(self.X)    # integers are finite in any float dtype: no scan
         row_shape = tuple(host_shape(self.X)[1:])
         n_batches = -(-self.n // batch_size)
+        self._peak = 0.0 if start == 0 else None      # largest |x| of a complete pass
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
             lo, hi = model._local_rows(b * batch_size, min((b + 1) * batch_size, self.n))
             if perm is None:
@@ -378,11 +403,15 @@ class HostBatches:
                 if staged else None
             block = reader.read(rows, dest)
             if not integer:
-                check_finite_rows(block, first, self.what, named)
+                peak = check_finite_rows(block, first, self.what, named)
+                if self._peak is not None:
+                    self._peak = max(self._peak, peak)
             xb = stager.put(block) if staged else be.asarray(block, dtype=model.dtype)
             yield b, xb, tb, wb
             if staged:
                 stager.release()
+        if self._peak is not None and stop is None:
+            self._max_abs = self._peak
 
 
 def _on_host_if_foreign(a, model):
@@ -401,6 +430,11 @@ class IterableBatches:
     batches per epoch), each prepared and checked by the model like ``fit``'s own arrays."""
 
     replayable = False
+
+    def max_abs(self, model):
+        """None: the batches of an iterable may change from pass to pass (each step's finite
+        loss covers them)."""
+        return None
 
     def __init__(self, data, steps_per_epoch=None, what="data", targets=True):
         self.data, self.steps, self.what = data, steps_per_epoch, what

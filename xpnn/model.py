@@ -26,7 +26,7 @@ from ._validation import check_config_in_dtype, check_dtype, check_int
 from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from .callbacks import Callback, History
 from .errors import TrainingDivergedError, diverged
-from .guard import all_finite
+from .guard import all_finite, outputs_bounded
 from .layers import LAYERS, Layer
 from .losses import LOSS_CLASSES, get_loss
 from .metrics import Accuracy, get_metric
@@ -531,7 +531,10 @@ class Sequential:
         -----
         On the CPU every step is checked: if the loss or any weight becomes NaN or infinite,
         ``TrainingDivergedError`` is raised and the model keeps the weights (and optimizer and
-        random-generator state) from before that step. On a GPU the check runs once per epoch
+        random-generator state) from before that step. So it is when finite weights give
+        non-finite outputs on the training data (``x·W`` beyond float32), checked after every
+        epoch (:func:`xpnn.guard.outputs_bounded`; not for an iterable of batches, whose
+        finite losses cover them). On a GPU the check runs once per epoch
         and a bad epoch is replayed with per-step checks. A ``KeyboardInterrupt`` takes effect
         between steps, so the model always holds the state after the last completed step.
         """
@@ -712,6 +715,10 @@ class Sequential:
                 self._restore_state(saved[0])
                 sums.update(loss=0.0, weight=0.0, batch=saved[1])
                 self._run_batches(source, batch_size, epoch, perm, sums, (), True, saved)
+        if saved is not None and not self._outputs_finite(source):
+            last = sums["batch"] - 1          # finite weights whose outputs overflow
+            self._undo_step(source, batch_size, epoch, perm, saved, None, last)
+            raise diverged("non-finite", epoch, last, "the outputs on the training data")
         logs = {"loss": _host_float(sums["loss"]) / _host_float(sums["weight"])}
         if self._comm is not None:
             self._comm.reduce_metrics(self.metrics)
@@ -782,10 +789,31 @@ class Sequential:
         with _quiet():
             loss, _ = self._train_step(Xd, yd, wd)
         error = self._step_problem(loss, None, 0, 0)
+        if error is None and not self._outputs_finite(data.ArrayBatches(Xd, yd)):
+            error = diverged("non-finite", 0, 0, "the outputs on the batch")
         if error is not None:
             self._restore_state(before)
             raise error
         return _host_float(loss)
+
+    def _outputs_finite(self, source) -> bool:
+        """Whether the network's outputs (inference) are finite on every row of ``source``:
+        each step's finite loss covers the weights before it, this covers the last ones.
+        First a bound from the weights and the data's largest ``|x|``
+        (:func:`xpnn.guard.outputs_bounded`, no data read); only when it is inconclusive, a
+        forward pass over the data. True for an iterable of batches (nothing to bound)."""
+        m = source.max_abs(self)
+        if m is None or outputs_bounded(self, m):
+            return True
+        xp, bad = self.backend.xp, 0
+        with _quiet():
+            for _, xb, _, _ in source.batches(self, None, 1024):
+                if xb.shape[0] and not all_finite(xp, [self._forward(xb)]):
+                    bad = 1
+                    break
+        if self._comm is not None:         # data-parallel: each rank checked its rows
+            bad = self._comm.sum_floats(bad)[0]
+        return not bad
 
     def _step_problem(self, loss, trainer, epoch, batch):
         """The TrainingDivergedError for a step whose loss or weights are not finite, or None
