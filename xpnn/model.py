@@ -1182,7 +1182,7 @@ class Sequential:
         result = None
         if comm.is_root:
             result = distributed.or_abort(comm, lambda: write(*args, **kwargs))
-        comm.barrier()
+        comm.barrier(write.__name__)
         return comm.broadcast(result)
 
 
