@@ -132,12 +132,14 @@ class Sequential:
 
         Parameters
         ----------
-        loss : str or Loss
+        loss : str, Loss or Loss class
             ``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"`` or
             ``"crossentropy"`` (binary after a Sigmoid or a single output, categorical
             otherwise), or a :class:`~xpnn.losses.Loss`.
-        optimizer : str or Optimizer
+        optimizer : str, Optimizer or Optimizer class
             ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"`` (default settings) or an instance.
+            A class (``xpnn.Adam``, ``xpnn.MSE`` for ``loss``) is taken as its instance with
+            default settings, exactly as its name would be (``xpnn.Adam`` is ``"adam"``).
         metrics : sequence of str
             Any of ``"accuracy"``, ``"mae"``, ``"r2"``.
         """
