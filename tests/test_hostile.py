@@ -182,37 +182,41 @@ def test_a_folder_in_use_by_a_running_process_is_refused_naming_it(tmp_path):
 
 def test_two_processes_on_one_folder(tmp_path):
     """A second process started on the folder while the first trains stops at once with the
-    first one's pid; the first finishes undisturbed."""
-    folder = tmp_path / "b"
+    first one's pid; the first finishes undisturbed (children under timeouts)."""
+    folder, release = tmp_path / "b", tmp_path / "release"
     env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(xpnn.__file__)))
     code = textwrap.dedent(f"""
-        import sys, time, numpy as np, xpnn
-        class Slow(xpnn.Callback):
+        import os, sys, time, numpy as np, xpnn
+        class Hold(xpnn.Callback):          # the first process trains until released
             def on_train_batch_end(self, batch, logs=None):
-                if batch == 0 and self.params["epochs"] == 3:
+                if sys.argv[1] == "first" and batch == 0 and not os.path.exists({str(release)!r}):
                     print("training", flush=True)
-                    time.sleep(float(sys.argv[1]))
+                    deadline = time.time() + 100
+                    while not os.path.exists({str(release)!r}) and time.time() < deadline:
+                        time.sleep(0.05)
         rng = np.random.default_rng(0)
         X, y = rng.normal(size=(40, 4)), rng.integers(0, 3, 40)
         model = xpnn.Sequential(xpnn.Dense(4, 3), xpnn.Softmax(), seed=0)
         model.compile("crossentropy", "adam")
         try:
             model.fit(X, y, epochs=3, batch_size=8, verbose=0,
-                      callbacks=[xpnn.BackupAndRestore({str(folder)!r}), Slow()])
+                      callbacks=[xpnn.BackupAndRestore({str(folder)!r}), Hold()])
         except xpnn.locks.FolderInUseError as exc:
             print("refused:", exc)
         else:
             print("done")
     """)
-    first = subprocess.Popen([sys.executable, "-c", code, "3"], stdout=subprocess.PIPE,
+    first = subprocess.Popen([sys.executable, "-c", code, "first"], stdout=subprocess.PIPE,
                              text=True, env=env)
     try:
         assert first.stdout.readline().strip() == "training"
-        second = subprocess.run([sys.executable, "-c", code, "0"], capture_output=True,
+        second = subprocess.run([sys.executable, "-c", code, "second"], capture_output=True,
                                 text=True, timeout=120, env=env)
         assert f"in use by process {first.pid}" in second.stdout, second.stderr
+        release.write_text("")
         out, _ = first.communicate(timeout=120)
-        assert out.split() == ["training"] * 2 + ["done"]
+        assert out.split() == ["done"]
+        assert not folder.exists()
     finally:
         first.kill()
         first.wait(timeout=30)
