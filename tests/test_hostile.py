@@ -8,6 +8,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,9 +105,27 @@ def test_backup_falls_back_when_the_newest_is_not_a_regular_file(tmp_path, kind)
         os.symlink(tmp_path / "missing.npz", newest)
     model = model_for()
     backup = xpnn.BackupAndRestore(folder)
-    with pytest.warns(RuntimeWarning, match="using the previous backup"):
-        model.fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[backup])
+    watchdog = threading.Timer(20.0, _unblock_fifo, [newest]) if kind == "fifo" else None
+    if watchdog is not None:     # a reader blocked on the FIFO is released: the test ends
+        watchdog.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.warns(RuntimeWarning, match="using the previous backup"):
+            model.fit(X, Y, epochs=3, batch_size=16, verbose=0, callbacks=[backup])
+    finally:
+        if watchdog is not None:
+            watchdog.cancel()
+    assert time.monotonic() - t0 < 15
     assert backup.restored_from.endswith(names[0])
+
+
+def _unblock_fifo(path):
+    """Open the FIFO ``path`` for writing and close it: a reader blocked in ``open`` returns
+    (and reads end of file)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:              # no reader waiting
+        pass
 
 
 # ---------------------------------------------------------------- backups of other runs

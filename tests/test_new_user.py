@@ -123,10 +123,12 @@ def test_progress_bar_in_a_terminal_without_a_size():
     show the epochs (tqdm alone draws empty lines there). Run in a child under a timeout."""
     import fcntl
     import pty
+    import select
     import struct
     import subprocess
     import sys
     import termios
+    import time
 
     code = ("import numpy as np, xpnn\n"
             "X = np.random.default_rng(0).normal(size=(64, 4)); y = (X[:, 0] > 0) * 1\n"
@@ -141,9 +143,11 @@ def test_progress_bar_in_a_terminal_without_a_size():
     child = subprocess.Popen([sys.executable, "-c", code], stdin=slave, stdout=slave,
                              stderr=slave, env=env)
     os.close(slave)
-    out = b""
+    out, deadline = b"", time.monotonic() + 120
     try:
-        while True:
+        while time.monotonic() < deadline:
+            if not select.select([master], [], [], 1.0)[0]:
+                continue
             try:
                 chunk = os.read(master, 4096)
             except OSError:          # the child closed the terminal
@@ -151,7 +155,7 @@ def test_progress_bar_in_a_terminal_without_a_size():
             if not chunk:
                 break
             out += chunk
-        assert child.wait(timeout=120) == 0, out
+        assert child.wait(timeout=max(1.0, deadline - time.monotonic())) == 0, out
     finally:
         child.kill()
         os.close(master)
