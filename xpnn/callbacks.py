@@ -69,10 +69,14 @@ class Callback:
 class History(Callback):
     """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
 
+    It becomes ``model.history`` when its first epoch ends (or when ``fit`` ends): a ``fit``
+    that raises before an epoch completed leaves the model's previous History.
+
     Attributes
     ----------
     history : dict[str, list[float]]
-        One list per logged quantity, one entry per epoch run.
+        One list per logged quantity, one entry per epoch run, and ``"lr"``: the learning
+        rate each epoch trained with (as Keras records it), to plot a schedule.
     epoch : list[int]
         Epoch indices (0-based) that ran.
     """
@@ -105,6 +109,19 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:     # the rate this epoch trained with (schedules, plateaus)
+            self.history.setdefault("lr", []).append(float(optimizer.lr))
+        self._publish()
+
+    def on_train_end(self, logs=None):
+        self._publish()
+
+    def _publish(self):
+        """Become ``model.history``: once an epoch has ended (a ``fit`` that fails before
+        that, e.g. on a bad learning-rate schedule, leaves the previous History in place)."""
+        if self.model is not None:
+            self.model.history = self
 
     def get_state(self):
         return {"history": {k: list(v) for k, v in self.history.items()},

@@ -38,6 +38,7 @@ current CUDA stream, without a host synchronisation; each rank uses the GPU of i
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import importlib.util
@@ -80,6 +81,7 @@ class Communicator:
         self.local_rank, self.local_size = local_rank, local_size
         self.threads = threads
         self._nccl = None
+        self._exits = None        # a duplicate of the communicator for exit notices (init())
 
     @property
     def is_root(self) -> bool:
@@ -110,9 +112,24 @@ class Communicator:
         """The list of every rank's ``obj``, in rank order, on every rank."""
         return [obj] if self.size == 1 else self.mpi.allgather(obj)
 
-    def barrier(self):
-        if self.size > 1:
+    def barrier(self, before="the next collective call"):
+        """Wait until every rank is here. After :func:`init`, a rank that has exited instead
+        (``sys.exit()``, the end of its script) is noticed: RuntimeError naming it, which
+        aborts the job rather than waiting for it forever."""
+        if self.size == 1:
+            return
+        if self._exits is None:
             self.mpi.Barrier()
+            return
+        from mpi4py import MPI
+
+        request, status = self.mpi.Ibarrier(), MPI.Status()
+        while not request.Test():
+            if self._exits.Iprobe(source=MPI.ANY_SOURCE, tag=_EXIT_TAG, status=status):
+                raise RuntimeError(f"rank {status.Get_source()} of {self.size} exited before "
+                                   f"{before}, which every rank must reach: the other ranks "
+                                   "would wait for it forever")
+            time.sleep(0.001)
 
     def abort(self, code: int = 1):
         """End every rank of the job now with exit status ``code``."""
@@ -208,7 +225,10 @@ def init(threads: bool = True) -> Communicator:
     imported) and ``fit(..., comm=comm)`` trains exactly as without it. With N > 1 ranks it also
 
     * installs a ``sys.excepthook`` that calls ``MPI_Abort`` after printing the traceback, so
-      an uncaught exception on one rank ends the whole job within moments;
+      an uncaught exception on one rank ends the whole job within moments; and an exit
+      handler that tells the other ranks this one has ended (``sys.exit()``, the end of the
+      script): a rank waiting for it when ``fit``, ``save`` or ``export`` starts raises
+      RuntimeError, which aborts the job, instead of waiting forever;
     * where CuPy and GPUs are present, makes the GPU of the local rank the current device
       (:func:`use_local_gpu`): create models after ``init()``;
     * with ``threads=True``, sets the BLAS (threadpoolctl) and Numba thread counts to the cores
@@ -239,6 +259,8 @@ def init(threads: bool = True) -> Communicator:
     comm = Communicator(world, local.Get_rank(), local.Get_size())
     if comm.size > 1:
         install_excepthook(comm)
+        comm._exits = world.Dup()
+        atexit.register(_announce_exit, comm)
         use_local_gpu(comm)
         if threads:
             comm.threads = cores_per_rank(local.allgather(sorted(_affinity())))
@@ -311,6 +333,26 @@ def set_threads(n: int) -> None:
     _THREAD_LIMITS = threadpool_limits(limits=n)   # kept alive: the limit lasts
 
 
+#: Message tag of the exit notices (on the communicator's duplicate, apart from all else).
+_EXIT_TAG = 7301
+
+
+def _announce_exit(comm) -> None:
+    """At interpreter exit: tell every other rank this one is leaving, then wait until all
+    have left (a rank still running may need to learn of it: :meth:`Communicator.barrier`),
+    and collect their notices so that none is left pending when MPI finalizes."""
+    exits = comm._exits
+    others = [r for r in range(comm.size) if r != comm.rank]
+    sends = [exits.isend(comm.rank, dest=r, tag=_EXIT_TAG) for r in others]
+    everyone = exits.Ibarrier()
+    while not everyone.Test():
+        time.sleep(0.01)
+    for r in others:
+        exits.recv(source=r, tag=_EXIT_TAG)
+    for request in sends:
+        request.wait()
+
+
 def install_excepthook(comm) -> None:
     """Make an uncaught exception on this rank print its traceback and abort every rank."""
     previous = sys.excepthook
@@ -361,6 +403,7 @@ class DataParallel:
         """Raise ValueError on every rank when the ranks' ``facts`` (the training rows, batch
         size, epochs...) differ: their batch schedules would differ, and a rank with more
         steps would wait for the others forever."""
+        self.comm.barrier("fit")        # a rank that exited instead is named, not awaited
         every = self.comm.allgather(facts)
         for key in facts:
             values = [f[key] for f in every]

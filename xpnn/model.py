@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import data, distributed, inputs, serialization, sources, training
-from ._validation import check_int
+from ._validation import check_config_in_dtype, check_dtype, check_int
 from .backend import DTYPES, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError
@@ -42,8 +42,9 @@ class Sequential:
     backend : str
         ``"numpy"`` (default), ``"cupy"``, ``"torch"`` or ``"array_api_strict"``; see
         :func:`xpnn.available_backends`.
-    dtype : {"float32", "float64"}
-        Floating dtype of weights and computations.
+    dtype : {"float32", "float64"} or NumPy dtype
+        Floating dtype of weights and computations: a name, ``np.float32``/``np.float64`` or
+        a ``np.dtype`` (stored as its name, ``model.dtype == "float64"``).
     seed : int or None
         Seed of the host random generator behind initial weights, shuffling and dropout. The same
         seed gives the same initial weights, and the same run, on every backend.
@@ -63,8 +64,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layer {i} must be an xpnn Layer, got "
                                 f"{type(layer).__name__}")
-        if dtype not in DTYPES:
-            raise ValueError(f"Sequential: dtype must be one of {DTYPES}, got {dtype!r}")
+        dtype = check_dtype(dtype, "Sequential", DTYPES)
+        for i, layer in enumerate(layers):
+            check_config_in_dtype(layer.get_config(), dtype, f"Sequential: layer {i} "
+                                  f"({type(layer).__name__})")
         self.layers: list[Layer] = list(layers)
         self.backend = get_backend(backend)
         self.dtype = dtype
@@ -127,12 +130,14 @@ class Sequential:
 
         Parameters
         ----------
-        loss : str or Loss
+        loss : str, Loss or Loss class
             ``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"`` or
             ``"crossentropy"`` (binary after a Sigmoid or a single output, categorical
             otherwise), or a :class:`~xpnn.losses.Loss`.
-        optimizer : str or Optimizer
+        optimizer : str, Optimizer or Optimizer class
             ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"`` (default settings) or an instance.
+            A class (``xpnn.Adam``, ``xpnn.MSE`` for ``loss``) is taken as its instance with
+            default settings, exactly as its name would be (``xpnn.Adam`` is ``"adam"``).
         metrics : sequence of str
             Any of ``"accuracy"``, ``"mae"``, ``"r2"``.
         """
@@ -157,6 +162,7 @@ class Sequential:
                 "(targets in [0, 1]); either then trains on the logits through its fused, "
                 "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
+        check_config_in_dtype(optimizer.get_config(), self.dtype, "compile: optimizer")
         if isinstance(metrics, str):
             metrics = [metrics]
         metric_objs = [get_metric(m) for m in metrics]
@@ -186,8 +192,9 @@ class Sequential:
                              "first or give the first Dense its in_features")
 
     # ------------------------------------------------------------------ batch sources
-    #: Largest converted training set (bytes) that ``fit`` puts on the device up front; larger
-    #: host data is read one batch at a time (:mod:`xpnn.data`). Set it per model to override.
+    #: Largest converted in-memory training set (bytes) that ``fit`` puts on the device up
+    #: front; larger host arrays, and memmaps, h5py and zarr data at any size, are read one
+    #: batch at a time (:mod:`xpnn.data`). Set it per model to override.
     resident_budget = data.RESIDENT_BUDGET
 
     # ------------------------------------------------------------------ forward / backward
@@ -239,13 +246,14 @@ class Sequential:
         Parameters
         ----------
         X : array-like (n_samples, n_features), or an iterable of batches
-            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array,
-            SciPy sparse matrix, or an array of the model's backend. Host data whose converted
-            size exceeds ``model.resident_budget`` (and sparse data always) is read, converted
-            and checked one batch at a time (:mod:`xpnn.data`); the rest is moved to the device
-            once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
-            ``(x, y, sample_weight)`` batches (a list, a ``DataLoader``), or a generator read
-            ``steps_per_epoch`` batches per epoch; ``shuffle`` does not apply to it.
+            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array, SciPy
+            sparse matrix, or an array of the model's backend. Memmaps, h5py and zarr data (and
+            sparse data) always, and in-memory host data whose converted size exceeds
+            ``model.resident_budget``, are read, converted and checked one batch at a time
+            (:mod:`xpnn.data`); the rest is moved to the device once. With ``y=None``, ``X`` may
+            instead be a re-iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches (a list, a
+            ``DataLoader``), or a generator read ``steps_per_epoch`` batches per epoch; ``shuffle``
+            does not apply to it.
         y : array-like
             Targets: (n_samples,) or (n_samples, n_outputs); integer labels or one-hot rows for
             categorical cross-entropy.
@@ -293,11 +301,15 @@ class Sequential:
         -----
         On the CPU every step is checked: if the loss or any weight becomes NaN or infinite,
         ``TrainingDivergedError`` is raised and the model keeps the weights (and optimizer and
-        random-generator state) from before that step. On a GPU the check runs once per epoch
+        random-generator state) from before that step. So it is when finite weights give
+        non-finite outputs on the training data (``x·W`` beyond float32), checked after every
+        epoch (:func:`xpnn.guard.outputs_bounded`; not for an iterable of batches, whose
+        finite losses cover them). On a GPU the check runs once per epoch
         and a bad epoch is replayed with per-step checks. A ``KeyboardInterrupt`` takes effect
         between steps, so the model always holds the state after the last completed step.
         """
         self._require_compiled("fit")
+        check_config_in_dtype({"lr": self.optimizer.lr}, self.dtype, "fit: optimizer")
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                                  ("initial_epoch", initial_epoch, 0)):
             check_int(name, value, "fit", low)
@@ -335,8 +347,9 @@ class Sequential:
             verbose = 0                   # data-parallel: rank 0 alone shows progress
         history = History()
         callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
-                                             steps=source_steps(source, batch_size))]
-        self.history = history
+                                             steps=source_steps(source, batch_size),
+                                             rows=source.n, batch_size=batch_size,
+                                             validation=val is not None)]
         run = TrainingRun(self, callbacks, comm, training_rows=source.n,
                           validation_rows=None if val is None else val.n,
                           batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
@@ -366,12 +379,13 @@ class Sequential:
                 steps: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
-        Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
-        rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
-        iterable of batches, as ``fit`` takes (a ``torch.utils.data.DataLoader``, a generator,
-        a list of ``(x, y)`` pairs): each item is ``x`` or a tuple whose first element is
-        ``x`` (targets are ignored), ``steps`` batches of it (default: until it ends), and the
-        outputs are concatenated in order. Use :func:`xpnn.to_numpy` to bring the outputs to
+        Memmaps, h5py and zarr data, and host data larger than ``model.resident_budget``, are
+        read and converted ``batch_size`` rows at a time (default 1024 then), into one
+        preallocated result. ``X`` may also be an iterable of batches, as ``fit`` takes (a
+        ``torch.utils.data.DataLoader``, a generator, a list of ``(x, y)`` pairs): each item
+        is ``x`` or a tuple whose first element is ``x`` (targets are ignored), ``steps``
+        batches of it (default: until it ends), and the outputs are concatenated in order.
+        Use :func:`xpnn.to_numpy` to bring the outputs to
         the host. ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line at
         the end), 2 the line.
         """
@@ -613,18 +627,19 @@ class Sequential:
 
         return self._write_once(comm, export, self, path, format=format, **options)
 
-    def save(self, path, comm=None) -> None:
+    def save(self, path, comm=None) -> str:
         """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
-        missing): architecture, compile settings, weights, the optimizer's state (moments,
-        momentum buffers, step counts, current lr), the random generator's state and the
-        epochs trained, with a checksum. The file is written atomically.
+        missing) and return the path written: architecture, compile settings, weights, the
+        optimizer's state (moments, momentum buffers, step counts, current lr), the random
+        generator's state and the epochs trained, with a checksum. The file is written
+        atomically.
 
         No pickle is involved; read it back with :func:`xpnn.load`. Format:
         :mod:`xpnn.serialization`. After a data-parallel ``fit(comm=...)`` (or given
         ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
         rank must call ``save`` then.
         """
-        self._write_once(comm, serialization.save, self, path)
+        return self._write_once(comm, serialization.save, self, path)
 
     def _write_once(self, comm, write, *args, **kwargs):
         """``write(*args, **kwargs)`` (which writes a file and returns its path): in one process
@@ -637,7 +652,7 @@ class Sequential:
         result = None
         if comm.is_root:
             result = distributed.or_abort(comm, lambda: write(*args, **kwargs))
-        comm.barrier()
+        comm.barrier(write.__name__)
         return comm.broadcast(result)
 
 
@@ -651,17 +666,27 @@ def load(path, backend=None) -> Sequential:
     Parameters
     ----------
     path : str or path-like
+        The file; ``"model"`` finds ``"model.npz"`` when there is no ``"model"`` (as
+        :meth:`Sequential.save` names it).
     backend : str, optional
         Backend to load onto; by default the one it was saved from.
 
     Raises
     ------
     ValueError
-        If the file is not a valid xpnn model file (damaged, truncated, of another format, or
-        describing an invalid model); the message names the file and the problem.
+        If the file is not a valid xpnn model file (damaged, truncated, of another format, not
+        a regular file, or describing an invalid model); the message names the file and the
+        problem. An unknown ``backend`` is named as the argument, before the file is read.
     FileNotFoundError
         If there is no such file.
     """
+    if backend is not None:
+        try:
+            get_backend(backend)
+        except ValueError as exc:
+            raise ValueError(f"load: backend={backend!r} is not a backend xpnn knows ({exc})"
+                             ) from None
+    path = serialization.find(path)
     return serialization.build(serialization.read(path), Sequential, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

@@ -36,6 +36,7 @@ fsynced, then renamed over the target, so a crash never leaves a torn file under
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import io
@@ -43,6 +44,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -88,6 +90,9 @@ def atomic_write(path, write) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist "
+                                "(create it first)")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -298,8 +303,39 @@ def read(path) -> Payload:
         raise ValueError(f"{name} is damaged ({type(exc).__name__}: {exc})") from exc
 
 
+def _open_regular(path):
+    """``path`` opened for reading, refusing what is not a regular file before reading a byte:
+    a FIFO (opened without blocking, so a pipe without a writer cannot hang the caller), a
+    device such as ``/dev/zero`` (endless), a socket. A directory raises IsADirectoryError, a
+    missing file or dangling link FileNotFoundError."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+            raise _Bad(f"is not an xpnn model file (not a regular file: {kind})")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def find(path) -> str:
+    """The file :func:`read` opens for ``path``: ``path`` itself, or ``path + ".npz"`` when
+    ``path`` does not exist and that does (what :func:`save` wrote for a name without
+    ``.npz``)."""
+    path = os.fspath(path)
+    if not os.path.lexists(path) and not path.endswith(".npz") and \
+            os.path.lexists(path + ".npz"):
+        return path + ".npz"
+    return path
+
+
 def _read(path) -> Payload:
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
             raise _Bad("is not an xpnn model file (a .npy array, not an .npz archive)")
@@ -864,6 +900,20 @@ def restore_into(model, payload: Payload) -> None:
     """Put the training state of ``payload`` (a checkpoint of this very architecture) into
     ``model`` in place: weights, optimizer hyperparameters and state, random generator, epochs
     trained. Raises ValueError naming the file when the checkpoint belongs to another model."""
+    check_fits(model, payload)
+    if payload.weights:
+        model.set_weights(payload.weights)
+    if model.optimizer is not None:          # hyperparameters (the current lr: below)
+        opt, saved = model.optimizer, payload.optimizer
+        opt.schedule = getattr(saved, "schedule", None)
+        for key in saved.get_config():
+            setattr(opt, key, getattr(saved, key))
+    _apply_training(model, payload.training)
+
+
+def check_fits(model, payload: Payload) -> None:
+    """Raise ValueError naming the file unless ``payload`` is a checkpoint (with training
+    state) of ``model``'s architecture, dtype and compile settings."""
     if payload.training is None:
         raise ValueError(f"{payload.path} holds no training state (written by an older xpnn)")
     mine, theirs = model.get_config(), payload.config
@@ -878,11 +928,3 @@ def restore_into(model, payload: Payload) -> None:
         raise ValueError(f"{payload.path} was written by a model compiled differently "
                          f"({b and (b['loss'], b['optimizer']['class'])} vs "
                          f"{a and (a['loss'], a['optimizer']['class'])})")
-    if payload.weights:
-        model.set_weights(payload.weights)
-    if model.optimizer is not None:          # hyperparameters (the current lr: below)
-        opt, saved = model.optimizer, payload.optimizer
-        opt.schedule = getattr(saved, "schedule", None)
-        for key in saved.get_config():
-            setattr(opt, key, getattr(saved, key))
-    _apply_training(model, payload.training)

@@ -82,20 +82,21 @@ class Optimizer:
             raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
                             f"{lr!r}; for a plain function use "
                             "xpnn.LearningRateScheduler(function)")
-        self.lr = _check_positive("lr", lr, owner)
+        self.lr = lr               # checked by the setter: one rule for every lr
         self.state: list[dict] = []
         self.iterations = 0
 
     @property
     def lr(self) -> float:
-        """The learning rate, a finite Python float >= 0 (> 0 at construction); checked
-        whenever it is set (by the constructor, a schedule, a callback or
-        ``model.optimizer.lr = ...``)."""
+        """The learning rate, a finite Python float >= 0, as ``torch.optim`` takes it;
+        checked whenever it is set (by the constructor, a schedule, a callback,
+        ``model.optimizer.lr = ...`` or :func:`xpnn.load`), by one rule: 0 is allowed
+        everywhere (a schedule may end at 0, and a model saved then loads again), negative,
+        NaN and infinite rates are refused."""
         return self._lr
 
     @lr.setter
     def lr(self, value):
-        # >= 0 here (a schedule may end at 0); the constructor asks for > 0
         self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
