@@ -157,6 +157,7 @@ nitpick_ignore_regex = [
     # public names (each page says where a name is defined).
     (r"py:.*", r"xpnn\.(data|layers|losses|optimizers|serialization|flat|export|model|callbacks|"
                r"checkpoint|backend|staging|guard|metrics|progress|builders|errors|_validation|"
+               r"training|position|inputs|sources|state|"
                r"datasets\.(idx|titanic|tabular|mnist|_home)|fastpath\.\w+|sklearn\._\w+)(\..*)?"),
 ]
 

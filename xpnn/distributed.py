@@ -311,7 +311,7 @@ def under_launcher(environ=None) -> bool:
     ----------
     environ : mapping, optional
         The environment to read (default: ``os.environ``); one of
-        :data:`LAUNCHER_VARIABLES` set marks a launcher.
+        ``LAUNCHER_VARIABLES`` set marks a launcher.
 
     Returns
     -------
