@@ -68,7 +68,7 @@ class Callback:
         Parameters
         ----------
         epoch : int
-            Index of the epoch (0-based, counting from ``initial_epoch``).
+            Index of the epoch (0-based; the first one is ``fit``'s ``initial_epoch``).
         logs : dict or None
             Unused (None); kept for Keras's signature.
         """
@@ -109,7 +109,8 @@ class Callback:
         """
 
     def on_train_end(self, logs=None):
-        """Called once when training ends, also when it ends by an exception.
+        """Called once when training ends: after the last epoch, or the one that set
+        ``model.stop_training`` (not when ``fit`` raises).
 
         Parameters
         ----------
