@@ -101,16 +101,16 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
 
-from . import state as model_state
-from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import Callback
-from .errors import TrainingDivergedError
-from .flat import FlatObjective
-from .inputs import cast_finite as _cast_finite
-from .inputs import prepare_X, prepare_y
-from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential
-from .optimizers import SGD, Adam
+from .. import state as model_state
+from ..backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
+from ..callbacks import Callback
+from ..errors import TrainingDivergedError
+from ..flat import FlatObjective
+from ..inputs import cast_finite as _cast_finite
+from ..inputs import prepare_X, prepare_y
+from ..layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
+from ..model import Sequential
+from ..optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
