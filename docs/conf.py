@@ -159,6 +159,9 @@ nitpick_ignore_regex = [
                r"checkpoint|backend|staging|guard|metrics|progress|builders|errors|_validation|"
                r"training|position|inputs|sources|state|"
                r"datasets\.(idx|titanic|tabular|mnist|_home)|fastpath\.\w+|sklearn\._\w+)(\..*)?"),
+    # Labels of scikit-learn's own site, in the docstrings of methods inherited from its mixins
+    # (``set_output``).
+    (r"std:ref", r"df_output_transform|sphx_glr_auto_examples_.*"),
 ]
 
 # --- User guide (MyST Markdown) ------------------------------------------------------------------

@@ -311,9 +311,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        numpy.ndarray (n_samples, n_features_out_)
-            float64 columns: the scaled numeric columns, the missing-value indicators, the
-            one-hot columns, then the integer codes of the large categoricals.
+        numpy.ndarray (n_samples, n_features_out)
+            ``n_features_out_`` float64 columns: the scaled numeric columns, the missing-value
+            indicators, the one-hot columns, then the integer codes of the large categoricals.
         """
         check_is_fitted(self, "kinds_")
         X = self._validate(X, reset=False)
@@ -365,7 +365,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        numpy.ndarray of str (n_features_out_,)
+        numpy.ndarray of str (n_features_out,)
+        One name per output column.
         """
         check_is_fitted(self, "kinds_")
         base = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")

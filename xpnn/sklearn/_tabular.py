@@ -335,7 +335,7 @@ class _BaseTabular(BaseEstimator):
 
         Returns
         -------
-        numpy.ndarray (n_samples, preprocessor_.n_features_out_)
+        numpy.ndarray (n_samples, n_features_out)
             ``preprocessor_.transform(X)``.
         """
         check_is_fitted(self, "models_")
