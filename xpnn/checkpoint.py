@@ -135,7 +135,19 @@ class ModelCheckpoint(Callback):
         self.last_saved = None
 
     def on_train_begin(self, logs=None):
-        """Check the template and its folder before the first epoch trains (ValueError)."""
+        """Check the template and its folder before the first epoch trains.
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused.
+
+        Raises
+        ------
+        ValueError
+            For a field ``fit`` will not log, a bad format, a name too long, or a folder that
+            cannot be written.
+        """
         keys = ["loss", *(m.name for m in self.model.metrics)]
         params = getattr(self, "params", None) or {}
         validation = params.get("validation", True)
@@ -192,17 +204,22 @@ class BackupAndRestore(Callback):
     and deletes; every rank restores from the same files.
 
     A resumed ``fit`` prints (unless ``verbose=0``) ``restored from epoch N, batch B`` and sets
-    :attr:`restored_from`. A backup is resumed only by the run that made it: a backup of
+    ``restored_from``. A backup is resumed only by the run that made it: a backup of
     another architecture, or of a training on another number of rows or with another
     ``batch_size``, raises ValueError naming the folder, before anything changes. While
     ``fit`` runs, the lock file ``backup_dir/.lock`` (holding the process id) keeps a second
-    process out: its ``fit`` raises :class:`xpnn.locks.FolderInUseError` naming the process
+    process out: its ``fit`` raises ``xpnn.locks.FolderInUseError`` (a RuntimeError) naming the process
     that holds the folder; the lock of a process that no longer runs is taken over.
 
     Parameters
     ----------
     backup_dir : str or path-like
         Folder for the backups (created when missing). Use one folder per training run.
+    save_freq : "epoch" or int
+        Back up after every epoch, or after every ``save_freq`` batches (counted across
+        epochs).
+    delete_checkpoint : bool
+        Remove the backups when ``fit`` ends normally.
 
     Attributes
     ----------
@@ -210,11 +227,6 @@ class BackupAndRestore(Callback):
         The backup file the current ``fit`` resumed from.
     restored_at : tuple or None
         ``(epoch, batch)`` it resumed at: 0-based epoch, batches of it already done.
-    save_freq : "epoch" or int
-        Back up after every epoch, or after every ``save_freq`` batches (counted across
-        epochs).
-    delete_checkpoint : bool
-        Remove the backups when ``fit`` ends normally.
     """
 
     PATTERN = re.compile(r"backup-([0-9]{6,})\.npz")

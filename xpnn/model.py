@@ -51,10 +51,20 @@ class Sequential:
 
     Examples
     --------
+    Learn XOR:
+
+    >>> import numpy as np
+    >>> from xpnn import Adam, Dense, Sequential, Sigmoid, Tanh
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
+    >>> y = np.array([0, 1, 1, 0], dtype="float32")
     >>> model = Sequential(Dense(2, 8), Tanh(), Dense(8, 1), Sigmoid(), seed=0)
-    >>> model.compile(loss="binary_crossentropy", optimizer=Adam(0.05), metrics=["accuracy"])
-    >>> history = model.fit(X, y, epochs=500, batch_size=4, verbose=0)
-    >>> model.predict(X)
+    >>> model = model.compile(loss="binary_crossentropy", optimizer=Adam(0.05),
+    ...                       metrics=["accuracy"])
+    >>> history = model.fit(X, y, epochs=300, batch_size=4, verbose=0)
+    >>> model.predict(X).shape
+    (4, 1)
+    >>> model.evaluate(X, y)["accuracy"]
+    1.0
     """
 
     def __init__(self, *layers, backend="numpy", dtype: str = "float32", seed=None):
@@ -111,7 +121,18 @@ class Sequential:
 
     def build(self, n_features_in: int):
         """Create the weights for inputs with ``n_features_in`` features (``fit`` does this when
-        the first layer left ``in_features`` open)."""
+        the first layer left ``in_features`` open).
+
+        Parameters
+        ----------
+        n_features_in : int
+            Number of input features (columns of ``X``).
+
+        Returns
+        -------
+        Sequential
+            ``self``, built.
+        """
         features = n_features_in
         for layer in self.layers:
             layer.build(self.backend, self.dtype, self.rng, features)
@@ -278,10 +299,6 @@ class Sequential:
             Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
         steps_per_epoch : int, optional
             Batches per epoch when ``X`` is a generator of batches.
-        validation_steps : int, optional
-            Batches per validation when ``validation_data`` is an iterable of batches (a
-            generator continues where the last validation stopped); without it each
-            validation is one pass, so an endless generator needs it.
         initial_epoch : int
             Index of the first epoch (callbacks and logs count from it).
         comm : xpnn.distributed.Communicator, optional
@@ -291,6 +308,10 @@ class Sequential:
             every batch, and every rank ends with the same weights and logs. Only rank 0
             prints. Any exception on one rank, other than TrainingDivergedError (which every
             rank raises together), aborts every rank.
+        validation_steps : int, optional
+            Batches per validation when ``validation_data`` is an iterable of batches (a
+            generator continues where the last validation stopped); without it each
+            validation is one pass, so an endless generator needs it.
 
         Returns
         -------
@@ -367,6 +388,20 @@ class Sequential:
 
         If the loss or any weight becomes NaN or infinite, ``TrainingDivergedError`` is raised
         and the model is left as it was before the call.
+
+        Parameters
+        ----------
+        X : array-like (batch, n_features)
+            The batch's inputs.
+        y : array-like (batch,) or (batch, n_outputs)
+            Its targets.
+        sample_weight : array-like (batch,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        float
+            The batch loss computed by the forward pass, before the update.
         """
         self._require_compiled("train_on_batch")
         Xd, yd = sources.building_from(self, X, lambda: inputs.prepare_Xy(self, X, y))
@@ -385,9 +420,26 @@ class Sequential:
         ``torch.utils.data.DataLoader``, a generator, a list of ``(x, y)`` pairs): each item
         is ``x`` or a tuple whose first element is ``x`` (targets are ignored), ``steps``
         batches of it (default: until it ends), and the outputs are concatenated in order.
-        Use :func:`xpnn.to_numpy` to bring the outputs to
-        the host. ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line at
-        the end), 2 the line.
+        Use :func:`xpnn.to_numpy` to bring the outputs to the host.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), or an iterable of batches
+            The inputs, as ``fit`` takes them.
+        batch_size : int, optional
+            Rows per forward pass (default: all at once for resident data, 1024 for data read
+            batch by batch).
+        verbose : {0, 1, 2}
+            0 silent, 1 a bar over the batches on a terminal (else a line at the end), 2 the
+            line.
+        steps : int, optional
+            Batches to read when ``X`` is an iterable of batches (default: until it ends).
+
+        Returns
+        -------
+        array (n_samples, n_outputs)
+            The last layer's outputs (probabilities after Softmax/Sigmoid), of the model's
+            backend and dtype.
         """
         self._require_weights("predict")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
@@ -451,9 +503,27 @@ class Sequential:
                  verbose: int = 0, steps: int | None = None) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
 
-        ``X`` may be anything ``fit`` takes, an iterable of batches included (``steps``: how
-        many of its batches, needed for an endless generator). ``verbose``: 0 silent, 1 a bar
-        over the batches on a terminal (else a line with the results), 2 the line.
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), or an iterable of batches
+            Anything ``fit`` takes.
+        y : array-like, optional
+            Targets (None when ``X`` yields ``(x, y)`` batches).
+        batch_size : int, optional
+            Rows per forward pass.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights: the loss is ``Σ w_n ℓ_n / Σ w_n``.
+        verbose : {0, 1, 2}
+            0 silent, 1 a bar over the batches on a terminal (else a line with the results), 2
+            the line.
+        steps : int, optional
+            Batches to read when ``X`` is an iterable of batches (needed for an endless
+            generator).
+
+        Returns
+        -------
+        dict[str, float]
+            ``{"loss": ..., <metric>: ...}`` over all the rows.
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
@@ -473,8 +543,14 @@ class Sequential:
         return [np.array(to_numpy(p.data), copy=True) for p in self.params]
 
     def set_weights(self, weights) -> None:
-        """Replace the parameters (a list like :meth:`get_weights` returns). All shapes are
-        checked before anything changes."""
+        """Replace the parameters. All shapes are checked before anything changes.
+
+        Parameters
+        ----------
+        weights : sequence of array-like
+            One array per parameter, in the order and shapes :meth:`get_weights` returns
+            (W1, b1, W2, b2, ...), of any backend; finite real values.
+        """
         self._require_weights("set_weights")
         weights = list(weights)
         if len(weights) != len(self.params):
@@ -500,11 +576,29 @@ class Sequential:
                     if any(q is param for q in layer.params))
 
     def count_params(self) -> int:
+        """Number of trainable scalars.
+
+        Returns
+        -------
+        int
+            The sum of every layer's parameter sizes.
+        """
         return sum(layer.n_params for layer in self.layers)
 
     # ------------------------------------------------------------------ description
     def summary(self, print_fn=print) -> str:
-        """A table of layers, output shapes and parameter counts (printed and returned)."""
+        """A table of layers, output shapes and parameter counts (printed and returned).
+
+        Parameters
+        ----------
+        print_fn : callable or None
+            Called with the table's text; None prints nothing.
+
+        Returns
+        -------
+        str
+            The table.
+        """
         rows = [("Layer (type)", "Output shape", "Param #")]
         features = self.n_features_in
         for i, layer in enumerate(self.layers):
@@ -531,7 +625,18 @@ class Sequential:
 
     # ------------------------------------------------------------------ moving & saving
     def to(self, backend) -> Sequential:
-        """Move the model (weights, optimizer state) to another backend, in place; returns self."""
+        """Move the model (weights, optimizer state) to another backend, in place.
+
+        Parameters
+        ----------
+        backend : str or Backend
+            ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"`` or a backend object.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+        """
         be = get_backend(backend)
         for layer in self.layers:
             if layer.built:
@@ -568,7 +673,23 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict, weights=None, backend=None, source="config"):
-        """A model from :meth:`get_config` (compiled again if it was), with ``weights`` set."""
+        """A model from :meth:`get_config` (compiled again if it was), with ``weights`` set.
+
+        Parameters
+        ----------
+        config : dict
+            What :meth:`get_config` returned.
+        weights : sequence of array-like, optional
+            Set with :meth:`set_weights` (the model is built first).
+        backend : str, optional
+            Backend of the new model (default: the one in ``config``).
+        source : str
+            Where ``config`` came from, named in error messages (a file name).
+
+        Returns
+        -------
+        Sequential
+        """
         layers = []
         for spec in config["layers"]:
             if spec["class"] not in LAYERS:
@@ -622,6 +743,23 @@ class Sequential:
         :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
         (``pip install "xpnn[onnx]"``). After a data-parallel ``fit`` (or given ``comm``),
         rank 0 alone writes, as :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        format : {"onnx"}
+            The format.
+        comm : xpnn.distributed.Communicator, optional
+            Write from rank 0 only (default: the communicator of the last data-parallel
+            ``fit``, if any).
+        **options
+            Passed to the writer: ``opset``, ``input_name``, ``output_name`` for ONNX.
+
+        Returns
+        -------
+        str
+            The path written.
         """
         from .export import export
 
@@ -638,6 +776,19 @@ class Sequential:
         :mod:`xpnn.serialization`. After a data-parallel ``fit(comm=...)`` (or given
         ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
         rank must call ``save`` then.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        comm : xpnn.distributed.Communicator, optional
+            Write from rank 0 only (default: the communicator of the last data-parallel
+            ``fit``, if any).
+
+        Returns
+        -------
+        str
+            The path written (with ``.npz`` appended when it was missing), on every rank.
         """
         return self._write_once(comm, serialization.save, self, path)
 

@@ -60,12 +60,25 @@ class StateSpec:
 
 class Optimizer:
     """Base class: subclasses implement :meth:`update` for one parameter and declare the
-    per-parameter state it keeps in ``STATE`` (a :class:`StateSpec`).
+    per-parameter state it keeps in ``STATE`` (a :class:`~xpnn.optimizers.StateSpec`).
 
     ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
     With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
     ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
     gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+
+    Attributes
+    ----------
+    state : list of dict
+        One dict per parameter, in the model's parameter order, holding the entries of
+        ``STATE`` (empty before the first step).
+    iterations : int
+        Steps taken.
     """
 
     #: The per-parameter state :meth:`update` keeps.
@@ -100,7 +113,14 @@ class Optimizer:
         self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
-        """Update every parameter from its ``grad``."""
+        """Update every parameter from its ``grad``: :meth:`update` on each, in order.
+
+        Parameters
+        ----------
+        params : list of Parameter
+            The model's parameters (``model.params``), each with its ``grad`` set; the same
+            list, in the same order, at every step (the state is matched by position).
+        """
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
         for p, state in zip(params, self.state, strict=True):
@@ -108,7 +128,18 @@ class Optimizer:
         self.iterations += 1
 
     def update(self, param, grad, state: dict) -> None:
-        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``."""
+        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``.
+
+        Parameters
+        ----------
+        param : Parameter
+            The parameter; ``param.data`` (any shape) is updated in place.
+        grad : array
+            Gradient of the loss with respect to ``param.data``, of the same shape.
+        state : dict
+            This parameter's state (``STATE``'s buffers and ``"step"``); empty at the first
+            update, filled in place.
+        """
         raise NotImplementedError
 
     def reset(self) -> None:

@@ -166,8 +166,18 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     Examples
     --------
-    >>> pre = TabularPreprocessor().fit(df_train)
-    >>> Z = pre.transform(df_test)      # float64 (n, pre.n_features_out_)
+    >>> import pandas as pd
+    >>> from xpnn.sklearn import TabularPreprocessor
+    >>> df = pd.DataFrame({"age": [22.0, 38.0, None, 35.0],
+    ...                    "sex": ["male", "female", "female", "male"]})
+    >>> pre = TabularPreprocessor().fit(df)
+    >>> pre.get_feature_names_out().tolist()
+    ['age', 'age_missing', 'sex_male']
+    >>> pre.transform(df).round(2)      # float64 (n, pre.n_features_out_)
+    array([[-1.43,  0.  ,  1.  ],
+           [ 0.37,  0.  , -1.  ],
+           [ 0.  ,  1.  , -1.  ],
+           [ 0.  ,  0.  ,  1.  ]])
     """
 
     def __init__(self, max_one_hot: int = 9, clip: float | None = 3.0):
@@ -208,7 +218,20 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     # ---------------------------------------------------------------- fit
     def fit(self, X, y=None):
-        """Learn the kinds, scales and categories of ``X``'s columns (rows × columns)."""
+        """Learn the kinds, scales and categories of ``X``'s columns (rows × columns).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table.
+        y : None
+            Ignored (scikit-learn's signature).
+
+        Returns
+        -------
+        TabularPreprocessor
+            ``self``, fitted.
+        """
         self._check_params()
         # Everything is computed on locals first: an error leaves a fitted preprocessor as it was.
         state = {}
@@ -272,13 +295,26 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
 
     @property
     def n_features_out_(self) -> int:
+        """Width of :meth:`transform`'s output: numeric, indicator, one-hot and code columns."""
         check_is_fitted(self, "kinds_")
         return (self.n_numeric_out_ + self.n_indicators_ + self.n_one_hot_
                 + len(self.cardinalities_))
 
     # ---------------------------------------------------------------- transform
     def transform(self, X):
-        """The encoded table: float64 (n_samples, ``n_features_out_``)."""
+        """The encoded table.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by :meth:`fit`.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features_out)
+            ``n_features_out_`` float64 columns: the scaled numeric columns, the missing-value
+            indicators, the one-hot columns, then the integer codes of the large categoricals.
+        """
         check_is_fitted(self, "kinds_")
         X = self._validate(X, reset=False)
         names = _column_names(X)
@@ -320,7 +356,18 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         return np.stack(cols, axis=1)
 
     def get_feature_names_out(self, input_features=None):
-        """Names of the output columns (``age``, ``age_missing``, ``sex_male``, ``city_code``)."""
+        """Names of the output columns (``age``, ``age_missing``, ``sex_male``, ``city_code``).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the names seen by :meth:`fit` are used (``x0``, ``x1``... for arrays).
+
+        Returns
+        -------
+        numpy.ndarray of str (n_features_out,)
+        One name per output column.
+        """
         check_is_fitted(self, "kinds_")
         base = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")
                 else [f"x{j}" for j in range(self.n_features_in_)])

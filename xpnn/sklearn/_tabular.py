@@ -1,9 +1,23 @@
 """Neural networks for raw tables with nothing to tune: :class:`TabularClassifier` and
 :class:`TabularRegressor`.
 
+>>> import numpy as np
+>>> import pandas as pd
 >>> from xpnn.sklearn import TabularClassifier, TabularRegressor
->>> clf = TabularClassifier(random_state=0).fit(df_train, y_train)   # a raw DataFrame
->>> clf.predict_proba(df_test)
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"x": rng.normal(size=200),                     # a raw DataFrame
+...                    "color": rng.choice(["red", "green", "blue"], 200)})
+>>> y = np.where(df["x"] > 0, "yes", "no")
+>>> clf = TabularClassifier(hidden_layer_sizes=(32,), batch_size=32, max_iter=30,
+...                         random_state=0).fit(df, y)
+>>> clf.predict_proba(df[:3]).shape
+(3, 2)
+>>> clf.score(df, y) > 0.9
+True
+>>> reg = TabularRegressor(hidden_layer_sizes=(32,), batch_size=32, max_iter=30,
+...                        random_state=0).fit(df, 2 * df["x"])
+>>> reg.score(df, 2 * df["x"]) > 0.9
+True
 
 The recipe (defaults of RealMLP, Holzmüller et al. 2024, and TabM, Gorishniy et al. 2025,
 shaped to train fast on a CPU):
@@ -290,12 +304,40 @@ class _BaseTabular(BaseEstimator):
     def export(self, path, format: str = "onnx", member: int = 0, **options):
         """Export network ``member`` of the ensemble (its input is ``transform_features(X)``,
         its output the probabilities or the standardised prediction); see
-        :meth:`xpnn.Sequential.export`."""
+        :meth:`xpnn.Sequential.export`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        format : {"onnx"}
+            The format.
+        member : int
+            Index of the network in ``models_``.
+        **options
+            Passed to the writer (``opset``, ``input_name``, ``output_name`` for ONNX).
+
+        Returns
+        -------
+        str
+            The path written.
+        """
         check_is_fitted(self, "models_")
         return self.models_[member].export(path, format=format, **options)
 
     def transform_features(self, X):
-        """The network's input for ``X``: the fitted preprocessing, as float64 rows."""
+        """The network's input for ``X``: the fitted preprocessing, as float64 rows.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features_out)
+            ``preprocessor_.transform(X)``.
+        """
         check_is_fitted(self, "models_")
         return self.preprocessor_.transform(X)
 
@@ -330,13 +372,6 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     validation_fraction : float, default=0.2
         Rows held out (stratified) to pick the best epoch; 0 trains on every row for
         ``max_iter`` epochs.
-    n_ensemble : int, default=1
-        Networks trained from different random starts; their probabilities are averaged.
-    label_smoothing : float, default=0.1
-        Targets ``(1 - ε) · onehot + ε / K`` in the loss (RealMLP's ``ls_eps``;
-        :class:`~xpnn.CategoricalCrossEntropy`'s ``label_smoothing``).
-    class_weight : dict, "balanced" or None
-        Weights of the classes, multiplied into ``sample_weight``.
     k : int, default=1
         Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
     numeric_embedding : {"auto", None, "pbld", "plr"}, default="auto"
@@ -345,6 +380,13 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         trains on the fast path), PBLD for regression.
     embedding_dim : int, default=8
         Length of the learned vector of each category of a large categorical column.
+    n_ensemble : int, default=1
+        Networks trained from different random starts; their probabilities are averaged.
+    label_smoothing : float, default=0.1
+        Targets ``(1 - ε) · onehot + ε / K`` in the loss (RealMLP's ``ls_eps``;
+        :class:`~xpnn.CategoricalCrossEntropy`'s ``label_smoothing``).
+    class_weight : dict, "balanced" or None
+        Weights of the classes, multiplied into ``sample_weight``.
     max_one_hot : int, default=9
         Categoricals with at most this many categories get one-hot columns, larger ones
         learned embeddings (:class:`TabularPreprocessor`).
@@ -421,17 +463,67 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         return CategoricalCrossEntropy(label_smoothing=float(self.label_smoothing))
 
     def fit(self, X, y, sample_weight=None):
-        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and class labels ``y``."""
+        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and class labels ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table: numbers, str/category/bool columns, missing values.
+        y : array-like (n_samples,)
+            Class labels, at least 2 classes.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        TabularClassifier
+            ``self``, fitted.
+        """
         return self._fit(X, y, sample_weight)
 
     def predict_proba(self, X):
-        """Class probabilities (n_samples, n_classes), the mean over the ensemble."""
+        """Class probabilities, the mean over the ensemble.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_classes)
+            Probabilities, columns in ``classes_`` order.
+        """
         return self._forward(X)
 
     def predict_log_proba(self, X):
+        """Logarithm of the class probabilities, ``log(predict_proba(X))``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_classes)
+            Log-probabilities, columns in ``classes_`` order.
+        """
         return np.log(self.predict_proba(X))
 
     def predict(self, X):
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples,)
+            Labels from ``classes_``.
+        """
         proba = self.predict_proba(X)
         return self.classes_[np.argmax(proba, axis=1)]
 
@@ -444,6 +536,45 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
     (periodic embeddings of the numeric columns fit smooth targets better). The targets are
     standardised for training (``y_mean_``, ``y_scale_``) and the predictions mapped back.
     ``y`` may have several columns (n_samples, n_outputs).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(256, 256, 256)
+        Units of each hidden block.
+    dropout : float, default=0.15
+        Dropout rate after each hidden block.
+    learning_rate : float, default=2e-3
+        Peak learning rate of AdamW (after the warm-up, before the cosine decay).
+    weight_decay : float, default=1e-2
+        AdamW's decoupled weight decay.
+    batch_size : int, default=256
+        Rows per step.
+    max_iter : int, default=128
+        Length of the learning-rate schedule and most epochs trained.
+    patience : int, default=16
+        Epochs without a better validation loss before training stops.
+    validation_fraction : float, default=0.2
+        Rows held out to pick the best epoch; 0 trains on every row for ``max_iter`` epochs.
+    k : int, default=1
+        Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
+    numeric_embedding : {"auto", None, "pbld", "plr"}, default="auto"
+        Periodic embeddings of the numeric columns; ``"auto"`` is ``"pbld"``.
+    embedding_dim : int, default=8
+        Length of the learned vector of each category of a large categorical column.
+    n_ensemble : int, default=1
+        Networks trained from different random starts; their predictions are averaged.
+    max_one_hot : int, default=9
+        Categoricals with at most this many categories get one-hot columns.
+    n_threads : int or None, default=1
+        BLAS threads while fitting and predicting on the CPU (None: left as they are).
+    backend : str, default="numpy"
+        xpnn backend of the network.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type of the network.
+    random_state : int, RandomState or None
+        Initial weights, validation rows and shuffling.
+    verbose : int, default=0
+        Progress printed while fitting.
     """
 
     def _check_y(self, y, n):
@@ -469,10 +600,37 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         return "mse"
 
     def fit(self, X, y, sample_weight=None):
-        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and real targets ``y``."""
+        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and real targets ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table: numbers, str/category/bool columns, missing values.
+        y : array-like (n_samples,) or (n_samples, n_outputs)
+            Finite real targets.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        TabularRegressor
+            ``self``, fitted.
+        """
         return self._fit(X, y, sample_weight)
 
     def predict(self, X):
+        """Predicted targets, the mean over the ensemble, in the units of ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples,) or (n_samples, n_outputs)
+            ``output · y_scale_ + y_mean_``.
+        """
         out = self._forward(X)
         if np.ndim(self.y_mean_) == 0:
             return out[:, 0] * self.y_scale_ + self.y_mean_
