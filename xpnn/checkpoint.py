@@ -208,8 +208,9 @@ class BackupAndRestore(Callback):
     another architecture, or of a training on another number of rows or with another
     ``batch_size``, raises ValueError naming the folder, before anything changes. While
     ``fit`` runs, the lock file ``backup_dir/.lock`` (holding the process id) keeps a second
-    process out: its ``fit`` raises ``xpnn.locks.FolderInUseError`` (a RuntimeError) naming the process
-    that holds the folder; the lock of a process that no longer runs is taken over.
+    process out: its ``fit`` raises ``xpnn.locks.FolderInUseError`` (a RuntimeError) naming
+    the process that holds the folder; the lock of a process that no longer runs is taken
+    over.
 
     Parameters
     ----------
