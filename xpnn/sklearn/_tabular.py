@@ -51,8 +51,10 @@ from ..layers import (
     EnsembleDense,
     EnsembleMean,
     EnsembleView,
+    ParametricActivation,
     PeriodicEmbedding,
     ReLU,
+    Scale,
     Softmax,
 )
 from ..losses import CategoricalCrossEntropy
@@ -64,14 +66,42 @@ from ._preprocessing import TabularPreprocessor
 __all__ = ["TabularClassifier", "TabularRegressor"]
 
 
+def _realmlp_factors(model):
+    """RealMLP's per-parameter learning-rate and weight-decay factors (Holzmüller et al.,
+    2024). Its NTK parametrisation (``y = x W / √fan_in`` with ``W ~ N(0, 1)``) trained with
+    Adam equals a standard layer trained with ``lr / √fan_in`` and ``wd · √fan_in`` (Adam's
+    step does not depend on the gradient's scale): those factors on every weight matrix;
+    biases ``lr × 0.1`` and no weight decay; periodic embeddings and parametric activations
+    ``lr × 0.1``; the front scale ``lr × 6``; neither decays."""
+    for layer in model.layers:
+        if isinstance(layer, (Dense, BatchEnsembleDense, EnsembleDense)):
+            for p in layer.params:
+                if p.name == "W":
+                    root = float(np.sqrt(p.shape[0]))
+                    p.lr_factor, p.wd_factor = 1.0 / root, root
+                elif p.name == "b":
+                    p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Scale):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 6.0, 0.0
+        elif isinstance(layer, ParametricActivation):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Columns):
+            for p in (p for f in layer.layers if isinstance(f, PeriodicEmbedding)
+                      for p in f.params):
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+
+
 class _BaseTabular(BaseEstimator):
     """Shared fit/predict machinery of the tabular estimators."""
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
+                 learning_rate="auto", weight_decay=2e-2, batch_size=256, max_iter=128,
                  patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
-                 dtype="float32", random_state=None, verbose=0):
+                 dtype="float32", recipe="realmlp", random_state=None, verbose=0):
+        self.recipe = recipe
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -117,9 +147,12 @@ class _BaseTabular(BaseEstimator):
                    for s in sizes):
             bad("hidden_layer_sizes", "a tuple of ints >= 1")
         real("dropout", 0.0, 1.0)
-        real("learning_rate", 0.0, np.inf)
-        if self.learning_rate <= 0:
-            bad("learning_rate", "a number > 0")
+        if self.learning_rate != "auto":
+            real("learning_rate", 0.0, np.inf)
+            if self.learning_rate <= 0:
+                bad("learning_rate", "'auto' or a number > 0")
+        if self.recipe not in ("realmlp", "plain"):
+            bad("recipe", "'realmlp' or 'plain'")
         real("weight_decay", 0.0, np.inf)
         for param in ("batch_size", "max_iter", "k", "embedding_dim", "n_ensemble",
                       "max_one_hot"):
@@ -162,6 +195,8 @@ class _BaseTabular(BaseEstimator):
         if any(layer is not None for _, layer in blocks):
             layers.append(Columns(blocks))
         n_in = sum(w if layer is None else layer.output_features(w) for w, layer in blocks)
+        if self.recipe == "realmlp":
+            layers.append(Scale(n_in))
         k = self.k
         if k > 1:
             layers.append(EnsembleView(k))
@@ -171,7 +206,11 @@ class _BaseTabular(BaseEstimator):
                                                  r_init="random-signs" if i == 0 else "ones"))
             else:
                 layers.append(Dense(n_in, width))
-            layers.append(ReLU())
+            if self.recipe == "realmlp":
+                layers.append(ParametricActivation(
+                    width, "selu" if self._is_classifier() else "mish"))
+            else:
+                layers.append(ReLU())
             if self.dropout:
                 layers.append(Dropout(self.dropout))
             n_in = width
@@ -248,13 +287,17 @@ class _BaseTabular(BaseEstimator):
         model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
                            backend=self.backend, dtype=self.dtype, seed=seed)
         model.rng = host_rng(seed + 1)
+        lr = self.learning_rate
+        if lr == "auto":
+            lr = (0.04 if self._is_classifier() else 0.2) if self.recipe == "realmlp" else 2e-3
+        if self.recipe == "realmlp":
+            _realmlp_factors(model)
         epochs = self.max_iter
         warmup = max(1, min(8, epochs // 16))
-        schedule = Warmup(CosineDecay(self.learning_rate, epochs=max(1, epochs - warmup),
-                                      final=self.learning_rate * 1e-2), epochs=warmup)
+        schedule = Warmup(CosineDecay(lr, epochs=max(1, epochs - warmup),
+                                      final=lr * 1e-2), epochs=warmup)
         model.compile(loss=self._loss(),
-                      optimizer=AdamW(self.learning_rate, beta2=0.95,
-                                      weight_decay=self.weight_decay))
+                      optimizer=AdamW(lr, beta2=0.95, weight_decay=self.weight_decay))
         callbacks = [LearningRateScheduler(schedule)]
         stopper = None
         if validation is not None:
@@ -371,19 +414,19 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     """
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
+                 learning_rate="auto", weight_decay=2e-2, batch_size=256, max_iter=128,
                  patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, label_smoothing=0.1,
                  class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
-                 dtype="float32", random_state=None, verbose=0):
+                 dtype="float32", recipe="realmlp", random_state=None, verbose=0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
                          learning_rate=learning_rate, weight_decay=weight_decay,
                          batch_size=batch_size, max_iter=max_iter, patience=patience,
                          validation_fraction=validation_fraction, k=k,
                          numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
                          n_ensemble=n_ensemble, max_one_hot=max_one_hot, n_threads=n_threads,
-                         backend=backend, dtype=dtype, random_state=random_state,
-                         verbose=verbose)
+                         backend=backend, dtype=dtype, recipe=recipe,
+                         random_state=random_state, verbose=verbose)
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 
