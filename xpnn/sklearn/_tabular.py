@@ -66,6 +66,11 @@ from ._preprocessing import TabularPreprocessor
 __all__ = ["TabularClassifier", "TabularRegressor"]
 
 
+#: Most optimizer steps of RealMLP's schedule with ``max_iter="auto"`` (large tables train fewer
+#: than 48 epochs, at least 16): fit time grows with the rows only up to there.
+MAX_STEPS = 600
+
+
 def _realmlp_factors(model):
     """RealMLP's per-parameter learning-rate and weight-decay factors (Holzmüller et al.,
     2024). Its NTK parametrisation (``y = x W / √fan_in`` with ``W ~ N(0, 1)``) trained with
@@ -173,7 +178,8 @@ class _BaseTabular(BaseEstimator):
     def _settings(self):
         """The training settings with every ``"auto"`` resolved: RealMLP's recipe for
         regression (learning rate 0.2 with its per-parameter factors, weight decay 0.02, a
-        full 48-epoch schedule and the best epoch kept, no early stop), the plain network
+        full 48-epoch schedule, at most ``MAX_STEPS`` steps, and the best epoch kept, no early
+        stop), the plain network
         for classification (learning rate 2e-3, weight decay 0.01, up to 128 epochs, stop
         after 16 without improvement), which measured better there and trains on the fast
         path."""
@@ -317,6 +323,10 @@ class _BaseTabular(BaseEstimator):
         if settings["recipe"] == "realmlp":
             _realmlp_factors(model)
         epochs = settings["max_iter"]
+        if self.max_iter == "auto" and settings["recipe"] == "realmlp":
+            # large tables: at most MAX_STEPS optimizer steps (but 16 epochs)
+            per_epoch = -(-train_idx.size // min(self.batch_size, train_idx.size))
+            epochs = min(epochs, max(16, MAX_STEPS // per_epoch))
         warmup = max(1, min(8, epochs // 16))
         schedule = Warmup(CosineDecay(lr, epochs=max(1, epochs - warmup),
                                       final=lr * 1e-2), epochs=warmup)
