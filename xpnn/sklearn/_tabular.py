@@ -15,14 +15,24 @@ shaped to train fast on a CPU):
 * Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
   the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
   :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), then blocks
-  of ``hidden_layer_sizes`` with ReLU and dropout: ``Dense`` layers, or with ``k > 1`` a
-  TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
+  of ``hidden_layer_sizes`` with an activation and dropout: ``Dense`` layers, or with ``k > 1``
+  a TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
   the loss is the mean of the members' losses, predictions average their probabilities);
   Softmax output with label smoothing (classification) or a linear output (regression).
-* Training: AdamW (``beta2 = 0.95`` as RealMLP), a linear warm-up then a cosine decay of the
-  learning rate over ``max_iter``, batches of 256 rows; ``validation_fraction`` of the rows
-  (stratified for classification) are held out, training stops after ``patience`` epochs
-  without a better validation loss and the best epoch's weights are kept.
+* ``recipe="realmlp"`` (the regressor's default): RealMLP_TD's network and training: a learned
+  :class:`~xpnn.Scale` in front, :class:`~xpnn.ParametricActivation` (Mish; SELU for
+  classification), PBLD embeddings, and its per-parameter factors (``Parameter.lr_factor`` /
+  ``wd_factor``): the NTK parametrisation as ``lr / √fan_in`` and ``wd · √fan_in`` on the
+  weights, biases ``lr × 0.1`` without decay, PBLD and parametric activations ``lr × 0.1``,
+  the scale ``lr × 6``; AdamW (lr 0.2, ``beta2 = 0.95``, weight decay 0.02), a warm-up and a
+  cosine decay over 48 epochs (at most 600 steps, at least 16 epochs) with no early stop,
+  the best validation epoch kept.
+* ``recipe="plain"`` (the classifier's default, measured better there, and it trains on the
+  fast path): ReLU, AdamW (lr 2e-3, ``beta2 = 0.95``, weight decay 0.01), a linear warm-up
+  then a cosine decay over 128 epochs, stopping after 16 epochs without a better validation
+  loss and keeping the best epoch's weights.
+* Batches of 256 rows; ``validation_fraction`` of the rows (stratified for classification) are
+  held out to pick the best epoch.
 * ``n_ensemble`` networks from different random starts (and different validation rows) are
   trained and their probabilities (or predictions) averaged.
 """
@@ -396,15 +406,18 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     ----------
     hidden_layer_sizes : tuple of int, default=(256, 256, 256)
     dropout : float, default=0.15
-    learning_rate : float, default=2e-3
-        Peak learning rate of AdamW (after the warm-up, before the cosine decay).
-    weight_decay : float, default=1e-2
-        AdamW's decoupled weight decay.
+    learning_rate : float or "auto", default="auto"
+        Peak learning rate of AdamW (after the warm-up, before the cosine decay); "auto":
+        2e-3 (plain), 0.04 / 0.2 for classification / regression (realmlp).
+    weight_decay : float or "auto", default="auto"
+        AdamW's decoupled weight decay; "auto": 0.01 (plain), 0.02 (realmlp).
     batch_size : int, default=256
-    max_iter : int, default=128
-        Length of the learning-rate schedule and most epochs trained.
-    patience : int, default=16
-        Epochs without a better validation loss before training stops.
+    max_iter : int or "auto", default="auto"
+        Length of the learning-rate schedule and most epochs trained; "auto": 128 (plain),
+        48 but at most 600 optimizer steps and at least 16 epochs (realmlp).
+    patience : int, None or "auto", default="auto"
+        Epochs without a better validation loss before training stops; None: never stop
+        early (the best epoch is still kept); "auto": 16 (plain), None (realmlp).
     validation_fraction : float, default=0.2
         Rows held out (stratified) to pick the best epoch; 0 trains on every row for
         ``max_iter`` epochs.
@@ -433,6 +446,9 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     backend : str, default="numpy"
         xpnn backend of the network (``"numpy"``, ``"torch"``, ``"cupy"``, ...).
     dtype : {"float32", "float64"}, default="float32"
+    recipe : {"auto", "plain", "realmlp"}, default="auto"
+        The network and training (see :mod:`xpnn.sklearn._tabular`); "auto": "plain" for
+        classification, "realmlp" for regression.
     random_state : int, RandomState or None
     verbose : int, default=0
 
