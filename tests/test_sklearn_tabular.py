@@ -382,3 +382,20 @@ def test_bad_settings_raise(param, value):
     X, y, _ = frame()
     with pytest.raises(ValueError, match=param):
         TabularClassifier(**{param: value}).fit(X, y)
+
+
+def test_realmlp_schedule_caps_the_steps_on_large_tables():
+    """``max_iter="auto"``: 48 epochs, but at most MAX_STEPS optimizer steps (and at least 16
+    epochs); an explicit ``max_iter`` is taken as it is."""
+    from xpnn.sklearn._tabular import MAX_STEPS
+
+    X, _, score = frame()
+    small = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=64)
+    assert small.fit(X, score).n_iter_ == [48]                   # 2 steps an epoch
+    per_epoch = 96 // 4                                           # 96 training rows
+    mid = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=4)
+    assert mid.fit(X, score).n_iter_ == [MAX_STEPS // per_epoch] != [48]
+    tiny = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1)
+    assert tiny.fit(X, score).n_iter_ == [max(16, MAX_STEPS // 96)]
+    assert TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1,
+                            max_iter=3).fit(X, score).n_iter_ == [3]
