@@ -359,3 +359,36 @@ def test_parameter_factors_in_fit_fast_path_declines():
     np.testing.assert_array_equal(model.get_weights()[1], b0)
     assert not np.allclose(model.get_weights()[0], xpnn.Sequential(
         xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64", seed=0).get_weights()[0])
+
+
+def test_parameter_factors_are_saved_loaded_and_pickled(tmp_path):
+    """Model files and pickles keep every parameter's factors, so a resumed run trains as the
+    uninterrupted one; files without factors (all 1) are written as before."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 3)), rng.normal(size=32)
+
+    def model():
+        m = xpnn.Sequential(xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64",
+                            seed=0)
+        m.compile(loss="mse", optimizer=xpnn.AdamW(0.01, weight_decay=0.1))
+        return m
+
+    plain = model()
+    plain.save(tmp_path / "plain.npz")
+    config = xpnn.serialization.read(tmp_path / "plain.npz").config
+    assert "param_factors" not in config["training"]
+    straight, first = model(), model()
+    for m in (straight, first):
+        m.params[0].lr_factor, m.params[0].wd_factor = 0.5, 3.0
+        m.params[1].lr_factor, m.params[1].wd_factor = 0.1, 0.0
+    straight.fit(X, y, epochs=4, batch_size=8, verbose=0, shuffle=False)
+    first.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+    first.save(tmp_path / "half.npz")
+    for resumed in (xpnn.load(tmp_path / "half.npz"), pickle.loads(pickle.dumps(first))):
+        assert [(p.lr_factor, p.wd_factor) for p in resumed.params] == \
+            [(0.5, 3.0), (0.1, 0.0), (1.0, 1.0), (1.0, 1.0)]
+        resumed.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+        for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
