@@ -11,7 +11,8 @@ A ZIP archive of uncompressed ``.npy`` entries (the layout of :func:`numpy.savez
   compile settings (``compile``: loss, optimizer class and hyperparameters, metrics),
   ``training`` (the optimizer's iterations, current ``lr`` and per-parameter step counts, the
   random generator's state, ``epochs_trained``, the training ``position`` inside an epoch,
-  the state of every callback that has one) and ``checksum``;
+  the state of every callback that has one, ``param_factors``: each parameter's
+  ``[lr_factor, wd_factor]`` when one is not 1) and ``checksum``;
 * ``param_<i>``: the i-th parameter (W1, b1, W2, ...), in the model's dtype;
 * ``opt_<i>_<key>``: the optimizer's state array ``key`` (``exp_avg``, ``momentum_buffer``...)
   of parameter i;
