@@ -297,7 +297,7 @@ def test_onnx_export_of_the_network(tmp_path, estimator, opts):
         np.testing.assert_allclose(got, est.predict_proba(X), rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_allclose(got[:, 0] * est.y_scale_ + est.y_mean_, est.predict(X),
-                                   rtol=1e-5)
+                                   rtol=1e-5, atol=1e-5 * est.y_scale_)
 
 
 def test_defaults_choose_the_input_layers_by_task_and_columns():
@@ -327,3 +327,75 @@ def test_every_backend_fits_the_same_network(backend, estimator):
     out = (lambda e: e.predict_proba(X)) if estimator is TabularClassifier else \
         (lambda e: e.predict(X))
     np.testing.assert_allclose(out(other), out(ref), rtol=1e-7, atol=1e-9)
+
+
+def test_regressor_trains_realmlps_recipe_with_per_parameter_factors():
+    """The regressor's default is RealMLP's recipe: a front Scale (lr × 6), parametric Mish,
+    NTK-equivalent factors on the weights (lr / √fan_in, wd · √fan_in), biases lr × 0.1 without
+    decay, PBLD lr × 0.1; its networks train on the generic step, which honours them."""
+    from xpnn import Columns, Dense, ParametricActivation, PeriodicEmbedding, Scale, fastpath
+
+    X, _, score = frame()
+    reg = TabularRegressor(random_state=0, hidden_layer_sizes=(16, 8), max_iter=4).fit(X, score)
+    model = reg.models_[0]
+    kinds = [type(layer) for layer in model.layers]
+    assert Scale in kinds and ParametricActivation in kinds
+    assert all(layer.activation == "mish" for layer in model.layers
+               if isinstance(layer, ParametricActivation))
+    for layer in model.layers:
+        if isinstance(layer, Dense):
+            W, b = layer.params
+            assert W.lr_factor == pytest.approx(1 / np.sqrt(W.shape[0]))
+            assert W.wd_factor == pytest.approx(np.sqrt(W.shape[0]))
+            assert (b.lr_factor, b.wd_factor) == (0.1, 0.0)
+        elif isinstance(layer, Scale):
+            assert (layer.params[0].lr_factor, layer.params[0].wd_factor) == (6.0, 0.0)
+        elif isinstance(layer, Columns):
+            periodic = [p for f in layer.layers if isinstance(f, PeriodicEmbedding)
+                        for p in f.params]
+            assert periodic and all(p.lr_factor == 0.1 for p in periodic)
+    assert "lr_factor" in fastpath.explain(model)
+    assert reg.n_iter_ == [4] and np.isfinite(reg.predict(X)).all()
+
+
+def test_classifier_default_is_the_plain_network_on_the_fast_path():
+    from xpnn import ParametricActivation, ReLU, fastpath
+
+    X, y, _ = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    assert ReLU in [type(layer) for layer in clf.models_[0].layers]
+    assert all(p.lr_factor == 1.0 and p.wd_factor == 1.0 for p in clf.models_[0].params)
+    realmlp = TabularClassifier(random_state=0, recipe="realmlp", **FAST).fit(X, y)
+    acts = [layer for layer in realmlp.models_[0].layers
+            if isinstance(layer, ParametricActivation)]
+    assert acts and all(layer.activation == "selu" for layer in acts)
+    assert "lr_factor" in fastpath.explain(realmlp.models_[0])
+    numbers = np.random.default_rng(0).normal(size=(120, 4))
+    plain = TabularClassifier(random_state=0, **FAST).fit(numbers, numbers[:, 0] > 0)
+    assert fastpath.explain(plain.models_[0]) is None
+
+
+@pytest.mark.parametrize("param, value", [("recipe", "tabm"), ("max_iter", 0),
+                                          ("patience", -1), ("weight_decay", "high"),
+                                          ("learning_rate", 0.0)])
+def test_bad_settings_raise(param, value):
+    X, y, _ = frame()
+    with pytest.raises(ValueError, match=param):
+        TabularClassifier(**{param: value}).fit(X, y)
+
+
+def test_realmlp_schedule_caps_the_steps_on_large_tables():
+    """``max_iter="auto"``: 48 epochs, but at most MAX_STEPS optimizer steps (and at least 16
+    epochs); an explicit ``max_iter`` is taken as it is."""
+    from xpnn.sklearn._tabular import MAX_STEPS
+
+    X, _, score = frame()
+    small = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=64)
+    assert small.fit(X, score).n_iter_ == [48]                   # 2 steps an epoch
+    per_epoch = 96 // 4                                           # 96 training rows
+    mid = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=4)
+    assert mid.fit(X, score).n_iter_ == [MAX_STEPS // per_epoch] != [48]
+    tiny = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1)
+    assert tiny.fit(X, score).n_iter_ == [max(16, MAX_STEPS // 96)]
+    assert TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1,
+                            max_iter=3).fit(X, score).n_iter_ == [3]

@@ -11,7 +11,8 @@ A ZIP archive of uncompressed ``.npy`` entries (the layout of :func:`numpy.savez
   compile settings (``compile``: loss, optimizer class and hyperparameters, metrics),
   ``training`` (the optimizer's iterations, current ``lr`` and per-parameter step counts, the
   random generator's state, ``epochs_trained``, the training ``position`` inside an epoch,
-  the state of every callback that has one) and ``checksum``;
+  the state of every callback that has one, ``param_factors``: each parameter's
+  ``[lr_factor, wd_factor]`` when one is not 1) and ``checksum``;
 * ``param_<i>``: the i-th parameter (W1, b1, W2, ...), in the model's dtype;
 * ``opt_<i>_<key>``: the optimizer's state array ``key`` (``exp_avg``, ``momentum_buffer``...)
   of parameter i;
@@ -197,7 +198,9 @@ def state_of(model, *, callbacks=None, position=None):
         if state:
             saved_callbacks.append({"class": type(cb).__name__,
                                     "state": _encode(state, arrays, type(cb).__name__)})
+    factors = [[float(p.lr_factor), float(p.wd_factor)] for p in model.params]
     config["training"] = {
+        **({"param_factors": factors} if any(f != [1.0, 1.0] for f in factors) else {}),
         "optimizer": optimizer,
         "rng": _json_rng(model.rng.bit_generator.state),
         "epochs_trained": int(getattr(model, "epochs_trained", 0)),
@@ -537,6 +540,8 @@ _V1_KEYS = {"format", "version", "backend", "dtype", "seed", "n_features_in", "l
             "compile"}
 _V2_KEYS = _V1_KEYS | {"training", "checksum"}
 _TRAINING_KEYS = {"optimizer", "rng", "epochs_trained", "position", "callbacks"}
+#: Written only when a parameter has a learning-rate or weight-decay factor other than 1.
+_OPTIONAL_TRAINING_KEYS = {"param_factors"}
 
 
 def _is_int(value, low=0, high=2**63 - 1):
@@ -733,11 +738,20 @@ def layer_from_spec(spec, where):
 
 
 def _check_training(training, shapes, dtype, compiled, expected):
-    _check_keys(training, _TRAINING_KEYS, "'training'")
+    _check_keys(training, _TRAINING_KEYS | _OPTIONAL_TRAINING_KEYS, "'training'",
+                required=_TRAINING_KEYS)
+    factors = training.get("param_factors", [[1.0, 1.0]] * len(shapes))
+    if not isinstance(factors, list) or len(factors) != len(shapes) or not all(
+            isinstance(f, list) and len(f) == 2 and all(
+                _matches(v, "float") and math.isfinite(v) and v >= 0 for v in f)
+            for f in factors):
+        raise _Bad("is not a valid xpnn model (param_factors must be a [lr_factor, wd_factor] "
+                   f"pair of finite numbers >= 0 for each of the {len(shapes)} parameters)")
     opt = training["optimizer"]
     if (opt is None) != (compiled is None):
         raise _Bad("is not a valid xpnn model (optimizer state and compile settings disagree)")
-    out = {"optimizer_state": [], "iterations": 0}
+    out = {"optimizer_state": [], "iterations": 0,
+           "param_factors": [[float(a), float(b)] for a, b in factors]}
     if opt is not None:
         _check_keys(opt, {"iterations", "lr", "state"}, "the optimizer state")
         if not _is_int(opt["iterations"]):
@@ -885,6 +899,8 @@ def build(payload: Payload, cls, backend=None):
 
 
 def _apply_training(model, training):
+    for p, (lr_factor, wd_factor) in zip(model.params, training["param_factors"], strict=True):
+        p.lr_factor, p.wd_factor = lr_factor, wd_factor
     opt = model.optimizer
     if opt is not None:
         be = model.backend

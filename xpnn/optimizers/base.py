@@ -113,7 +113,8 @@ class Optimizer:
         self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
-        """Update every parameter from its ``grad``: :meth:`update` on each, in order.
+        """Update every parameter from its ``grad``: :meth:`update` on each, in order, each
+        with its own ``lr_factor`` and ``wd_factor`` (see :class:`~xpnn.Parameter`).
 
         Parameters
         ----------
@@ -124,8 +125,25 @@ class Optimizer:
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
         for p, state in zip(params, self.state, strict=True):
-            self.update(p, p.grad, state)
+            if p.lr_factor == 1.0 and p.wd_factor == 1.0:
+                self.update(p, p.grad, state)
+            else:
+                self._update_scaled(p, state)
         self.iterations += 1
+
+    def _update_scaled(self, param, state) -> None:
+        """:meth:`update` with ``lr · param.lr_factor`` and ``weight_decay ·
+        param.wd_factor``, as a ``torch.optim`` parameter group with those values."""
+        lr, decay = self._lr, getattr(self, "weight_decay", 0.0)
+        self._lr = lr * param.lr_factor
+        if decay:
+            self.weight_decay = decay * param.wd_factor
+        try:
+            self.update(param, param.grad, state)
+        finally:
+            self._lr = lr
+            if decay:
+                self.weight_decay = decay
 
     def update(self, param, grad, state: dict) -> None:
         """Apply one update to ``param.data`` in place, keeping what it needs in ``state``.

@@ -29,14 +29,24 @@ shaped to train fast on a CPU):
 * Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
   the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
   :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), then blocks
-  of ``hidden_layer_sizes`` with ReLU and dropout: ``Dense`` layers, or with ``k > 1`` a
-  TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
+  of ``hidden_layer_sizes`` with an activation and dropout: ``Dense`` layers, or with ``k > 1``
+  a TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
   the loss is the mean of the members' losses, predictions average their probabilities);
   Softmax output with label smoothing (classification) or a linear output (regression).
-* Training: AdamW (``beta2 = 0.95`` as RealMLP), a linear warm-up then a cosine decay of the
-  learning rate over ``max_iter``, batches of 256 rows; ``validation_fraction`` of the rows
-  (stratified for classification) are held out, training stops after ``patience`` epochs
-  without a better validation loss and the best epoch's weights are kept.
+* ``recipe="realmlp"`` (the regressor's default): RealMLP_TD's network and training: a learned
+  :class:`~xpnn.Scale` in front, :class:`~xpnn.ParametricActivation` (Mish; SELU for
+  classification), PBLD embeddings, and its per-parameter factors (``Parameter.lr_factor`` /
+  ``wd_factor``): the NTK parametrisation as ``lr / √fan_in`` and ``wd · √fan_in`` on the
+  weights, biases ``lr × 0.1`` without decay, PBLD and parametric activations ``lr × 0.1``,
+  the scale ``lr × 6``; AdamW (lr 0.2, ``beta2 = 0.95``, weight decay 0.02), a warm-up and a
+  cosine decay over 48 epochs (at most 600 steps, at least 16 epochs) with no early stop,
+  the best validation epoch kept.
+* ``recipe="plain"`` (the classifier's default, measured better there, and it trains on the
+  fast path): ReLU, AdamW (lr 2e-3, ``beta2 = 0.95``, weight decay 0.01), a linear warm-up
+  then a cosine decay over 128 epochs, stopping after 16 epochs without a better validation
+  loss and keeping the best epoch's weights.
+* Batches of 256 rows; ``validation_fraction`` of the rows (stratified for classification) are
+  held out to pick the best epoch.
 * ``n_ensemble`` networks from different random starts (and different validation rows) are
   trained and their probabilities (or predictions) averaged.
 """
@@ -65,8 +75,10 @@ from ..layers import (
     EnsembleDense,
     EnsembleMean,
     EnsembleView,
+    ParametricActivation,
     PeriodicEmbedding,
     ReLU,
+    Scale,
     Softmax,
 )
 from ..losses import CategoricalCrossEntropy
@@ -78,14 +90,47 @@ from ._preprocessing import TabularPreprocessor
 __all__ = ["TabularClassifier", "TabularRegressor"]
 
 
+#: Most optimizer steps of RealMLP's schedule with ``max_iter="auto"`` (large tables train fewer
+#: than 48 epochs, at least 16): fit time grows with the rows only up to there.
+MAX_STEPS = 600
+
+
+def _realmlp_factors(model):
+    """RealMLP's per-parameter learning-rate and weight-decay factors (Holzmüller et al.,
+    2024). Its NTK parametrisation (``y = x W / √fan_in`` with ``W ~ N(0, 1)``) trained with
+    Adam equals a standard layer trained with ``lr / √fan_in`` and ``wd · √fan_in`` (Adam's
+    step does not depend on the gradient's scale): those factors on every weight matrix;
+    biases ``lr × 0.1`` and no weight decay; periodic embeddings and parametric activations
+    ``lr × 0.1``; the front scale ``lr × 6``; neither decays."""
+    for layer in model.layers:
+        if isinstance(layer, (Dense, BatchEnsembleDense, EnsembleDense)):
+            for p in layer.params:
+                if p.name == "W":
+                    root = float(np.sqrt(p.shape[0]))
+                    p.lr_factor, p.wd_factor = 1.0 / root, root
+                elif p.name == "b":
+                    p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Scale):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 6.0, 0.0
+        elif isinstance(layer, ParametricActivation):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Columns):
+            for p in (p for f in layer.layers if isinstance(f, PeriodicEmbedding)
+                      for p in f.params):
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+
+
 class _BaseTabular(BaseEstimator):
     """Shared fit/predict machinery of the tabular estimators."""
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
+                 learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
+                 patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
-                 dtype="float32", random_state=None, verbose=0):
+                 dtype="float32", recipe="auto", random_state=None, verbose=0):
+        self.recipe = recipe
         self.hidden_layer_sizes = hidden_layer_sizes
         self.dropout = dropout
         self.learning_rate = learning_rate
@@ -131,14 +176,20 @@ class _BaseTabular(BaseEstimator):
                    for s in sizes):
             bad("hidden_layer_sizes", "a tuple of ints >= 1")
         real("dropout", 0.0, 1.0)
-        real("learning_rate", 0.0, np.inf)
-        if self.learning_rate <= 0:
-            bad("learning_rate", "a number > 0")
-        real("weight_decay", 0.0, np.inf)
-        for param in ("batch_size", "max_iter", "k", "embedding_dim", "n_ensemble",
-                      "max_one_hot"):
+        if self.learning_rate != "auto":
+            real("learning_rate", 0.0, np.inf)
+            if self.learning_rate <= 0:
+                bad("learning_rate", "'auto' or a number > 0")
+        if self.recipe not in ("auto", "realmlp", "plain"):
+            bad("recipe", "'auto', 'realmlp' or 'plain'")
+        if self.weight_decay != "auto":
+            real("weight_decay", 0.0, np.inf)
+        for param in ("batch_size", "k", "embedding_dim", "n_ensemble", "max_one_hot"):
             integer(param, 1)
-        integer("patience", 0)
+        if self.max_iter != "auto":
+            integer("max_iter", 1)
+        if self.patience not in ("auto", None):
+            integer("patience", 0)
         real("validation_fraction", 0.0, 1.0)
         if self.numeric_embedding not in ("auto", None, "pbld", "plr"):
             bad("numeric_embedding", "'auto', None, 'pbld' or 'plr'")
@@ -147,6 +198,28 @@ class _BaseTabular(BaseEstimator):
         if self.dtype not in DTYPES:
             bad("dtype", f"one of {DTYPES}")
         return tuple(int(s) for s in sizes)
+
+    def _settings(self):
+        """The training settings with every ``"auto"`` resolved: RealMLP's recipe for
+        regression (learning rate 0.2 with its per-parameter factors, weight decay 0.02, a
+        full 48-epoch schedule, at most ``MAX_STEPS`` steps, and the best epoch kept, no early
+        stop), the plain network
+        for classification (learning rate 2e-3, weight decay 0.01, up to 128 epochs, stop
+        after 16 without improvement), which measured better there and trains on the fast
+        path."""
+        recipe = self.recipe
+        if recipe == "auto":
+            recipe = "plain" if self._is_classifier() else "realmlp"
+        realmlp = recipe == "realmlp"
+        auto = {"learning_rate": (0.04 if self._is_classifier() else 0.2) if realmlp else 2e-3,
+                "weight_decay": 0.02 if realmlp else 0.01,
+                "max_iter": 48 if realmlp else 128}
+        out = {k: v if (v := getattr(self, k)) != "auto" else auto[k] for k in auto}
+        patience = self.patience
+        if patience == "auto":
+            patience = None if realmlp else 16
+        out.update(recipe=recipe, patience=patience)
+        return out
 
     # ---------------------------------------------------------------- fit
     def _preprocessor(self):
@@ -176,6 +249,9 @@ class _BaseTabular(BaseEstimator):
         if any(layer is not None for _, layer in blocks):
             layers.append(Columns(blocks))
         n_in = sum(w if layer is None else layer.output_features(w) for w, layer in blocks)
+        realmlp = self._settings()["recipe"] == "realmlp"
+        if realmlp:
+            layers.append(Scale(n_in))
         k = self.k
         if k > 1:
             layers.append(EnsembleView(k))
@@ -185,7 +261,11 @@ class _BaseTabular(BaseEstimator):
                                                  r_init="random-signs" if i == 0 else "ones"))
             else:
                 layers.append(Dense(n_in, width))
-            layers.append(ReLU())
+            if realmlp:
+                layers.append(ParametricActivation(
+                    width, "selu" if self._is_classifier() else "mish"))
+            else:
+                layers.append(ReLU())
             if self.dropout:
                 layers.append(Dropout(self.dropout))
             n_in = width
@@ -262,18 +342,26 @@ class _BaseTabular(BaseEstimator):
         model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
                            backend=self.backend, dtype=self.dtype, seed=seed)
         model.rng = host_rng(seed + 1)
-        epochs = self.max_iter
+        settings = self._settings()
+        lr = settings["learning_rate"]
+        if settings["recipe"] == "realmlp":
+            _realmlp_factors(model)
+        epochs = settings["max_iter"]
+        if self.max_iter == "auto" and settings["recipe"] == "realmlp":
+            # large tables: at most MAX_STEPS optimizer steps (but 16 epochs)
+            per_epoch = -(-train_idx.size // min(self.batch_size, train_idx.size))
+            epochs = min(epochs, max(16, MAX_STEPS // per_epoch))
         warmup = max(1, min(8, epochs // 16))
-        schedule = Warmup(CosineDecay(self.learning_rate, epochs=max(1, epochs - warmup),
-                                      final=self.learning_rate * 1e-2), epochs=warmup)
+        schedule = Warmup(CosineDecay(lr, epochs=max(1, epochs - warmup),
+                                      final=lr * 1e-2), epochs=warmup)
         model.compile(loss=self._loss(),
-                      optimizer=AdamW(self.learning_rate, beta2=0.95,
-                                      weight_decay=self.weight_decay))
+                      optimizer=AdamW(lr, beta2=0.95,
+                                      weight_decay=settings["weight_decay"]))
         callbacks = [LearningRateScheduler(schedule)]
         stopper = None
         if validation is not None:
-            stopper = EarlyStopping("val_loss", patience=max(self.patience, 1),
-                                    restore_best_weights=True)
+            patience = epochs if settings["patience"] is None else max(settings["patience"], 1)
+            stopper = EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
             callbacks.append(stopper)
         history = model.fit(Z[train_idx], targets[train_idx],
                             epochs=epochs, batch_size=min(self.batch_size, train_idx.size),
@@ -360,15 +448,18 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     ----------
     hidden_layer_sizes : tuple of int, default=(256, 256, 256)
     dropout : float, default=0.15
-    learning_rate : float, default=2e-3
-        Peak learning rate of AdamW (after the warm-up, before the cosine decay).
-    weight_decay : float, default=1e-2
-        AdamW's decoupled weight decay.
+    learning_rate : float or "auto", default="auto"
+        Peak learning rate of AdamW (after the warm-up, before the cosine decay); "auto":
+        2e-3 (plain), 0.04 / 0.2 for classification / regression (realmlp).
+    weight_decay : float or "auto", default="auto"
+        AdamW's decoupled weight decay; "auto": 0.01 (plain), 0.02 (realmlp).
     batch_size : int, default=256
-    max_iter : int, default=128
-        Length of the learning-rate schedule and most epochs trained.
-    patience : int, default=16
-        Epochs without a better validation loss before training stops.
+    max_iter : int or "auto", default="auto"
+        Length of the learning-rate schedule and most epochs trained; "auto": 128 (plain),
+        48 but at most 600 optimizer steps and at least 16 epochs (realmlp).
+    patience : int, None or "auto", default="auto"
+        Epochs without a better validation loss before training stops; None: never stop
+        early (the best epoch is still kept); "auto": 16 (plain), None (realmlp).
     validation_fraction : float, default=0.2
         Rows held out (stratified) to pick the best epoch; 0 trains on every row for
         ``max_iter`` epochs.
@@ -397,6 +488,9 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     backend : str, default="numpy"
         xpnn backend of the network (``"numpy"``, ``"torch"``, ``"cupy"``, ...).
     dtype : {"float32", "float64"}, default="float32"
+    recipe : {"auto", "plain", "realmlp"}, default="auto"
+        The network and training (see :mod:`xpnn.sklearn._tabular`); "auto": "plain" for
+        classification, "realmlp" for regression.
     random_state : int, RandomState or None
     verbose : int, default=0
 
@@ -413,19 +507,19 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     """
 
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
-                 learning_rate=2e-3, weight_decay=1e-2, batch_size=256, max_iter=128,
-                 patience=16, validation_fraction=0.2, k=1, numeric_embedding="auto",
+                 learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
+                 patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=1, label_smoothing=0.1,
                  class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
-                 dtype="float32", random_state=None, verbose=0):
+                 dtype="float32", recipe="auto", random_state=None, verbose=0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
                          learning_rate=learning_rate, weight_decay=weight_decay,
                          batch_size=batch_size, max_iter=max_iter, patience=patience,
                          validation_fraction=validation_fraction, k=k,
                          numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
                          n_ensemble=n_ensemble, max_one_hot=max_one_hot, n_threads=n_threads,
-                         backend=backend, dtype=dtype, random_state=random_state,
-                         verbose=verbose)
+                         backend=backend, dtype=dtype, recipe=recipe,
+                         random_state=random_state, verbose=verbose)
         self.label_smoothing = label_smoothing
         self.class_weight = class_weight
 
@@ -532,8 +626,9 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
     """A neural-network regressor for raw tables, with nothing to tune.
 
     Parameters and attributes as :class:`TabularClassifier` (without ``label_smoothing``,
-    ``class_weight`` and ``classes_``); ``numeric_embedding="auto"`` is ``"pbld"`` here
-    (periodic embeddings of the numeric columns fit smooth targets better). The targets are
+    ``class_weight`` and ``classes_``); ``recipe="auto"`` is ``"realmlp"`` here (RealMLP's
+    network and training: a learned scale in front, PBLD embeddings of the numeric columns,
+    parametric Mish, per-parameter learning-rate and weight-decay factors). The targets are
     standardised for training (``y_mean_``, ``y_scale_``) and the predictions mapped back.
     ``y`` may have several columns (n_samples, n_outputs).
 
@@ -543,16 +638,18 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         Units of each hidden block.
     dropout : float, default=0.15
         Dropout rate after each hidden block.
-    learning_rate : float, default=2e-3
-        Peak learning rate of AdamW (after the warm-up, before the cosine decay).
-    weight_decay : float, default=1e-2
-        AdamW's decoupled weight decay.
+    learning_rate : float or "auto", default="auto"
+        Peak learning rate of AdamW; "auto": 0.2 (realmlp), 2e-3 (plain).
+    weight_decay : float or "auto", default="auto"
+        AdamW's decoupled weight decay; "auto": 0.02 (realmlp), 0.01 (plain).
     batch_size : int, default=256
         Rows per step.
-    max_iter : int, default=128
-        Length of the learning-rate schedule and most epochs trained.
-    patience : int, default=16
-        Epochs without a better validation loss before training stops.
+    max_iter : int or "auto", default="auto"
+        Length of the learning-rate schedule and most epochs trained; "auto": 48 but at most
+        600 optimizer steps and at least 16 epochs (realmlp), 128 (plain).
+    patience : int, None or "auto", default="auto"
+        Epochs without a better validation loss before training stops; None: never stop
+        early (the best epoch is still kept); "auto": None (realmlp), 16 (plain).
     validation_fraction : float, default=0.2
         Rows held out to pick the best epoch; 0 trains on every row for ``max_iter`` epochs.
     k : int, default=1
@@ -571,6 +668,8 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         xpnn backend of the network.
     dtype : {"float32", "float64"}, default="float32"
         Floating type of the network.
+    recipe : {"auto", "plain", "realmlp"}, default="auto"
+        The network and training; "auto" is "realmlp" for regression.
     random_state : int, RandomState or None
         Initial weights, validation rows and shuffling.
     verbose : int, default=0
