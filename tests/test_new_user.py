@@ -28,6 +28,22 @@ def test_dtype_accepts_numpy_dtypes_and_types(dtype, name):
     assert xpnn.mlp([3, 2], dtype=dtype).dtype == name
 
 
+
+@pytest.mark.parametrize("dtype", [np.float64, np.dtype("float64")])
+def test_estimators_accept_numpy_dtypes(dtype):
+    from xpnn.sklearn import MLPClassifier, TabularRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=5, dtype=dtype, random_state=0)
+    with pytest.warns(Warning):                    # ConvergenceWarning after 5 iterations
+        clf.fit(X, (X[:, 0] > 0).astype(int))
+    assert clf.coefs_[0].dtype == np.float64
+    reg = TabularRegressor(hidden_layer_sizes=(4,), max_iter=2, dtype=dtype, random_state=0)
+    assert reg.fit(X, X[:, 1]).predict(X).dtype == np.float64
+    with pytest.raises(ValueError, match="dtype must be"):
+        MLPClassifier(dtype=np.int32).fit(X, (X[:, 0] > 0).astype(int))
+
 @pytest.mark.parametrize("dtype", ["float16", np.int32, 3, None, True])
 def test_dtype_refused_names_the_choices(dtype):
     with pytest.raises(ValueError, match=r"Sequential: dtype must be one of \('float32', "

@@ -80,17 +80,24 @@ def check_int(name: str, value, owner: str, low=None, high=None) -> int:
     return n
 
 
-def check_dtype(dtype, owner: str, allowed=("float32", "float64")) -> str:
+def dtype_name(dtype, allowed=("float32", "float64")) -> str | None:
     """The name (``"float32"``) of a floating dtype given as a name, a NumPy dtype or a type
-    object (``np.float64``, ``np.dtype("float32")``; ``float`` is float64, as NumPy reads it);
-    raises ValueError naming ``owner``, the allowed dtypes and the value."""
+    object (``np.float64``, ``np.dtype("float32")``; ``float`` is float64, as NumPy reads it),
+    or None when it is none of ``allowed``."""
     name = None
     if isinstance(dtype, (str, type, np.dtype)) and not isinstance(dtype, bool):
         try:
             name = np.dtype(dtype).name
         except TypeError:
             name = None
-    if name not in allowed:
+    return name if name in allowed else None
+
+
+def check_dtype(dtype, owner: str, allowed=("float32", "float64")) -> str:
+    """:func:`dtype_name` of ``dtype``; raises ValueError naming ``owner``, the allowed dtypes
+    and the value when it is none of them."""
+    name = dtype_name(dtype, allowed)
+    if name is None:
         raise ValueError(f"{owner}: dtype must be one of {allowed} (a name, a NumPy dtype or "
                          f"a type such as np.float32), got {dtype!r}")
     return name

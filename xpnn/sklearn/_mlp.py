@@ -102,6 +102,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without scikit-l
     raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
 
 from .. import state as model_state
+from .._validation import dtype_name
 from ..backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
 from ..callbacks import Callback
 from ..errors import TrainingDivergedError
@@ -316,8 +317,8 @@ class _BaseMLP(BaseEstimator):
         for flag in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 bad(flag, "a bool")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            bad("dtype", f"None or one of {DTYPES}")
+        if self.dtype is not None and dtype_name(self.dtype, DTYPES) is None:
+            bad("dtype", f"None or one of {DTYPES} (a name, a NumPy dtype or type)")
         return [int(s) for s in sizes]
 
     # ------------------------------------------------------------------ input handling
@@ -386,7 +387,7 @@ class _BaseMLP(BaseEstimator):
         """The model's dtype: ``dtype`` when given, else float32 for float32 X, else
         float64 (as scikit-learn's parameters follow the validated input)."""
         if self.dtype is not None:
-            return self.dtype
+            return dtype_name(self.dtype, DTYPES)
         return "float32" if str(X.dtype).rsplit(".", 1)[-1] == "float32" else "float64"
 
     def _is_regressor(self):

@@ -64,6 +64,7 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 from threadpoolctl import threadpool_limits
 
+from .._validation import dtype_name
 from ..backend import DTYPES, host_rng, to_numpy
 from ..callbacks import EarlyStopping, LearningRateScheduler
 from ..layers import (
@@ -195,8 +196,8 @@ class _BaseTabular(BaseEstimator):
             bad("numeric_embedding", "'auto', None, 'pbld' or 'plr'")
         if self.n_threads is not None:
             integer("n_threads", 1)
-        if self.dtype not in DTYPES:
-            bad("dtype", f"one of {DTYPES}")
+        if dtype_name(self.dtype, DTYPES) is None:
+            bad("dtype", f"one of {DTYPES} (a name, a NumPy dtype or type)")
         return tuple(int(s) for s in sizes)
 
     def _settings(self):
