@@ -157,7 +157,11 @@ nitpick_ignore_regex = [
     # public names (each page says where a name is defined).
     (r"py:.*", r"xpnn\.(data|layers|losses|optimizers|serialization|flat|export|model|callbacks|"
                r"checkpoint|backend|staging|guard|metrics|progress|builders|errors|_validation|"
+               r"training|position|inputs|sources|state|"
                r"datasets\.(idx|titanic|tabular|mnist|_home)|fastpath\.\w+|sklearn\._\w+)(\..*)?"),
+    # Labels of scikit-learn's own site, in the docstrings of methods inherited from its mixins
+    # (``set_output``).
+    (r"std:ref", r"df_output_transform|sphx_glr_auto_examples_.*"),
 ]
 
 # --- User guide (MyST Markdown) ------------------------------------------------------------------

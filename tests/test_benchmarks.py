@@ -166,3 +166,34 @@ def test_read_cost_benchmark_times_both_orders(tmp_path):
     rows = {r["source"]: r for r in report["ms_per_batch"]}
     assert ".npy memmap" in rows
     assert all(r["shuffle=True"] > 0 and r['shuffle="batch"'] > 0 for r in rows.values())
+
+
+def test_tabular_smoke_run(tmp_path):
+    """``benchmarks/tabular.py --smoke``: xpnn's tabular defaults and scikit-learn's MLP on the
+    smoke tables (a table whose data package is missing is skipped and said so), one split,
+    results and the BLAS kernel written as JSON and markdown."""
+    import pytest
+
+    pytest.importorskip("pandas")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+           "OPENBLAS_CORETYPE": "Haswell"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--smoke", "--out",
+         str(tmp_path), "--methods", "xpnn-tabular,sklearn-mlp,catboost"],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke.json", "smoke.md"]
+    report = json.loads((tmp_path / "smoke.json").read_text())
+    assert report["methods"] == ["xpnn-tabular", "sklearn-mlp"] and report["splits"] == 1
+    assert report["machine"]["blas_env_removed"] == "OPENBLAS_CORETYPE=Haswell"
+    assert isinstance(report["machine"]["blas"], list)
+    expected = {"titanic", "penguins-species"} - set(report["skipped"])
+    assert set(report["tables"]) == expected and expected
+    for rec in report["records"]:
+        assert "error" not in rec, rec["error"]
+        assert 0.0 < rec["score"] <= 1.0 and rec["fit_seconds"] > 0
+    assert {(r["table"], r["method"]) for r in report["records"]} == {
+        (t, m) for t in expected for m in ("xpnn-tabular", "sklearn-mlp")}
+    summary = report["summary"]
+    assert set(summary["overall"]) == {"xpnn-tabular", "sklearn-mlp"}
+    assert "| **mean normalised** |" in (tmp_path / "smoke.md").read_text()

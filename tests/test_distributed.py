@@ -185,15 +185,17 @@ def test_init_gives_each_rank_its_share_of_the_cores(ranks):
 @pytest.mark.parametrize("where, message", [
     ("input", "X contains 1 NaN"), ("callback", "callback failed on rank 1"),
     ("rows", "every rank must train with the same training rows; got rank 0: 101, rank 1: 100"),
-    ("script", "script failed on rank 1")])
+    ("script", "script failed on rank 1"),
+    ("exit", "rank 1 of 2 exited before fit")])
 def test_failure_on_one_rank_aborts_every_rank(tmp_path, where, message):
-    """Rank 1 fails (bad input before training, or a callback in epoch 2), or the ranks pass
-    data of different lengths, where a rank would otherwise wait in a collective forever: the
-    whole job ends quickly with a non-zero status and the reason."""
+    """Rank 1 fails (bad input before training, or a callback in epoch 2), exits before fit
+    (sys.exit()), or the ranks pass data of different lengths, where a rank would otherwise
+    wait in a collective forever: the whole job ends quickly with a non-zero status and the
+    reason."""
     proc, seconds = launch(2, tmp_path, f"--fail={where}", timeout=60)
     assert proc.returncode != 0
     assert message in proc.stderr
-    assert "aborting all ranks" in proc.stderr or where == "script"
+    assert "aborting all ranks" in proc.stderr or where in ("script", "exit")
     assert "training ended" not in proc.stdout
     assert seconds < 30
 

@@ -27,67 +27,6 @@ import xpnn
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHECKS = {"GL08", "PR01", "PR02", "PR03"}
 
-# Public names whose docstrings do not pass yet, all in modules that are being restructured
-# (xpnn/model.py, checkpoint.py, callbacks.py, serialization.py, distributed.py, optimizers/,
-# sklearn.py): fix the docstrings there, then remove the names here. Each one is an xfail
-# (strict: once its docstring passes, the test fails until the name is removed from this set).
-# "doctest:<name>" entries are docstring examples that do not run yet.
-PENDING_RESTRUCTURE = {
-    # xpnn/callbacks.py
-    "xpnn.Callback.on_epoch_begin", "xpnn.Callback.on_epoch_end",
-    "xpnn.Callback.on_train_batch_begin", "xpnn.Callback.on_train_batch_end",
-    "xpnn.Callback.on_train_begin", "xpnn.Callback.on_train_end", "xpnn.Callback.set_model",
-    "xpnn.Callback.set_state", "xpnn.EarlyStopping.on_epoch_end",
-    "xpnn.EarlyStopping.on_train_begin", "xpnn.EarlyStopping.on_train_end",
-    "xpnn.History.on_epoch_end", "xpnn.History.on_train_begin", "xpnn.LearningRateScheduler",
-    "xpnn.LearningRateScheduler.on_epoch_begin", "xpnn.LearningRateScheduler.on_train_begin",
-    "xpnn.ReduceLROnPlateau", "xpnn.ReduceLROnPlateau.on_epoch_end",
-    "xpnn.ReduceLROnPlateau.on_train_begin", "xpnn.ReduceLROnPlateau.on_train_end",
-    "xpnn.ReduceLROnPlateau.set_state",
-    # xpnn/checkpoint.py
-    "xpnn.BackupAndRestore.on_epoch_begin", "xpnn.BackupAndRestore.on_epoch_end",
-    "xpnn.BackupAndRestore.on_train_batch_begin", "xpnn.BackupAndRestore.on_train_batch_end",
-    "xpnn.BackupAndRestore.on_train_begin", "xpnn.BackupAndRestore.on_train_end",
-    "xpnn.ModelCheckpoint.on_epoch_end", "xpnn.ModelCheckpoint.on_train_begin",
-    # xpnn/distributed.py
-    "xpnn.distributed.Communicator", "xpnn.distributed.Communicator.abort",
-    "xpnn.distributed.Communicator.allgather", "xpnn.distributed.Communicator.allreduce_",
-    "xpnn.distributed.Communicator.barrier", "xpnn.distributed.Communicator.broadcast",
-    "xpnn.distributed.Communicator.broadcast_array_", "xpnn.distributed.Communicator.is_root",
-    "xpnn.distributed.Communicator.reducer", "xpnn.distributed.Communicator.shard",
-    "xpnn.distributed.DataParallel", "xpnn.distributed.DataParallel.batch",
-    "xpnn.distributed.DataParallel.check_agreement", "xpnn.distributed.DataParallel.end",
-    "xpnn.distributed.DataParallel.is_root", "xpnn.distributed.DataParallel.reduce_metrics",
-    "xpnn.distributed.DataParallel.sum_floats", "xpnn.distributed.DataParallel.sum_metric_states",
-    "xpnn.distributed.DataParallel.sync_gradients", "xpnn.distributed.HostReducer",
-    "xpnn.distributed.NcclReducer", "xpnn.distributed.active", "xpnn.distributed.cores_per_rank",
-    "xpnn.distributed.guarded", "xpnn.distributed.init", "xpnn.distributed.install_excepthook",
-    "xpnn.distributed.or_abort", "xpnn.distributed.set_threads", "xpnn.distributed.under_launcher",
-    "xpnn.distributed.use_local_gpu",
-    # docstring examples
-    "doctest:xpnn.distributed", "doctest:xpnn.model.Sequential", "doctest:xpnn.sklearn",
-    # xpnn/model.py
-    "xpnn.Sequential.fit", "xpnn.Sequential.build", "xpnn.Sequential.count_params",
-    "xpnn.Sequential.evaluate",
-    "xpnn.Sequential.export", "xpnn.Sequential.from_config", "xpnn.Sequential.predict",
-    "xpnn.Sequential.save", "xpnn.Sequential.set_weights", "xpnn.Sequential.summary",
-    "xpnn.Sequential.to", "xpnn.Sequential.train_on_batch",
-    # xpnn/optimizers/adam.py
-    "xpnn.Adam", "xpnn.AdamW",
-    # xpnn/optimizers/base.py
-    "xpnn.Optimizer", "xpnn.Optimizer.step", "xpnn.Optimizer.update",
-    # xpnn/optimizers/rmsprop.py
-    "xpnn.RMSprop",
-    # xpnn/optimizers/sgd.py
-    "xpnn.SGD",
-    # xpnn/sklearn.py
-    "xpnn.sklearn.MLPClassifier.export", "xpnn.sklearn.MLPClassifier.predict",
-    "xpnn.sklearn.MLPClassifier.predict_log_proba", "xpnn.sklearn.MLPClassifier.predict_proba",
-    "xpnn.sklearn.MLPClassifier.score", "xpnn.sklearn.MLPRegressor",
-    "xpnn.sklearn.MLPRegressor.predict", "xpnn.sklearn.MLPRegressor.score",
-}
-
-
 def _public_modules():
     sys.path.insert(0, str(DOCS))
     try:
@@ -165,14 +104,8 @@ def validation_errors(path):
     return [f"{code}: {message}" for code, message in result["errors"] if code in CHECKS]
 
 
-def _params(items, pending_prefix=""):
-    params = []
-    for name in items:
-        marks = []
-        if pending_prefix + name in PENDING_RESTRUCTURE:
-            marks.append(pytest.mark.xfail(strict=True, reason="PENDING_RESTRUCTURE"))
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
+def _params(items):
+    return [pytest.param(name, id=name) for name in items]
 
 
 OBJECTS = dict(public_objects())
@@ -181,11 +114,6 @@ OBJECTS = dict(public_objects())
 def test_public_api_was_found():
     assert {"xpnn.Sequential", "xpnn.Dense.forward", "xpnn.sklearn.MLPClassifier",
             "xpnn.schedules.CosineDecay", "xpnn.fastpath.explain"} <= set(OBJECTS)
-
-
-def test_pending_names_exist():
-    unknown = {n for n in PENDING_RESTRUCTURE if not n.startswith("doctest:")} - set(OBJECTS)
-    assert not unknown, f"not public (remove from PENDING_RESTRUCTURE): {sorted(unknown)}"
 
 
 @pytest.mark.parametrize("path", _params(OBJECTS))
@@ -221,7 +149,7 @@ def test_docstring_examples_were_found():
     assert {"xpnn", "xpnn.backend", "xpnn.builders.mlp"} <= set(DOCTESTS)
 
 
-@pytest.mark.parametrize("name", _params(DOCTESTS, pending_prefix="doctest:"))
+@pytest.mark.parametrize("name", _params(DOCTESTS))
 def test_docstring_example(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # examples may write files
     test = DOCTESTS[name]

@@ -213,7 +213,7 @@ def test_history_keys_and_lengths():
     model.compile(loss="crossentropy", optimizer="adam", metrics=["accuracy"])
     history = model.fit(X, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0)
     assert isinstance(history, xpnn.History) and model.history is history
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
     assert history.epoch == [0, 1, 2]
     assert all(len(v) == 3 for v in history.history.values())
     assert all(isinstance(v, float) for vals in history.history.values() for v in vals)
@@ -223,7 +223,7 @@ def test_history_keys_and_lengths():
     reg = xpnn.Sequential(xpnn.Dense(3, 8), xpnn.Tanh(), xpnn.Dense(8, 1), seed=0)
     reg.compile(loss="mse", optimizer=xpnn.Adam(0.01), metrics=["r2", "mae"])
     history = reg.fit(Xr, yr, epochs=2, validation_data=(Xr[:10], yr[:10]), verbose=0)
-    assert set(history.history) == {"loss", "r2", "mae", "val_loss", "val_r2", "val_mae"}
+    assert set(history.history) == {"loss", "r2", "mae", "val_loss", "val_r2", "val_mae", "lr"}
     assert history["val_loss"][-1] == pytest.approx(reg.evaluate(Xr[:10], yr[:10])["loss"])
 
 

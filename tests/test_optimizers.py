@@ -290,3 +290,105 @@ def test_the_state_an_optimizer_keeps_is_what_it_declares(make, keys):
                     assert np.all(to_numpy(state[name]) >= 0)
             if spec.counts_steps:
                 assert state["step"] == step
+
+
+# ------------------------------------------------------------------ per-parameter factors
+FACTORS = [(0.1, 0.0), (6.0, 2.5)]     # (lr_factor, wd_factor) of the two parameters
+
+
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_parameter_factors_scale_lr_and_weight_decay(backend, case):
+    """A parameter with ``lr_factor``/``wd_factor`` follows the published rule with
+    ``lr · lr_factor`` and ``weight_decay · wd_factor`` (as a torch.optim parameter group with
+    those values), and the optimizer's own hyperparameters are left as they were."""
+    _, make, reference, kwargs, torch_factory = case
+    weights, grads = problem(seed=2)
+    opt = make()
+    lrs = schedules(opt)["changed"]
+    be = get_backend(backend)
+    params = [Parameter("W", be.asarray(w.copy(), "float64")) for w in weights]
+    for p, (lr_f, wd_f) in zip(params, FACTORS, strict=True):
+        p.lr_factor, p.wd_factor = lr_f, wd_f
+    decay = getattr(opt, "weight_decay", 0.0)
+    for step, lr in enumerate(lrs):
+        opt.lr = lr
+        for p, g in zip(params, grads, strict=True):
+            p.grad = be.asarray(g[step], "float64")
+        opt.step(params)
+        assert opt.lr == lr and getattr(opt, "weight_decay", 0.0) == decay
+    got = [to_numpy(p.data) for p in params]
+    for w, g, out, (lr_f, wd_f) in zip(weights, grads, got, FACTORS, strict=True):
+        kw = dict(kwargs)
+        if "weight_decay" in kw:
+            kw["weight_decay"] = kw["weight_decay"] * wd_f
+        np.testing.assert_allclose(out, reference(w, g, [lr * lr_f for lr in lrs], **kw), **TOL)
+    torch = pytest.importorskip("torch")
+    tp = [torch.nn.Parameter(torch.tensor(w, dtype=torch.float64)) for w in weights]
+    topt = torch_factory(torch, tp)
+    base = dict(topt.param_groups[0])
+    del base["params"]
+    topt.param_groups = []
+    for p, (_, wd_f) in zip(tp, FACTORS, strict=True):
+        topt.add_param_group({**base, "params": [p], "weight_decay": base["weight_decay"] * wd_f})
+    for step, lr in enumerate(lrs):
+        for group, (lr_f, _) in zip(topt.param_groups, FACTORS, strict=True):
+            group["lr"] = lr * lr_f
+        for p, g in zip(tp, grads, strict=True):
+            p.grad = torch.tensor(g[step], dtype=torch.float64)
+        topt.step()
+    for out, exp in zip(got, tp, strict=True):
+        np.testing.assert_allclose(out, exp.detach().numpy(), **TOL)
+
+
+def test_parameter_factors_in_fit_fast_path_declines():
+    """The fast trainers decline a model whose parameters carry factors (``explain`` says
+    why), and fit's generic step honours them: a bias with ``lr_factor=0`` never moves."""
+    from xpnn import fastpath
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 3)), rng.normal(size=32)
+    model = xpnn.Sequential(xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64",
+                            seed=0)
+    model.compile(loss="mse", optimizer=xpnn.AdamW(0.01))
+    assert fastpath.explain(model) is None
+    model.layers[0].params[1].lr_factor = 0.0
+    assert "lr_factor" in fastpath.explain(model)
+    assert fastpath.select(model) is None
+    b0 = model.get_weights()[1]
+    model.fit(X, y, epochs=2, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(model.get_weights()[1], b0)
+    assert not np.allclose(model.get_weights()[0], xpnn.Sequential(
+        xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64", seed=0).get_weights()[0])
+
+
+def test_parameter_factors_are_saved_loaded_and_pickled(tmp_path):
+    """Model files and pickles keep every parameter's factors, so a resumed run trains as the
+    uninterrupted one; files without factors (all 1) are written as before."""
+    import pickle
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(32, 3)), rng.normal(size=32)
+
+    def model():
+        m = xpnn.Sequential(xpnn.Dense(3, 4), xpnn.ReLU(), xpnn.Dense(4, 1), dtype="float64",
+                            seed=0)
+        m.compile(loss="mse", optimizer=xpnn.AdamW(0.01, weight_decay=0.1))
+        return m
+
+    plain = model()
+    plain.save(tmp_path / "plain.npz")
+    config = xpnn.serialization.read(tmp_path / "plain.npz").config
+    assert "param_factors" not in config["training"]
+    straight, first = model(), model()
+    for m in (straight, first):
+        m.params[0].lr_factor, m.params[0].wd_factor = 0.5, 3.0
+        m.params[1].lr_factor, m.params[1].wd_factor = 0.1, 0.0
+    straight.fit(X, y, epochs=4, batch_size=8, verbose=0, shuffle=False)
+    first.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+    first.save(tmp_path / "half.npz")
+    for resumed in (xpnn.load(tmp_path / "half.npz"), pickle.loads(pickle.dumps(first))):
+        assert [(p.lr_factor, p.wd_factor) for p in resumed.params] == \
+            [(0.5, 3.0), (0.1, 0.0), (1.0, 1.0), (1.0, 1.0)]
+        resumed.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+        for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)

@@ -14,7 +14,7 @@ The same code runs on NumPy (default), CuPy (``backend="cupy"``), PyTorch tensor
 Sequential(...)
 >>> history = model.fit(X_train, y_train, epochs=5, batch_size=128, verbose=0)
 >>> sorted(history.history)
-['accuracy', 'loss']
+['accuracy', 'loss', 'lr']
 >>> model.predict(X_train[:2]).shape                       # class probabilities
 (2, 10)
 """

@@ -7,7 +7,7 @@ plain Python ``float`` / ``int``, so hyperparameters stay JSON-serialisable and 
 NumPy dtype into the arithmetic. The error names the owner, the parameter, the allowed range and
 the value received::
 
-    ValueError: Adam: lr must be a finite number > 0, got inf
+    ValueError: Adam: eps must be a finite number > 0, got inf
     ValueError: Adam: beta1 must be in [0, 1), got 1.0
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 import numbers
+
+import numpy as np
 
 
 def _interval(low, high, low_open, high_open) -> str:
@@ -76,3 +78,49 @@ def check_int(name: str, value, owner: str, low=None, high=None) -> int:
         raise ValueError(f"{owner}: {name} must be an int{' ' + where if where else ''}, "
                          f"got {value!r}")
     return n
+
+
+def dtype_name(dtype, allowed=("float32", "float64")) -> str | None:
+    """The name (``"float32"``) of a floating dtype given as a name, a NumPy dtype or a type
+    object (``np.float64``, ``np.dtype("float32")``; ``float`` is float64, as NumPy reads it),
+    or None when it is none of ``allowed``."""
+    name = None
+    if isinstance(dtype, (str, type, np.dtype)) and not isinstance(dtype, bool):
+        try:
+            name = np.dtype(dtype).name
+        except TypeError:
+            name = None
+    return name if name in allowed else None
+
+
+def check_dtype(dtype, owner: str, allowed=("float32", "float64")) -> str:
+    """:func:`dtype_name` of ``dtype``; raises ValueError naming ``owner``, the allowed dtypes
+    and the value when it is none of them."""
+    name = dtype_name(dtype, allowed)
+    if name is None:
+        raise ValueError(f"{owner}: dtype must be one of {allowed} (a name, a NumPy dtype or "
+                         f"a type such as np.float32), got {dtype!r}")
+    return name
+
+
+def _floats(config, prefix=""):
+    """``(name, value)`` of every float in a JSON-like configuration (nested: ``lr.initial``)."""
+    items = config.items() if isinstance(config, dict) else enumerate(config)
+    for key, value in items:
+        name = f"{prefix}{key}"
+        if isinstance(value, float):
+            yield name, value
+        elif isinstance(value, (dict, list, tuple)):
+            yield from _floats(value, name + ".")
+
+
+def check_config_in_dtype(config: dict, dtype: str, owner: str) -> None:
+    """Raise ValueError when a float of ``config`` (a layer's or an optimizer's
+    ``get_config()``) is finite as a Python float but beyond the range of the model's
+    ``dtype`` (``LeakyReLU(3.5e38)`` in a float32 model would compute with inf)."""
+    largest = float(np.finfo(dtype).max)
+    for name, value in _floats(config):
+        if abs(value) > largest:
+            raise ValueError(f"{owner}: {name}={value!r} is beyond the {dtype} range of the "
+                             f"model (largest {largest:.3g}): use a smaller value or "
+                             "dtype='float64'")

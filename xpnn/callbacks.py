@@ -33,29 +33,90 @@ class Callback:
     run = None
 
     def set_model(self, model):
+        """Attach the model being trained (``fit`` calls it before ``on_train_begin``).
+
+        Parameters
+        ----------
+        model : Sequential
+            The model; the hooks read it as ``self.model``.
+        """
         self.model = model
 
     def set_run(self, run):
-        """The run this callback takes part in (None once it has ended)."""
+        """Attach the run this callback takes part in (None once it has ended).
+
+        Parameters
+        ----------
+        run : xpnn.training.TrainingRun or None
+            The run of the current ``fit``, read as ``self.run`` by the hooks; None when the
+            run ends.
+        """
         self.run = run
 
     def on_train_begin(self, logs=None):
-        pass
+        """Called once when training starts, before the first epoch.
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused (None); kept for Keras's signature.
+        """
 
     def on_epoch_begin(self, epoch, logs=None):
-        pass
+        """Called at the start of every epoch.
+
+        Parameters
+        ----------
+        epoch : int
+            Index of the epoch (0-based; the first one is ``fit``'s ``initial_epoch``).
+        logs : dict or None
+            Unused (None); kept for Keras's signature.
+        """
 
     def on_train_batch_begin(self, batch, logs=None):
-        pass
+        """Called before every training step.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch within the epoch (0-based).
+        logs : dict or None
+            Unused (None); kept for Keras's signature.
+        """
 
     def on_train_batch_end(self, batch, logs=None):
-        pass
+        """Called after every training step.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch within the epoch (0-based).
+        logs : dict
+            ``{"size": rows, "loss": batch loss}``; the loss is a 0-d array of the model's
+            backend (``float(loss)`` synchronises with a GPU).
+        """
 
     def on_epoch_end(self, epoch, logs=None):
-        pass
+        """Called at the end of every epoch, after validation.
+
+        Parameters
+        ----------
+        epoch : int
+            Index of the epoch (0-based).
+        logs : dict[str, float]
+            The epoch's mean loss and metrics, and their ``val_`` counterparts when there is
+            validation data, e.g. ``{"loss": ..., "accuracy": ..., "val_loss": ...}``.
+        """
 
     def on_train_end(self, logs=None):
-        pass
+        """Called once when training ends: after the last epoch, or the one that set
+        ``model.stop_training`` (not when ``fit`` raises).
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused (None); kept for Keras's signature.
+        """
 
     def get_state(self) -> dict:
         """What this callback must remember across an interruption: a dict of JSON values
@@ -63,16 +124,27 @@ class Callback:
         return {}
 
     def set_state(self, state: dict) -> None:
-        """Take back what :meth:`get_state` returned (called after ``on_train_begin``)."""
+        """Take back what :meth:`get_state` returned (called after ``on_train_begin``).
+
+        Parameters
+        ----------
+        state : dict
+            A dict returned by :meth:`get_state` (possibly after a round trip through a
+            checkpoint file).
+        """
 
 
 class History(Callback):
     """Per-epoch logs of one ``fit``: ``history.history["loss"]``, ``["val_loss"]``, ...
 
+    It becomes ``model.history`` when its first epoch ends (or when ``fit`` ends): a ``fit``
+    that raises before an epoch completed leaves the model's previous History.
+
     Attributes
     ----------
     history : dict[str, list[float]]
-        One list per logged quantity, one entry per epoch run.
+        One list per logged quantity, one entry per epoch run, and ``"lr"``: the learning
+        rate each epoch trained with (as Keras records it), to plot a schedule.
     epoch : list[int]
         Epoch indices (0-based) that ran.
     """
@@ -105,6 +177,19 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(value)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:     # the rate this epoch trained with (schedules, plateaus)
+            self.history.setdefault("lr", []).append(float(optimizer.lr))
+        self._publish()
+
+    def on_train_end(self, logs=None):
+        self._publish()
+
+    def _publish(self):
+        """Become ``model.history``: once an epoch has ended (a ``fit`` that fails before
+        that, e.g. on a bad learning-rate schedule, leaves the previous History in place)."""
+        if self.model is not None:
+            self.model.history = self
 
     def get_state(self):
         return {"history": {k: list(v) for k, v in self.history.items()},
@@ -229,6 +314,11 @@ class LearningRateScheduler(Callback):
     The schedule is applied once per epoch: ``lr`` is the rate in force before the epoch began,
     also when the start of an epoch is repeated (a run resumed by
     :class:`~xpnn.BackupAndRestore`).
+
+    Parameters
+    ----------
+    schedule : xpnn.schedules.Schedule or callable
+        ``schedule(epoch) -> lr`` or ``schedule(epoch, lr) -> lr``, with the 0-based epoch.
     """
 
     def __init__(self, schedule):
@@ -243,8 +333,21 @@ class LearningRateScheduler(Callback):
         self._epoch, self._lr_before = None, None
 
     def on_epoch_begin(self, epoch, logs=None):
-        """Raises ValueError, before the epoch changes anything, when the schedule returns
-        anything but a finite number >= 0."""
+        """Set ``model.optimizer.lr`` to the schedule's rate for ``epoch``.
+
+        Parameters
+        ----------
+        epoch : int
+            Index of the epoch (0-based).
+        logs : dict or None
+            Unused.
+
+        Raises
+        ------
+        ValueError
+            Before the epoch changes anything, when the schedule returns anything but a
+            finite number >= 0.
+        """
         opt = self.model.optimizer
         if epoch != self._epoch:
             self._epoch, self._lr_before = epoch, opt.lr
@@ -288,6 +391,9 @@ class ReduceLROnPlateau(Callback):
     ``max(lr · factor, min_lr)``, the count restarts and a cool-down of ``cooldown`` epochs
     begins, during which epochs are not counted.
 
+    The rate it lowers is ``model.optimizer.lr``; with an optimizer whose ``lr`` is a schedule,
+    the schedule sets the rate again at every epoch: use one or the other.
+
     Parameters
     ----------
     monitor : str
@@ -307,12 +413,10 @@ class ReduceLROnPlateau(Callback):
     verbose : int
         1: print a line at each reduction.
 
-    The rate it lowers is ``model.optimizer.lr``; with an optimizer whose ``lr`` is a schedule,
-    the schedule sets the rate again at every epoch: use one or the other.
-
     Attributes
     ----------
     best : float
+        Best monitored value seen.
     wait : int
         Epochs without improvement so far.
     cooldown_counter : int
@@ -393,7 +497,13 @@ class ReduceLROnPlateau(Callback):
 
     def set_state(self, state: dict) -> None:
         """Restore :meth:`get_state`'s data, now and at the next ``on_train_begin`` (which
-        otherwise starts afresh)."""
+        otherwise starts afresh).
+
+        Parameters
+        ----------
+        state : dict
+            ``{"best", "wait", "cooldown_counter"}`` as :meth:`get_state` returns it.
+        """
         self._apply(state)
         self._restored = dict(state)
 

@@ -13,7 +13,7 @@ import os
 import re
 import warnings
 
-from . import serialization
+from . import locks, serialization
 from .callbacks import Callback
 
 
@@ -29,6 +29,67 @@ def _check_mode(mode, monitor, owner):
     if mode == "auto":
         mode = "max" if monitor.split("val_")[-1] in ("accuracy", "acc", "r2") else "min"
     return mode
+
+
+#: Values standing in for the logs when a filepath template is checked: as long as their
+#: kind gets (the longest float repr, a five-digit epoch), for the length checks.
+_SAMPLE_EPOCH, _SAMPLE_VALUE = 99999, -1.2345678901234567e-300
+#: Widest field a filepath template may ask for (``{epoch:1000000000}`` would build a GB).
+_MAX_FIELD = 1000
+
+
+def check_filepath(template, keys, validation=True, owner="ModelCheckpoint") -> str:
+    """Check a :class:`ModelCheckpoint` ``filepath`` template before training: its fields
+    (``epoch`` and the logged ``keys``, ``val_*`` ones only with ``validation``) and format
+    specs, no NUL byte, a file name that fits the file system's limit (with the temporary
+    file's additions), and a folder that exists or can be created: the first existing
+    ancestor is a writable folder. Returns a sample path; raises ValueError otherwise."""
+    import string
+
+    where = f"{owner}: filepath {template!r}"
+    if "\0" in template:
+        raise ValueError(f"{where} contains a NUL byte")
+    try:
+        fields = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    for _, _, spec, _ in fields:
+        if spec and any(int(d) > _MAX_FIELD for d in re.findall(r"[0-9]+", spec)):
+            raise ValueError(f"{where}: the format spec {spec!r} asks for more than "
+                             f"{_MAX_FIELD} characters")
+    logged = list(keys) + ([f"val_{k}" for k in keys] if validation else [])
+    sample = dict.fromkeys(logged, _SAMPLE_VALUE)
+    try:
+        path = serialization.npz_path(template.format(epoch=_SAMPLE_EPOCH, **sample))
+    except (KeyError, IndexError) as exc:
+        missing = exc.args[0] if exc.args else exc
+        hint = (": there is no validation data (pass validation_data or validation_split)"
+                if isinstance(missing, str) and missing.startswith("val_") and not validation
+                and missing[4:] in keys else "")
+        raise ValueError(f"{where} refers to {missing!r}, which fit does not log{hint}; "
+                         f"available: epoch, {', '.join(logged)}") from None
+    except (ValueError, TypeError, AttributeError, MemoryError) as exc:
+        raise ValueError(f"{where}: {exc}") from None
+    folder, name = os.path.split(os.path.abspath(path))
+    ancestor = folder
+    while not os.path.lexists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        raise ValueError(f"{where}: cannot create the folder {folder}: {ancestor} is not a "
+                         "folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"{where}: cannot write into {ancestor} (permission denied)")
+    try:
+        limit = os.pathconf(ancestor, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        limit = 255
+    # atomic_write's temporary file: "." + name + ".XXXXXXXX.tmp"
+    if len(name.encode("utf-8", "surrogateescape")) + 14 > limit:
+        raise ValueError(f"{where}: a file name it gives ({name[:40]}..., "
+                         f"{len(name.encode('utf-8', 'surrogateescape'))} bytes) is too long "
+                         f"for the file system ({limit} bytes at most, including the "
+                         "temporary file's 14 more)")
+    return path
 
 
 class ModelCheckpoint(Callback):
@@ -74,16 +135,23 @@ class ModelCheckpoint(Callback):
         self.last_saved = None
 
     def on_train_begin(self, logs=None):
+        """Check the template and its folder before the first epoch trains.
+
+        Parameters
+        ----------
+        logs : dict or None
+            Unused.
+
+        Raises
+        ------
+        ValueError
+            For a field ``fit`` will not log, a bad format, a name too long, or a folder that
+            cannot be written.
+        """
         keys = ["loss", *(m.name for m in self.model.metrics)]
-        sample = {k: 0.0 for k in keys} | {f"val_{k}": 0.0 for k in keys}
-        try:
-            self.filepath.format(epoch=1, **sample)
-        except (KeyError, IndexError) as exc:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
-                             f"which is not logged; available: epoch, {', '.join(sample)}"
-                             ) from None
-        except ValueError as exc:
-            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: {exc}") from None
+        params = getattr(self, "params", None) or {}
+        validation = params.get("validation", True)
+        check_filepath(self.filepath, keys, validation)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -101,6 +169,8 @@ class ModelCheckpoint(Callback):
         except KeyError as exc:
             raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r} refers to {exc}, "
                              f"which is not among the logged values {sorted(logs)}") from None
+        except (ValueError, TypeError, AttributeError, IndexError, MemoryError) as exc:
+            raise ValueError(f"ModelCheckpoint: filepath {self.filepath!r}: {exc}") from None
         if not _writes_files(self):
             self.last_saved = serialization.npz_path(path)
             return
@@ -128,9 +198,19 @@ class BackupAndRestore(Callback):
     training resumes at the epoch and batch reached: a run killed at any moment (SIGKILL
     included) and started again with the same command ends with exactly the weights of an
     uninterrupted run (same seed and data). Two generations are kept; a damaged newest backup
-    is reported by a warning and the previous one used. When ``fit`` finishes, the backup is
+    is reported by a warning and the previous one used (as is a newest entry that is not a
+    regular file: a FIFO, a folder, a dangling link). When ``fit`` finishes, the backup is
     deleted unless ``delete_checkpoint=False``. In a data-parallel ``fit`` only rank 0 writes
     and deletes; every rank restores from the same files.
+
+    A resumed ``fit`` prints (unless ``verbose=0``) ``restored from epoch N, batch B`` and sets
+    ``restored_from``. A backup is resumed only by the run that made it: a backup of
+    another architecture, or of a training on another number of rows or with another
+    ``batch_size``, raises ValueError naming the folder, before anything changes. While
+    ``fit`` runs, the lock file ``backup_dir/.lock`` (holding the process id) keeps a second
+    process out: its ``fit`` raises ``xpnn.locks.FolderInUseError`` (a RuntimeError) naming
+    the process that holds the folder; the lock of a process that no longer runs is taken
+    over.
 
     Parameters
     ----------
@@ -141,6 +221,13 @@ class BackupAndRestore(Callback):
         epochs).
     delete_checkpoint : bool
         Remove the backups when ``fit`` ends normally.
+
+    Attributes
+    ----------
+    restored_from : str or None
+        The backup file the current ``fit`` resumed from.
+    restored_at : tuple or None
+        ``(epoch, batch)`` it resumed at: 0-based epoch, batches of it already done.
     """
 
     PATTERN = re.compile(r"backup-([0-9]{6,})\.npz")
@@ -158,7 +245,7 @@ class BackupAndRestore(Callback):
         self.backup_dir = os.fspath(backup_dir)
         self.save_freq = save_freq
         self.delete_checkpoint = delete_checkpoint
-        self.restored_from = None
+        self.restored_from = self.restored_at = None
         self._batches_seen = 0
         self._generation = 0
         self._deferred = []
@@ -185,13 +272,19 @@ class BackupAndRestore(Callback):
         serialization.save(self.model, path, callbacks=self.run.callbacks, position=position)
         for n, old in self._generations():
             if n < number - 1:
-                os.unlink(old)
+                _remove(old)
 
     # ------------------------------------------------------------------ restoring
+    @property
+    def _lock(self):
+        return os.path.join(self.backup_dir, ".lock")
+
     def on_train_begin(self, logs=None):
         self._batches_seen, self._deferred, self._epoch_done = 0, [], False
-        self.restored_from = None
+        self.restored_from = self.restored_at = None
         os.makedirs(self.backup_dir, exist_ok=True)
+        if _writes_files(self):
+            locks.acquire(self._lock, "BackupAndRestore")
         for name in os.listdir(self.backup_dir):          # temporary files of a killed write
             if name.startswith(".backup-") and name.endswith(".tmp") and \
                     _writes_files(self):
@@ -202,7 +295,7 @@ class BackupAndRestore(Callback):
         for i, (_, path) in enumerate(generations):
             try:
                 payload = serialization.read(path)
-            except ValueError as exc:
+            except (ValueError, OSError) as exc:     # damaged, or not a regular file
                 if i + 1 == len(generations):
                     raise ValueError(f"BackupAndRestore: no intact backup in "
                                      f"{self.backup_dir}: {exc}") from None
@@ -213,10 +306,43 @@ class BackupAndRestore(Callback):
         if payload is None:
             return
         model = self.model
+        try:
+            serialization.check_fits(model, payload)
+        except ValueError as exc:
+            raise ValueError(f"BackupAndRestore: {exc}. {self._other_run()}") from None
+        self._check_same_run(payload)
         serialization.restore_into(model, payload)
         self._restore_callbacks(payload)
         self.restored_from = payload.path
-        self.run.resume_from(payload.training["position"])
+        position = payload.training["position"]
+        self.run.resume_from(position)
+        if position is not None:
+            self.restored_at = (int(position.epoch), int(position.batch))
+            if getattr(self, "params", {}).get("verbose") and _writes_files(self):
+                print(f"BackupAndRestore: restored from epoch {self.restored_at[0] + 1}, "
+                      f"batch {self.restored_at[1]} ({payload.path})", flush=True)
+
+    def _other_run(self):
+        return (f"The folder {self.backup_dir} holds the backup of another training run: "
+                "delete it to start afresh, or pass another backup_dir")
+
+    def _facts(self):
+        """What a backup may only be resumed with: the training rows and the batch size."""
+        params = getattr(self, "params", None) or {}
+        return {"rows": params.get("rows"), "batch_size": params.get("batch_size")}
+
+    def _check_same_run(self, payload):
+        """Raise ValueError when the backup was made training on other data (another number
+        of rows or another batch size): its position would point into another epoch."""
+        saved = next((state for name, state in payload.training["callbacks"]
+                      if name == type(self).__name__), {})
+        now = self._facts()
+        for key, what in (("rows", "training rows"), ("batch_size", "batch_size")):
+            if key in saved and saved[key] != now[key]:
+                raise ValueError(
+                    f"BackupAndRestore: the backup {payload.path} was made with {saved[key]} "
+                    f"{what}, this fit has {now[key]}; resume it with the same data and "
+                    f"batch_size. {self._other_run()}")
 
     def _restore_callbacks(self, payload):
         """Give every callback its saved state: now to those whose ``on_train_begin`` already
@@ -256,7 +382,7 @@ class BackupAndRestore(Callback):
         self._deferred = []
 
     def get_state(self):
-        return {"batches_seen": self._batches_seen}
+        return {"batches_seen": self._batches_seen, **self._facts()}
 
     def _set_own_state(self, state):
         self._batches_seen = int(state["batches_seen"])
@@ -286,12 +412,24 @@ class BackupAndRestore(Callback):
         if not self.delete_checkpoint:
             if self._epoch_done or self.save_freq != "epoch":
                 self._save(self.run.capture_position())    # every rank: see _save
+            if _writes_files(self):
+                locks.release(self._lock)
             return
         if not _writes_files(self):
             return
         for _, path in self._generations():
-            os.unlink(path)
+            _remove(path)
+        locks.release(self._lock)
         try:
             os.rmdir(self.backup_dir)
         except OSError:
             pass                # not empty: other files live there
+
+
+def _remove(path):
+    """Delete an old backup; an entry that is not a file (a folder under a backup's name) is
+    left alone."""
+    try:
+        os.unlink(path)
+    except (IsADirectoryError, PermissionError, FileNotFoundError):
+        pass

@@ -7,9 +7,10 @@ or None) as arrays of the model's backend and dtype:
 * :class:`ArrayBatches` — the whole dataset already on the device in the model's dtype
   (NumPy arrays that fit in :data:`RESIDENT_BUDGET` once converted, or arrays of the model's
   backend). Batches are slices of one per-epoch gather, or rows the fast trainer gathers itself.
-* :class:`HostBatches` — host data that is *not* converted up front: a NumPy memmap or any array
-  whose converted size exceeds the budget, ``uint8`` images, ``float64`` data for a ``float32``
-  model, an ``h5py`` dataset, a ``zarr`` array, a pandas frame, a SciPy sparse matrix. Each batch's
+* :class:`HostBatches` — host data that is *not* converted up front: always a NumPy memmap, an
+  ``h5py`` dataset, a ``zarr`` array (data that live in a file, whatever their size) and a SciPy
+  sparse matrix; any other host array (``uint8`` images, ``float64`` data for a ``float32``
+  model, a pandas frame) whose converted size exceeds the budget. Each batch's
   rows are read (files and chunked stores in sorted order) and converted into buffers reused from
   batch to batch (:class:`RowReader`), checked and moved to the device on their own, so memory
   grows with the batch, not with the dataset. The rows and their order are those
@@ -21,19 +22,33 @@ or None) as arrays of the model's backend and dtype:
   random generator is not used for them.
 
 :data:`RESIDENT_BUDGET` (bytes; environment variable ``XPNN_RESIDENT_BUDGET``, or the attribute
-``model.resident_budget``) decides between the first two for host arrays.
+``model.resident_budget``) decides between the first two for host arrays held in memory
+(:func:`in_file` data is streamed at any size).
 """
 
 from __future__ import annotations
 
 import collections.abc
 import itertools
+import math
 import os
 
 import numpy as np
 
 from . import inputs, staging
 from .backend import backend_of, to_numpy
+from .hostdata import (
+    _is_pandas,
+    as_array,
+    check_frame,
+    check_frame_missing,
+    frame_to_numpy,
+    host_dtype,
+    host_shape,
+    in_file,
+    is_frame,
+    is_sparse,
+)
 
 #: Largest converted training set (bytes) that ``fit`` copies to the device up front; larger
 #: host data is streamed one batch at a time. Default 2 GiB.
@@ -49,33 +64,6 @@ def all_rows(lo, hi):
 
 #: Rows checked per block when scanning a whole host array for NaN/inf (bounds the temporary).
 CHECK_ROWS = 1 << 16
-
-
-def is_sparse(X) -> bool:
-    """Whether ``X`` is a SciPy sparse matrix or array (checked without importing SciPy)."""
-    return type(X).__module__.startswith("scipy.sparse")
-
-
-def _is_pandas(X) -> bool:
-    return type(X).__module__.startswith("pandas")
-
-
-def host_shape(X) -> tuple:
-    """Shape of host data of any supported kind, without reading it."""
-    shape = getattr(X, "shape", None)
-    if shape is None:
-        return np.shape(np.asarray(X))
-    return tuple(shape)
-
-
-def host_dtype(X):
-    """NumPy dtype of host data, or None for a frame of mixed column types."""
-    if _is_pandas(X):
-        dtypes = set(X.dtypes) if hasattr(X, "columns") else {X.dtype}
-        return np.result_type(*dtypes) if all(
-            isinstance(d, np.dtype) for d in dtypes) else None
-    dtype = getattr(X, "dtype", None)
-    return None if dtype is None else np.dtype(dtype)
 
 
 def batch_permutation(rng, n, batch_size) -> np.ndarray:
@@ -109,7 +97,7 @@ def read_rows(X, rows) -> np.ndarray:
     if is_sparse(X):
         return X[rows].toarray()
     if _is_pandas(X):
-        return X.iloc[rows].to_numpy()
+        return frame_to_numpy(X.iloc[rows])
     if hasattr(X, "get_orthogonal_selection") and not isinstance(rows, slice):   # zarr
         return np.asarray(X.get_orthogonal_selection((rows, slice(None))))
     return np.asarray(X[rows])
@@ -140,15 +128,18 @@ def data_is_integer(X) -> bool:
 def check_finite_rows(block: np.ndarray, first_row, what: str, rows=None):
     """Raise ``ValueError`` naming the first row of ``block`` (already in the model's dtype)
     that holds NaN or inf. ``rows`` maps block rows to dataset rows (default: consecutive from
-    ``first_row``)."""
+    ``first_row``). Returns the largest ``|x|`` of the block (found in the same pass)."""
     if block.dtype.kind != "f":
-        return
+        return float(np.max(np.abs(block))) if block.size else 0.0
+    peak = float(np.max(np.abs(block))) if block.size else 0.0
+    if math.isfinite(peak):
+        return peak
     bad = ~np.isfinite(block)
-    if not bad.any():
-        return
     i = int(np.argmax(bad.reshape(block.shape[0], -1).any(axis=1)))
     row = int(rows[i]) if rows is not None else first_row + i
-    raise ValueError(f"{what} row {row} contains NaN or infinite values in the model's dtype "
+    column = int(np.argmax(bad[i].reshape(-1)))
+    raise ValueError(f"{what} row {row} contains NaN or infinite values (the first in column "
+                     f"{column}) in the model's dtype "
                      f"{block.dtype} (values beyond its range, ±{np.finfo(block.dtype).max:.3g}, "
                      "become infinite)")
 
@@ -161,6 +152,14 @@ class ArrayBatches:
     def __init__(self, X, t, w=None):
         self.X, self.t, self.w = X, t, w
         self.n = X.shape[0]
+        self._max_abs = None
+
+    def max_abs(self, model):
+        """Largest ``|x|`` of the data (one reduction on the device, then cached)."""
+        if self._max_abs is None:
+            xp = model.backend.xp
+            self._max_abs = float(xp.max(xp.abs(self.X)))
+        return self._max_abs
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
                 shard=None):
@@ -264,6 +263,20 @@ class HostBatches:
         start = 0 if rows is None else rows.start
         self.offset = start
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
+        self._max_abs = self._peak = None
+
+    def max_abs(self, model):
+        """Largest ``|x|`` of the rows this process read in its last complete pass (found
+        while checking them; for integer data the range of their dtype), or None before a
+        complete pass. In data-parallel training the sum of every rank's (an upper bound)."""
+        dtype = host_dtype(self.X)
+        if dtype is not None and dtype.kind in "biu":
+            info = np.iinfo(dtype) if dtype.kind != "b" else None
+            return 1.0 if info is None else float(max(abs(int(info.min)), int(info.max)))
+        if self._max_abs is None:
+            return None
+        comm = getattr(model, "_comm", None)
+        return self._max_abs if comm is None else comm.sum_floats(self._max_abs)[0]
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
                 shard=None):
@@ -276,6 +289,7 @@ class HostBatches:
         integer = data_is_integer(self.X)    # integers are finite in any float dtype: no scan
         row_shape = tuple(host_shape(self.X)[1:])
         n_batches = -(-self.n // batch_size)
+        self._peak = 0.0 if start == 0 else None      # largest |x| of a complete pass
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
             lo, hi = (shard or all_rows)(b * batch_size, min((b + 1) * batch_size, self.n))
             if perm is None:
@@ -295,11 +309,15 @@ class HostBatches:
                 if staged else None
             block = reader.read(rows, dest)
             if not integer:
-                check_finite_rows(block, first, self.what, named)
+                peak = check_finite_rows(block, first, self.what, named)
+                if self._peak is not None:
+                    self._peak = max(self._peak, peak)
             xb = stager.put(block) if staged else be.asarray(block, dtype=model.dtype)
             yield b, xb, tb, wb
             if staged:
                 stager.release()
+        if self._peak is not None and stop is None:
+            self._max_abs = self._peak
 
 
 def _on_host_if_foreign(a, model):
@@ -318,6 +336,11 @@ class IterableBatches:
     batches per epoch), each prepared and checked by the model like ``fit``'s own arrays."""
 
     replayable = False
+
+    def max_abs(self, model):
+        """None: the batches of an iterable may change from pass to pass (each step's finite
+        loss covers them)."""
+        return None
 
     def __init__(self, data, steps_per_epoch=None, what="data", targets=True):
         self.data, self.steps, self.what = data, steps_per_epoch, what
@@ -417,6 +440,7 @@ def is_batch_iterable(data) -> bool:
 
 
 __all__ = ["RESIDENT_BUDGET", "ArrayBatches", "HostBatches", "IterableBatches", "RowReader",
-           "as_slice", "batch_permutation", "check_finite_rows", "host_shape",
+           "as_array", "as_slice", "batch_permutation", "check_finite_rows", "check_frame",
+           "check_frame_missing", "frame_to_numpy", "host_shape", "in_file", "is_frame",
            "is_batch_iterable", "is_one_pass", "is_sparse", "no_batches_message",
            "read_batch"]

@@ -1,8 +1,16 @@
 """Synchronous data-parallel training over MPI (mpi4py) on CPUs and NCCL on GPUs.
 
+>>> import numpy as np
+>>> import xpnn
+>>> X = np.random.default_rng(0).normal(size=(64, 3)).astype("float32")
+>>> y = X.sum(axis=1)
+>>> model = xpnn.Sequential(xpnn.Dense(3, 8), xpnn.ReLU(), xpnn.Dense(8, 1), seed=0)
+>>> model = model.compile(loss="mse", optimizer="adam")
 >>> comm = xpnn.distributed.init()   # MPI's COMM_WORLD; a size-1 communicator without mpiexec
->>> model.fit(X, y, epochs=20, batch_size=512, comm=comm)
->>> model.save("model.npz")          # rank 0 writes, the others wait for it
+>>> comm.size
+1
+>>> history = model.fit(X, y, epochs=2, batch_size=16, comm=comm, verbose=0)
+>>> path = model.save("model.npz")   # rank 0 writes, the others wait for it
 
 Launch with ``mpiexec -n 4 python train.py`` (``pip install "xpnn[mpi]"`` brings mpi4py and the
 MPICH wheel). Every rank runs the same script on the same data. ``fit`` with a communicator of
@@ -38,6 +46,7 @@ current CUDA stream, without a host synchronisation; each rank uses the GPU of i
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import importlib.util
@@ -71,6 +80,15 @@ class Communicator:
         Index among, and number of, the ranks on this machine (GPU ``local_rank`` on ``cupy``).
     threads : int or None
         BLAS/Numba threads :func:`init` gave each rank (None when it left them alone).
+
+    Parameters
+    ----------
+    mpi_comm : mpi4py.MPI.Comm or None
+        The MPI communicator (None: this process alone, size 1).
+    local_rank, local_size : int
+        Index among, and number of, the ranks on this machine.
+    threads : int or None
+        Threads per rank set by :func:`init`, or None.
     """
 
     def __init__(self, mpi_comm=None, local_rank=0, local_size=1, threads=None):
@@ -80,9 +98,11 @@ class Communicator:
         self.local_rank, self.local_size = local_rank, local_size
         self.threads = threads
         self._nccl = None
+        self._exits = None        # a duplicate of the communicator for exit notices (init())
 
     @property
     def is_root(self) -> bool:
+        """``rank == 0``: the rank that prints and writes files."""
         return self.rank == 0
 
     def __repr__(self):
@@ -91,45 +111,148 @@ class Communicator:
 
     # ------------------------------------------------------------------ collectives
     def allreduce_(self, buf):
-        """Sum ``buf`` (a contiguous 1-D NumPy array) over all ranks, in place; returns it."""
+        """Sum ``buf`` over all ranks, in place.
+
+        Parameters
+        ----------
+        buf : numpy.ndarray
+            A contiguous 1-D array, the same size on every rank.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``buf``, now holding ``Σ_r buf_r``.
+        """
         if self.size > 1:
             self.mpi.Allreduce(_in_place(self.mpi), buf)
         return buf
 
     def broadcast_array_(self, a):
-        """Overwrite the contiguous NumPy array ``a`` with rank 0's, in place; returns it."""
+        """Overwrite ``a`` with rank 0's, in place.
+
+        Parameters
+        ----------
+        a : numpy.ndarray
+            A contiguous array of the same shape and dtype on every rank.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``a``, now holding rank 0's values.
+        """
         if self.size > 1:
             self.mpi.Bcast(a, root=0)
         return a
 
     def broadcast(self, obj):
-        """Rank 0's ``obj`` (any picklable Python object), on every rank."""
+        """Rank 0's ``obj``, on every rank.
+
+        Parameters
+        ----------
+        obj : object
+            Any picklable Python object (ignored on the other ranks).
+
+        Returns
+        -------
+        object
+            Rank 0's ``obj``.
+        """
         return obj if self.size == 1 else self.mpi.bcast(obj, root=0)
 
     def allgather(self, obj):
-        """The list of every rank's ``obj``, in rank order, on every rank."""
+        """Every rank's ``obj``, on every rank.
+
+        Parameters
+        ----------
+        obj : object
+            This rank's picklable object.
+
+        Returns
+        -------
+        list
+            The ``size`` objects, in rank order.
+        """
         return [obj] if self.size == 1 else self.mpi.allgather(obj)
 
-    def barrier(self):
-        if self.size > 1:
+    def barrier(self, before="the next collective call"):
+        """Wait until every rank is here.
+
+        After :func:`init`, a rank that has exited instead (``sys.exit()``, the end of its
+        script) is noticed, which aborts the job rather than waiting for it forever.
+
+        Parameters
+        ----------
+        before : str
+            What the ranks meet before (``"fit"``, ``"save"``), named in the error.
+
+        Raises
+        ------
+        RuntimeError
+            Naming the rank that exited.
+        """
+        if self.size == 1:
+            return
+        if self._exits is None:
             self.mpi.Barrier()
+            return
+        from mpi4py import MPI
+
+        request, status = self.mpi.Ibarrier(), MPI.Status()
+        while not request.Test():
+            if self._exits.Iprobe(source=MPI.ANY_SOURCE, tag=_EXIT_TAG, status=status):
+                raise RuntimeError(f"rank {status.Get_source()} of {self.size} exited before "
+                                   f"{before}, which every rank must reach: the other ranks "
+                                   "would wait for it forever")
+            time.sleep(0.001)
 
     def abort(self, code: int = 1):
-        """End every rank of the job now with exit status ``code``."""
+        """End every rank of the job now.
+
+        Parameters
+        ----------
+        code : int
+            Exit status of the processes.
+
+        Raises
+        ------
+        SystemExit
+            In a one-process job.
+        """
         if self.size > 1:
             self.mpi.Abort(code)
         raise SystemExit(code)
 
     # ------------------------------------------------------------------ slicing
     def shard(self, n: int) -> tuple[int, int]:
-        """This rank's contiguous part ``[lo, hi)`` of ``n`` rows: ``⌊n r / N⌋ .. ⌊n (r+1) / N⌋``
-        (empty when ``n < N`` for some ranks)."""
+        """This rank's contiguous part of ``n`` rows.
+
+        Parameters
+        ----------
+        n : int
+            Number of rows to share among the ``N`` ranks.
+
+        Returns
+        -------
+        tuple of int
+            ``(lo, hi) = (⌊n r / N⌋, ⌊n (r+1) / N⌋)`` for rank ``r`` (empty when ``n < N`` for
+            some ranks).
+        """
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
     # ------------------------------------------------------------------ gradients
     def reducer(self, backend):
-        """The in-place SUM allreduce for flat gradient buffers of ``backend``: NCCL on
-        ``cupy``, MPI on host arrays (NumPy) otherwise."""
+        """The in-place SUM allreduce for flat gradient buffers of ``backend``.
+
+        Parameters
+        ----------
+        backend : Backend
+            The model's backend.
+
+        Returns
+        -------
+        NcclReducer or HostReducer
+            NCCL on ``cupy`` with several ranks, MPI on host arrays (NumPy) otherwise.
+        """
         if backend.family == "cupy" and self.size > 1:
             if self._nccl is None:
                 self._nccl = NcclReducer(self)
@@ -142,6 +265,13 @@ class HostReducer:
 
     NumPy buffers are reduced in place; buffers of other host backends (torch on the CPU,
     array-api-strict) go through a NumPy copy and come back as a new array.
+
+    Parameters
+    ----------
+    comm : Communicator
+        The ranks to reduce over.
+    backend : Backend
+        The backend of the buffers.
     """
 
     def __init__(self, comm, backend):
@@ -165,6 +295,13 @@ class NcclReducer:
     broadcasts it, and every rank joins with ``NcclCommunicator(size, uid, rank)`` on its
     current GPU, the one the model's arrays live on (:func:`init` made it the GPU of the
     local rank).
+
+    Parameters
+    ----------
+    comm : Communicator
+        The ranks to reduce over (every rank constructs its reducer at the same time).
+    cupy : module, optional
+        The ``cupy`` module (default: imported).
     """
 
     def __init__(self, comm, cupy=None):
@@ -196,7 +333,18 @@ def _in_place(mpi_comm):
 
 # ---------------------------------------------------------------------- start-up
 def under_launcher(environ=None) -> bool:
-    """Whether this process was started by an MPI launcher (``mpiexec``, ``srun``...)."""
+    """Whether this process was started by an MPI launcher (``mpiexec``, ``srun``...).
+
+    Parameters
+    ----------
+    environ : mapping, optional
+        The environment to read (default: ``os.environ``); one of
+        ``LAUNCHER_VARIABLES`` set marks a launcher.
+
+    Returns
+    -------
+    bool
+    """
     environ = os.environ if environ is None else environ
     return any(environ.get(name) for name in LAUNCHER_VARIABLES)
 
@@ -208,7 +356,10 @@ def init(threads: bool = True) -> Communicator:
     imported) and ``fit(..., comm=comm)`` trains exactly as without it. With N > 1 ranks it also
 
     * installs a ``sys.excepthook`` that calls ``MPI_Abort`` after printing the traceback, so
-      an uncaught exception on one rank ends the whole job within moments;
+      an uncaught exception on one rank ends the whole job within moments; and an exit
+      handler that tells the other ranks this one has ended (``sys.exit()``, the end of the
+      script): a rank waiting for it when ``fit``, ``save`` or ``export`` starts raises
+      RuntimeError, which aborts the job, instead of waiting forever;
     * where CuPy and GPUs are present, makes the GPU of the local rank the current device
       (:func:`use_local_gpu`): create models after ``init()``;
     * with ``threads=True``, sets the BLAS (threadpoolctl) and Numba thread counts to the cores
@@ -217,6 +368,15 @@ def init(threads: bool = True) -> Communicator:
       keep their own count. Two ranks on two cores then do not oversubscribe.
 
     Calling it again returns the same communicator.
+
+    Parameters
+    ----------
+    threads : bool
+        Share this machine's cores among its ranks (see above).
+
+    Returns
+    -------
+    Communicator
     """
     global _COMM
     if _COMM is not None:
@@ -239,6 +399,8 @@ def init(threads: bool = True) -> Communicator:
     comm = Communicator(world, local.Get_rank(), local.Get_size())
     if comm.size > 1:
         install_excepthook(comm)
+        comm._exits = world.Dup()
+        atexit.register(_announce_exit, comm)
         use_local_gpu(comm)
         if threads:
             comm.threads = cores_per_rank(local.allgather(sorted(_affinity())))
@@ -250,8 +412,20 @@ def init(threads: bool = True) -> Communicator:
 
 def use_local_gpu(comm, cupy=None) -> int | None:
     """Make GPU ``local_rank mod (GPUs on this machine)`` CuPy's current device, so the models
-    this rank creates afterwards live there; returns its index, or None without CuPy or GPUs.
-    (CuPy is imported only where it is installed.)"""
+    this rank creates afterwards live there. (CuPy is imported only where it is installed.)
+
+    Parameters
+    ----------
+    comm : Communicator
+        Gives the local rank.
+    cupy : module, optional
+        The ``cupy`` module (default: imported if installed).
+
+    Returns
+    -------
+    int or None
+        The GPU's index, or None without CuPy or GPUs.
+    """
     if cupy is None:
         if importlib.util.find_spec("cupy") is None:
             return None
@@ -277,7 +451,17 @@ def _affinity():
 def cores_per_rank(affinities) -> int:
     """Cores for each of the ranks on one machine, from their CPU affinity sets: the size of a
     rank's own set when the sets are disjoint (the launcher bound them), else the cores of
-    their union shared evenly (at least 1)."""
+    their union shared evenly (at least 1).
+
+    Parameters
+    ----------
+    affinities : sequence of set of int
+        Each rank's CPU affinity set (``os.sched_getaffinity``).
+
+    Returns
+    -------
+    int
+    """
     sets = [set(a) for a in affinities]
     union = set().union(*sets)
     if sum(len(s) for s in sets) == len(union):
@@ -292,7 +476,13 @@ def set_threads(n: int) -> None:
     """Use ``n`` threads for BLAS (through threadpoolctl) and Numba in this process, and with
     ``n = 1`` one thread for the fast path's optimizer update too (with more, the fast path
     picks its own count from the CPU affinity: bind the ranks to their cores, e.g.
-    ``mpiexec -bind-to core``, for an exact share)."""
+    ``mpiexec -bind-to core``, for an exact share).
+
+    Parameters
+    ----------
+    n : int
+        Threads, >= 1.
+    """
     global _THREAD_LIMITS
     if n == 1:
         os.environ["XPNN_FASTPATH_THREADS"] = "1"
@@ -311,8 +501,34 @@ def set_threads(n: int) -> None:
     _THREAD_LIMITS = threadpool_limits(limits=n)   # kept alive: the limit lasts
 
 
+#: Message tag of the exit notices (on the communicator's duplicate, apart from all else).
+_EXIT_TAG = 7301
+
+
+def _announce_exit(comm) -> None:
+    """At interpreter exit: tell every other rank this one is leaving, then wait until all
+    have left (a rank still running may need to learn of it: :meth:`Communicator.barrier`),
+    and collect their notices so that none is left pending when MPI finalizes."""
+    exits = comm._exits
+    others = [r for r in range(comm.size) if r != comm.rank]
+    sends = [exits.isend(comm.rank, dest=r, tag=_EXIT_TAG) for r in others]
+    everyone = exits.Ibarrier()
+    while not everyone.Test():
+        time.sleep(0.01)
+    for r in others:
+        exits.recv(source=r, tag=_EXIT_TAG)
+    for request in sends:
+        request.wait()
+
+
 def install_excepthook(comm) -> None:
-    """Make an uncaught exception on this rank print its traceback and abort every rank."""
+    """Make an uncaught exception on this rank print its traceback and abort every rank.
+
+    Parameters
+    ----------
+    comm : Communicator
+        The job's communicator.
+    """
     previous = sys.excepthook
 
     def hook(kind, value, tb):
@@ -328,7 +544,22 @@ def install_excepthook(comm) -> None:
 
 # ---------------------------------------------------------------------- fit's side
 def active(comm):
-    """``comm`` when it has several ranks, else None (a plain one-process ``fit``)."""
+    """``comm`` when it has several ranks, else None (a plain one-process ``fit``).
+
+    Parameters
+    ----------
+    comm : Communicator or None
+        What ``fit`` was given.
+
+    Returns
+    -------
+    Communicator or None
+
+    Raises
+    ------
+    TypeError
+        When ``comm`` is not a communicator.
+    """
     if comm is None or comm.size == 1:
         return None
     if not hasattr(comm, "allreduce_"):
@@ -343,6 +574,13 @@ class DataParallel:
     (:class:`xpnn.training.TrainingRun`), which hands every step's gradients to
     :meth:`sync_gradients` and the batch sources' requests for this rank's rows to
     :meth:`batch`.
+
+    Parameters
+    ----------
+    comm : Communicator
+        The ranks, more than one.
+    model : Sequential
+        The model trained.
     """
 
     def __init__(self, comm, model):
@@ -354,13 +592,26 @@ class DataParallel:
 
     @property
     def is_root(self) -> bool:
+        """``rank == 0``: the rank that prints and writes files."""
         return self.rank == 0
 
     # ------------------------------------------------------------------ start of fit
     def check_agreement(self, **facts):
         """Raise ValueError on every rank when the ranks' ``facts`` (the training rows, batch
         size, epochs...) differ: their batch schedules would differ, and a rank with more
-        steps would wait for the others forever."""
+        steps would wait for the others forever.
+
+        Parameters
+        ----------
+        **facts
+            Named picklable values that must be equal on every rank.
+
+        Raises
+        ------
+        ValueError
+            Naming the fact and every rank's value.
+        """
+        self.comm.barrier("fit")        # a rank that exited instead is named, not awaited
         every = self.comm.allgather(facts)
         for key in facts:
             values = [f[key] for f in every]
@@ -394,7 +645,19 @@ class DataParallel:
     def batch(self, lo, hi):
         """This rank's rows of the global batch of rows ``[lo, hi)``: its contiguous slice
         (:meth:`Communicator.shard`). Dropout layers are told to draw the whole batch's mask
-        and keep these rows."""
+        and keep these rows.
+
+        Parameters
+        ----------
+        lo, hi : int
+            The global batch's rows, ``[lo, hi)``.
+
+        Returns
+        -------
+        tuple of int
+            This rank's rows ``(lo + a, lo + b)``, ``(a, b)`` its :meth:`Communicator.shard`
+            of ``hi - lo``.
+        """
         m = hi - lo
         a, b = self.comm.shard(m)
         self.batch_rows = m
@@ -404,6 +667,7 @@ class DataParallel:
         return lo + a, lo + b
 
     def end(self):
+        """Tell the Dropout layers that the run is over (they draw whole masks again)."""
         for layer in self.model.layers:
             if hasattr(layer, "batch_slice"):
                 layer.batch_slice = None
@@ -417,6 +681,22 @@ class DataParallel:
         sum ``W_r``; the buffer ``[s_r g_r, s_r loss_r, s_r]`` is summed over the ranks by
         one allreduce, and with sample weights divided by the summed ``W`` afterwards. Every
         rank gets ``g = Σ_r s_r g_r`` and the batch loss; an empty slice contributes zeros.
+
+        Parameters
+        ----------
+        model : Sequential
+            The model (its backend).
+        grads : list of array or array
+            The gradients of this rank's rows, or a flat buffer with two free slots at the end.
+        loss : float or array
+            This rank's mean loss over its rows.
+        n_rows : int or array
+            This rank's rows ``n_r`` (int), or their sample-weight sum ``W_r`` (0-d array).
+
+        Returns
+        -------
+        array
+            The batch loss, 0-d, the same on every rank.
         """
         be = model.backend
         xp = be.xp
@@ -451,7 +731,13 @@ class DataParallel:
     # ------------------------------------------------------------------ epoch sums
     def reduce_metrics(self, metrics):
         """Replace every metric's running sums by their sum over the ranks (in rank order,
-        so every rank gets the same numbers)."""
+        so every rank gets the same numbers).
+
+        Parameters
+        ----------
+        metrics : list of Metric
+            The running metrics of this rank, updated in place.
+        """
         from .backend import to_numpy
 
         mine = [(None if m.totals is None else [np.asarray(to_numpy(a)) for a in m.totals],
@@ -463,7 +749,18 @@ class DataParallel:
     def sum_metric_states(self, states):
         """Metric states (``Metric.get_state()``, one per metric) summed over the ranks, in
         rank order: what a checkpoint stores, so that a resume on any number of ranks (rank 0
-        continuing from them, the others from zero) ends the epoch with the same sums."""
+        continuing from them, the others from zero) ends the epoch with the same sums.
+
+        Parameters
+        ----------
+        states : list of dict
+            This rank's metric states.
+
+        Returns
+        -------
+        list of dict
+            The summed states, the same on every rank.
+        """
         every = self.comm.allgather(states)
         out = []
         for i in range(len(states)):
@@ -474,8 +771,18 @@ class DataParallel:
         return out
 
     def sum_floats(self, *values):
-        """Each of ``values`` summed over the ranks, in rank order (the same floats on every
-        rank)."""
+        """Each of ``values`` summed over the ranks, in rank order.
+
+        Parameters
+        ----------
+        *values : float
+            This rank's numbers.
+
+        Returns
+        -------
+        tuple of float
+            The sums, the same floats on every rank.
+        """
         every = self.comm.allgather([float(v) for v in values])
         return tuple(float(sum(r[i] for r in every)) for i in range(len(values)))
 
@@ -499,7 +806,22 @@ def _divide_(buf, by):
 
 def or_abort(comm, fn, *args):
     """``fn(*args)``; if it raises, print the traceback and abort every rank (the others may
-    be waiting for this rank in a collective)."""
+    be waiting for this rank in a collective).
+
+    Parameters
+    ----------
+    comm : Communicator
+        The job to abort.
+    fn : callable
+        The function to call.
+    *args
+        Its arguments.
+
+    Returns
+    -------
+    object
+        What ``fn`` returned.
+    """
     try:
         return fn(*args)
     except BaseException:
@@ -525,6 +847,16 @@ def guarded(method):
 
     :class:`~xpnn.errors.TrainingDivergedError` passes through: data-parallel training decides
     divergence on reduced values, so every rank raises it at the same step.
+
+    Parameters
+    ----------
+    method : callable
+        A method with a ``comm=`` keyword argument.
+
+    Returns
+    -------
+    callable
+        The wrapped method.
     """
     @functools.wraps(method)
     def wrapper(*args, comm=None, **kwargs):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import hostdata as data
 from .backend import backend_of, to_numpy
 
 __all__ = ["cast_finite", "check_X_shape", "prepare_X", "prepare_Xy", "prepare_w", "prepare_y"]
@@ -26,7 +27,11 @@ def prepare_X(model, X, what="X", stager=None):
                         f"{be.name}: convert it with xpnn.to_numpy({name}) or move the model "
                         f"with model.to({owner.name!r})")
     if owner is None:
-        host = np.asarray(to_numpy(X))
+        if data.is_frame(X):
+            data.check_frame(X, what)
+            data.check_frame_missing(X, what)
+            X = data.frame_to_numpy(X)
+        host = data.as_array(X, what)
         if host.dtype.kind not in "biuf":
             raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
         shape = host.shape
@@ -41,7 +46,9 @@ def prepare_X(model, X, what="X", stager=None):
     if owner.name != be.name:  # same library, other device (torch cpu -> cuda)
         X = be.asarray(to_numpy(X), dtype=model.dtype)
     if not bool(xp.all(xp.isfinite(X))):    # checked after the cast to the model's dtype
-        raise ValueError(f"{what} contains NaN or infinite values (as {model.dtype})")
+        bad = ~np.isfinite(np.asarray(to_numpy(X)))
+        raise ValueError(f"{what} contains {data.count_and_where(bad, 'NaN or infinite')} "
+                         f"once cast to {model.dtype}")
     return X
 
 
@@ -49,7 +56,7 @@ def prepare_y(model, y, n_samples, what="y"):
     """Targets for ``n_samples`` rows, as the model's loss expects them, on its backend."""
     if y is None:
         raise TypeError(f"{what} is required")
-    host = np.asarray(to_numpy(y))
+    host = data.as_array(y, what)
     if host.dtype.kind not in "biuf":
         raise TypeError(f"{what} must be numeric, got dtype {host.dtype}"
                         + (" (encode string labels as integers, e.g. with "
@@ -73,7 +80,7 @@ def prepare_Xy(model, X, y, what="X"):
 
 def prepare_w(model, w, n_samples, what="sample_weight"):
     """Per-sample weights as a checked device array of the model's dtype (N,)."""
-    host = np.asarray(to_numpy(w))
+    host = data.as_array(w, what)
     if host.dtype.kind not in "biuf":
         raise TypeError(f"{what} must be numeric, got dtype {host.dtype}")
     if host.shape != (n_samples,):
@@ -113,12 +120,13 @@ def cast_finite(host: np.ndarray, dtype: str, what: str) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
         cast = np.asarray(host, dtype=dtype)
     if host.dtype.kind == "f" and not np.all(np.isfinite(cast)):
-        bad = int(np.sum(~np.isfinite(host)))
-        if bad:
-            raise ValueError(f"{what} contains {bad} NaN or infinite values")
-        big = int(np.sum(~np.isfinite(cast)))
-        raise ValueError(f"{what} contains {big} values beyond the {dtype} range (largest "
-                         f"magnitude {float(np.max(np.abs(host))):.3g}, {dtype} ends at "
+        bad = ~np.isfinite(host)
+        if bad.any():
+            raise ValueError(f"{what} contains {data.count_and_where(bad, 'NaN or infinite')}")
+        raise ValueError(f"{what} contains "
+                         f"{data.count_and_where(~np.isfinite(cast), 'value', 'values')} beyond "
+                         f"the {dtype} range (largest magnitude "
+                         f"{float(np.max(np.abs(host))):.3g}, {dtype} ends at "
                          f"{float(np.finfo(dtype).max):.3g}): scale the data or use "
                          "dtype='float64'")
     return cast

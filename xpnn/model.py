@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import data, distributed, inputs, serialization, sources, threads, training
-from ._validation import check_int
+from ._validation import check_config_in_dtype, check_dtype, check_int
 from .backend import DTYPES, get_backend, host_rng, to_numpy
 from .callbacks import History
 from .errors import TrainingDivergedError
@@ -42,18 +42,29 @@ class Sequential:
     backend : str
         ``"numpy"`` (default), ``"cupy"``, ``"torch"`` or ``"array_api_strict"``; see
         :func:`xpnn.available_backends`.
-    dtype : {"float32", "float64"}
-        Floating dtype of weights and computations.
+    dtype : {"float32", "float64"} or NumPy dtype
+        Floating dtype of weights and computations: a name, ``np.float32``/``np.float64`` or
+        a ``np.dtype`` (stored as its name, ``model.dtype == "float64"``).
     seed : int or None
         Seed of the host random generator behind initial weights, shuffling and dropout. The same
         seed gives the same initial weights, and the same run, on every backend.
 
     Examples
     --------
+    Learn XOR:
+
+    >>> import numpy as np
+    >>> from xpnn import Adam, Dense, Sequential, Sigmoid, Tanh
+    >>> X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype="float32")
+    >>> y = np.array([0, 1, 1, 0], dtype="float32")
     >>> model = Sequential(Dense(2, 8), Tanh(), Dense(8, 1), Sigmoid(), seed=0)
-    >>> model.compile(loss="binary_crossentropy", optimizer=Adam(0.05), metrics=["accuracy"])
-    >>> history = model.fit(X, y, epochs=500, batch_size=4, verbose=0)
-    >>> model.predict(X)
+    >>> model = model.compile(loss="binary_crossentropy", optimizer=Adam(0.05),
+    ...                       metrics=["accuracy"])
+    >>> history = model.fit(X, y, epochs=300, batch_size=4, verbose=0)
+    >>> model.predict(X).shape
+    (4, 1)
+    >>> model.evaluate(X, y)["accuracy"]
+    1.0
     """
 
     def __init__(self, *layers, backend="numpy", dtype: str = "float32", seed=None):
@@ -63,8 +74,10 @@ class Sequential:
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential: layer {i} must be an xpnn Layer, got "
                                 f"{type(layer).__name__}")
-        if dtype not in DTYPES:
-            raise ValueError(f"Sequential: dtype must be one of {DTYPES}, got {dtype!r}")
+        dtype = check_dtype(dtype, "Sequential", DTYPES)
+        for i, layer in enumerate(layers):
+            check_config_in_dtype(layer.get_config(), dtype, f"Sequential: layer {i} "
+                                  f"({type(layer).__name__})")
         self.layers: list[Layer] = list(layers)
         self.backend = get_backend(backend)
         self.dtype = dtype
@@ -108,7 +121,18 @@ class Sequential:
 
     def build(self, n_features_in: int):
         """Create the weights for inputs with ``n_features_in`` features (``fit`` does this when
-        the first layer left ``in_features`` open)."""
+        the first layer left ``in_features`` open).
+
+        Parameters
+        ----------
+        n_features_in : int
+            Number of input features (columns of ``X``).
+
+        Returns
+        -------
+        Sequential
+            ``self``, built.
+        """
         features = n_features_in
         for layer in self.layers:
             layer.build(self.backend, self.dtype, self.rng, features)
@@ -127,12 +151,14 @@ class Sequential:
 
         Parameters
         ----------
-        loss : str or Loss
+        loss : str, Loss or Loss class
             ``"mse"``, ``"binary_crossentropy"``, ``"categorical_crossentropy"`` or
             ``"crossentropy"`` (binary after a Sigmoid or a single output, categorical
             otherwise), or a :class:`~xpnn.losses.Loss`.
-        optimizer : str or Optimizer
+        optimizer : str, Optimizer or Optimizer class
             ``"sgd"``, ``"rmsprop"``, ``"adam"``, ``"adamw"`` (default settings) or an instance.
+            A class (``xpnn.Adam``, ``xpnn.MSE`` for ``loss``) is taken as its instance with
+            default settings, exactly as its name would be (``xpnn.Adam`` is ``"adam"``).
         metrics : sequence of str
             Any of ``"accuracy"``, ``"mae"``, ``"r2"``.
         """
@@ -157,6 +183,7 @@ class Sequential:
                 "(targets in [0, 1]); either then trains on the logits through its fused, "
                 "stable form. For real-valued targets use loss='mse'")
         optimizer = get_optimizer(optimizer)
+        check_config_in_dtype(optimizer.get_config(), self.dtype, "compile: optimizer")
         if isinstance(metrics, str):
             metrics = [metrics]
         metric_objs = [get_metric(m) for m in metrics]
@@ -186,8 +213,9 @@ class Sequential:
                              "first or give the first Dense its in_features")
 
     # ------------------------------------------------------------------ batch sources
-    #: Largest converted training set (bytes) that ``fit`` puts on the device up front; larger
-    #: host data is read one batch at a time (:mod:`xpnn.data`). Set it per model to override.
+    #: Largest converted in-memory training set (bytes) that ``fit`` puts on the device up
+    #: front; larger host arrays, and memmaps, h5py and zarr data at any size, are read one
+    #: batch at a time (:mod:`xpnn.data`). Set it per model to override.
     resident_budget = data.RESIDENT_BUDGET
 
     # ------------------------------------------------------------------ forward / backward
@@ -239,13 +267,14 @@ class Sequential:
         Parameters
         ----------
         X : array-like (n_samples, n_features), or an iterable of batches
-            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array,
-            SciPy sparse matrix, or an array of the model's backend. Host data whose converted
-            size exceeds ``model.resident_budget`` (and sparse data always) is read, converted
-            and checked one batch at a time (:mod:`xpnn.data`); the rest is moved to the device
-            once. With ``y=None``, ``X`` may instead be a re-iterable of ``(x, y)`` or
-            ``(x, y, sample_weight)`` batches (a list, a ``DataLoader``), or a generator read
-            ``steps_per_epoch`` batches per epoch; ``shuffle`` does not apply to it.
+            A NumPy array (a memmap too), pandas DataFrame, list, h5py dataset, zarr array, SciPy
+            sparse matrix, or an array of the model's backend. Memmaps, h5py and zarr data (and
+            sparse data) always, and in-memory host data whose converted size exceeds
+            ``model.resident_budget``, are read, converted and checked one batch at a time
+            (:mod:`xpnn.data`); the rest is moved to the device once. With ``y=None``, ``X`` may
+            instead be a re-iterable of ``(x, y)`` or ``(x, y, sample_weight)`` batches (a list, a
+            ``DataLoader``), or a generator read ``steps_per_epoch`` batches per epoch; ``shuffle``
+            does not apply to it.
         y : array-like
             Targets: (n_samples,) or (n_samples, n_outputs); integer labels or one-hot rows for
             categorical cross-entropy.
@@ -270,10 +299,6 @@ class Sequential:
             Non-negative weights: the loss of a batch is ``Σ w_n ℓ_n / Σ w_n``.
         steps_per_epoch : int, optional
             Batches per epoch when ``X`` is a generator of batches.
-        validation_steps : int, optional
-            Batches per validation when ``validation_data`` is an iterable of batches (a
-            generator continues where the last validation stopped); without it each
-            validation is one pass, so an endless generator needs it.
         initial_epoch : int
             Index of the first epoch (callbacks and logs count from it).
         comm : xpnn.distributed.Communicator, optional
@@ -283,6 +308,10 @@ class Sequential:
             every batch, and every rank ends with the same weights and logs. Only rank 0
             prints. Any exception on one rank, other than TrainingDivergedError (which every
             rank raises together), aborts every rank.
+        validation_steps : int, optional
+            Batches per validation when ``validation_data`` is an iterable of batches (a
+            generator continues where the last validation stopped); without it each
+            validation is one pass, so an endless generator needs it.
 
         Returns
         -------
@@ -293,11 +322,15 @@ class Sequential:
         -----
         On the CPU every step is checked: if the loss or any weight becomes NaN or infinite,
         ``TrainingDivergedError`` is raised and the model keeps the weights (and optimizer and
-        random-generator state) from before that step. On a GPU the check runs once per epoch
+        random-generator state) from before that step. So it is when finite weights give
+        non-finite outputs on the training data (``x·W`` beyond float32), checked after every
+        epoch (:func:`xpnn.guard.outputs_bounded`; not for an iterable of batches, whose
+        finite losses cover them). On a GPU the check runs once per epoch
         and a bad epoch is replayed with per-step checks. A ``KeyboardInterrupt`` takes effect
         between steps, so the model always holds the state after the last completed step.
         """
         self._require_compiled("fit")
+        check_config_in_dtype({"lr": self.optimizer.lr}, self.dtype, "fit: optimizer")
         for name, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1),
                                  ("initial_epoch", initial_epoch, 0)):
             check_int(name, value, "fit", low)
@@ -335,8 +368,9 @@ class Sequential:
             verbose = 0                   # data-parallel: rank 0 alone shows progress
         history = History()
         callbacks = [history, *fit_callbacks(self, callbacks, verbose, epochs=epochs,
-                                             steps=source_steps(source, batch_size))]
-        self.history = history
+                                             steps=source_steps(source, batch_size),
+                                             rows=source.n, batch_size=batch_size,
+                                             validation=val is not None)]
         run = TrainingRun(self, callbacks, comm, training_rows=source.n,
                           validation_rows=None if val is None else val.n,
                           batch_size=batch_size, epochs=epochs, initial_epoch=initial_epoch,
@@ -357,6 +391,20 @@ class Sequential:
 
         If the loss or any weight becomes NaN or infinite, ``TrainingDivergedError`` is raised
         and the model is left as it was before the call.
+
+        Parameters
+        ----------
+        X : array-like (batch, n_features)
+            The batch's inputs.
+        y : array-like (batch,) or (batch, n_outputs)
+            Its targets.
+        sample_weight : array-like (batch,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        float
+            The batch loss computed by the forward pass, before the update.
         """
         self._require_compiled("train_on_batch")
         Xd, yd = sources.building_from(self, X, lambda: inputs.prepare_Xy(self, X, y))
@@ -370,14 +418,32 @@ class Sequential:
                 steps: int | None = None):
         """Outputs of the network for ``X``, as an array of the model's backend (on its device).
 
-        Host data larger than ``model.resident_budget`` is read and converted ``batch_size``
-        rows at a time (default 1024 then), into one preallocated result. ``X`` may also be an
-        iterable of batches, as ``fit`` takes (a ``torch.utils.data.DataLoader``, a generator,
-        a list of ``(x, y)`` pairs): each item is ``x`` or a tuple whose first element is
-        ``x`` (targets are ignored), ``steps`` batches of it (default: until it ends), and the
-        outputs are concatenated in order. Use :func:`xpnn.to_numpy` to bring the outputs to
-        the host. ``verbose``: 0 silent, 1 a bar over the batches on a terminal (else a line at
-        the end), 2 the line.
+        Memmaps, h5py and zarr data, and host data larger than ``model.resident_budget``, are
+        read and converted ``batch_size`` rows at a time (default 1024 then), into one
+        preallocated result. ``X`` may also be an iterable of batches, as ``fit`` takes (a
+        ``torch.utils.data.DataLoader``, a generator, a list of ``(x, y)`` pairs): each item
+        is ``x`` or a tuple whose first element is ``x`` (targets are ignored), ``steps``
+        batches of it (default: until it ends), and the outputs are concatenated in order.
+        Use :func:`xpnn.to_numpy` to bring the outputs to the host.
+
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), or an iterable of batches
+            The inputs, as ``fit`` takes them.
+        batch_size : int, optional
+            Rows per forward pass (default: all at once for resident data, 1024 for data read
+            batch by batch).
+        verbose : {0, 1, 2}
+            0 silent, 1 a bar over the batches on a terminal (else a line at the end), 2 the
+            line.
+        steps : int, optional
+            Batches to read when ``X`` is an iterable of batches (default: until it ends).
+
+        Returns
+        -------
+        array (n_samples, n_outputs)
+            The last layer's outputs (probabilities after Softmax/Sigmoid), of the model's
+            backend and dtype.
         """
         self._require_weights("predict")
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer))
@@ -441,9 +507,27 @@ class Sequential:
                  verbose: int = 0, steps: int | None = None) -> dict:
         """Loss and every compiled metric on ``(X, y)``, as ``{"loss": ..., "accuracy": ...}``.
 
-        ``X`` may be anything ``fit`` takes, an iterable of batches included (``steps``: how
-        many of its batches, needed for an endless generator). ``verbose``: 0 silent, 1 a bar
-        over the batches on a terminal (else a line with the results), 2 the line.
+        Parameters
+        ----------
+        X : array-like (n_samples, n_features), or an iterable of batches
+            Anything ``fit`` takes.
+        y : array-like, optional
+            Targets (None when ``X`` yields ``(x, y)`` batches).
+        batch_size : int, optional
+            Rows per forward pass.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights: the loss is ``Σ w_n ℓ_n / Σ w_n``.
+        verbose : {0, 1, 2}
+            0 silent, 1 a bar over the batches on a terminal (else a line with the results), 2
+            the line.
+        steps : int, optional
+            Batches to read when ``X`` is an iterable of batches (needed for an endless
+            generator).
+
+        Returns
+        -------
+        dict[str, float]
+            ``{"loss": ..., <metric>: ...}`` over all the rows.
         """
         self._require_compiled("evaluate")
         self._require_weights("evaluate")
@@ -463,8 +547,14 @@ class Sequential:
         return [np.array(to_numpy(p.data), copy=True) for p in self.params]
 
     def set_weights(self, weights) -> None:
-        """Replace the parameters (a list like :meth:`get_weights` returns). All shapes are
-        checked before anything changes."""
+        """Replace the parameters. All shapes are checked before anything changes.
+
+        Parameters
+        ----------
+        weights : sequence of array-like
+            One array per parameter, in the order and shapes :meth:`get_weights` returns
+            (W1, b1, W2, b2, ...), of any backend; finite real values.
+        """
         self._require_weights("set_weights")
         weights = list(weights)
         if len(weights) != len(self.params):
@@ -490,11 +580,29 @@ class Sequential:
                     if any(q is param for q in layer.params))
 
     def count_params(self) -> int:
+        """Number of trainable scalars.
+
+        Returns
+        -------
+        int
+            The sum of every layer's parameter sizes.
+        """
         return sum(layer.n_params for layer in self.layers)
 
     # ------------------------------------------------------------------ description
     def summary(self, print_fn=print) -> str:
-        """A table of layers, output shapes and parameter counts (printed and returned)."""
+        """A table of layers, output shapes and parameter counts (printed and returned).
+
+        Parameters
+        ----------
+        print_fn : callable or None
+            Called with the table's text; None prints nothing.
+
+        Returns
+        -------
+        str
+            The table.
+        """
         rows = [("Layer (type)", "Output shape", "Param #")]
         features = self.n_features_in
         for i, layer in enumerate(self.layers):
@@ -521,7 +629,18 @@ class Sequential:
 
     # ------------------------------------------------------------------ moving & saving
     def to(self, backend) -> Sequential:
-        """Move the model (weights, optimizer state) to another backend, in place; returns self."""
+        """Move the model (weights, optimizer state) to another backend, in place.
+
+        Parameters
+        ----------
+        backend : str or Backend
+            ``"numpy"``, ``"cupy"``, ``"torch"``, ``"array_api_strict"`` or a backend object.
+
+        Returns
+        -------
+        Sequential
+            ``self``.
+        """
         be = get_backend(backend)
         for layer in self.layers:
             if layer.built:
@@ -558,7 +677,23 @@ class Sequential:
 
     @classmethod
     def from_config(cls, config: dict, weights=None, backend=None, source="config"):
-        """A model from :meth:`get_config` (compiled again if it was), with ``weights`` set."""
+        """A model from :meth:`get_config` (compiled again if it was), with ``weights`` set.
+
+        Parameters
+        ----------
+        config : dict
+            What :meth:`get_config` returned.
+        weights : sequence of array-like, optional
+            Set with :meth:`set_weights` (the model is built first).
+        backend : str, optional
+            Backend of the new model (default: the one in ``config``).
+        source : str
+            Where ``config`` came from, named in error messages (a file name).
+
+        Returns
+        -------
+        Sequential
+        """
         layers = []
         for spec in config["layers"]:
             if spec["class"] not in LAYERS:
@@ -612,23 +747,54 @@ class Sequential:
         :func:`xpnn.export.export_onnx` for ``options``. Needs the ``onnx`` package
         (``pip install "xpnn[onnx]"``). After a data-parallel ``fit`` (or given ``comm``),
         rank 0 alone writes, as :meth:`save`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        format : {"onnx"}
+            The format.
+        comm : xpnn.distributed.Communicator, optional
+            Write from rank 0 only (default: the communicator of the last data-parallel
+            ``fit``, if any).
+        **options
+            Passed to the writer: ``opset``, ``input_name``, ``output_name`` for ONNX.
+
+        Returns
+        -------
+        str
+            The path written.
         """
         from .export import export
 
         return self._write_once(comm, export, self, path, format=format, **options)
 
-    def save(self, path, comm=None) -> None:
+    def save(self, path, comm=None) -> str:
         """Write the complete model to a single ``.npz`` file (``.npz`` is appended when
-        missing): architecture, compile settings, weights, the optimizer's state (moments,
-        momentum buffers, step counts, current lr), the random generator's state and the
-        epochs trained, with a checksum. The file is written atomically.
+        missing) and return the path written: architecture, compile settings, weights, the
+        optimizer's state (moments, momentum buffers, step counts, current lr), the random
+        generator's state and the epochs trained, with a checksum. The file is written
+        atomically.
 
         No pickle is involved; read it back with :func:`xpnn.load`. Format:
         :mod:`xpnn.serialization`. After a data-parallel ``fit(comm=...)`` (or given
         ``comm``) only rank 0 writes, and every rank returns once the file is complete: every
         rank must call ``save`` then.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        comm : xpnn.distributed.Communicator, optional
+            Write from rank 0 only (default: the communicator of the last data-parallel
+            ``fit``, if any).
+
+        Returns
+        -------
+        str
+            The path written (with ``.npz`` appended when it was missing), on every rank.
         """
-        self._write_once(comm, serialization.save, self, path)
+        return self._write_once(comm, serialization.save, self, path)
 
     def _write_once(self, comm, write, *args, **kwargs):
         """``write(*args, **kwargs)`` (which writes a file and returns its path): in one process
@@ -641,7 +807,7 @@ class Sequential:
         result = None
         if comm.is_root:
             result = distributed.or_abort(comm, lambda: write(*args, **kwargs))
-        comm.barrier()
+        comm.barrier(write.__name__)
         return comm.broadcast(result)
 
 
@@ -655,17 +821,27 @@ def load(path, backend=None) -> Sequential:
     Parameters
     ----------
     path : str or path-like
+        The file; ``"model"`` finds ``"model.npz"`` when there is no ``"model"`` (as
+        :meth:`Sequential.save` names it).
     backend : str, optional
         Backend to load onto; by default the one it was saved from.
 
     Raises
     ------
     ValueError
-        If the file is not a valid xpnn model file (damaged, truncated, of another format, or
-        describing an invalid model); the message names the file and the problem.
+        If the file is not a valid xpnn model file (damaged, truncated, of another format, not
+        a regular file, or describing an invalid model); the message names the file and the
+        problem. An unknown ``backend`` is named as the argument, before the file is read.
     FileNotFoundError
         If there is no such file.
     """
+    if backend is not None:
+        try:
+            get_backend(backend)
+        except ValueError as exc:
+            raise ValueError(f"load: backend={backend!r} is not a backend xpnn knows ({exc})"
+                             ) from None
+    path = serialization.find(path)
     return serialization.build(serialization.read(path), Sequential, backend=backend)
 
 __all__ = ["Sequential", "TrainingDivergedError", "load"]

@@ -20,6 +20,8 @@ lines.
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from numbers import Real
@@ -37,6 +39,25 @@ def interactive(stream=None) -> bool:
     except (AttributeError, ValueError):     # no isatty, or a closed stream
         pass
     return "ipykernel" in sys.modules
+
+
+def _bar_width(stream=None) -> dict:
+    """tqdm's size arguments for ``stream``: follow the terminal's width, unless the terminal
+    reports no size (a 0x0 pseudo-terminal, some CI runners), where tqdm would draw empty
+    lines: then ``$COLUMNS`` (or 80) columns and ``$LINES`` (or 24) lines."""
+    stream = sys.stderr if stream is None else stream
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        size = None                   # not a terminal (Jupyter...): tqdm decides
+    if size is None or (size.columns > 0 and size.lines > 0):
+        return {"dynamic_ncols": True}
+
+    def env(name, default):
+        value = os.environ.get(name, "")
+        return int(value) if value.isdigit() and int(value) > 0 else default
+
+    return {"ncols": size.columns or env("COLUMNS", 80), "nrows": size.lines or env("LINES", 24)}
 
 
 def _tqdm():
@@ -113,8 +134,8 @@ class ProgressBar(Callback):
         self._bar = None
         if self._tqdm is not None and self.per == "epoch":
             self._bar = self._tqdm(total=self.epochs, desc=self.desc or "training",
-                                   unit="epoch", leave=self.leave, dynamic_ncols=True,
-                                   file=self.file)
+                                   unit="epoch", leave=self.leave, file=self.file,
+                                   **_bar_width(self.file))
 
     def on_epoch_begin(self, epoch, logs=None):
         """Open the epoch's bar (on a terminal).
@@ -131,8 +152,8 @@ class ProgressBar(Callback):
         self._gpu = bool(getattr(self.model.backend, "is_gpu", False))
         if self._tqdm is not None and self.per == "batch":
             self._bar = self._tqdm(total=self.steps, desc=self._epoch_label(epoch),
-                                   unit="batch", leave=self.leave, dynamic_ncols=True,
-                                   file=self.file)
+                                   unit="batch", leave=self.leave, file=self.file,
+                                   **_bar_width(self.file))
 
     def on_train_batch_end(self, batch, logs=None):
         """Advance the bar by one batch and show the running loss.
@@ -220,7 +241,7 @@ class StepProgress:
         self.t0 = time.perf_counter()
         tqdm = _tqdm() if verbose == 1 and interactive() else None
         self.bar = None if tqdm is None else tqdm(total=steps, desc=desc, unit="batch",
-                                                  leave=True, dynamic_ncols=True)
+                                                  leave=True, **_bar_width())
 
     def update(self):
         self.done += 1
@@ -268,13 +289,16 @@ def step_progress(verbose, steps: int | None, desc: str) -> StepProgress | None:
     return StepProgress(verbose, steps, desc) if verbose else None
 
 
-def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int) -> list:
+def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int, rows=None,
+                  batch_size=None, validation=False) -> list:
     """The callbacks ``fit`` runs besides its History, in order: the optimizer's schedule (if
     its ``lr`` is one), the user's ``callbacks``, then the progress display that ``verbose``
     asks for (0: none; 1 or "auto": a bar when stderr is a terminal, else a line per epoch; 2: a
     line per epoch), unless ``callbacks`` already has a :class:`~xpnn.ProgressBar`.
 
-    Every callback gets ``params = {"epochs", "steps", "verbose"}``.
+    Every callback gets ``params = {"epochs", "steps", "verbose", "rows", "batch_size",
+    "validation"}`` (``rows``: the training rows, None for an iterable of batches;
+    ``validation``: whether ``val_*`` values will be logged).
     """
     verbose = check_verbose(verbose, "fit")
     for i, cb in enumerate(callbacks):
@@ -287,7 +311,8 @@ def fit_callbacks(model, callbacks, verbose, *, epochs: int, steps: int) -> list
     if verbose and not any(isinstance(cb, ProgressBar) for cb in chosen):
         chosen.append(ProgressBar(bar=None if verbose == 1 else False))
     for cb in chosen:
-        cb.params = {"epochs": epochs, "steps": steps, "verbose": verbose}
+        cb.params = {"epochs": epochs, "steps": steps, "verbose": verbose, "rows": rows,
+                     "batch_size": batch_size, "validation": validation}
     return chosen
 
 

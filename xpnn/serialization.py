@@ -11,7 +11,8 @@ A ZIP archive of uncompressed ``.npy`` entries (the layout of :func:`numpy.savez
   compile settings (``compile``: loss, optimizer class and hyperparameters, metrics),
   ``training`` (the optimizer's iterations, current ``lr`` and per-parameter step counts, the
   random generator's state, ``epochs_trained``, the training ``position`` inside an epoch,
-  the state of every callback that has one) and ``checksum``;
+  the state of every callback that has one, ``param_factors``: each parameter's
+  ``[lr_factor, wd_factor]`` when one is not 1) and ``checksum``;
 * ``param_<i>``: the i-th parameter (W1, b1, W2, ...), in the model's dtype;
 * ``opt_<i>_<key>``: the optimizer's state array ``key`` (``exp_avg``, ``momentum_buffer``...)
   of parameter i;
@@ -36,6 +37,7 @@ fsynced, then renamed over the target, so a crash never leaves a torn file under
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import io
@@ -43,6 +45,7 @@ import json
 import math
 import os
 import re
+import stat
 import struct
 import tempfile
 import zipfile
@@ -88,6 +91,9 @@ def atomic_write(path, write) -> None:
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"cannot write {path}: the folder {folder} does not exist "
+                                "(create it first)")
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -192,7 +198,9 @@ def state_of(model, *, callbacks=None, position=None):
         if state:
             saved_callbacks.append({"class": type(cb).__name__,
                                     "state": _encode(state, arrays, type(cb).__name__)})
+    factors = [[float(p.lr_factor), float(p.wd_factor)] for p in model.params]
     config["training"] = {
+        **({"param_factors": factors} if any(f != [1.0, 1.0] for f in factors) else {}),
         "optimizer": optimizer,
         "rng": _json_rng(model.rng.bit_generator.state),
         "epochs_trained": int(getattr(model, "epochs_trained", 0)),
@@ -298,8 +306,39 @@ def read(path) -> Payload:
         raise ValueError(f"{name} is damaged ({type(exc).__name__}: {exc})") from exc
 
 
+def _open_regular(path):
+    """``path`` opened for reading, refusing what is not a regular file before reading a byte:
+    a FIFO (opened without blocking, so a pipe without a writer cannot hang the caller), a
+    device such as ``/dev/zero`` (endless), a socket. A directory raises IsADirectoryError, a
+    missing file or dangling link FileNotFoundError."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "Is a directory", path)
+        if not stat.S_ISREG(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "special")
+            raise _Bad(f"is not an xpnn model file (not a regular file: {kind})")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def find(path) -> str:
+    """The file :func:`read` opens for ``path``: ``path`` itself, or ``path + ".npz"`` when
+    ``path`` does not exist and that does (what :func:`save` wrote for a name without
+    ``.npz``)."""
+    path = os.fspath(path)
+    if not os.path.lexists(path) and not path.endswith(".npz") and \
+            os.path.lexists(path + ".npz"):
+        return path + ".npz"
+    return path
+
+
 def _read(path) -> Payload:
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         size = os.fstat(f.fileno()).st_size
         if f.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
             raise _Bad("is not an xpnn model file (a .npy array, not an .npz archive)")
@@ -501,6 +540,8 @@ _V1_KEYS = {"format", "version", "backend", "dtype", "seed", "n_features_in", "l
             "compile"}
 _V2_KEYS = _V1_KEYS | {"training", "checksum"}
 _TRAINING_KEYS = {"optimizer", "rng", "epochs_trained", "position", "callbacks"}
+#: Written only when a parameter has a learning-rate or weight-decay factor other than 1.
+_OPTIONAL_TRAINING_KEYS = {"param_factors"}
 
 
 def _is_int(value, low=0, high=2**63 - 1):
@@ -697,11 +738,20 @@ def layer_from_spec(spec, where):
 
 
 def _check_training(training, shapes, dtype, compiled, expected):
-    _check_keys(training, _TRAINING_KEYS, "'training'")
+    _check_keys(training, _TRAINING_KEYS | _OPTIONAL_TRAINING_KEYS, "'training'",
+                required=_TRAINING_KEYS)
+    factors = training.get("param_factors", [[1.0, 1.0]] * len(shapes))
+    if not isinstance(factors, list) or len(factors) != len(shapes) or not all(
+            isinstance(f, list) and len(f) == 2 and all(
+                _matches(v, "float") and math.isfinite(v) and v >= 0 for v in f)
+            for f in factors):
+        raise _Bad("is not a valid xpnn model (param_factors must be a [lr_factor, wd_factor] "
+                   f"pair of finite numbers >= 0 for each of the {len(shapes)} parameters)")
     opt = training["optimizer"]
     if (opt is None) != (compiled is None):
         raise _Bad("is not a valid xpnn model (optimizer state and compile settings disagree)")
-    out = {"optimizer_state": [], "iterations": 0}
+    out = {"optimizer_state": [], "iterations": 0,
+           "param_factors": [[float(a), float(b)] for a, b in factors]}
     if opt is not None:
         _check_keys(opt, {"iterations", "lr", "state"}, "the optimizer state")
         if not _is_int(opt["iterations"]):
@@ -849,6 +899,8 @@ def build(payload: Payload, cls, backend=None):
 
 
 def _apply_training(model, training):
+    for p, (lr_factor, wd_factor) in zip(model.params, training["param_factors"], strict=True):
+        p.lr_factor, p.wd_factor = lr_factor, wd_factor
     opt = model.optimizer
     if opt is not None:
         be = model.backend
@@ -864,6 +916,20 @@ def restore_into(model, payload: Payload) -> None:
     """Put the training state of ``payload`` (a checkpoint of this very architecture) into
     ``model`` in place: weights, optimizer hyperparameters and state, random generator, epochs
     trained. Raises ValueError naming the file when the checkpoint belongs to another model."""
+    check_fits(model, payload)
+    if payload.weights:
+        model.set_weights(payload.weights)
+    if model.optimizer is not None:          # hyperparameters (the current lr: below)
+        opt, saved = model.optimizer, payload.optimizer
+        opt.schedule = getattr(saved, "schedule", None)
+        for key in saved.get_config():
+            setattr(opt, key, getattr(saved, key))
+    _apply_training(model, payload.training)
+
+
+def check_fits(model, payload: Payload) -> None:
+    """Raise ValueError naming the file unless ``payload`` is a checkpoint (with training
+    state) of ``model``'s architecture, dtype and compile settings."""
     if payload.training is None:
         raise ValueError(f"{payload.path} holds no training state (written by an older xpnn)")
     mine, theirs = model.get_config(), payload.config
@@ -878,11 +944,3 @@ def restore_into(model, payload: Payload) -> None:
         raise ValueError(f"{payload.path} was written by a model compiled differently "
                          f"({b and (b['loss'], b['optimizer']['class'])} vs "
                          f"{a and (a['loss'], a['optimizer']['class'])})")
-    if payload.weights:
-        model.set_weights(payload.weights)
-    if model.optimizer is not None:          # hyperparameters (the current lr: below)
-        opt, saved = model.optimizer, payload.optimizer
-        opt.schedule = getattr(saved, "schedule", None)
-        for key in saved.get_config():
-            setattr(opt, key, getattr(saved, key))
-    _apply_training(model, payload.training)

@@ -18,11 +18,12 @@ __all__ = ["building_from", "check_host_X", "fit_sources", "make_source", "split
 
 def streams(model, X) -> bool:
     """Whether host data ``X`` is read one batch at a time rather than converted up front
-    (its converted size exceeds ``model.resident_budget``, or it is sparse)."""
+    (a memmap, h5py or zarr source, sparse data, or in-memory host data whose converted size
+    exceeds ``model.resident_budget``)."""
     if backend_of(X) is not None:
         return False
-    if data.is_sparse(X):
-        return True                       # never densify a whole sparse matrix
+    if data.is_sparse(X) or data.in_file(X):
+        return True                       # never densify a sparse matrix or load a file
     if not hasattr(X, "shape"):
         return False                      # lists and the like: converted up front
     if (type(X) is np.ndarray and X.dtype == np.dtype(model.dtype)
@@ -36,6 +37,8 @@ def streams(model, X) -> bool:
 def check_host_X(model, X, what="X"):
     """Shape and dtype checks of host data that is streamed (the rows are checked as read)."""
     shape = data.host_shape(X)
+    if data.is_frame(X):
+        data.check_frame(X, what)
     dtype = data.host_dtype(X)
     if dtype is not None and dtype.kind not in "biuf":
         raise TypeError(f"{what} must be numeric, got dtype {dtype}")

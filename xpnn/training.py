@@ -40,7 +40,7 @@ import threading
 
 from . import data, distributed, fastpath, state, threads
 from .errors import diverged
-from .guard import all_finite
+from .guard import all_finite, outputs_bounded, quiet
 from .metrics import Accuracy, get_metric
 from .position import Position
 from .progress import source_steps, step_progress
@@ -302,6 +302,10 @@ class TrainingRun:
                 sums.update(loss=0.0, weight=0.0, batch=saved[1])
                 self._run_batches(source, batch_size, epoch, perm, sums, CallbackList(),
                                   True, saved)
+        if saved is not None and not self._outputs_finite(source):
+            last = sums["batch"] - 1          # finite weights whose outputs overflow
+            self._undo_step(source, batch_size, epoch, perm, saved, None, last)
+            raise diverged("non-finite", epoch, last, "the outputs on the training data")
         logs = {"loss": float(sums["loss"]) / float(sums["weight"])}
         if self.data_parallel is not None:
             self.data_parallel.reduce_metrics(model.metrics)
@@ -325,7 +329,9 @@ class TrainingRun:
                                             shard=self.local_rows):
             callbacks.on_train_batch_begin(b)
             before = None if saved is not None or not check else state.snapshot(model)
-            loss, out = self.generic_step(xb, tb, wb) if fast is None else fast(xb, tb, wb, self)
+            with quiet():     # a step that overflows: TrainingDivergedError says it all
+                loss, out = (self.generic_step(xb, tb, wb) if fast is None
+                             else fast(xb, tb, wb, self))
             if check:
                 error = self._step_problem(loss, trainer, epoch, b)
                 if error is not None:
@@ -365,14 +371,37 @@ class TrainingRun:
         model = self.model
         try:
             before = state.snapshot(model)
-            loss, _ = self.generic_step(xb, tb, wb)
+            with quiet():
+                loss, _ = self.generic_step(xb, tb, wb)
             error = self._step_problem(loss, None, 0, 0)
+            if error is None and not self._outputs_finite(data.ArrayBatches(xb, tb)):
+                error = diverged("non-finite", 0, 0, "the outputs on the batch")
             if error is not None:
                 state.restore(model, before)
                 raise error
             return float(loss)
         finally:
             self.close()
+
+    def _outputs_finite(self, source) -> bool:
+        """Whether the network's outputs (inference) are finite on every row of ``source``:
+        each step's finite loss covers the weights before it, this covers the last ones.
+        First a bound from the weights and the data's largest ``|x|``
+        (:func:`xpnn.guard.outputs_bounded`, no data read); only when it is inconclusive, a
+        forward pass over the data. True for an iterable of batches (nothing to bound)."""
+        model = self.model
+        m = source.max_abs(model)
+        if m is None or outputs_bounded(model, m):
+            return True
+        xp, bad = model.backend.xp, 0
+        with quiet():
+            for _, xb, _, _ in source.batches(model, None, 1024, shard=self.local_rows):
+                if xb.shape[0] and not all_finite(xp, [model._forward(xb)]):
+                    bad = 1
+                    break
+        if self.data_parallel is not None:      # data-parallel: each rank checked its rows
+            bad = self.data_parallel.sum_floats(bad)[0]
+        return not bad
 
     def _step_problem(self, loss, trainer, epoch, batch):
         """The TrainingDivergedError for a step whose loss or weights are not finite, or None

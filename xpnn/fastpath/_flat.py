@@ -58,6 +58,10 @@ class FlatTrainer:
                 size *= d
             total += -(-size // _ALIGN) * _ALIGN
         self.size = max(total, _ALIGN)
+        ends = [o + math.prod(p.shape) for o, p in zip(offsets, self.params, strict=True)]
+        #: The padding after each parameter, ``(start, stop)`` in the flat buffers.
+        self._padding = [(e, b) for e, b in zip(ends, [*offsets[1:], self.size], strict=True)
+                         if b > e]
         self.flat_p = lib.zeros(self.size, dtype=self.dtype)
         # The gradients, then two free slots for TrainingRun.sync_gradients (data-parallel
         # training reduces the loss and the rows' weight in the same buffer).
@@ -239,6 +243,11 @@ class FlatTrainer:
         if self.state_problem() is not None:
             return False
         self.last_update_finite = None          # the parameters may have been replaced
+        # The update runs over the padding too: an infinite step (lr beyond the dtype) leaves
+        # NaN there, which restoring the parameters does not touch. Zero it again.
+        for start, stop in self._padding:
+            for flat in (self.flat_p, self.flat_m, self.flat_v):
+                flat[start:stop] = 0
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
                 pv[...] = p.data

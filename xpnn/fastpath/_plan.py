@@ -54,6 +54,8 @@ def analyze(model):
     loss = model.loss
     if type(loss) not in (MSE, Poisson, BinaryCrossEntropy, CategoricalCrossEntropy):
         return None, f"no fast path for the loss {type(loss).__name__}"
+    if any(p.lr_factor != 1.0 or p.wd_factor != 1.0 for p in model.params):
+        return None, "a parameter has its own lr_factor or wd_factor"
     layers = list(model.layers)
     head = "plain"
     if model._fused:

@@ -32,14 +32,21 @@ class Parameter:
         The current value, an array of the model's backend.
     grad : array or None
         ``dL/d(data)`` from the last ``backward``, same shape as ``data``.
+    lr_factor, wd_factor : float
+        This parameter's multipliers of the optimizer's learning rate and weight decay
+        (default 1): the optimizer updates it as a ``torch.optim`` parameter group with
+        ``lr = lr · lr_factor`` and ``weight_decay = weight_decay · wd_factor``.
+        RealMLP trains biases with ``lr_factor=0.1`` and ``wd_factor=0``.
     """
 
-    __slots__ = ("name", "data", "grad")
+    __slots__ = ("name", "data", "grad", "lr_factor", "wd_factor")
 
     def __init__(self, name, data):
         self.name = name
         self.data = data
         self.grad = None
+        self.lr_factor = 1.0
+        self.wd_factor = 1.0
 
     @property
     def shape(self):

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .activations import sigmoid
 from .scale import PerFeature
 
 #: SELU's constants (Klambauer et al., 2017).
 SELU_SCALE, SELU_ALPHA = 1.0507009873554805, 1.6732632423543772
-
-
-def _softplus(xp, x):
-    """``log(1 + e^x)`` without overflow."""
-    return xp.maximum(x, xp.zeros_like(x)) + xp.log1p(xp.exp(-xp.abs(x)))
 
 
 def _selu(xp, x):
@@ -25,10 +19,14 @@ def _selu(xp, x):
 
 
 def _mish(xp, x):
-    """Mish ``x · tanh(softplus(x))`` and its derivative ``t + x σ(x) (1 - t²)``."""
-    t = xp.tanh(_softplus(xp, x))
-    sig = sigmoid(xp, x)
-    return x * t, t + x * sig * (1.0 - t * t)
+    """Mish ``x · tanh(softplus(x))`` and its derivative ``t + x σ(x) (1 - t²)``, from one
+    exponential: with ``e = eˣ``, ``t = tanh(log(1 + e)) = n / (n + 2)`` for ``n = e (e + 2)``
+    and ``σ(x) = e / (1 + e)``. ``x`` is capped at 20 inside the exponential (beyond it
+    ``t = σ = 1`` in float64 already), so nothing overflows."""
+    e = xp.exp(xp.minimum(x, xp.full_like(x, 20.0)))
+    n = e * (e + 2.0)
+    t = n / (n + 2.0)
+    return x * t, t + (x * e / (1.0 + e)) * (1.0 - t * t)
 
 
 def _relu(xp, x):

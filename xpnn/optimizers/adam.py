@@ -18,6 +18,19 @@ class Adam(Optimizer):
         θ ← θ - (lr / (1 - β₁ᵗ)) · m / (√v / √(1 - β₂ᵗ) + ε)
 
     ε is added outside the square root, exactly as ``torch.optim.Adam``.
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+    beta1 : float
+        β₁ in [0, 1), decay of the first moment ``m``.
+    beta2 : float
+        β₂ in [0, 1), decay of the second moment ``v``.
+    eps : float
+        ε > 0, added to the denominator.
+    weight_decay : float
+        λ >= 0, L2 penalty added to the gradient.
     """
 
     STATE = StateSpec(buffers=("exp_avg", "exp_avg_sq"), counts_steps=True,
@@ -63,6 +76,19 @@ class AdamW(Adam):
 
     First shrink the weights, ``θ ← θ (1 - lr λ)``, then take the plain :class:`Adam` step on the
     unmodified gradient. Matches ``torch.optim.AdamW`` (default ``weight_decay=0.01``).
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+    beta1 : float
+        β₁ in [0, 1), decay of the first moment ``m``.
+    beta2 : float
+        β₂ in [0, 1), decay of the second moment ``v``.
+    eps : float
+        ε > 0, added to the denominator.
+    weight_decay : float
+        λ >= 0, decoupled decay: the weights shrink by ``lr · λ`` of themselves at each step.
     """
 
     def __init__(self, lr: float = 1e-3, beta1: float = 0.9, beta2: float = 0.999,

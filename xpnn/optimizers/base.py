@@ -60,12 +60,25 @@ class StateSpec:
 
 class Optimizer:
     """Base class: subclasses implement :meth:`update` for one parameter and declare the
-    per-parameter state it keeps in ``STATE`` (a :class:`StateSpec`).
+    per-parameter state it keeps in ``STATE`` (a :class:`~xpnn.optimizers.StateSpec`).
 
     ``lr`` is a number or a schedule from :mod:`xpnn.schedules` (or its ``to_config()`` dict).
     With a schedule, ``self.schedule`` holds it, ``self.lr`` starts at ``schedule(0)`` and
     ``fit`` sets ``self.lr = schedule(epoch)`` at the start of every epoch; ``get_config``
     gives the schedule's configuration as ``"lr"``, so saving and loading keep it.
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+
+    Attributes
+    ----------
+    state : list of dict
+        One dict per parameter, in the model's parameter order, holding the entries of
+        ``STATE`` (empty before the first step).
+    iterations : int
+        Steps taken.
     """
 
     #: The per-parameter state :meth:`update` keeps.
@@ -82,32 +95,69 @@ class Optimizer:
             raise TypeError(f"{owner}: lr must be a number or an xpnn.schedules object, got "
                             f"{lr!r}; for a plain function use "
                             "xpnn.LearningRateScheduler(function)")
-        self.lr = _check_positive("lr", lr, owner)
+        self.lr = lr               # checked by the setter: one rule for every lr
         self.state: list[dict] = []
         self.iterations = 0
 
     @property
     def lr(self) -> float:
-        """The learning rate, a finite Python float >= 0 (> 0 at construction); checked
-        whenever it is set (by the constructor, a schedule, a callback or
-        ``model.optimizer.lr = ...``)."""
+        """The learning rate, a finite Python float >= 0, as ``torch.optim`` takes it;
+        checked whenever it is set (by the constructor, a schedule, a callback,
+        ``model.optimizer.lr = ...`` or :func:`xpnn.load`), by one rule: 0 is allowed
+        everywhere (a schedule may end at 0, and a model saved then loads again), negative,
+        NaN and infinite rates are refused."""
         return self._lr
 
     @lr.setter
     def lr(self, value):
-        # >= 0 here (a schedule may end at 0); the constructor asks for > 0
         self._lr = check_real("lr", value, type(self).__name__, 0.0)
 
     def step(self, params) -> None:
-        """Update every parameter from its ``grad``."""
+        """Update every parameter from its ``grad``: :meth:`update` on each, in order, each
+        with its own ``lr_factor`` and ``wd_factor`` (see :class:`~xpnn.Parameter`).
+
+        Parameters
+        ----------
+        params : list of Parameter
+            The model's parameters (``model.params``), each with its ``grad`` set; the same
+            list, in the same order, at every step (the state is matched by position).
+        """
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
         for p, state in zip(params, self.state, strict=True):
-            self.update(p, p.grad, state)
+            if p.lr_factor == 1.0 and p.wd_factor == 1.0:
+                self.update(p, p.grad, state)
+            else:
+                self._update_scaled(p, state)
         self.iterations += 1
 
+    def _update_scaled(self, param, state) -> None:
+        """:meth:`update` with ``lr · param.lr_factor`` and ``weight_decay ·
+        param.wd_factor``, as a ``torch.optim`` parameter group with those values."""
+        lr, decay = self._lr, getattr(self, "weight_decay", 0.0)
+        self._lr = lr * param.lr_factor
+        if decay:
+            self.weight_decay = decay * param.wd_factor
+        try:
+            self.update(param, param.grad, state)
+        finally:
+            self._lr = lr
+            if decay:
+                self.weight_decay = decay
+
     def update(self, param, grad, state: dict) -> None:
-        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``."""
+        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``.
+
+        Parameters
+        ----------
+        param : Parameter
+            The parameter; ``param.data`` (any shape) is updated in place.
+        grad : array
+            Gradient of the loss with respect to ``param.data``, of the same shape.
+        state : dict
+            This parameter's state (``STATE``'s buffers and ``"step"``); empty at the first
+            update, filled in place.
+        """
         raise NotImplementedError
 
     def reset(self) -> None:

@@ -16,6 +16,19 @@ class RMSprop(Optimizer):
         θ ← θ - lr · u                       (μ = 0)
 
     Identical to ``torch.optim.RMSprop`` (``rho`` is PyTorch's ``alpha``; same defaults).
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+    rho : float
+        ρ in [0, 1), decay of the running mean of squares ``s``.
+    eps : float
+        ε > 0, added to the denominator.
+    momentum : float
+        μ in [0, 1); 0 for none.
+    weight_decay : float
+        λ >= 0, L2 penalty added to the gradient.
     """
 
     STATE = StateSpec(buffers=("square_avg", "momentum_buffer"), nonnegative=("square_avg",),

@@ -17,6 +17,17 @@ class SGD(Optimizer):
         θ ← θ - lr · d
 
     This is exactly ``torch.optim.SGD`` (dampening 0).
+
+    Parameters
+    ----------
+    lr : float or xpnn.schedules.Schedule or dict
+        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+    momentum : float
+        μ, in [0, 1); 0 for plain gradient descent.
+    nesterov : bool
+        Nesterov momentum (needs ``momentum > 0``).
+    weight_decay : float
+        λ >= 0, L2 penalty added to the gradient.
     """
 
     STATE = StateSpec(buffers=("momentum_buffer",), needs={"momentum_buffer": "momentum"},

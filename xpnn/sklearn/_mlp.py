@@ -8,10 +8,17 @@ the weights, ``sample_weight``, ``tol`` / ``n_iter_no_change`` convergence, ``ea
 on a validation split, warm starts and ``partial_fit``, ``MLPRegressor(loss="poisson")``,
 sparse input), but the training runs on xpnn's backpropagation on any xpnn backend:
 
+>>> from sklearn.datasets import load_iris
 >>> from xpnn.sklearn import MLPClassifier
->>> clf = MLPClassifier(hidden_layer_sizes=(100,), random_state=0).fit(X_train, y_train)
->>> clf.score(X_test, y_test)
->>> gpu = MLPClassifier(backend="cupy").fit(X_gpu, y)   # X_gpu a cupy array: stays on the GPU
+>>> X, y = load_iris(return_X_y=True)
+>>> clf = MLPClassifier(hidden_layer_sizes=(16,), solver="lbfgs", random_state=0).fit(X, y)
+>>> clf.predict_proba(X[:2]).shape
+(2, 3)
+>>> clf.score(X, y) > 0.9
+True
+
+With ``backend="cupy"`` and CuPy input the data stays on the GPU:
+``MLPClassifier(backend="cupy").fit(X_gpu, y)``.
 
 Two parameters are added: ``backend`` (``"numpy"``, ``"torch"``, ``"cupy"``, ...) and ``dtype``
 (``None``, the default: float32 for float32 input and float64 otherwise, as scikit-learn's
@@ -94,16 +101,17 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without scikit-learn
     raise ImportError("xpnn.sklearn needs scikit-learn >= 1.6: pip install scikit-learn") from exc
 
-from . import state as model_state
-from .backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
-from .callbacks import Callback
-from .errors import TrainingDivergedError
-from .flat import FlatObjective
-from .inputs import cast_finite as _cast_finite
-from .inputs import prepare_X, prepare_y
-from .layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
-from .model import Sequential
-from .optimizers import SGD, Adam
+from .. import state as model_state
+from .._validation import dtype_name
+from ..backend import DTYPES, backend_of, get_backend, host_rng, to_numpy
+from ..callbacks import Callback
+from ..errors import TrainingDivergedError
+from ..flat import FlatObjective
+from ..inputs import cast_finite as _cast_finite
+from ..inputs import prepare_X, prepare_y
+from ..layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
+from ..model import Sequential
+from ..optimizers import SGD, Adam
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -309,8 +317,8 @@ class _BaseMLP(BaseEstimator):
         for flag in ("shuffle", "warm_start", "nesterovs_momentum", "early_stopping"):
             if not isinstance(getattr(self, flag), (bool, np.bool_)):
                 bad(flag, "a bool")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            bad("dtype", f"None or one of {DTYPES}")
+        if self.dtype is not None and dtype_name(self.dtype, DTYPES) is None:
+            bad("dtype", f"None or one of {DTYPES} (a name, a NumPy dtype or type)")
         return [int(s) for s in sizes]
 
     # ------------------------------------------------------------------ input handling
@@ -379,7 +387,7 @@ class _BaseMLP(BaseEstimator):
         """The model's dtype: ``dtype`` when given, else float32 for float32 X, else
         float64 (as scikit-learn's parameters follow the validated input)."""
         if self.dtype is not None:
-            return self.dtype
+            return dtype_name(self.dtype, DTYPES)
         return "float32" if str(X.dtype).rsplit(".", 1)[-1] == "float32" else "float64"
 
     def _is_regressor(self):
@@ -789,7 +797,22 @@ class _BaseMLP(BaseEstimator):
         :meth:`xpnn.Sequential.export`); returns the path. The graph maps ``x`` to the
         network's outputs: ``predict_proba``'s columns for a multi-class classifier, the
         probability of ``classes_[1]`` for a binary one, the predictions for a regressor
-        (their logarithm for ``loss="poisson"``: apply ``exp``)."""
+        (their logarithm for ``loss="poisson"``: apply ``exp``).
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        format : {"onnx"}
+            The format.
+        **options
+            Passed to the writer (``opset``, ``input_name``, ``output_name`` for ONNX).
+
+        Returns
+        -------
+        str
+            The path written.
+        """
         return self.model_.export(path, format=format, **options)
 
 
@@ -935,8 +958,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return float(xp.sum(w * correct) / xp.sum(w))
 
     def predict(self, X):
-        """Class labels for X (of the type of ``classes_``; an indicator matrix for
-        multi-label)."""
+        """Class labels for X.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+
+        Returns
+        -------
+        array (n_samples,) or (n_samples, n_classes)
+            Labels of the type of ``classes_``; an indicator matrix for multi-label.
+        """
         out, on_device = self._forward(X)
         if not on_device:
             y_pred = out
@@ -957,7 +990,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self.classes_[to_numpy(index)]
 
     def predict_proba(self, X):
-        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        """Class probabilities.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+
+        Returns
+        -------
+        array (n_samples, n_classes)
+            Probabilities, columns in ``classes_`` order.
+        """
         out, on_device = self._forward(X)
         if self.n_outputs_ == 1:
             if on_device:
@@ -966,12 +1010,38 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return out
 
     def predict_log_proba(self, X):
-        """``log(predict_proba(X))``."""
+        """Logarithm of the class probabilities, ``log(predict_proba(X))``.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+
+        Returns
+        -------
+        array (n_samples, n_classes)
+            Log-probabilities, columns in ``classes_`` order.
+        """
         proba = self.predict_proba(X)
         return backend_of(proba).xp.log(proba) if backend_of(proba) else np.log(proba)
 
     def score(self, X, y, sample_weight=None):
-        """Mean accuracy (subset accuracy for multi-label) on (X, y)."""
+        """Mean accuracy (subset accuracy for multi-label) on (X, y).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+        y : array-like (n_samples,) or (n_samples, n_classes)
+            True labels.
+        sample_weight : array-like (n_samples,), optional
+            Weights of the rows.
+
+        Returns
+        -------
+        float
+            ``Σ w_n [pred_n = y_n] / Σ w_n``.
+        """
         return float(accuracy_score(to_numpy(y), to_numpy(self.predict(X)),
                                     sample_weight=sample_weight))
 
@@ -985,10 +1055,57 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """Multi-layer perceptron regressor trained by xpnn; scikit-learn's ``MLPRegressor`` API.
 
     Parameters and attributes are those of :class:`MLPClassifier` (without ``classes_``),
-    plus ``loss``: ``"squared_error"`` (half the squared error, identity output) or
-    ``"poisson"`` (half the Poisson deviance with a log link: the network's output is
-    ``log μ`` and ``predict`` returns ``μ = exp(output)``; targets must be >= 0).
-    ``validation_scores_`` holds the validation R².
+    plus ``loss``. ``validation_scores_`` holds the validation R².
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        ``"squared_error"``: half the squared error, identity output. ``"poisson"``: half the
+        Poisson deviance with a log link: the network's output is ``log μ`` and ``predict``
+        returns ``μ = exp(output)``; targets must be >= 0.
+    hidden_layer_sizes : int or sequence of int, default=(100,)
+        Units of each hidden layer (``()`` for none: linear regression).
+    activation : {"identity", "logistic", "tanh", "relu"}, default="relu"
+        Hidden activation.
+    solver : {"adam", "sgd", "lbfgs"}, default="adam"
+        Minibatch Adam or SGD, or full-batch L-BFGS.
+    alpha : float, default=1e-4
+        L2 penalty on the weights.
+    batch_size : int or "auto", default="auto"
+        ``"auto"`` is ``min(200, n_samples)``.
+    learning_rate : {"constant", "invscaling", "adaptive"}, default="constant"
+        Schedule for ``solver="sgd"``, as :class:`MLPClassifier`.
+    learning_rate_init, power_t : float
+        Initial rate; exponent of ``"invscaling"``.
+    max_iter : int, default=200
+        Maximum number of epochs (L-BFGS iterations).
+    shuffle : bool, default=True
+        Reshuffle the rows every epoch.
+    random_state : int, RandomState or None
+        Initial weights, the early-stopping split and the shuffling order.
+    tol : float, default=1e-4
+        Smallest improvement of the loss (or validation score) that counts.
+    verbose : bool, default=False
+        Print the loss of every epoch.
+    warm_start : bool, default=False
+        Continue from the previous solution on the next ``fit``.
+    momentum, nesterovs_momentum : float, bool
+        SGD's momentum in [0, 1) and whether it is Nesterov's.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the data; stop when the validation R² has not
+        improved by ``tol`` for ``n_iter_no_change`` epochs, keeping the best weights.
+    validation_fraction : float, default=0.1
+        Fraction held out for early stopping.
+    beta_1, beta_2, epsilon : float
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    max_fun : int, default=15000
+        Maximum number of loss evaluations of ``"lbfgs"``.
+    backend : str, default="numpy"
+        xpnn backend to train on.
+    dtype : {None, "float32", "float64"}, default=None
+        Floating type (None: float32 for float32 input, float64 otherwise).
     """
 
     def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
@@ -1054,14 +1171,40 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return float(xp.mean(r2))
 
     def predict(self, X):
-        """Predicted targets, shape (n_samples,) or (n_samples, n_outputs)."""
+        """Predicted targets.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+
+        Returns
+        -------
+        array (n_samples,) or (n_samples, n_outputs)
+            The predictions (``exp`` of the network's output for ``loss="poisson"``).
+        """
         out, on_device = self._forward(X)
         if out.shape[1] == 1:
             return self._model.backend.xp.reshape(out, (-1,)) if on_device else out.ravel()
         return out
 
     def score(self, X, y, sample_weight=None):
-        """R² of the predictions (averaged over outputs)."""
+        """R² of the predictions (averaged over outputs).
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix (n_samples, n_features)
+            The inputs; an array of the model's backend (a CuPy array on the GPU) stays there.
+        y : array-like (n_samples,) or (n_samples, n_outputs)
+            True targets.
+        sample_weight : array-like (n_samples,), optional
+            Weights of the rows.
+
+        Returns
+        -------
+        float
+            ``1 - Σ w (y - ŷ)² / Σ w (y - ȳ)²``, averaged over the outputs.
+        """
         return float(r2_score(to_numpy(y), to_numpy(self.predict(X)),
                               sample_weight=sample_weight))
 

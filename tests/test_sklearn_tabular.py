@@ -1,0 +1,401 @@
+"""xpnn.sklearn's tabular estimators and their preprocessing.
+
+* TabularPreprocessor: RealMLP's robust scaling and smooth clip, missing indicators, one-hot and
+  category codes, learned on the training rows; raw frames (str/category/bool/nullable columns,
+  NaN) and NumPy arrays; unseen categories and NaN at predict; clear errors naming the column;
+* TabularClassifier / TabularRegressor: scikit-learn conventions (check_estimator, clone,
+  Pipeline, GridSearchCV, pickling, sample_weight, class_weight, feature names, string labels,
+  random_state); bad frames raise and leave a fitted estimator as it was; ONNX export of the
+  network; the same fit on every backend.
+"""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("sklearn")
+
+from sklearn.base import clone  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import FunctionTransformer  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+from xpnn.sklearn import TabularClassifier, TabularPreprocessor, TabularRegressor  # noqa: E402
+from xpnn.sklearn._preprocessing import smooth_clip  # noqa: E402
+
+FAST = {"hidden_layer_sizes": (16,), "max_iter": 6, "patience": 3}
+#: Small networks that still learn scikit-learn's check problems (scores asked for there).
+CHECKED = {"hidden_layer_sizes": (32,), "max_iter": 40, "patience": 10, "batch_size": 32}
+
+
+def frame(n=120, seed=0):
+    """A raw table: floats with NaN, nullable ints, strings with None, a category with many
+    levels, a boolean; the label depends on a number and a string column."""
+    rng = np.random.default_rng(seed)
+    age = rng.normal(40, 12, n)
+    age[rng.random(n) < 0.1] = np.nan
+    sex = rng.choice(["m", "f"], n).astype(object)
+    sex[rng.random(n) < 0.05] = None
+    city = pd.Series(rng.choice([f"city{k}" for k in range(15)], n)).astype("category")
+    X = pd.DataFrame({
+        "age": age, "sex": sex, "city": city,
+        "children": pd.array(rng.integers(0, 4, n), dtype="Int64"),
+        "member": rng.random(n) < 0.5,
+        "income": rng.lognormal(10, 1, n),
+    })
+    X.loc[3, "children"] = pd.NA
+    score = np.nan_to_num(age - 40) / 12 + (sex == "f") * 1.5 + rng.normal(0, 0.5, n)
+    y = np.where(score > 0.5, "yes", "no")
+    return X, y, score
+
+
+# --------------------------------------------------------------------------- preprocessing
+def test_numeric_columns_are_robust_scaled_and_smoothly_clipped():
+    x = np.array([0.0, 1, 2, 3, 4, 5, 6, 7, 100, np.nan])
+    pre = TabularPreprocessor().fit(x[:, None])
+    med, q25, q75 = np.nanmedian(x), *np.nanquantile(x, [0.25, 0.75])
+    assert pre.median_[0] == med and pre.scale_[0] == pytest.approx(1 / (q75 - q25))
+    Z = pre.transform(np.array([[med], [q75], [1e6], [np.nan]]))
+    z75 = (q75 - med) / (q75 - q25)
+    np.testing.assert_allclose(Z[:, 0], [0.0, z75 / np.sqrt(1 + z75 ** 2 / 9), 3.0, 0.0],
+                               atol=1e-6)
+    np.testing.assert_array_equal(Z[:, 1], [0, 0, 0, 1])       # the missing indicator
+    assert pre.get_feature_names_out().tolist() == ["x0", "x0_missing"]
+    assert abs(smooth_clip(np.array(1e9))) <= 3 and smooth_clip(np.array(0.01)) == \
+        pytest.approx(0.01, rel=1e-4)
+
+
+def test_quartiles_that_coincide_fall_back_to_the_range_and_constant_columns_to_zero():
+    X = np.array([[0.0, 5], [0, 5], [0, 5], [0, 5], [4, 5]])
+    pre = TabularPreprocessor(clip=None).fit(X)
+    np.testing.assert_allclose(pre.scale_, [1 / 2.0, 0.0])
+    np.testing.assert_allclose(pre.transform(X)[:, 0], [0, 0, 0, 0, 2])
+    np.testing.assert_array_equal(pre.transform(X)[:, 1], 0)
+
+
+def test_categories_one_hot_binary_and_codes_learned_on_training_rows_only():
+    X, _, _ = frame()
+    pre = TabularPreprocessor().fit(X.iloc[:100])
+    assert pre.kinds_ == ["numeric", "categorical", "categorical", "numeric", "boolean",
+                          "numeric"]
+    assert pre.cardinalities_ == [len(X["city"].iloc[:100].unique())]
+    names = pre.get_feature_names_out().tolist()
+    assert names[:5] == ["age", "children", "income", "age_missing", "children_missing"]
+    assert "member_True" in names and names[-1] == "city_code"
+    Z = pre.transform(X)
+    assert Z.shape == (120, pre.n_features_out_) and Z.dtype == np.float64
+    # learned on the first 100 rows: transforming more rows changes nothing learned
+    np.testing.assert_array_equal(pre.transform(X.iloc[:100]), Z[:100])
+    assert pre.median_[0] == np.nanmedian(X["age"].iloc[:100])
+    member = Z[:, names.index("member_True")]
+    np.testing.assert_array_equal(member, np.where(X["member"], 1.0, -1.0))
+    sex = Z[:, [names.index(f"sex_{c}") for c in ("f", "m", "None")]]
+    np.testing.assert_array_equal(sex.sum(axis=1), 1)          # None is its own category
+
+
+def test_unseen_categories_and_nan_at_predict_time():
+    X, _, _ = frame()
+    pre = TabularPreprocessor().fit(X)
+    names = pre.get_feature_names_out().tolist()
+    new = X.iloc[:2].copy()
+    new["city"] = pd.Categorical(["atlantis", None])
+    new["member"] = pd.array([None, True], dtype="boolean")
+    new["age"] = np.nan
+    Z = pre.transform(new)
+    np.testing.assert_array_equal(Z[:, -1], -1.0)                 # unknown code: -1
+    np.testing.assert_array_equal(Z[:, names.index("member_True")], [0.0, 1.0])
+    np.testing.assert_array_equal(Z[:, names.index("age")], 0.0)
+    np.testing.assert_array_equal(Z[:, names.index("age_missing")], 1.0)
+
+
+def test_numpy_object_arrays_and_plain_arrays():
+    X = np.array([[1.5, "a", True], [2.0, "b", False], [None, "a", True], [4.0, None, False]],
+                 dtype=object)
+    pre = TabularPreprocessor().fit(X)
+    assert pre.kinds_ == ["numeric", "categorical", "boolean"]
+    assert not hasattr(pre, "feature_names_in_") and pre.n_features_in_ == 3
+    assert pre.transform(X).shape == (4, 1 + 1 + 3 + 1)
+    assert TabularPreprocessor().fit_transform(np.eye(3)).shape == (3, 3)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (pd.DataFrame({"a": [np.nan] * 4, "b": [1.0, 2, 3, 4]}),
+     r"column 'a' has no value \(every row is missing\)"),
+    (pd.DataFrame({"b": [1.0, 2, 3, 4], "price": ["1", "2.5", None, "3e2"]}),
+     r"column 'price' holds strings that all look like numbers"),
+    (pd.DataFrame({"b": [1.0, 2, np.inf, 4]}), r"column 'b' holds an infinite value"),
+    (np.array([[1.0, np.nan], [2, np.nan]]), r"column 1 has no value"),
+])
+def test_bad_frames_are_refused_naming_the_column(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TabularPreprocessor().fit(bad)
+
+
+def test_a_column_of_another_kind_at_predict_time_is_refused():
+    X, _, _ = frame()
+    pre = TabularPreprocessor().fit(X)
+    for column, values, kinds in (("age", ["x"] * 120, "was numeric when fitted but is "
+                                   "categorical now"),
+                                  ("sex", np.arange(120.0), "was categorical when fitted but "
+                                   "is numeric now")):
+        bad = X.copy()
+        bad[column] = values
+        with pytest.raises(ValueError, match=f"column '{column}' {kinds}"):
+            pre.transform(bad)
+    allnan = X.copy()
+    allnan["sex"] = np.nan           # a column missing everywhere is fine for any kind
+    assert pre.transform(allnan).shape == (120, pre.n_features_out_)
+
+
+def test_numeric_looking_category_column_is_accepted():
+    X = pd.DataFrame({"zip": pd.Series(["101", "102", "101", "103"]).astype("category")})
+    pre = TabularPreprocessor().fit(X)
+    assert pre.kinds_ == ["categorical"]
+
+
+def test_a_failed_fit_leaves_the_preprocessor_as_it_was():
+    X, _, _ = frame()
+    pre = TabularPreprocessor().fit(X)
+    before = pre.transform(X)
+    with pytest.raises(ValueError, match="every row is missing"):
+        pre.fit(pd.DataFrame({"z": [np.nan, np.nan]}))
+    np.testing.assert_array_equal(pre.transform(X), before)
+    assert pre.n_features_in_ == X.shape[1]
+
+
+# --------------------------------------------------------------------------- estimators
+def expected_failed_checks(estimator):
+    return {
+        # sample_weight=k and k repeated rows give other validation splits and batches
+        "check_sample_weight_equivalence_on_dense_data": "stochastic training: repeated rows "
+        "land in other batches and validation splits than weighted ones",
+    }
+
+
+@parametrize_with_checks([TabularClassifier(random_state=0, **CHECKED),
+                          TabularRegressor(random_state=0, **CHECKED)],
+                         expected_failed_checks=expected_failed_checks)
+def test_sklearn_estimator_checks(estimator, check):
+    check(estimator)
+
+
+def test_classifier_on_a_raw_frame_with_string_labels():
+    X, y, _ = frame(300)
+    clf = TabularClassifier(random_state=0, max_iter=40).fit(X.iloc[:240], y[:240])
+    assert clf.classes_.tolist() == ["no", "yes"]
+    assert clf.n_features_in_ == 6 and clf.feature_names_in_.tolist() == list(X.columns)
+    proba = clf.predict_proba(X.iloc[240:])
+    np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
+    assert set(clf.predict(X.iloc[240:])) <= {"no", "yes"}
+    assert clf.score(X.iloc[240:], y[240:]) > 0.8
+    assert len(clf.models_) == 1 and 0 <= clf.best_epoch_[0] < clf.n_iter_[0] <= 40
+
+
+def test_regressor_standardises_targets_and_maps_back():
+    X, _, score = frame(300)
+    y = 1000.0 + 50.0 * score
+    reg = TabularRegressor(random_state=0, max_iter=60).fit(X.iloc[:240], y[:240])
+    assert reg.y_mean_ == pytest.approx(y[:240].mean())
+    assert reg.y_scale_ == pytest.approx(y[:240].std())
+    assert reg.score(X.iloc[240:], y[240:]) > 0.6
+    Y = np.stack([y, -y], axis=1)
+    both = TabularRegressor(random_state=0, **FAST).fit(X, Y)
+    assert both.predict(X).shape == (300, 2)
+
+
+def test_random_state_reproduces_and_pickle_round_trips():
+    X, y, _ = frame()
+    a = TabularClassifier(random_state=3, **FAST).fit(X, y)
+    b = TabularClassifier(random_state=3, **FAST).fit(X, y)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    c = pickle.loads(pickle.dumps(a))
+    np.testing.assert_array_equal(c.predict_proba(X), a.predict_proba(X))
+    d = clone(a)
+    assert d.get_params() == a.get_params() and not hasattr(d, "models_")
+    d.set_params(n_ensemble=2).fit(X, y)
+    assert len(d.models_) == 2
+
+
+def test_pipeline_and_grid_search():
+    X, y, _ = frame(160)
+    pipe = make_pipeline(FunctionTransformer(lambda d: d.drop(columns=["income"])),
+                         TabularClassifier(random_state=0, **FAST))
+    assert pipe.fit(X, y).predict(X).shape == (160,)
+    grid = GridSearchCV(TabularClassifier(random_state=0, **FAST),
+                        {"dropout": [0.0, 0.2]}, cv=2).fit(X, y)
+    assert grid.best_params_["dropout"] in (0.0, 0.2)
+
+
+def test_sample_weight_and_class_weight_change_the_fit():
+    X, y, _ = frame()
+    base = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    ones = TabularClassifier(random_state=0, **FAST).fit(X, y, sample_weight=np.ones(120))
+    np.testing.assert_allclose(ones.predict_proba(X), base.predict_proba(X), rtol=1e-6)
+    w = np.where(y == "yes", 5.0, 1.0)
+    weighted = TabularClassifier(random_state=0, **FAST).fit(X, y, sample_weight=w)
+    balanced = TabularClassifier(random_state=0, class_weight={"yes": 5.0, "no": 1.0},
+                                 **FAST).fit(X, y)
+    np.testing.assert_allclose(balanced.predict_proba(X), weighted.predict_proba(X), rtol=1e-6)
+    assert weighted.predict_proba(X)[:, 1].mean() > base.predict_proba(X)[:, 1].mean()
+
+
+@pytest.mark.parametrize("case", ["all-nan", "numeric-strings", "inf", "one-class"])
+def test_bad_frames_leave_a_fitted_estimator_as_it_was(case):
+    X, y, _ = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    before, params = clf.predict_proba(X), dict(vars(clf))
+    bad_X, bad_y = X.copy(), y
+    if case == "all-nan":
+        bad_X["age"] = np.nan
+        message = "column 'age' has no value"
+    elif case == "numeric-strings":
+        bad_X["sex"] = "1.5"
+        message = "column 'sex' holds strings that all look like numbers"
+    elif case == "inf":
+        bad_X.loc[5, "income"] = np.inf
+        message = "column 'income' holds an infinite value"
+    else:
+        bad_y = np.full(120, "yes")
+        message = r"y has 1 class \('yes'\)"
+    with pytest.raises(ValueError, match=message):
+        clf.fit(bad_X, bad_y)
+    assert vars(clf).keys() == params.keys()
+    assert all(vars(clf)[k] is v for k, v in params.items())
+    np.testing.assert_array_equal(clf.predict_proba(X), before)
+
+
+def test_unseen_categories_at_predict_time_work():
+    X, y, _ = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    new = X.iloc[:3].copy()
+    new["sex"] = ["alien", None, "m"]
+    new["city"] = pd.Categorical(["nowhere", None, "city1"])
+    assert np.isfinite(clf.predict_proba(new)).all()
+
+
+@pytest.mark.parametrize("estimator, opts", [
+    (TabularClassifier, {}),                                       # Dense layers, Embedding
+    (TabularClassifier, {"k": 3, "numeric_embedding": "plr"}),     # a TabM-style ensemble
+    (TabularRegressor, {}),                                        # PBLD embeddings
+])
+def test_onnx_export_of_the_network(tmp_path, estimator, opts):
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    X, y, score = frame()
+    est = estimator(random_state=0, **FAST, **opts).fit(
+        X, y if estimator is TabularClassifier else score)
+    path = est.export(tmp_path / "est.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    got = session.run(None, {name: est.transform_features(X).astype(np.float32)})[0]
+    if estimator is TabularClassifier:
+        np.testing.assert_allclose(got, est.predict_proba(X), rtol=1e-5, atol=1e-6)
+    else:
+        np.testing.assert_allclose(got[:, 0] * est.y_scale_ + est.y_mean_, est.predict(X),
+                                   rtol=1e-5, atol=1e-5 * est.y_scale_)
+
+
+def test_defaults_choose_the_input_layers_by_task_and_columns():
+    X, y, score = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    reg = TabularRegressor(random_state=0, **FAST).fit(X, score)
+    names = [type(layer).__name__ for layer in clf.models_[0].layers]
+    assert names[0] == "Columns" and "PeriodicEmbedding" not in repr(clf.models_[0].layers[0])
+    assert "Embedding" in repr(clf.models_[0].layers[0])           # city: 15 categories
+    assert "PeriodicEmbedding" in repr(reg.models_[0].layers[0])
+    plain = TabularClassifier(random_state=0, **FAST).fit(X.drop(columns=["city"]), y)
+    assert [type(layer).__name__ for layer in plain.models_[0].layers][:2] == ["Dense", "ReLU"]
+    ens = TabularClassifier(random_state=0, k=4, **FAST).fit(X, y)
+    assert [type(layer).__name__ for layer in ens.models_[0].layers][-2:] == \
+        ["Softmax", "EnsembleMean"]
+    np.testing.assert_allclose(ens.predict_proba(X).sum(axis=1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("estimator", [TabularClassifier, TabularRegressor])
+def test_every_backend_fits_the_same_network(backend, estimator):
+    X, y, score = frame(80)
+    target = y if estimator is TabularClassifier else score
+    opts = dict(FAST, dtype="float64", random_state=0)
+    ref = estimator(**opts).fit(X, target)
+    other = estimator(backend=backend, **opts).fit(X, target)
+    assert other.n_iter_ == ref.n_iter_
+    out = (lambda e: e.predict_proba(X)) if estimator is TabularClassifier else \
+        (lambda e: e.predict(X))
+    np.testing.assert_allclose(out(other), out(ref), rtol=1e-7, atol=1e-9)
+
+
+def test_regressor_trains_realmlps_recipe_with_per_parameter_factors():
+    """The regressor's default is RealMLP's recipe: a front Scale (lr × 6), parametric Mish,
+    NTK-equivalent factors on the weights (lr / √fan_in, wd · √fan_in), biases lr × 0.1 without
+    decay, PBLD lr × 0.1; its networks train on the generic step, which honours them."""
+    from xpnn import Columns, Dense, ParametricActivation, PeriodicEmbedding, Scale, fastpath
+
+    X, _, score = frame()
+    reg = TabularRegressor(random_state=0, hidden_layer_sizes=(16, 8), max_iter=4).fit(X, score)
+    model = reg.models_[0]
+    kinds = [type(layer) for layer in model.layers]
+    assert Scale in kinds and ParametricActivation in kinds
+    assert all(layer.activation == "mish" for layer in model.layers
+               if isinstance(layer, ParametricActivation))
+    for layer in model.layers:
+        if isinstance(layer, Dense):
+            W, b = layer.params
+            assert W.lr_factor == pytest.approx(1 / np.sqrt(W.shape[0]))
+            assert W.wd_factor == pytest.approx(np.sqrt(W.shape[0]))
+            assert (b.lr_factor, b.wd_factor) == (0.1, 0.0)
+        elif isinstance(layer, Scale):
+            assert (layer.params[0].lr_factor, layer.params[0].wd_factor) == (6.0, 0.0)
+        elif isinstance(layer, Columns):
+            periodic = [p for f in layer.layers if isinstance(f, PeriodicEmbedding)
+                        for p in f.params]
+            assert periodic and all(p.lr_factor == 0.1 for p in periodic)
+    assert "lr_factor" in fastpath.explain(model)
+    assert reg.n_iter_ == [4] and np.isfinite(reg.predict(X)).all()
+
+
+def test_classifier_default_is_the_plain_network_on_the_fast_path():
+    from xpnn import ParametricActivation, ReLU, fastpath
+
+    X, y, _ = frame()
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    assert ReLU in [type(layer) for layer in clf.models_[0].layers]
+    assert all(p.lr_factor == 1.0 and p.wd_factor == 1.0 for p in clf.models_[0].params)
+    realmlp = TabularClassifier(random_state=0, recipe="realmlp", **FAST).fit(X, y)
+    acts = [layer for layer in realmlp.models_[0].layers
+            if isinstance(layer, ParametricActivation)]
+    assert acts and all(layer.activation == "selu" for layer in acts)
+    assert "lr_factor" in fastpath.explain(realmlp.models_[0])
+    numbers = np.random.default_rng(0).normal(size=(120, 4))
+    plain = TabularClassifier(random_state=0, **FAST).fit(numbers, numbers[:, 0] > 0)
+    assert fastpath.explain(plain.models_[0]) is None
+
+
+@pytest.mark.parametrize("param, value", [("recipe", "tabm"), ("max_iter", 0),
+                                          ("patience", -1), ("weight_decay", "high"),
+                                          ("learning_rate", 0.0)])
+def test_bad_settings_raise(param, value):
+    X, y, _ = frame()
+    with pytest.raises(ValueError, match=param):
+        TabularClassifier(**{param: value}).fit(X, y)
+
+
+def test_realmlp_schedule_caps_the_steps_on_large_tables():
+    """``max_iter="auto"``: 48 epochs, but at most MAX_STEPS optimizer steps (and at least 16
+    epochs); an explicit ``max_iter`` is taken as it is."""
+    from xpnn.sklearn._tabular import MAX_STEPS
+
+    X, _, score = frame()
+    small = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=64)
+    assert small.fit(X, score).n_iter_ == [48]                   # 2 steps an epoch
+    per_epoch = 96 // 4                                           # 96 training rows
+    mid = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=4)
+    assert mid.fit(X, score).n_iter_ == [MAX_STEPS // per_epoch] != [48]
+    tiny = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1)
+    assert tiny.fit(X, score).n_iter_ == [max(16, MAX_STEPS // 96)]
+    assert TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1,
+                            max_iter=3).fit(X, score).n_iter_ == [3]

@@ -1,0 +1,388 @@
+"""Preprocessing of raw tables for neural networks: :class:`TabularPreprocessor`.
+
+Learned on the training rows only, then applied to any rows (RealMLP's recipe, Holzmüller et al.
+2024, "Better by default"; pytabkit's ``median_center``, ``robust_scale``, ``smooth_clip`` and
+``one_hot`` transforms):
+
+* numeric columns: ``z = (x - median) · s`` with ``s = 1 / (q75 - q25)`` (or
+  ``1 / ((max - min) / 2)`` when the quartiles coincide, 0 for a constant column), then the
+  smooth clip ``z / sqrt(1 + z² / c²)`` (``c = clip``, 3 by default), which keeps ``|z| < c``
+  and is close to the identity near 0. A missing value becomes 0 (the median) and, when the
+  column had missing values in the training rows, a 0/1 indicator column says so.
+* categorical columns (str, object, ``category``, bool): with at most ``max_one_hot`` categories
+  (a missing value counting as one when the training rows have it) one-hot columns, a single
+  ±1 column for two categories; a category not seen in training is all zeros (0). Larger ones
+  become one column of integer codes ``0 .. m-1`` (as floats), ``-1`` for a category not seen
+  in training (or a missing value not seen in training), for a learned embedding
+  (:class:`xpnn.Embedding`, which maps every code outside ``0 .. m-1`` to its reserved row).
+
+Output columns, in this order: scaled numeric columns, missing indicators, one-hot columns,
+category codes (``n_numeric_out_``, ``n_indicators_``, ``n_one_hot_``, ``cardinalities_``).
+
+Strings that all look like numbers (``"3.5"``, ``"12"``) are refused with a ValueError naming the
+column: whether they are amounts or codes is the user's call (``pd.to_numeric`` or
+``.astype("category")``), never a silent guess.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+try:
+    import pandas as pd
+except ImportError:  # pragma: no cover - pandas is optional
+    pd = None
+
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+__all__ = ["TabularPreprocessor", "smooth_clip"]
+
+NUMERIC, CATEGORICAL, BOOLEAN = "numeric", "categorical", "boolean"
+
+
+def smooth_clip(z, c: float = 3.0):
+    """``z / sqrt(1 + z² / c²)``: odd, increasing, ≈ z near 0 and bounded by ``c``."""
+    return z / np.sqrt(1.0 + (z / c) ** 2)
+
+
+def _column_names(X):
+    """Names to use in messages: ``"column 'age'"`` for frames, ``"column 3"`` for arrays."""
+    if pd is not None and isinstance(X, pd.DataFrame):
+        return [f"column {c!r}" for c in X.columns]
+    return [f"column {j}" for j in range(X.shape[1])]
+
+
+def _columns(X):
+    """The columns of ``X`` as 1-D arrays (pandas Series kept as such)."""
+    if pd is not None and isinstance(X, pd.DataFrame):
+        return [X.iloc[:, j] for j in range(X.shape[1])]
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"TabularPreprocessor: X must be 2-D (rows, columns), got shape "
+                         f"{X.shape}")
+    return [X[:, j] for j in range(X.shape[1])]
+
+
+def _missing(col) -> np.ndarray:
+    if pd is not None:
+        return np.asarray(pd.isna(col), dtype=bool)
+    col = np.asarray(col)
+    if col.dtype.kind in "fc":
+        return np.isnan(col)
+    return np.array([v is None or (isinstance(v, float) and v != v) for v in col], dtype=bool)
+
+
+def _np_kind(dtype) -> str | None:
+    """NumPy's kind letter of a (pandas) dtype, None for pandas' own string/category dtypes."""
+    try:
+        return np.dtype(getattr(dtype, "numpy_dtype", dtype)).kind
+    except TypeError:
+        return None
+
+
+def _kind(col) -> str | None:
+    """The kind of a column: numeric, boolean or categorical (None: every value is missing)."""
+    dtype = getattr(col, "dtype", None)
+    if pd is not None and isinstance(dtype, pd.CategoricalDtype):
+        return CATEGORICAL
+    if dtype is not None and (_np_kind(dtype) == "b" or str(dtype) == "boolean"):
+        return BOOLEAN
+    if dtype is not None and _np_kind(dtype) in ("i", "u", "f"):
+        return NUMERIC
+    if dtype is not None and _np_kind(dtype) in ("c", "m", "M", "V"):
+        raise ValueError(f"TabularPreprocessor: columns of dtype {dtype} are not supported "
+                         "(Complex data not supported); convert them to numbers or categories")
+    values = np.asarray(col, dtype=object)[~_missing(col)]
+    if values.size == 0:
+        return None
+    if all(isinstance(v, (bool, np.bool_)) for v in values):
+        return BOOLEAN
+    if all(isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) for v in values):
+        return NUMERIC
+    return CATEGORICAL
+
+
+def _looks_numeric(strings: np.ndarray) -> bool:
+    """Every string parses as a finite or infinite number (``"3"``, ``"-1.5e3"``)."""
+    if pd is not None:
+        parsed = pd.to_numeric(pd.Series(strings, dtype=object), errors="coerce")
+        return bool(parsed.notna().all())
+    try:
+        np.asarray(strings, dtype=float)
+    except ValueError:
+        return False
+    return True
+
+
+def _as_float(col, name) -> np.ndarray:
+    if pd is not None and isinstance(col, pd.Series):
+        out = col.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        out = np.array([np.nan if v is None else v for v in np.asarray(col, dtype=object)],
+                       dtype=float) if np.asarray(col).dtype == object else \
+            np.asarray(col, dtype=float)
+    if np.isinf(out).any():
+        raise ValueError(f"TabularPreprocessor: {name} holds an infinite value; replace it by "
+                         "a finite number or NaN (missing)")
+    return out
+
+
+def _as_str(col, missing) -> np.ndarray:
+    values = np.asarray(col, dtype=object)
+    out = np.empty(values.shape[0], dtype=object)
+    out[~missing] = [str(v) for v in values[~missing]]
+    return out
+
+
+class TabularPreprocessor(TransformerMixin, BaseEstimator):
+    """Numeric scaling, missing-value indicators and categorical encoding of a raw table.
+
+    Parameters
+    ----------
+    max_one_hot : int, default=9
+        Categorical columns with at most this many categories are one-hot encoded (RealMLP's
+        ``max_one_hot_cat_size``); larger ones become one column of integer codes.
+    clip : float, default=3.0
+        Bound of the smooth clip of the scaled numeric columns (None: no clip).
+
+    Attributes
+    ----------
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (when X was a DataFrame with string column names)
+    kinds_ : list of str
+        ``"numeric"``, ``"categorical"`` or ``"boolean"`` for each input column.
+    median_, scale_ : ndarray (n_numeric,)
+        Centre and factor of each numeric column.
+    categories_ : list of ndarray
+        The categories (as str) of each categorical/boolean column, in the order encoded; a
+        missing value seen in training is the category ``None`` (last).
+    n_numeric_out_, n_indicators_, n_one_hot_ : int
+        Widths of the output blocks.
+    cardinalities_ : list of int
+        Number of categories of each code column (the last block).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from xpnn.sklearn import TabularPreprocessor
+    >>> df = pd.DataFrame({"age": [22.0, 38.0, None, 35.0],
+    ...                    "sex": ["male", "female", "female", "male"]})
+    >>> pre = TabularPreprocessor().fit(df)
+    >>> pre.get_feature_names_out().tolist()
+    ['age', 'age_missing', 'sex_male']
+    >>> pre.transform(df).round(2)      # float64 (n, pre.n_features_out_)
+    array([[-1.43,  0.  ,  1.  ],
+           [ 0.37,  0.  , -1.  ],
+           [ 0.  ,  1.  , -1.  ],
+           [ 0.  ,  0.  ,  1.  ]])
+    """
+
+    def __init__(self, max_one_hot: int = 9, clip: float | None = 3.0):
+        self.max_one_hot = max_one_hot
+        self.clip = clip
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self):
+        if not isinstance(self.max_one_hot, numbers.Integral) or self.max_one_hot < 1:
+            raise ValueError(f"TabularPreprocessor: max_one_hot must be an int >= 1, got "
+                             f"{self.max_one_hot!r}")
+        if self.clip is not None and not (isinstance(self.clip, numbers.Real)
+                                          and np.isfinite(self.clip) and self.clip > 0):
+            raise ValueError(f"TabularPreprocessor: clip must be a number > 0 or None, got "
+                             f"{self.clip!r}")
+
+    def _validate(self, X, reset):
+        if hasattr(X, "__dataframe__") and not (pd is not None and isinstance(X, pd.DataFrame)):
+            X = pd.api.interchange.from_dataframe(X) if pd is not None else X
+        if pd is None or not isinstance(X, pd.DataFrame):
+            if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+                raise TypeError("TabularPreprocessor: sparse input is not supported; pass a "
+                                "dense array or a DataFrame")
+            X = np.asarray(X)
+            if X.ndim == 1:
+                raise ValueError("TabularPreprocessor: expected a 2-D X (rows, columns), got a "
+                                 "1-D array. Reshape your data with X.reshape(-1, 1) for one "
+                                 "column or X.reshape(1, -1) for one row")
+        validate_data(self, X, reset=reset, skip_check_array=True)
+        if X.ndim != 2:
+            raise ValueError(f"TabularPreprocessor: X must be 2-D, got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError("TabularPreprocessor: X has 0 rows; at least 1 is required")
+        if reset and X.shape[1] == 0:
+            raise ValueError(f"TabularPreprocessor: 0 feature(s) (shape={X.shape}) while a "
+                             "minimum of 1 is required.")
+        return X
+
+    # ---------------------------------------------------------------- fit
+    def fit(self, X, y=None):
+        """Learn the kinds, scales and categories of ``X``'s columns (rows × columns).
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table.
+        y : None
+            Ignored (scikit-learn's signature).
+
+        Returns
+        -------
+        TabularPreprocessor
+            ``self``, fitted.
+        """
+        self._check_params()
+        # Everything is computed on locals first: an error leaves a fitted preprocessor as it was.
+        state = {}
+        saved = {k: v for k, v in vars(self).items() if k.endswith("_")}
+        try:
+            X = self._validate(X, reset=True)
+            state = self._learn(X)
+        except Exception:
+            for k in [k for k in vars(self) if k.endswith("_")]:
+                delattr(self, k)
+            vars(self).update(saved)
+            raise
+        vars(self).update(state)
+        return self
+
+    def _learn(self, X):
+        names = _column_names(X)
+        kinds, medians, scales, indicators, categories = [], [], [], [], []
+        for col, name in zip(_columns(X), names, strict=True):
+            missing = _missing(col)
+            if missing.all():
+                raise ValueError(f"TabularPreprocessor: {name} has no value (every row is "
+                                 "missing); drop it")
+            kind = _kind(col)
+            if kind == NUMERIC:
+                x = _as_float(col, name)[~missing]
+                median = float(np.median(x))
+                q25, q75 = np.quantile(x, [0.25, 0.75])
+                spread = float(q75 - q25) or 0.5 * float(x.max() - x.min())
+                kinds.append(kind)
+                medians.append(median)
+                scales.append(1.0 / spread if spread > 0 else 0.0)
+                indicators.append(bool(missing.any()))
+                continue
+            strings = _as_str(col, missing)
+            present = strings[~missing]
+            if kind == CATEGORICAL and _looks_numeric(present) \
+                    and not isinstance(getattr(col, "dtype", None), getattr(
+                        pd, "CategoricalDtype", ())):
+                raise ValueError(
+                    f"TabularPreprocessor: {name} holds strings that all look like numbers "
+                    f"(e.g. {present[0]!r}); convert it to numbers (pd.to_numeric) if they are "
+                    "amounts, or to a category (.astype('category')) if they are codes")
+            cats = sorted(set(present))
+            if missing.any():
+                cats.append(None)
+            kinds.append(kind)
+            categories.append(np.array(cats, dtype=object))
+        n_num = sum(k == NUMERIC for k in kinds)
+        sizes = [len(c) for c in categories]
+        small = [m <= self.max_one_hot for m in sizes]
+        return {
+            "kinds_": kinds, "median_": np.array(medians, dtype=float),
+            "scale_": np.array(scales, dtype=float), "indicators_": np.array(indicators, bool),
+            "categories_": categories, "one_hot_": small,
+            "n_numeric_out_": n_num, "n_indicators_": int(sum(indicators)),
+            "n_one_hot_": int(sum((1 if m == 2 else m)
+                                  for m, s in zip(sizes, small, strict=True) if s)),
+            "cardinalities_": [m for m, s in zip(sizes, small, strict=True) if not s],
+        }
+
+    @property
+    def n_features_out_(self) -> int:
+        """Width of :meth:`transform`'s output: numeric, indicator, one-hot and code columns."""
+        check_is_fitted(self, "kinds_")
+        return (self.n_numeric_out_ + self.n_indicators_ + self.n_one_hot_
+                + len(self.cardinalities_))
+
+    # ---------------------------------------------------------------- transform
+    def transform(self, X):
+        """The encoded table.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by :meth:`fit`.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features_out)
+            ``n_features_out_`` float64 columns: the scaled numeric columns, the missing-value
+            indicators, the one-hot columns, then the integer codes of the large categoricals.
+        """
+        check_is_fitted(self, "kinds_")
+        X = self._validate(X, reset=False)
+        names = _column_names(X)
+        n = X.shape[0]
+        numeric, indicators, one_hot, codes = [], [], [], []
+        i_num = i_cat = 0
+        for col, name, kind in zip(_columns(X), names, self.kinds_, strict=True):
+            missing = _missing(col)
+            actual = _kind(col) if not missing.all() else kind
+            if actual != kind:
+                raise ValueError(f"TabularPreprocessor: {name} was {kind} when fitted but is "
+                                 f"{actual} now (dtype {getattr(col, 'dtype', None)})")
+            if kind == NUMERIC:
+                x = _as_float(col, name)
+                z = (np.where(missing, self.median_[i_num], x) - self.median_[i_num]) \
+                    * self.scale_[i_num]
+                numeric.append(z if self.clip is None else smooth_clip(z, float(self.clip)))
+                if self.indicators_[i_num]:
+                    indicators.append(missing.astype(float))
+                i_num += 1
+                continue
+            cats = self.categories_[i_cat]
+            strings = _as_str(col, missing)
+            lookup = {c: k for k, c in enumerate(cats)}
+            code = np.array([lookup.get(s, -1) for s in strings], dtype=np.int64)
+            m = len(cats)
+            if self.one_hot_[i_cat]:
+                if m == 2:                       # one ±1 column; unseen: 0
+                    one_hot.append(np.where(code < 0, 0.0, np.where(code == 1, 1.0, -1.0)))
+                else:
+                    block = (code[:, None] == np.arange(m)).astype(float)
+                    one_hot.extend(block.T)
+            else:
+                codes.append(code.astype(float))
+            i_cat += 1
+        cols = numeric + indicators + one_hot + codes
+        if not cols:
+            return np.zeros((n, 0))
+        return np.stack(cols, axis=1)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output columns (``age``, ``age_missing``, ``sex_male``, ``city_code``).
+
+        Parameters
+        ----------
+        input_features : None
+            Ignored: the names seen by :meth:`fit` are used (``x0``, ``x1``... for arrays).
+
+        Returns
+        -------
+        numpy.ndarray of str (n_features_out,)
+        One name per output column.
+        """
+        check_is_fitted(self, "kinds_")
+        base = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")
+                else [f"x{j}" for j in range(self.n_features_in_)])
+        num = [b for b, k in zip(base, self.kinds_, strict=True) if k == NUMERIC]
+        cat = [b for b, k in zip(base, self.kinds_, strict=True) if k != NUMERIC]
+        out = num + [f"{b}_missing" for b, i in zip(num, self.indicators_, strict=True) if i]
+        for b, cats, small in zip(cat, self.categories_, self.one_hot_, strict=True):
+            if small:
+                out += [f"{b}_{cats[1]}"] if len(cats) == 2 else [f"{b}_{c}" for c in cats]
+        out += [f"{b}_code" for b, small in zip(cat, self.one_hot_, strict=True) if not small]
+        return np.array(out, dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        return tags

@@ -1,0 +1,742 @@
+"""Neural networks for raw tables with nothing to tune: :class:`TabularClassifier` and
+:class:`TabularRegressor`.
+
+>>> import numpy as np
+>>> import pandas as pd
+>>> from xpnn.sklearn import TabularClassifier, TabularRegressor
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"x": rng.normal(size=200),                     # a raw DataFrame
+...                    "color": rng.choice(["red", "green", "blue"], 200)})
+>>> y = np.where(df["x"] > 0, "yes", "no")
+>>> clf = TabularClassifier(hidden_layer_sizes=(32,), batch_size=32, max_iter=30,
+...                         random_state=0).fit(df, y)
+>>> clf.predict_proba(df[:3]).shape
+(3, 2)
+>>> clf.score(df, y) > 0.9
+True
+>>> reg = TabularRegressor(hidden_layer_sizes=(32,), batch_size=32, max_iter=30,
+...                        random_state=0).fit(df, 2 * df["x"])
+>>> reg.score(df, 2 * df["x"]) > 0.9
+True
+
+The recipe (defaults of RealMLP, Holzmüller et al. 2024, and TabM, Gorishniy et al. 2025,
+shaped to train fast on a CPU):
+
+* :class:`~xpnn.sklearn.TabularPreprocessor` learned on the training rows: median-centred,
+  robust-scaled, smoothly clipped numeric columns; missing-value indicators; one-hot columns for
+  categoricals with at most ``max_one_hot`` categories, integer codes for larger ones.
+  Regression targets are standardised (mean 0, standard deviation 1) and mapped back.
+* Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
+  the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
+  :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), then blocks
+  of ``hidden_layer_sizes`` with an activation and dropout: ``Dense`` layers, or with ``k > 1``
+  a TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
+  the loss is the mean of the members' losses, predictions average their probabilities);
+  Softmax output with label smoothing (classification) or a linear output (regression).
+* ``recipe="realmlp"`` (the regressor's default): RealMLP_TD's network and training: a learned
+  :class:`~xpnn.Scale` in front, :class:`~xpnn.ParametricActivation` (Mish; SELU for
+  classification), PBLD embeddings, and its per-parameter factors (``Parameter.lr_factor`` /
+  ``wd_factor``): the NTK parametrisation as ``lr / √fan_in`` and ``wd · √fan_in`` on the
+  weights, biases ``lr × 0.1`` without decay, PBLD and parametric activations ``lr × 0.1``,
+  the scale ``lr × 6``; AdamW (lr 0.2, ``beta2 = 0.95``, weight decay 0.02), a warm-up and a
+  cosine decay over 48 epochs (at most 600 steps, at least 16 epochs) with no early stop,
+  the best validation epoch kept.
+* ``recipe="plain"`` (the classifier's default, measured better there, and it trains on the
+  fast path): ReLU, AdamW (lr 2e-3, ``beta2 = 0.95``, weight decay 0.01), a linear warm-up
+  then a cosine decay over 128 epochs, stopping after 16 epochs without a better validation
+  loss and keeping the best epoch's weights.
+* Batches of 256 rows; ``validation_fraction`` of the rows (stratified for classification) are
+  held out to pick the best epoch.
+* ``n_ensemble`` networks from different random starts (and different validation rows) are
+  trained and their probabilities (or predictions) averaged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state, compute_sample_weight
+from sklearn.utils.multiclass import check_classification_targets, type_of_target
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
+from threadpoolctl import threadpool_limits
+
+from .._validation import dtype_name
+from ..backend import DTYPES, host_rng, to_numpy
+from ..callbacks import EarlyStopping, LearningRateScheduler
+from ..layers import (
+    BatchEnsembleDense,
+    Columns,
+    Dense,
+    Dropout,
+    Embedding,
+    EnsembleDense,
+    EnsembleMean,
+    EnsembleView,
+    ParametricActivation,
+    PeriodicEmbedding,
+    ReLU,
+    Scale,
+    Softmax,
+)
+from ..losses import CategoricalCrossEntropy
+from ..model import Sequential
+from ..optimizers import AdamW
+from ..schedules import CosineDecay, Warmup
+from ._preprocessing import TabularPreprocessor
+
+__all__ = ["TabularClassifier", "TabularRegressor"]
+
+
+#: Most optimizer steps of RealMLP's schedule with ``max_iter="auto"`` (large tables train fewer
+#: than 48 epochs, at least 16): fit time grows with the rows only up to there.
+MAX_STEPS = 600
+
+
+def _realmlp_factors(model):
+    """RealMLP's per-parameter learning-rate and weight-decay factors (Holzmüller et al.,
+    2024). Its NTK parametrisation (``y = x W / √fan_in`` with ``W ~ N(0, 1)``) trained with
+    Adam equals a standard layer trained with ``lr / √fan_in`` and ``wd · √fan_in`` (Adam's
+    step does not depend on the gradient's scale): those factors on every weight matrix;
+    biases ``lr × 0.1`` and no weight decay; periodic embeddings and parametric activations
+    ``lr × 0.1``; the front scale ``lr × 6``; neither decays."""
+    for layer in model.layers:
+        if isinstance(layer, (Dense, BatchEnsembleDense, EnsembleDense)):
+            for p in layer.params:
+                if p.name == "W":
+                    root = float(np.sqrt(p.shape[0]))
+                    p.lr_factor, p.wd_factor = 1.0 / root, root
+                elif p.name == "b":
+                    p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Scale):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 6.0, 0.0
+        elif isinstance(layer, ParametricActivation):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+        elif isinstance(layer, Columns):
+            for p in (p for f in layer.layers if isinstance(f, PeriodicEmbedding)
+                      for p in f.params):
+                p.lr_factor, p.wd_factor = 0.1, 0.0
+
+
+class _BaseTabular(BaseEstimator):
+    """Shared fit/predict machinery of the tabular estimators."""
+
+    def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
+                 learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
+                 patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
+                 embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
+                 dtype="float32", recipe="auto", random_state=None, verbose=0):
+        self.recipe = recipe
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.dropout = dropout
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.patience = patience
+        self.validation_fraction = validation_fraction
+        self.k = k
+        self.numeric_embedding = numeric_embedding
+        self.embedding_dim = embedding_dim
+        self.n_ensemble = n_ensemble
+        self.max_one_hot = max_one_hot
+        self.n_threads = n_threads
+        self.backend = backend
+        self.dtype = dtype
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ---------------------------------------------------------------- checks
+    def _check_params(self):
+        name = type(self).__name__
+
+        def bad(param, expected):
+            raise ValueError(f"{name}: {param} must be {expected}, got "
+                             f"{getattr(self, param)!r}")
+
+        def integer(param, low):
+            v = getattr(self, param)
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
+                bad(param, f"an int >= {low}")
+
+        def real(param, low, high, high_open=True):
+            v = getattr(self, param)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) \
+                    or v < low or v > high or (high_open and v == high):
+                bad(param, f"a number in [{low}, {high}{')' if high_open else ']'}")
+
+        sizes = self.hidden_layer_sizes
+        if isinstance(sizes, numbers.Integral):
+            sizes = (sizes,)
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                   for s in sizes):
+            bad("hidden_layer_sizes", "a tuple of ints >= 1")
+        real("dropout", 0.0, 1.0)
+        if self.learning_rate != "auto":
+            real("learning_rate", 0.0, np.inf)
+            if self.learning_rate <= 0:
+                bad("learning_rate", "'auto' or a number > 0")
+        if self.recipe not in ("auto", "realmlp", "plain"):
+            bad("recipe", "'auto', 'realmlp' or 'plain'")
+        if self.weight_decay != "auto":
+            real("weight_decay", 0.0, np.inf)
+        for param in ("batch_size", "k", "embedding_dim", "n_ensemble", "max_one_hot"):
+            integer(param, 1)
+        if self.max_iter != "auto":
+            integer("max_iter", 1)
+        if self.patience not in ("auto", None):
+            integer("patience", 0)
+        real("validation_fraction", 0.0, 1.0)
+        if self.numeric_embedding not in ("auto", None, "pbld", "plr"):
+            bad("numeric_embedding", "'auto', None, 'pbld' or 'plr'")
+        if self.n_threads is not None:
+            integer("n_threads", 1)
+        if dtype_name(self.dtype, DTYPES) is None:
+            bad("dtype", f"one of {DTYPES} (a name, a NumPy dtype or type)")
+        return tuple(int(s) for s in sizes)
+
+    def _settings(self):
+        """The training settings with every ``"auto"`` resolved: RealMLP's recipe for
+        regression (learning rate 0.2 with its per-parameter factors, weight decay 0.02, a
+        full 48-epoch schedule, at most ``MAX_STEPS`` steps, and the best epoch kept, no early
+        stop), the plain network
+        for classification (learning rate 2e-3, weight decay 0.01, up to 128 epochs, stop
+        after 16 without improvement), which measured better there and trains on the fast
+        path."""
+        recipe = self.recipe
+        if recipe == "auto":
+            recipe = "plain" if self._is_classifier() else "realmlp"
+        realmlp = recipe == "realmlp"
+        auto = {"learning_rate": (0.04 if self._is_classifier() else 0.2) if realmlp else 2e-3,
+                "weight_decay": 0.02 if realmlp else 0.01,
+                "max_iter": 48 if realmlp else 128}
+        out = {k: v if (v := getattr(self, k)) != "auto" else auto[k] for k in auto}
+        patience = self.patience
+        if patience == "auto":
+            patience = None if realmlp else 16
+        out.update(recipe=recipe, patience=patience)
+        return out
+
+    # ---------------------------------------------------------------- fit
+    def _preprocessor(self):
+        return TabularPreprocessor(max_one_hot=self.max_one_hot)
+
+    def _network(self, pre, n_out, sizes):
+        """The layers: per-block input layers (:class:`~xpnn.Columns`: periodic embeddings of
+        the numeric columns, the indicator and one-hot columns as they are, learned
+        embeddings of the category codes), then the hidden blocks (Dense or, with ``k > 1``,
+        BatchEnsembleDense members), the output layer and the output activation."""
+        n_num = pre.n_numeric_out_
+        n_plain = pre.n_indicators_ + pre.n_one_hot_
+        variant = self.numeric_embedding
+        if variant == "auto":
+            variant = None if self._is_classifier() else "pbld"
+        blocks = []
+        if n_num and variant is not None:
+            blocks.append((n_num, PeriodicEmbedding(n_num, variant=variant)))
+        elif n_num:
+            blocks.append((n_num, None))
+        if n_plain:
+            blocks.append((n_plain, None))
+        if pre.cardinalities_:
+            blocks.append((len(pre.cardinalities_),
+                           Embedding(pre.cardinalities_, self.embedding_dim)))
+        layers = []
+        if any(layer is not None for _, layer in blocks):
+            layers.append(Columns(blocks))
+        n_in = sum(w if layer is None else layer.output_features(w) for w, layer in blocks)
+        realmlp = self._settings()["recipe"] == "realmlp"
+        if realmlp:
+            layers.append(Scale(n_in))
+        k = self.k
+        if k > 1:
+            layers.append(EnsembleView(k))
+        for i, width in enumerate(sizes):
+            if k > 1:
+                layers.append(BatchEnsembleDense(n_in, width, k,
+                                                 r_init="random-signs" if i == 0 else "ones"))
+            else:
+                layers.append(Dense(n_in, width))
+            if realmlp:
+                layers.append(ParametricActivation(
+                    width, "selu" if self._is_classifier() else "mish"))
+            else:
+                layers.append(ReLU())
+            if self.dropout:
+                layers.append(Dropout(self.dropout))
+            n_in = width
+        layers.append(EnsembleDense(n_in, n_out, k) if k > 1
+                      else Dense(n_in, n_out, init="glorot"))
+        if self._is_classifier():
+            layers.append(Softmax())
+        if k > 1:
+            layers.append(EnsembleMean(k))
+        return layers
+
+    def _is_classifier(self):
+        return isinstance(self, ClassifierMixin)
+
+    def _threads(self):
+        """BLAS thread limit for fit and predict (no limit with ``n_threads=None``)."""
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        return threadpool_limits(limits=self.n_threads, user_api="blas")
+
+    def _fit(self, X, y, sample_weight):
+        with self._threads():
+            return self._fit_checked(X, y, sample_weight)
+
+    def _fit_checked(self, X, y, sample_weight):
+        sizes = self._check_params()
+        if y is None:
+            raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
+                             "is None")
+        pre = self._preprocessor()
+        Z = pre.fit_transform(X)            # raises on bad frames before anything is set
+        y = self._check_y(y, Z.shape[0])
+        targets, extra = self._encode_targets(y)
+        w = None
+        if sample_weight is not None:
+            w = _check_sample_weight(sample_weight, Z, dtype=np.float64)
+        w = self._class_weights(y, w, extra)
+        rng = check_random_state(self.random_state)
+        models, curves = [], []
+        for _ in range(self.n_ensemble):
+            model, history = self._fit_one(Z, targets, w, extra, sizes, rng, pre)
+            models.append(model)
+            curves.append(history)
+        vars(self).update(extra)
+        self.preprocessor_ = pre
+        self.n_features_in_ = pre.n_features_in_
+        if hasattr(pre, "feature_names_in_"):
+            self.feature_names_in_ = pre.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+        self.models_ = models
+        self.n_iter_ = [len(h["loss"]) for h in curves]
+        self.best_epoch_ = [h["best_epoch"] for h in curves]
+        self.loss_curve_ = [h["loss"] for h in curves]
+        self.validation_loss_curve_ = [h["val_loss"] for h in curves]
+        return self
+
+    def _fit_one(self, Z, targets, w, extra, sizes, rng, pre):
+        n = Z.shape[0]
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        validation = None
+        idx = np.arange(n)
+        n_val = int(round(self.validation_fraction * n))
+        if n_val >= 2 and n - n_val >= 2:
+            stratify = self._stratify(targets)
+            try:
+                train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed,
+                                                      stratify=stratify)
+            except ValueError:               # a class too small to stratify
+                train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed)
+            validation = (Z[val_idx], targets[val_idx]) + (() if w is None else (w[val_idx],))
+        else:
+            train_idx = idx
+        model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
+                           backend=self.backend, dtype=self.dtype, seed=seed)
+        model.rng = host_rng(seed + 1)
+        settings = self._settings()
+        lr = settings["learning_rate"]
+        if settings["recipe"] == "realmlp":
+            _realmlp_factors(model)
+        epochs = settings["max_iter"]
+        if self.max_iter == "auto" and settings["recipe"] == "realmlp":
+            # large tables: at most MAX_STEPS optimizer steps (but 16 epochs)
+            per_epoch = -(-train_idx.size // min(self.batch_size, train_idx.size))
+            epochs = min(epochs, max(16, MAX_STEPS // per_epoch))
+        warmup = max(1, min(8, epochs // 16))
+        schedule = Warmup(CosineDecay(lr, epochs=max(1, epochs - warmup),
+                                      final=lr * 1e-2), epochs=warmup)
+        model.compile(loss=self._loss(),
+                      optimizer=AdamW(lr, beta2=0.95,
+                                      weight_decay=settings["weight_decay"]))
+        callbacks = [LearningRateScheduler(schedule)]
+        stopper = None
+        if validation is not None:
+            patience = epochs if settings["patience"] is None else max(settings["patience"], 1)
+            stopper = EarlyStopping("val_loss", patience=patience, restore_best_weights=True)
+            callbacks.append(stopper)
+        history = model.fit(Z[train_idx], targets[train_idx],
+                            epochs=epochs, batch_size=min(self.batch_size, train_idx.size),
+                            validation_data=validation, callbacks=callbacks, verbose=self.verbose,
+                            sample_weight=None if w is None else w[train_idx])
+        curves = history.history
+        return model, {"loss": list(curves["loss"]), "val_loss": list(curves.get("val_loss", [])),
+                       "best_epoch": (len(curves["loss"]) - 1 if stopper is None
+                                      else stopper.best_epoch)}
+
+    def _stratify(self, targets):
+        return None
+
+    def _class_weights(self, y, w, extra):
+        return w
+
+    # ---------------------------------------------------------------- predict
+    def _forward(self, X):
+        """Mean of the ensemble's outputs (probabilities or standardised values), on the host."""
+        Z = self.transform_features(X)
+        out = None
+        with self._threads():
+            for model in self.models_:
+                o = np.asarray(to_numpy(model.predict(Z)), dtype=np.float64)
+                out = o if out is None else out + o
+        return out / len(self.models_)
+
+    def export(self, path, format: str = "onnx", member: int = 0, **options):
+        """Export network ``member`` of the ensemble (its input is ``transform_features(X)``,
+        its output the probabilities or the standardised prediction); see
+        :meth:`xpnn.Sequential.export`.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            File to write.
+        format : {"onnx"}
+            The format.
+        member : int
+            Index of the network in ``models_``.
+        **options
+            Passed to the writer (``opset``, ``input_name``, ``output_name`` for ONNX).
+
+        Returns
+        -------
+        str
+            The path written.
+        """
+        check_is_fitted(self, "models_")
+        return self.models_[member].export(path, format=format, **options)
+
+    def transform_features(self, X):
+        """The network's input for ``X``: the fitted preprocessing, as float64 rows.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_features_out)
+            ``preprocessor_.transform(X)``.
+        """
+        check_is_fitted(self, "models_")
+        return self.preprocessor_.transform(X)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.input_tags.string = True
+        tags.input_tags.categorical = True
+        tags.non_deterministic = False
+        return tags
+
+
+class TabularClassifier(ClassifierMixin, _BaseTabular):
+    """A neural-network classifier for raw tables, with nothing to tune.
+
+    Takes a pandas DataFrame (numbers, str/category/bool columns, missing values) or a NumPy
+    array as it is; see :mod:`xpnn.sklearn._tabular` for the recipe.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(256, 256, 256)
+    dropout : float, default=0.15
+    learning_rate : float or "auto", default="auto"
+        Peak learning rate of AdamW (after the warm-up, before the cosine decay); "auto":
+        2e-3 (plain), 0.04 / 0.2 for classification / regression (realmlp).
+    weight_decay : float or "auto", default="auto"
+        AdamW's decoupled weight decay; "auto": 0.01 (plain), 0.02 (realmlp).
+    batch_size : int, default=256
+    max_iter : int or "auto", default="auto"
+        Length of the learning-rate schedule and most epochs trained; "auto": 128 (plain),
+        48 but at most 600 optimizer steps and at least 16 epochs (realmlp).
+    patience : int, None or "auto", default="auto"
+        Epochs without a better validation loss before training stops; None: never stop
+        early (the best epoch is still kept); "auto": 16 (plain), None (realmlp).
+    validation_fraction : float, default=0.2
+        Rows held out (stratified) to pick the best epoch; 0 trains on every row for
+        ``max_iter`` epochs.
+    k : int, default=1
+        Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
+    numeric_embedding : {"auto", None, "pbld", "plr"}, default="auto"
+        Periodic embeddings of the numeric columns (RealMLP's PBLD, Gorishniy's PLR);
+        ``"auto"``: none for classification (measured no better there, and the plain network
+        trains on the fast path), PBLD for regression.
+    embedding_dim : int, default=8
+        Length of the learned vector of each category of a large categorical column.
+    n_ensemble : int, default=1
+        Networks trained from different random starts; their probabilities are averaged.
+    label_smoothing : float, default=0.1
+        Targets ``(1 - ε) · onehot + ε / K`` in the loss (RealMLP's ``ls_eps``;
+        :class:`~xpnn.CategoricalCrossEntropy`'s ``label_smoothing``).
+    class_weight : dict, "balanced" or None
+        Weights of the classes, multiplied into ``sample_weight``.
+    max_one_hot : int, default=9
+        Categoricals with at most this many categories get one-hot columns, larger ones
+        learned embeddings (:class:`TabularPreprocessor`).
+    n_threads : int or None, default=1
+        BLAS threads while fitting and predicting on the CPU (through threadpoolctl): networks
+        of this size train fastest on one thread, and several threads fighting other jobs on
+        a shared machine run many times slower. None leaves the BLAS settings as they are.
+    backend : str, default="numpy"
+        xpnn backend of the network (``"numpy"``, ``"torch"``, ``"cupy"``, ...).
+    dtype : {"float32", "float64"}, default="float32"
+    recipe : {"auto", "plain", "realmlp"}, default="auto"
+        The network and training (see :mod:`xpnn.sklearn._tabular`); "auto": "plain" for
+        classification, "realmlp" for regression.
+    random_state : int, RandomState or None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str (DataFrame input with string column names)
+    preprocessor_ : TabularPreprocessor
+    models_ : list of xpnn.Sequential
+    n_iter_, best_epoch_ : list of int
+        Epochs trained and the (0-based) epoch whose weights were kept, per network.
+    loss_curve_, validation_loss_curve_ : list of list of float
+    """
+
+    def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
+                 learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
+                 patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
+                 embedding_dim=8, n_ensemble=1, label_smoothing=0.1,
+                 class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
+                 dtype="float32", recipe="auto", random_state=None, verbose=0):
+        super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
+                         learning_rate=learning_rate, weight_decay=weight_decay,
+                         batch_size=batch_size, max_iter=max_iter, patience=patience,
+                         validation_fraction=validation_fraction, k=k,
+                         numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
+                         n_ensemble=n_ensemble, max_one_hot=max_one_hot, n_threads=n_threads,
+                         backend=backend, dtype=dtype, recipe=recipe,
+                         random_state=random_state, verbose=verbose)
+        self.label_smoothing = label_smoothing
+        self.class_weight = class_weight
+
+    def _check_y(self, y, n):
+        y = column_or_1d(np.asarray(y) if not hasattr(y, "dtype") else y, warn=True)
+        if y.shape[0] != n:
+            raise ValueError(f"TabularClassifier: X has {n} rows but y has {y.shape[0]}")
+        check_classification_targets(y)
+        if type_of_target(y) not in ("binary", "multiclass"):
+            raise ValueError(f"TabularClassifier: y must hold class labels, got "
+                             f"{type_of_target(y)} targets")
+        return y
+
+    def _encode_targets(self, y):
+        classes, codes = np.unique(y, return_inverse=True)
+        if classes.shape[0] < 2:
+            raise ValueError(f"TabularClassifier: y has 1 class ({classes.tolist()[0]!r}); a "
+                             "classifier needs samples of at least 2 classes")
+        eps = self.label_smoothing
+        if isinstance(eps, bool) or not isinstance(eps, numbers.Real) or not 0 <= eps < 1:
+            raise ValueError(f"TabularClassifier: label_smoothing must be a number in [0, 1), "
+                             f"got {eps!r}")
+        return codes.astype(np.int64), {"classes_": classes, "_n_outputs": len(classes)}
+
+    def _class_weights(self, y, w, extra):
+        if self.class_weight is None:
+            return w
+        cw = compute_sample_weight(self.class_weight, y)
+        return cw if w is None else w * cw
+
+    def _stratify(self, codes):
+        return codes
+
+    def _loss(self):
+        return CategoricalCrossEntropy(label_smoothing=float(self.label_smoothing))
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and class labels ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table: numbers, str/category/bool columns, missing values.
+        y : array-like (n_samples,)
+            Class labels, at least 2 classes.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        TabularClassifier
+            ``self``, fitted.
+        """
+        return self._fit(X, y, sample_weight)
+
+    def predict_proba(self, X):
+        """Class probabilities, the mean over the ensemble.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_classes)
+            Probabilities, columns in ``classes_`` order.
+        """
+        return self._forward(X)
+
+    def predict_log_proba(self, X):
+        """Logarithm of the class probabilities, ``log(predict_proba(X))``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples, n_classes)
+            Log-probabilities, columns in ``classes_`` order.
+        """
+        return np.log(self.predict_proba(X))
+
+    def predict(self, X):
+        """The most probable class of each row.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples,)
+            Labels from ``classes_``.
+        """
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
+
+
+class TabularRegressor(RegressorMixin, _BaseTabular):
+    """A neural-network regressor for raw tables, with nothing to tune.
+
+    Parameters and attributes as :class:`TabularClassifier` (without ``label_smoothing``,
+    ``class_weight`` and ``classes_``); ``recipe="auto"`` is ``"realmlp"`` here (RealMLP's
+    network and training: a learned scale in front, PBLD embeddings of the numeric columns,
+    parametric Mish, per-parameter learning-rate and weight-decay factors). The targets are
+    standardised for training (``y_mean_``, ``y_scale_``) and the predictions mapped back.
+    ``y`` may have several columns (n_samples, n_outputs).
+
+    Parameters
+    ----------
+    hidden_layer_sizes : tuple of int, default=(256, 256, 256)
+        Units of each hidden block.
+    dropout : float, default=0.15
+        Dropout rate after each hidden block.
+    learning_rate : float or "auto", default="auto"
+        Peak learning rate of AdamW; "auto": 0.2 (realmlp), 2e-3 (plain).
+    weight_decay : float or "auto", default="auto"
+        AdamW's decoupled weight decay; "auto": 0.02 (realmlp), 0.01 (plain).
+    batch_size : int, default=256
+        Rows per step.
+    max_iter : int or "auto", default="auto"
+        Length of the learning-rate schedule and most epochs trained; "auto": 48 but at most
+        600 optimizer steps and at least 16 epochs (realmlp), 128 (plain).
+    patience : int, None or "auto", default="auto"
+        Epochs without a better validation loss before training stops; None: never stop
+        early (the best epoch is still kept); "auto": None (realmlp), 16 (plain).
+    validation_fraction : float, default=0.2
+        Rows held out to pick the best epoch; 0 trains on every row for ``max_iter`` epochs.
+    k : int, default=1
+        Members of a BatchEnsemble (TabM) network; 1: plain Dense layers.
+    numeric_embedding : {"auto", None, "pbld", "plr"}, default="auto"
+        Periodic embeddings of the numeric columns; ``"auto"`` is ``"pbld"``.
+    embedding_dim : int, default=8
+        Length of the learned vector of each category of a large categorical column.
+    n_ensemble : int, default=1
+        Networks trained from different random starts; their predictions are averaged.
+    max_one_hot : int, default=9
+        Categoricals with at most this many categories get one-hot columns.
+    n_threads : int or None, default=1
+        BLAS threads while fitting and predicting on the CPU (None: left as they are).
+    backend : str, default="numpy"
+        xpnn backend of the network.
+    dtype : {"float32", "float64"}, default="float32"
+        Floating type of the network.
+    recipe : {"auto", "plain", "realmlp"}, default="auto"
+        The network and training; "auto" is "realmlp" for regression.
+    random_state : int, RandomState or None
+        Initial weights, validation rows and shuffling.
+    verbose : int, default=0
+        Progress printed while fitting.
+    """
+
+    def _check_y(self, y, n):
+        y = np.asarray(y, dtype=np.float64)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim not in (1, 2) or y.shape[0] != n:
+            raise ValueError(f"TabularRegressor: y must have shape ({n},) or ({n}, n_outputs), "
+                             f"got {y.shape}")
+        if not np.all(np.isfinite(y)):
+            raise ValueError("TabularRegressor: y holds NaN or infinite values")
+        return y
+
+    def _encode_targets(self, y):
+        mean = y.mean(axis=0)
+        scale = y.std(axis=0)
+        scale = np.where(scale > 0, scale, 1.0)
+        t = (y - mean) / scale
+        return t.reshape(y.shape[0], -1), {"y_mean_": mean, "y_scale_": scale,
+                                           "_n_outputs": 1 if y.ndim == 1 else y.shape[1]}
+
+    def _loss(self):
+        return "mse"
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit to a table ``X`` (DataFrame or array, n_samples rows) and real targets ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            The raw table: numbers, str/category/bool columns, missing values.
+        y : array-like (n_samples,) or (n_samples, n_outputs)
+            Finite real targets.
+        sample_weight : array-like (n_samples,), optional
+            Non-negative weights of the rows.
+
+        Returns
+        -------
+        TabularRegressor
+            ``self``, fitted.
+        """
+        return self._fit(X, y, sample_weight)
+
+    def predict(self, X):
+        """Predicted targets, the mean over the ensemble, in the units of ``y``.
+
+        Parameters
+        ----------
+        X : DataFrame or array-like (n_samples, n_features)
+            A table with the columns seen by ``fit``.
+
+        Returns
+        -------
+        numpy.ndarray (n_samples,) or (n_samples, n_outputs)
+            ``output · y_scale_ + y_mean_``.
+        """
+        out = self._forward(X)
+        if np.ndim(self.y_mean_) == 0:
+            return out[:, 0] * self.y_scale_ + self.y_mean_
+        return out * self.y_scale_ + self.y_mean_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
