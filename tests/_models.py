@@ -45,3 +45,19 @@ def assert_weights_equal(a, b):
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(xpnn.Callback):
+    """Raises Crash before the ``at``-th training step of the run (counted from 0)."""
+
+    def __init__(self, at):
+        self.at, self.seen = at, 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.seen == self.at:
+            raise Crash
+        self.seen += 1

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 import pytest
-from _models import blobs, mlp
+from _models import Crash, CrashAt, blobs, mlp
 
 import xpnn
 from xpnn import serialization
@@ -27,22 +27,6 @@ def model_for(opt="adam", fast=True, seed=0, lr=None):
                  "rmsprop": lambda: xpnn.RMSprop(0.005), "adamw": lambda: xpnn.AdamW(0.01)}[opt]
     model.compile(loss="crossentropy", optimizer=optimizer(), metrics=["accuracy"])
     return model
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(xpnn.Callback):
-    """Raises Crash before the ``at``-th training step of the run (counted from 0)."""
-
-    def __init__(self, at):
-        self.at, self.seen = at, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.seen == self.at:
-            raise Crash
-        self.seen += 1
 
 
 def other_callbacks(tmp_path):

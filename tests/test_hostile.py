@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 import pytest
+from _models import Crash, CrashAt
 
 import xpnn
 from xpnn import locks
@@ -33,20 +34,6 @@ def model_for(seed=0, lr=0.01):
                             seed=seed)
     model.compile(loss="crossentropy", optimizer=xpnn.Adam(lr), metrics=["accuracy"])
     return model
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt(xpnn.Callback):
-    def __init__(self, at):
-        self.at, self.seen = at, 0
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.seen == self.at:
-            raise Crash
-        self.seen += 1
 
 
 def crashed_backup(folder, X=X, Y=Y, batch_size=16, at=9, save_freq=2):

@@ -22,7 +22,7 @@ class Adam(Optimizer):
     Parameters
     ----------
     lr : float or xpnn.schedules.Schedule or dict
-        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+        Learning rate, >= 0, or a schedule of the epoch (or its ``to_config()`` dict).
     beta1 : float
         β₁ in [0, 1), decay of the first moment ``m``.
     beta2 : float
@@ -80,7 +80,7 @@ class AdamW(Adam):
     Parameters
     ----------
     lr : float or xpnn.schedules.Schedule or dict
-        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+        Learning rate, >= 0, or a schedule of the epoch (or its ``to_config()`` dict).
     beta1 : float
         β₁ in [0, 1), decay of the first moment ``m``.
     beta2 : float

@@ -70,7 +70,7 @@ class Optimizer:
     Parameters
     ----------
     lr : float or xpnn.schedules.Schedule or dict
-        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+        Learning rate, >= 0, or a schedule of the epoch (or its ``to_config()`` dict).
 
     Attributes
     ----------

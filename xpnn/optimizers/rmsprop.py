@@ -20,7 +20,7 @@ class RMSprop(Optimizer):
     Parameters
     ----------
     lr : float or xpnn.schedules.Schedule or dict
-        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+        Learning rate, >= 0, or a schedule of the epoch (or its ``to_config()`` dict).
     rho : float
         ρ in [0, 1), decay of the running mean of squares ``s``.
     eps : float

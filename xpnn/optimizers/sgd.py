@@ -21,7 +21,7 @@ class SGD(Optimizer):
     Parameters
     ----------
     lr : float or xpnn.schedules.Schedule or dict
-        Learning rate, > 0, or a schedule of the epoch (or its ``to_config()`` dict).
+        Learning rate, >= 0, or a schedule of the epoch (or its ``to_config()`` dict).
     momentum : float
         μ, in [0, 1); 0 for plain gradient descent.
     nesterov : bool
