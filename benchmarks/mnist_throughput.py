@@ -516,8 +516,10 @@ def machine_info():
             pass
     info["blas"] = blas_info()
     info["blas_env_removed"] = removed()
+    # Settings that change speed; XPNN_DATA is only where the data lie (a machine's path).
     info["env"] = {k: v for k, v in os.environ.items()
-                   if k.startswith(("OPENBLAS", "OMP_", "MKL_", "CUPY_", "XPNN_", "JAX_"))}
+                   if k.startswith(("OPENBLAS", "OMP_", "MKL_", "CUPY_", "XPNN_", "JAX_"))
+                   and k != "XPNN_DATA"}
     try:
         import cupy
 

@@ -25,7 +25,7 @@ Usage::
 
     python benchmarks/tabular.py                                  # everything installed
     python benchmarks/tabular.py --methods xpnn-tabular,catboost --tables titanic,wages --splits 1
-    python benchmarks/tabular.py --smoke --out /tmp/smoke          # seconds: xpnn + sklearn
+    python benchmarks/tabular.py --smoke --out runs/tabular-smoke # seconds: xpnn + sklearn
 
 Only this process unsets ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE``; the BLAS kernel in use
 (threadpoolctl) and the machine's load are recorded with the results.
