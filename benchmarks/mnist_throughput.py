@@ -168,7 +168,9 @@ def _he_init(sizes, seed):
              np.zeros(b, np.float32)) for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
 
 
-def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=None):
+def xpnn_model(sizes, backend="numpy", seed=0):
+    """The benchmark's network in xpnn: Dense + ReLU layers of ``sizes``, Softmax, compiled
+    with categorical cross-entropy and Adam (LR, BETAS, EPS), float32."""
     import xpnn
 
     layers = []
@@ -176,9 +178,14 @@ def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=
         layers += [xpnn.Dense(a, b, init="he"), xpnn.ReLU()]
     layers[-1] = xpnn.Softmax()
     model = xpnn.Sequential(*layers, backend=backend, dtype="float32", seed=seed)
-    model.fastpath = fast
     model.compile(loss="categorical_crossentropy",
                   optimizer=xpnn.Adam(LR, BETAS[0], BETAS[1], EPS))
+    return model
+
+
+def run_xpnn(backend, X, y, sizes, batch, epochs, seed, meter, fast=True, floor=None):
+    model = xpnn_model(sizes, backend, seed)
+    model.fastpath = fast
     be = model.backend
     Xd, yd = be.asarray(X, dtype="float32"), be.asarray(y, dtype="int64")
     times, chosen = [], set()

@@ -44,7 +44,7 @@ except ImportError:  # run from a source checkout without installing
     import xpnn
 
 from _blas_env import blas_info, describe, removed, run_on_default_kernels  # noqa: E402
-from mnist_throughput import BETAS, CONFIGS, EPS, LR  # noqa: E402
+from mnist_throughput import CONFIGS, xpnn_model  # noqa: E402
 
 HOOKS = {"gather": "batch gather", "_bias_act": "bias + activation",
          "_softmax_ce": "softmax-CE", "_act_backward": "activation backward (+ bias grad)",
@@ -134,13 +134,7 @@ def _profile(args):
     rng = np.random.default_rng(0)
     X = rng.random((args.samples, sizes[0]), dtype=np.float32)
     y = rng.integers(0, sizes[-1], args.samples)
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [xpnn.Dense(a, b, init="he"), xpnn.ReLU()]
-    layers[-1] = xpnn.Softmax()
-    model = xpnn.Sequential(*layers, dtype="float32", seed=0)
-    model.compile(loss="categorical_crossentropy",
-                  optimizer=xpnn.Adam(LR, BETAS[0], BETAS[1], EPS))
+    model = xpnn_model(sizes)
     model.n_threads = args.threads
     model.fit(X[:4 * batch], y[:4 * batch], epochs=1, batch_size=batch, verbose=0)
     trainer = model._fastpath_trainer

@@ -58,7 +58,7 @@ def worker(config, rounds, samples, spinner_pid, data_home):
     """Train ``config`` with the three settings in turn; print one JSON line."""
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    from mnist_throughput import BETAS, CONFIGS, EPS, LR, load_train
+    from mnist_throughput import CONFIGS, load_train, xpnn_model
 
     import xpnn
     from xpnn import threads
@@ -67,13 +67,7 @@ def worker(config, rounds, samples, spinner_pid, data_home):
     X8, y = load_train("mnist", data_home)
     X = X8[:samples].astype(np.float32) / np.float32(255.0)
     y = y[:samples]
-    layers = []
-    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
-        layers += [xpnn.Dense(a, b, init="he"), xpnn.ReLU()]
-    layers[-1] = xpnn.Softmax()
-    model = xpnn.Sequential(*layers, dtype="float32", seed=0)
-    model.compile(loss="categorical_crossentropy",
-                  optimizer=xpnn.Adam(LR, BETAS[0], BETAS[1], EPS))
+    model = xpnn_model(sizes)
     cores = threads.usable_cores()
     counts = {"auto": None, "one": 1, "all": cores}
     chosen = []
