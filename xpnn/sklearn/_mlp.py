@@ -112,6 +112,7 @@ from ..inputs import prepare_X, prepare_y
 from ..layers import Dense, Identity, ReLU, Sigmoid, Softmax, Tanh
 from ..model import Sequential
 from ..optimizers import SGD, Adam
+from ._params import ParamChecks
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -264,25 +265,8 @@ class _BaseMLP(BaseEstimator):
 
     # ------------------------------------------------------------------ parameters
     def _check_params(self):
-        name = type(self).__name__
-
-        def bad(param, expected):
-            value = getattr(self, param)
-            raise ValueError(f"{name}: {param} must be {expected}, got {value!r}")
-
-        def real(param, low, high=None, low_open=False, high_open=True):
-            v = getattr(self, param)
-            if (not isinstance(v, numbers.Real) or isinstance(v, bool) or not np.isfinite(v)
-                    or (v <= low if low_open else v < low)
-                    or (high is not None and (v >= high if high_open else v > high))):
-                lo = "(" if low_open else "["
-                hi = "inf)" if high is None else (f"{high})" if high_open else f"{high}]")
-                bad(param, f"a number in {lo}{low}, {hi}")
-
-        def integer(param, low):
-            v = getattr(self, param)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
-                bad(param, f"an int >= {low}")
+        checks = ParamChecks(self)
+        bad, real, integer = checks.bad, checks.real, checks.integer
 
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes

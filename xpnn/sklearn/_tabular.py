@@ -86,6 +86,7 @@ from ..losses import CategoricalCrossEntropy
 from ..model import Sequential
 from ..optimizers import AdamW
 from ..schedules import CosineDecay, Warmup
+from ._params import ParamChecks
 from ._preprocessing import TabularPreprocessor
 
 __all__ = ["TabularClassifier", "TabularRegressor"]
@@ -153,22 +154,8 @@ class _BaseTabular(BaseEstimator):
 
     # ---------------------------------------------------------------- checks
     def _check_params(self):
-        name = type(self).__name__
-
-        def bad(param, expected):
-            raise ValueError(f"{name}: {param} must be {expected}, got "
-                             f"{getattr(self, param)!r}")
-
-        def integer(param, low):
-            v = getattr(self, param)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < low:
-                bad(param, f"an int >= {low}")
-
-        def real(param, low, high, high_open=True):
-            v = getattr(self, param)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not np.isfinite(v) \
-                    or v < low or v > high or (high_open and v == high):
-                bad(param, f"a number in [{low}, {high}{')' if high_open else ']'}")
+        checks = ParamChecks(self)
+        bad, real, integer = checks.bad, checks.real, checks.integer
 
         sizes = self.hidden_layer_sizes
         if isinstance(sizes, numbers.Integral):
