@@ -16,25 +16,16 @@ import doctest
 import importlib
 import inspect
 import pkgutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _public_api import public_modules
 
 import xpnn
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 CHECKS = {"GL08", "PR01", "PR02", "PR03"}
-
-def _public_modules():
-    sys.path.insert(0, str(DOCS))
-    try:
-        conf = importlib.import_module("conf")
-    finally:
-        sys.path.remove(str(DOCS))
-    return {name: conf.public_names(name) for name in conf.PUBLIC_MODULES}
-
 
 def _members(cls):
     """Public methods and properties xpnn defines on ``cls`` or its xpnn bases."""
@@ -61,7 +52,7 @@ def _defined_by(cls, name):
 def public_objects():
     """``(path, object)`` for every public class, function and method, each object once,
     under the public path of the class that defines it where that class is public."""
-    modules = _public_modules()
+    modules = public_modules()
     public_path = {}
     entries = []
     for module_name, names in modules.items():
