@@ -154,8 +154,9 @@ class ArrayBatches:
         self.n = X.shape[0]
         self._max_abs = None
 
-    def max_abs(self, model):
-        """Largest ``|x|`` of the data (one reduction on the device, then cached)."""
+    def max_abs(self, model, combine=None):
+        """Largest ``|x|`` of the data (one reduction on the device, then cached). Every
+        process holds all of it, so ``combine`` is not needed."""
         if self._max_abs is None:
             xp = model.backend.xp
             self._max_abs = float(xp.max(xp.abs(self.X)))
@@ -265,18 +266,18 @@ class HostBatches:
         self.n = (host_shape(X)[0] if rows is None else rows.stop - rows.start)
         self._max_abs = self._peak = None
 
-    def max_abs(self, model):
+    def max_abs(self, model, combine=None):
         """Largest ``|x|`` of the rows this process read in its last complete pass (found
         while checking them; for integer data the range of their dtype), or None before a
-        complete pass. In data-parallel training the sum of every rank's (an upper bound)."""
+        complete pass. In data-parallel training ``combine`` (the sum over the ranks, an upper
+        bound) makes it the same on every rank."""
         dtype = host_dtype(self.X)
         if dtype is not None and dtype.kind in "biu":
             info = np.iinfo(dtype) if dtype.kind != "b" else None
             return 1.0 if info is None else float(max(abs(int(info.min)), int(info.max)))
         if self._max_abs is None:
             return None
-        comm = getattr(model, "_comm", None)
-        return self._max_abs if comm is None else comm.sum_floats(self._max_abs)[0]
+        return self._max_abs if combine is None else combine(self._max_abs)
 
     def batches(self, model, perm, batch_size, trainer=None, start=0, stop=None,
                 shard=None):
@@ -337,7 +338,7 @@ class IterableBatches:
 
     replayable = False
 
-    def max_abs(self, model):
+    def max_abs(self, model, combine=None):
         """None: the batches of an iterable may change from pass to pass (each step's finite
         loss covers them)."""
         return None

@@ -389,8 +389,8 @@ class TrainingRun:
         First a bound from the weights and the data's largest ``|x|``
         (:func:`xpnn.guard.outputs_bounded`, no data read); only when it is inconclusive, a
         forward pass over the data. True for an iterable of batches (nothing to bound)."""
-        model = self.model
-        m = source.max_abs(model)
+        model, dp = self.model, self.data_parallel
+        m = source.max_abs(model, None if dp is None else lambda v: dp.sum_floats(v)[0])
         if m is None or outputs_bounded(model, m):
             return True
         xp, bad = model.backend.xp, 0
