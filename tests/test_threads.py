@@ -118,7 +118,7 @@ def test_user_settings_win(free_machine, monkeypatch):
 
 
 def test_distributed_share_is_kept(free_machine, monkeypatch):
-    monkeypatch.setattr(xpnn.distributed, "_THREAD_LIMITS", object())
+    monkeypatch.setattr(xpnn.distributed, "_THREAD_COUNT", 1)
     assert threads.decide(medium(), 32) is None
 
 
@@ -227,3 +227,22 @@ def test_busy_cores_sees_a_spinning_process(monkeypatch):
     finally:
         spinner.kill()
         spinner.wait()
+
+
+def test_set_threads_is_reported_and_kept(free_machine, monkeypatch):
+    from xpnn import distributed
+    for name in ("XPNN_FASTPATH_THREADS", "NUMBA_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)      # restored afterwards
+    numba = sys.modules.get("numba")
+    numba_threads = numba.get_num_threads() if numba else None
+    monkeypatch.setattr(distributed, "_THREAD_COUNT", None)
+    monkeypatch.setattr(distributed, "_THREAD_LIMITS", None)
+    assert distributed.thread_count() is None
+    distributed.set_threads(1)
+    try:
+        assert distributed.thread_count() == 1
+        assert threads.decide(medium(), 32) is None      # the per-rank share wins
+    finally:
+        distributed._THREAD_LIMITS.restore_original_limits()
+        if numba:
+            numba.set_num_threads(numba_threads)

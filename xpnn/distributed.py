@@ -470,6 +470,19 @@ def cores_per_rank(affinities) -> int:
 
 
 _THREAD_LIMITS = None
+_THREAD_COUNT = None
+
+
+def thread_count() -> int | None:
+    """The thread count :func:`set_threads` (or :func:`init`) chose for this process, or
+    None when neither ran: :mod:`xpnn.threads` leaves such a share as it is.
+
+    Returns
+    -------
+    int or None
+        The ``n`` of the last :func:`set_threads` call.
+    """
+    return _THREAD_COUNT
 
 
 def set_threads(n: int) -> None:
@@ -483,7 +496,8 @@ def set_threads(n: int) -> None:
     n : int
         Threads, >= 1.
     """
-    global _THREAD_LIMITS
+    global _THREAD_LIMITS, _THREAD_COUNT
+    _THREAD_COUNT = int(n)
     if n == 1:
         os.environ["XPNN_FASTPATH_THREADS"] = "1"
     os.environ["NUMBA_NUM_THREADS"] = str(n)   # read when Numba is first imported
@@ -877,4 +891,4 @@ def guarded(method):
 
 __all__ = ["Communicator", "DataParallel", "HostReducer", "NcclReducer", "active",
            "cores_per_rank", "guarded", "init", "install_excepthook", "or_abort", "set_threads",
-           "under_launcher", "use_local_gpu"]
+           "thread_count", "under_launcher", "use_local_gpu"]

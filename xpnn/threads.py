@@ -187,7 +187,7 @@ def _set_elsewhere() -> bool:
     if _BUDGET is not None or any(os.environ.get(v, "").strip() for v in BLAS_ENV):
         return True
     from . import distributed
-    return distributed._THREAD_LIMITS is not None
+    return distributed.thread_count() is not None
 
 
 def decide(model, rows: int, training: bool = True) -> int | None:
