@@ -61,7 +61,7 @@ class Schedule:
 
     def __call__(self, epoch, lr=None) -> float:
         owner = type(self).__name__
-        if isinstance(epoch, Integral) or isinstance(epoch, bool):
+        if isinstance(epoch, Integral):
             epoch = _number(owner, "epoch", epoch, low=0, integer=True)
         else:                            # a fractional epoch: a step inside an epoch
             epoch = _number(owner, "epoch", epoch, low=0)
