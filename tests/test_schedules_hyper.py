@@ -1,7 +1,8 @@
 """RealMLP's schedules (CosLog, FlatCosineDecay) against their formulas and pytabkit's
 functions, and the callbacks that schedule the learning rate, the weight decay and the dropout
 rate per epoch or per step: the values the steps train with, on every backend and the fast
-path, and a run stopped anywhere and resumed training with the same values."""
+path, a run stopped anywhere and resumed, and a GPU epoch replayed after a divergence, training
+with the same values."""
 
 from __future__ import annotations
 
@@ -193,6 +194,37 @@ def test_stopped_anywhere_and_resumed_trains_with_the_same_values(tmp_path):
     n = len(seen.values)                                  # the steps of the last (resumed) run
     assert seen.values == ref_seen.values[-n:]
     assert model.optimizer.weight_decay == reference.optimizer.weight_decay
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")           # the overflow is the point
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_replayed_epoch_trains_with_the_same_values(monkeypatch, fast):
+    """On a GPU an epoch is checked once at its end and, when it went bad, replayed step by
+    step up to the bad batch: the replayed steps get their scheduled values again, so the
+    weights kept are those of the host's run, which checks every step."""
+    from xpnn.backend import Backend
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 3))
+    y = X @ [1.0, 2.0, -1.0]
+    X[24:32] *= 1e30                                  # the 4th batch of the first epoch overflows
+
+    def run():
+        model = xpnn.Sequential(xpnn.Dense(3, 8), xpnn.ReLU(), xpnn.Dropout(0.3),
+                                xpnn.Dense(8, 1), seed=0)
+        model.fastpath = fast
+        model.compile("mse", xpnn.AdamW(0.01, weight_decay=0.1))
+        callbacks = [xpnn.LearningRateScheduler(CosLog(0.05, 3), update_freq="batch"),
+                     xpnn.WeightDecayScheduler(lambda e: 0.1 * (1 + e), update_freq="batch"),
+                     xpnn.DropoutScheduler(lambda e: 0.1 * e, update_freq="batch")]
+        with pytest.raises(xpnn.TrainingDivergedError, match="at epoch 1, batch 4"):
+            model.fit(X, y, epochs=3, batch_size=8, shuffle=False, verbose=0,
+                      callbacks=callbacks)
+        return model.get_weights()
+
+    host = run()
+    monkeypatch.setattr(Backend, "is_gpu", property(lambda self: True))
+    assert_weights_equal(run(), host)
 
 
 def test_replayed_steps_call_the_schedulers_only():
