@@ -409,10 +409,11 @@ class LearningRateScheduler(_Scheduler):
     ``update_freq="batch"`` it is also applied before every step, at the fractional epoch
     ``epoch + batch / steps_per_epoch`` (as RealMLP's schedules, or ``torch.optim``
     schedulers stepped every batch), so a schedule of ``epochs`` epochs spans the same
-    training either way. ``lr`` is the rate in force before the epoch began, also when the
-    start of an epoch is repeated (a run resumed by :class:`~xpnn.BackupAndRestore`); the
-    values are a function of the epoch and batch alone, so a resumed run trains with the
-    same rates.
+    training either way. (pytabkit counts the rows seen rather than the batches: the two
+    differ only when the last batch of an epoch is short.) ``lr`` is the rate in force
+    before the epoch began, also when the start of an epoch is repeated (a run resumed by
+    :class:`~xpnn.BackupAndRestore`); the values are a function of the epoch and batch
+    alone, so a resumed run trains with the same rates.
 
     Parameters
     ----------
