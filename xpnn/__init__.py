@@ -31,10 +31,12 @@ from .backend import (
 from .builders import mlp
 from .callbacks import (
     Callback,
+    DropoutScheduler,
     EarlyStopping,
     History,
     LearningRateScheduler,
     ReduceLROnPlateau,
+    WeightDecayScheduler,
 )
 from .checkpoint import BackupAndRestore, ModelCheckpoint
 from .errors import TrainingDivergedError
@@ -80,6 +82,6 @@ __all__ = [
     "LeakyReLU", "Loss",
     "ModelCheckpoint", "Optimizer", "Parameter", "ProgressBar", "RMSprop", "ReLU",
     "ReduceLROnPlateau", "Rescaling", "Sequential", "Sigmoid", "Softmax", "Tanh",
-    "TrainingDivergedError",
+    "TrainingDivergedError", "DropoutScheduler", "WeightDecayScheduler",
     "available_backends", "distributed", "get_backend", "load", "mlp", "schedules", "to_numpy",
 ]

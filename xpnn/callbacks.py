@@ -1,5 +1,6 @@
 """Training callbacks: :class:`History`, :class:`EarlyStopping`, :class:`LearningRateScheduler`,
-:class:`ReduceLROnPlateau` (and :class:`xpnn.ProgressBar` in :mod:`xpnn.progress`).
+:class:`WeightDecayScheduler`, :class:`DropoutScheduler`, :class:`ReduceLROnPlateau` (and
+:class:`xpnn.ProgressBar` in :mod:`xpnn.progress`).
 
 ``fit`` calls ``on_train_begin()``; for every epoch ``on_epoch_begin(epoch)``, then for every
 batch ``on_train_batch_begin(batch)`` and ``on_train_batch_end(batch, logs)`` with
@@ -304,36 +305,43 @@ class EarlyStopping(Callback):
         self.best_weights = weights
 
 
-class LearningRateScheduler(Callback):
-    """Set the optimizer's rate from ``schedule`` at the start of every epoch.
+class _Scheduler(Callback):
+    """Set one hyperparameter from ``schedule`` at the start of every epoch, or of every
+    step: the machinery of :class:`LearningRateScheduler`, :class:`WeightDecayScheduler` and
+    :class:`DropoutScheduler`, which say what they set (``_read`` / ``_write``)."""
 
-    ``schedule`` is an :mod:`xpnn.schedules` object or any function of the epoch,
-    ``lr = schedule(epoch)``, or of the epoch and the current rate, ``lr = schedule(epoch, lr)``
-    (Keras's form); which one is read from the function's signature.
+    #: What is scheduled, for messages.
+    _what = "value"
+    #: The largest value allowed, and whether it is excluded.
+    _high, _high_open = math.inf, False
+    #: Called again when a run replays an epoch's steps (a GPU epoch that diverged, replayed
+    #: with a check per step): each step must train with the value it had.
+    _sets_step_values = True
 
-    The schedule is applied once per epoch: ``lr`` is the rate in force before the epoch began,
-    also when the start of an epoch is repeated (a run resumed by
-    :class:`~xpnn.BackupAndRestore`).
-
-    Parameters
-    ----------
-    schedule : xpnn.schedules.Schedule or callable
-        ``schedule(epoch) -> lr`` or ``schedule(epoch, lr) -> lr``, with the 0-based epoch.
-    """
-
-    def __init__(self, schedule):
+    def __init__(self, schedule, update_freq="epoch"):
+        name = type(self).__name__
         if not callable(schedule):
-            raise TypeError(f"LearningRateScheduler: schedule must be callable, got "
-                            f"{schedule!r}")
+            raise TypeError(f"{name}: schedule must be callable, got {schedule!r}")
+        if update_freq not in ("epoch", "batch"):
+            raise ValueError(f"{name}: update_freq must be 'epoch' or 'batch', got "
+                             f"{update_freq!r}")
         self.schedule = schedule
+        self.update_freq = update_freq
         self._with_lr = _takes_lr(schedule)
         self._epoch, self._lr_before = None, None
 
+    def _read(self, model) -> float:
+        raise NotImplementedError
+
+    def _write(self, model, value: float) -> None:
+        raise NotImplementedError
+
     def on_train_begin(self, logs=None):
         self._epoch, self._lr_before = None, None
+        self._read(self.model)             # a model without the hyperparameter fails here
 
     def on_epoch_begin(self, epoch, logs=None):
-        """Set ``model.optimizer.lr`` to the schedule's rate for ``epoch``.
+        """Set the value of ``epoch`` (with ``update_freq="batch"``: of its first step).
 
         Parameters
         ----------
@@ -345,24 +353,161 @@ class LearningRateScheduler(Callback):
         Raises
         ------
         ValueError
-            Before the epoch changes anything, when the schedule returns anything but a
-            finite number >= 0.
+            Before the epoch changes anything, when the schedule returns a value out of
+            range (not a finite number >= 0; a dropout rate also below 1).
         """
-        opt = self.model.optimizer
         if epoch != self._epoch:
-            self._epoch, self._lr_before = epoch, opt.lr
-        lr = self.schedule(epoch, self._lr_before) if self._with_lr else self.schedule(epoch)
-        lr = float(lr)
-        if not (math.isfinite(lr) and lr >= 0):
-            raise ValueError(f"LearningRateScheduler: schedule({epoch}) returned {lr!r}; "
-                             "a learning rate must be a finite number >= 0")
-        opt.lr = lr
+            self._epoch, self._lr_before = epoch, self._read(self.model)
+        self._apply(epoch)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        """With ``update_freq="batch"``, set the value of the fractional epoch
+        ``epoch + batch / steps_per_epoch`` before the step.
+
+        Parameters
+        ----------
+        batch : int
+            Index of the batch within the epoch (0-based).
+        logs : dict or None
+            Unused.
+        """
+        if self.update_freq != "batch" or self._epoch is None:
+            return
+        steps = getattr(self.run, "steps_per_epoch", None)
+        if not steps:
+            raise ValueError(f"{type(self).__name__}: update_freq='batch' needs the number of "
+                             "batches per epoch, unknown for an iterable without a length; "
+                             "use update_freq='epoch'")
+        self._apply(self._epoch + batch / steps if batch else self._epoch)
+
+    def _apply(self, epoch):
+        value = (self.schedule(epoch, self._lr_before) if self._with_lr
+                 else self.schedule(epoch))
+        value = float(value)
+        high_ok = value < self._high if self._high_open else value <= self._high
+        if not (math.isfinite(value) and value >= 0 and high_ok):
+            bound = f" and < {self._high:g}" if self._high_open else ""
+            raise ValueError(f"{type(self).__name__}: schedule({epoch}) returned {value!r}; "
+                             f"a {self._what} must be a finite number >= 0{bound}")
+        self._write(self.model, value)
 
     def get_state(self):
         return {"epoch": self._epoch, "lr_before": self._lr_before}
 
     def set_state(self, state):
         self._epoch, self._lr_before = state["epoch"], state["lr_before"]
+
+
+class LearningRateScheduler(_Scheduler):
+    """Set the optimizer's rate from ``schedule`` at the start of every epoch (or step).
+
+    ``schedule`` is an :mod:`xpnn.schedules` object or any function of the epoch,
+    ``lr = schedule(epoch)``, or of the epoch and the current rate, ``lr = schedule(epoch, lr)``
+    (Keras's form); which one is read from the function's signature.
+
+    With ``update_freq="epoch"`` the schedule is applied once per epoch. With
+    ``update_freq="batch"`` it is also applied before every step, at the fractional epoch
+    ``epoch + batch / steps_per_epoch`` (as RealMLP's schedules, or ``torch.optim``
+    schedulers stepped every batch), so a schedule of ``epochs`` epochs spans the same
+    training either way. (pytabkit counts the rows seen rather than the batches: the two
+    differ only when the last batch of an epoch is short.) ``lr`` is the rate in force
+    before the epoch began, also when the start of an epoch is repeated (a run resumed by
+    :class:`~xpnn.BackupAndRestore`); the values are a function of the epoch and batch
+    alone, so a resumed run trains with the same rates.
+
+    Parameters
+    ----------
+    schedule : xpnn.schedules.Schedule or callable
+        ``schedule(epoch) -> lr`` or ``schedule(epoch, lr) -> lr``, with the 0-based epoch
+        (a float inside an epoch with ``update_freq="batch"``).
+    update_freq : {"epoch", "batch"}
+        Apply the schedule at the start of every epoch, or before every step.
+    """
+
+    _what = "learning rate"
+
+    def _read(self, model):
+        return model.optimizer.lr
+
+    def _write(self, model, value):
+        model.optimizer.lr = value
+
+
+class WeightDecayScheduler(_Scheduler):
+    """Set the optimizer's ``weight_decay`` from ``schedule`` at the start of every epoch (or
+    step), as :class:`LearningRateScheduler` does the rate.
+
+    With :class:`~xpnn.AdamW` the decay of a step is ``θ ← θ (1 - lr · λ)`` with
+    ``λ = schedule(epoch)`` (times each parameter's ``wd_factor``); with Adam, SGD and
+    RMSprop ``λ θ`` is added to the gradient. RealMLP multiplies its weight decay by
+    :class:`~xpnn.schedules.FlatCosineDecay` (``wd_sched="flat_cos"``)::
+
+        WeightDecayScheduler(FlatCosineDecay(0.02, epochs), update_freq="batch")
+
+    Parameters
+    ----------
+    schedule : xpnn.schedules.Schedule or callable
+        ``schedule(epoch) -> λ`` or ``schedule(epoch, λ) -> λ`` (``λ`` the value before the
+        epoch began).
+    update_freq : {"epoch", "batch"}
+        Apply the schedule at the start of every epoch, or before every step, at the
+        fractional epoch ``epoch + batch / steps_per_epoch``.
+    """
+
+    _what = "weight decay"
+
+    def _read(self, model):
+        opt = model.optimizer
+        if not hasattr(opt, "weight_decay"):
+            raise ValueError(f"WeightDecayScheduler: the optimizer {type(opt).__name__} has no "
+                             "weight_decay to schedule")
+        return opt.weight_decay
+
+    def _write(self, model, value):
+        model.optimizer.weight_decay = value
+
+
+class DropoutScheduler(_Scheduler):
+    """Set the rate ``p`` of every :class:`~xpnn.Dropout` layer of the model from
+    ``schedule`` at the start of every epoch (or step).
+
+    RealMLP multiplies its dropout rate by :class:`~xpnn.schedules.FlatCosineDecay`
+    (``p_drop_sched="flat_cos"``): a constant rate for half of training, then a cosine down
+    to no dropout::
+
+        DropoutScheduler(FlatCosineDecay(0.15, epochs), update_freq="batch")
+
+    The rate only acts while training (inference never drops units). After ``fit`` the
+    layers keep the last rate set.
+
+    Parameters
+    ----------
+    schedule : xpnn.schedules.Schedule or callable
+        ``schedule(epoch) -> p`` or ``schedule(epoch, p) -> p`` (``p`` the first Dropout
+        layer's rate before the epoch began), in [0, 1).
+    update_freq : {"epoch", "batch"}
+        Apply the schedule at the start of every epoch, or before every step, at the
+        fractional epoch ``epoch + batch / steps_per_epoch``.
+    """
+
+    _what = "dropout rate"
+    _high, _high_open = 1.0, True
+
+    @staticmethod
+    def _layers(model):
+        from .layers import Dropout
+
+        layers = [layer for layer in model.layers if isinstance(layer, Dropout)]
+        if not layers:
+            raise ValueError("DropoutScheduler: the model has no Dropout layer")
+        return layers
+
+    def _read(self, model):
+        return self._layers(model)[0].p
+
+    def _write(self, model, value):
+        for layer in self._layers(model):
+            layer.p = value
 
 
 def _takes_lr(schedule) -> bool:

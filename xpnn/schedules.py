@@ -7,18 +7,24 @@ A schedule is a small callable object with its formula in its docstring. Use it 
   ``on_epoch_begin``), and ``optimizer.lr`` is ``schedule(0)`` until the first epoch;
 * with the callback, ``LearningRateScheduler(CosineDecay(1e-3, epochs=50))``.
 
-``epoch`` is the index ``fit`` gives its callbacks. Schedules are plain data:
+``epoch`` is the index ``fit`` gives its callbacks, or a fractional epoch ``e + b / n`` (batch
+``b`` of ``n``) when a scheduler callback updates every step (``update_freq="batch"``, as
+RealMLP applies its schedules). The same schedules also drive other hyperparameters, through
+:class:`~xpnn.WeightDecayScheduler` and :class:`~xpnn.DropoutScheduler`. Schedules are plain
+data:
 ``schedule.get_config()`` is JSON, :func:`from_config` rebuilds the object, and a model whose
 optimizer has a schedule saves and loads it with the rest of its configuration.
 
 The formulas are those of ``torch.optim.lr_scheduler`` stepped once per epoch (``StepLR``,
-``ExponentialLR``, ``CosineAnnealingLR`` up to ``T_max``, ``LinearLR`` for the warm-up).
+``ExponentialLR``, ``CosineAnnealingLR`` up to ``T_max``, ``LinearLR`` for the warm-up), and
+RealMLP's (Holzmüller et al., 2024; pytabkit's ``models/training/scheduling.py``):
+:class:`CosLog` (``coslog4``) and :class:`FlatCosineDecay` (``flat_cos``).
 """
 
 from __future__ import annotations
 
 import math
-from numbers import Real
+from numbers import Integral, Real
 
 from ._validation import check_int, check_real
 
@@ -38,13 +44,13 @@ class Schedule:
     functions) is accepted and ignored.
     """
 
-    def lr(self, epoch: int) -> float:
+    def lr(self, epoch: float) -> float:
         """The learning rate of ``epoch``.
 
         Parameters
         ----------
-        epoch : int
-            0-based epoch.
+        epoch : int or float
+            0-based epoch, possibly fractional (``e + b / n`` at batch ``b`` of ``n``).
 
         Returns
         -------
@@ -54,7 +60,11 @@ class Schedule:
         raise NotImplementedError
 
     def __call__(self, epoch, lr=None) -> float:
-        epoch = _number(type(self).__name__, "epoch", epoch, low=0, integer=True)
+        owner = type(self).__name__
+        if isinstance(epoch, Integral):
+            epoch = _number(owner, "epoch", epoch, low=0, integer=True)
+        else:                            # a fractional epoch: a step inside an epoch
+            epoch = _number(owner, "epoch", epoch, low=0)
         return float(self.lr(epoch))
 
     def get_config(self) -> dict:
@@ -232,8 +242,106 @@ class Warmup(Schedule):
                 "start": self.start}
 
 
+class CosLog(Schedule):
+    """RealMLP's ``coslog4``: ``cycles`` cosine cycles, evenly spaced in log-time, each ending
+    at 0 and the next one twice as long::
+
+        t     = min(e, epochs) / epochs                       (progress, 0 → 1)
+        lr(e) = peak · (1 - cos(2π · log₂(1 + (2^cycles - 1) · t))) / 2
+
+    ``lr`` is 0 at ``t = 0`` and at the end of each cycle, ``t = (2^i - 1) / (2^cycles - 1)``
+    for ``i = 1 .. cycles`` (with 4 cycles ``t = 1/15, 3/15, 7/15, 1``), and ``peak`` halfway
+    through each cycle in log-time. This is ``CoslogFunc(n_cycles)`` of pytabkit
+    (``models/training/scheduling.py``, Holzmüller et al., "Better by default", 2024), a
+    function of the fraction of training done, which pytabkit evaluates before every step;
+    use it per step, ``LearningRateScheduler(CosLog(...), update_freq="batch")``, so that
+    the first epoch does not train at rate 0.
+
+    Parameters
+    ----------
+    peak : float
+        Highest rate, > 0 (RealMLP's ``lr``).
+    epochs : int
+        Length of the schedule, >= 1 (the epochs trained).
+    cycles : int
+        Number of cycles, >= 1.
+
+    Examples
+    --------
+    >>> schedule = CosLog(0.2, epochs=15)           # cycles end at epochs 1, 3, 7 and 15
+    >>> [round(schedule(epoch), 6) for epoch in (0, 1, 3, 7, 15)]
+    [0.0, 0.0, 0.0, 0.0, 0.0]
+    >>> [round(schedule(2 ** k - 1), 6) for k in (0.5, 1.5, 2.5, 3.5)]     # the peaks
+    [0.2, 0.2, 0.2, 0.2]
+    """
+
+    def __init__(self, peak: float, epochs: int, cycles: int = 4):
+        self.peak = _number("CosLog", "peak", peak, low=0, low_open=True)
+        self.epochs = _number("CosLog", "epochs", epochs, low=1, integer=True)
+        self.cycles = _number("CosLog", "cycles", cycles, low=1, integer=True)
+
+    def lr(self, epoch):
+        t = min(epoch, self.epochs) / self.epochs
+        phase = math.log2(1.0 + (2.0 ** self.cycles - 1.0) * t)
+        return self.peak * 0.5 * (1.0 - math.cos(2.0 * math.pi * phase))
+
+    def get_config(self):
+        return {"peak": self.peak, "epochs": self.epochs, "cycles": self.cycles}
+
+
+class FlatCosineDecay(Schedule):
+    """RealMLP's ``flat_cos``: constant for the first ``flat`` fraction of training, then half
+    a cosine down to ``final``::
+
+        t     = min(e, epochs) / epochs
+        lr(e) = initial                                               for t < flat
+        lr(e) = final + (initial - final) · (1 + cos(π · u)) / 2,     u = (t - flat) / (1 - flat)
+
+    pytabkit (``models/training/scheduling.py``) defines ``flat_cos`` as
+    ``combine_scheds([0.5, 0.5], [ConstantSchedule(1.0), cos_sched.scaled(1., 0.)])``: this
+    with ``flat=0.5, final=0``; RealMLP_TD multiplies its dropout rate and its weight decay by
+    it, evaluated before every step (:class:`~xpnn.DropoutScheduler`,
+    :class:`~xpnn.WeightDecayScheduler` with ``update_freq="batch"``). fastai calls the same
+    shape ``fit_flat_cos``.
+
+    Parameters
+    ----------
+    initial : float
+        Value of the flat part, >= 0.
+    epochs : int
+        Length of the schedule, >= 1.
+    flat : float
+        Fraction of the schedule at ``initial``, in [0, 1).
+    final : float
+        Value at the end, >= 0.
+
+    Examples
+    --------
+    >>> schedule = FlatCosineDecay(0.02, epochs=10)
+    >>> [round(schedule(epoch), 6) for epoch in (0, 4.9, 5, 7.5, 10)]
+    [0.02, 0.02, 0.02, 0.01, 0.0]
+    """
+
+    def __init__(self, initial: float, epochs: int, flat: float = 0.5, final: float = 0.0):
+        self.initial = _number("FlatCosineDecay", "initial", initial, low=0)
+        self.epochs = _number("FlatCosineDecay", "epochs", epochs, low=1, integer=True)
+        self.flat = check_real("flat", flat, "FlatCosineDecay", 0.0, 1.0, high_open=True)
+        self.final = _number("FlatCosineDecay", "final", final, low=0)
+
+    def lr(self, epoch):
+        t = min(epoch, self.epochs) / self.epochs
+        if t < self.flat:
+            return self.initial
+        u = (t - self.flat) / (1.0 - self.flat)
+        return self.final + 0.5 * (self.initial - self.final) * (1.0 + math.cos(math.pi * u))
+
+    def get_config(self):
+        return {"initial": self.initial, "epochs": self.epochs, "flat": self.flat,
+                "final": self.final}
+
+
 SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, ExponentialDecay, CosineDecay,
-                                           Warmup)}
+                                           Warmup, CosLog, FlatCosineDecay)}
 
 
 def from_config(spec: dict) -> Schedule:
@@ -258,5 +366,5 @@ def from_config(spec: dict) -> Schedule:
     return SCHEDULES[spec["class"]](**config)
 
 
-__all__ = ["Constant", "CosineDecay", "ExponentialDecay", "SCHEDULES", "Schedule", "StepDecay",
-           "Warmup", "from_config"]
+__all__ = ["Constant", "CosLog", "CosineDecay", "ExponentialDecay", "FlatCosineDecay",
+           "SCHEDULES", "Schedule", "StepDecay", "Warmup", "from_config"]

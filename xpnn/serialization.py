@@ -927,6 +927,25 @@ def restore_into(model, payload: Payload) -> None:
     _apply_training(model, payload.training)
 
 
+#: Layer settings a callback changes during ``fit`` (:class:`~xpnn.DropoutScheduler` sets
+#: ``Dropout.p``): a checkpoint written in between still fits the model.
+_SCHEDULED = {"Dropout": ("p",)}
+
+
+def _architecture(layers):
+    """Layer configurations without the settings in :data:`_SCHEDULED`."""
+    if not isinstance(layers, list):
+        return layers
+    out = []
+    for spec in layers:
+        drop = _SCHEDULED.get(spec.get("class"), ()) if isinstance(spec, dict) else ()
+        if drop and isinstance(spec.get("config"), dict):
+            spec = {**spec, "config": {k: v for k, v in spec["config"].items()
+                                       if k not in drop}}
+        out.append(spec)
+    return out
+
+
 def check_fits(model, payload: Payload) -> None:
     """Raise ValueError naming the file unless ``payload`` is a checkpoint (with training
     state) of ``model``'s architecture, dtype and compile settings."""
@@ -935,6 +954,8 @@ def check_fits(model, payload: Payload) -> None:
     mine, theirs = model.get_config(), payload.config
     for key, what in (("layers", "layers"), ("dtype", "dtype"),
                       ("n_features_in", "input width")):
+        if key == "layers" and _architecture(mine[key]) == _architecture(theirs[key]):
+            continue
         if mine[key] != theirs[key]:
             raise ValueError(f"{payload.path} was written by a different model: its {what} "
                              f"are {theirs[key]!r}, this model's {mine[key]!r}")

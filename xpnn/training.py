@@ -120,6 +120,8 @@ class TrainingRun:
     data_parallel : xpnn.distributed.DataParallel or None
     interrupted : bool
         Set by the first Ctrl-C; the loop raises KeyboardInterrupt after the step in progress.
+    steps_per_epoch : int or None
+        Batches in an epoch of the current ``fit`` (None when unknown, or outside ``fit``).
     """
 
     def __init__(self, model, callbacks=(), comm=None, **facts):
@@ -130,6 +132,7 @@ class TrainingRun:
         self._epoch = None           # (epoch, generator state at its start, running sums)
         self._epoch_done = None      # epochs completed, once one has been in this run
         self.data_parallel = None
+        self.steps_per_epoch = None  # batches per epoch, once fit knows them
         comm = distributed.active(comm)
         if comm is not None:
             dp = distributed.DataParallel(comm, model)
@@ -229,7 +232,9 @@ class TrainingRun:
         callback gives one), validating on ``val`` after each; always ends the run. Each
         epoch runs BLAS on the threads :func:`xpnn.threads.decide` chooses for batches of
         ``batch_size`` rows then (another process may have started or ended), restored
-        afterwards."""
+        afterwards. :attr:`steps_per_epoch` is the number of batches of an epoch (None when
+        unknown), for callbacks that act per step."""
+        self.steps_per_epoch = source_steps(source, batch_size)
         try:
             self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
         finally:
@@ -300,7 +305,7 @@ class TrainingRun:
             if not (math.isfinite(value) and self._weights_finite(fastpath.select(model))):
                 state.restore(model, saved[0])
                 sums.update(loss=0.0, weight=0.0, batch=saved[1])
-                self._run_batches(source, batch_size, epoch, perm, sums, CallbackList(),
+                self._run_batches(source, batch_size, epoch, perm, sums, self._replayed(),
                                   True, saved)
         if saved is not None and not self._outputs_finite(source):
             last = sums["batch"] - 1          # finite weights whose outputs overflow
@@ -362,8 +367,14 @@ class TrainingRun:
         state.restore(self.model, snap)
         if bad > start:
             sums = {"loss": 0.0, "weight": 0.0, "batch": start}
-            self._run_batches(source, batch_size, epoch, perm, sums, CallbackList(), False,
+            self._run_batches(source, batch_size, epoch, perm, sums, self._replayed(), False,
                               saved, stop=bad)
+
+    def _replayed(self):
+        """The callbacks called again when steps are replayed: those that set a value a step
+        trains with (per-step schedules), none that log, count or save."""
+        return CallbackList([cb for cb in self.callbacks
+                             if getattr(cb, "_sets_step_values", False)])
 
     def train_on_batch(self, xb, tb, wb=None) -> float:
         """One generic step; on a non-finite loss or weight the model is put back as it was and
