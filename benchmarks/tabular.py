@@ -461,6 +461,8 @@ def main(argv=None):
     p.add_argument("--tables", default=",".join(TABLES))
     p.add_argument("--role", choices=("all", "tune", "confirm"), default="all")
     p.add_argument("--splits", type=int, default=3)
+    p.add_argument("--first-split", type=int, default=0,
+                   help="run splits first-split .. splits-1 (to add splits to an earlier run)")
     p.add_argument("--threads", type=int, default=1,
                    help="threads for every method (BLAS, torch, CatBoost, LightGBM)")
     p.add_argument("--smoke", action="store_true",
@@ -513,7 +515,7 @@ def main(argv=None):
     records = []
     with threadpool_limits(args.threads):
         for t in tables:
-            for split in range(splits):
+            for split in range(args.first_split, splits):
                 for m in methods:
                     try:
                         rec = run_one(m, t, split, args.threads, args.smoke)
