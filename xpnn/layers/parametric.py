@@ -139,6 +139,14 @@ class ParametricActivation(PerFeature):
         dx *= delta                                                  # δ ⊙ (1 + α ⊙ (f' - 1))
         return dx
 
+    def output_bound(self, m):
+        """``y = (1 - α) x + α f(x)``, so ``|y| <= max |1 - α| · m + max |α| · sup |f|``
+        over ``|x| <= m``: ``sup |f| = m`` for ReLU and Mish (``|x · tanh(·)| <= |x|``),
+        ``λ · max(m, α_SELU)`` for SELU."""
+        xp, a = self.xp, self.alpha.data
+        f = SELU_SCALE * max(m, SELU_ALPHA) if self.activation == "selu" else m
+        return float(xp.max(xp.abs(1.0 - a))) * m + float(xp.max(xp.abs(a))) * f
+
     def to_onnx(self, g, x, name):
         # ONNX: ``f`` from elementary operators (``Where``/``Exp`` for SELU, ``Relu``, ``Log``,
         # ``Exp``, ``Abs``, ``Tanh`` for Mish), then ``x + α (f(x) - x)``.
