@@ -37,7 +37,7 @@ def layer_bound(layer, m: float, xp) -> float:
     """An upper bound on ``|y|`` for ``y = layer(x)`` in inference over every ``x`` with
     ``|x| <= m``. Dense: ``m · maxⱼ Σᵢ |Wᵢⱼ| + max |b|``; the bounded activations give 1
     (Softmax of finite logits is finite); other layers give their
-    :meth:`~xpnn.layers.base.Layer.output_bound` (inf when they do not know one)."""
+    ``Layer.output_bound`` (inf when they do not know one)."""
     kind = type(layer).__name__
     if kind in ("ReLU", "Identity", "Dropout"):
         return m

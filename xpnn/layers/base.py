@@ -270,7 +270,7 @@ class Layer:
         """An upper bound on ``|y|`` for ``y = forward(x)`` (inference) over every ``x`` with
         ``|x| <= m``, every value computed on the way finite too; ``fit`` checks with it at the
         end of each epoch that the outputs on the training data are finite without computing
-        them (:func:`xpnn.guard.outputs_bounded`). The base class knows none: inf.
+        them (``xpnn.guard.outputs_bounded``). The base class knows none: inf.
 
         Parameters
         ----------

@@ -7,7 +7,7 @@ import numpy as np
 from .._validation import check_real
 from .base import Layer
 
-#: 2³²: the 32-bit uniform integers of :func:`keep_mask` lie in [0, 2³²).
+#: 2³²: the 32-bit uniform integers of ``keep_mask`` lie in [0, 2³²).
 TWO_32 = 2 ** 32
 
 
@@ -43,7 +43,7 @@ class Dropout(Layer):
     """Zero each input with probability ``p`` while training and scale the rest by ``1/(1-p)``.
 
     ``y = x ⊙ m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn on the host from the model's seeded
-    generator (so every backend drops the same units; :func:`keep_mask` says how);
+    generator (so every backend drops the same units; ``xpnn.layers.dropout.keep_mask`` says how);
     ``dL/dx = δ ⊙ m / (1 - p)``. At inference ``y = x``.
 
     In data-parallel training (``fit(..., comm=...)``) each rank holds a slice of the global

@@ -131,7 +131,7 @@ class Embedding(Layer):
         return xp.zeros(self.x_shape, dtype=delta.dtype, device=self.backend.device)
 
     def output_bound(self, m):
-        """Every output is a table entry: the largest ``|T|``, whatever the input."""
+        # Every output is a table entry: the largest |T|, whatever the input.
         xp = self.xp
         return max(float(xp.max(xp.abs(t.data))) for t in self.tables)
 

@@ -49,7 +49,7 @@ def _mish_gap(xp, x):
     r"""Mish ``f(x) = x · tanh(softplus(x))`` from one exponential: with ``e = eˣ``,
     ``a = 1 + e`` and ``d = a² + 1``, ``tanh(log(1 + e)) = 1 - 2/d``, so
     ``f(x) - x = -2x/d``: ``c = -2`` and ``g = q = x/d``, with ``x`` capped at
-    :data:`MISH_CAP` (inside ``e`` and in ``q``). Keeps ``(q, a, d)``."""
+    ``MISH_CAP`` (inside ``e`` and in ``q``). Keeps ``(q, a, d)``."""
     q = xp.minimum(x, MISH_CAP)
     a = xp.exp(q)
     a += 1.0                                        # a = 1 + e
@@ -140,9 +140,9 @@ class ParametricActivation(PerFeature):
         return dx
 
     def output_bound(self, m):
-        """``y = (1 - α) x + α f(x)``, so ``|y| <= max |1 - α| · m + max |α| · sup |f|``
-        over ``|x| <= m``: ``sup |f| = m`` for ReLU and Mish (``|x · tanh(·)| <= |x|``),
-        ``λ · max(m, α_SELU)`` for SELU."""
+        # y = (1 - α) x + α f(x), so |y| <= max |1 - α| · m + max |α| · sup |f|
+        # over |x| <= m: sup |f| = m for ReLU and Mish (|x · tanh(·)| <= |x|),
+        # λ · max(m, α_SELU) for SELU.
         xp, a = self.xp, self.alpha.data
         f = SELU_SCALE * max(m, SELU_ALPHA) if self.activation == "selu" else m
         return float(xp.max(xp.abs(1.0 - a))) * m + float(xp.max(xp.abs(a))) * f

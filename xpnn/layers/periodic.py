@@ -191,9 +191,9 @@ class PeriodicEmbedding(Layer):
         return self.xp.reshape(self.xp.reshape(v, (f * n, m)) @ W, (f, n, W.shape[1]))
 
     def output_bound(self, m):
-        """``|cos z| <= 1`` (and ``|sin z|``) while ``z = 2π x c (+ φ)`` is finite, so each
-        embedding is at most ``maxⱼ Σᵢ |Wᵢⱼ| + max |b|``; PBLD passes ``x`` on too (``m``).
-        Inf when ``z`` could overflow."""
+        # |cos z| <= 1 (and |sin z|) while z = 2π x c (+ φ) is finite, so each
+        # embedding is at most maxⱼ Σᵢ |Wᵢⱼ| + max |b|; PBLD passes x on too (m).
+        # Inf when z could overflow.
         xp = self.xp
         z = 2.0 * math.pi * m * max(1.0, float(xp.max(xp.abs(self.c.data))))   # and 2π x
         if self.variant == "pbld":

@@ -59,7 +59,7 @@ class Scale(PerFeature):
         return delta * self.s.data
 
     def output_bound(self, m):
-        """``|x ⊙ s| <= m · max |s|``."""
+        # |x ⊙ s| <= m · max |s|.
         return m * float(self.xp.max(self.xp.abs(self.s.data)))
 
     def to_onnx(self, g, x, name):
