@@ -15,8 +15,11 @@ from xpnn.backend import to_numpy
 from xpnn.sources import streams
 
 N_SAMPLES, BATCH, EPOCHS = 40, 8, 2          # 5 batches x 2 epochs = 10 optimizer steps
+#: float32: two backends' GEMMs round differently, and Adam's step m/√v turns a rounding
+#: difference in a near-zero gradient into a visible one (the Dropout masks decide which
+#: units have such gradients); 5e-5 is 0.5 % of one step of lr 0.01, far below a wrong update.
 TOLERANCE = {"float64": dict(rtol=1e-10, atol=1e-10),
-             "float32": dict(rtol=1e-5, atol=1e-6)}
+             "float32": dict(rtol=1e-5, atol=5e-5)}
 
 OPTIMIZERS = {
     "sgd-nesterov": lambda: xpnn.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),

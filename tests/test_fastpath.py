@@ -367,3 +367,21 @@ def test_copied_trainer_is_dropped():
     trainer = model._fastpath_trainer
     assert copy.deepcopy(trainer) is None
     assert pickle.loads(pickle.dumps(trainer)) is None
+
+
+def test_generic_path_model_imports_no_fast_trainer():
+    """A model the fast path cannot train (a ParametricActivation) learns that before the
+    NumPy trainer's module, and Numba with it, is imported."""
+    code = ("import sys, numpy as np, xpnn\n"
+            "m = xpnn.Sequential(xpnn.Dense(3, 4), xpnn.ParametricActivation(4, 'mish'),\n"
+            "                    xpnn.Dense(4, 1), seed=0)\n"
+            "m.compile('mse', xpnn.Adam(0.01))\n"
+            "X = np.random.default_rng(0).normal(size=(20, 3))\n"
+            "m.fit(X, X[:, :1], epochs=2, batch_size=8, verbose=0)\n"
+            "assert xpnn.fastpath.explain(m) is not None\n"
+            "print(sorted(k for k in ('numba', 'xpnn.fastpath.numpy_mlp') if k in sys.modules))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.strip() == "[]"

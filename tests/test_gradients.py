@@ -348,3 +348,36 @@ def test_model_gradient_check_can_fail():
     numeric = central_diff(loss_of_W, original.copy())
     W.data = original
     assert not np.allclose(W.grad, numeric, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.85])
+def test_dropout_keeps_a_fraction_one_minus_p(p):
+    """keep_mask: 2 units per raw 64-bit draw, kept with probability 1 - p (odd sizes too)."""
+    from xpnn.layers.dropout import keep_mask
+
+    rng = np.random.default_rng(3)
+    before = rng.bit_generator.state["state"]["state"]
+    mask = keep_mask(rng, 401, 251, p)                 # 100651 units: an odd count
+    assert mask.shape == (401, 251) and mask.dtype == bool
+    n = mask.size
+    assert abs(mask.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
+    again = np.random.default_rng(3)
+    assert again.bit_generator.state["state"]["state"] == before
+    np.testing.assert_array_equal(keep_mask(again, 401, 251, p), mask)        # deterministic
+    # ceil(n / 2) raw draws were used: the next draw is the same on both generators
+    reference = np.random.default_rng(3)
+    reference.bit_generator.random_raw((n + 1) // 2)
+    assert rng.bit_generator.random_raw() == reference.bit_generator.random_raw()
+
+
+def test_dropout_rank_slice_is_the_slice_of_the_global_mask():
+    """Data-parallel: a rank with rows lo:hi of the global batch keeps exactly those rows of
+    the mask one process draws (every rank draws the whole batch's numbers)."""
+    be = get_backend("numpy")
+    whole, part = xpnn.Dropout(0.4), xpnn.Dropout(0.4)
+    whole.build(be, "float32", np.random.default_rng(7), 6)
+    part.build(be, "float32", np.random.default_rng(7), 6)
+    part.batch_slice = (9, 3, 7)
+    for _ in range(2):
+        full = whole.draw_mask(9, 6)
+        np.testing.assert_array_equal(part.draw_mask(4, 6), full[3:7])

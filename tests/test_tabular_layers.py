@@ -207,6 +207,101 @@ def test_periodic_embedding_layouts():
         "n_features": 2, "n_frequencies": 48, "dim": 24, "sigma": 0.01, "variant": "plr"}
 
 
+#: Layers that bound their outputs (xpnn.guard.outputs_bounded skips the forward pass over the
+#: training data at the end of each epoch for a network of them).
+BOUNDED = ["Embedding", "PeriodicEmbedding-plr", "PeriodicEmbedding-plr-lite",
+           "PeriodicEmbedding-pbld", "PeriodicEmbedding-pbld-lite", "Columns-embedding", "Scale",
+           "ParametricActivation-selu", "ParametricActivation-mish",
+           "ParametricActivation-relu"]
+
+
+@pytest.mark.parametrize("m", [0.5, 30.0])
+@pytest.mark.parametrize("name", BOUNDED)
+def test_output_bound_holds(name, m):
+    """``output_bound(m)`` is finite and no input with ``|x| <= m`` gives a larger output."""
+    make, n_in, _, inputs, _ = SPECS[name]
+    layer = make()
+    layer.build(get_backend("numpy"), "float64", np.random.default_rng(0), n_in)
+    rng = np.random.default_rng(1)
+    for p in layer.params:                   # away from the initial values (α = s = 1)
+        p.data[...] = p.data * rng.uniform(-1.7, 1.7, size=p.shape)
+    x = inputs(rng, 400, n_in)
+    x = np.clip(x * m / 2, -m, m)
+    x[:2] = [[m] * n_in, [-m] * n_in]
+    y = layer.forward(x)
+    bound = layer.output_bound(m)
+    assert np.isfinite(bound)
+    assert np.max(np.abs(y)) <= bound * (1 + 1e-12)
+
+
+def test_tabular_network_outputs_are_bounded_without_data():
+    """The regression recipe's network has a bound on its outputs, so ``fit`` runs no forward
+    pass over the training data at the end of each epoch to check them."""
+    model = xpnn.Sequential(
+        xpnn.Columns([(2, xpnn.PeriodicEmbedding(2, variant="pbld")), (1, None),
+                      (1, xpnn.Embedding([3], 2))]),
+        xpnn.Scale(2 * 4 + 1 + 2), xpnn.Dense(11, 8), xpnn.ParametricActivation(8, "mish"),
+        xpnn.Dropout(0.1), xpnn.Dense(8, 1), seed=0)
+    model.build(4)
+    assert xpnn.guard.outputs_bounded(model, 10.0)
+    assert not xpnn.guard.outputs_bounded(model, 1e38)       # 2π x overflows float32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("activation", ["mish", "selu", "relu"])
+def test_parametric_activation_far_from_zero(activation, dtype):
+    """Finite and right far from 0 (Mish caps its exponential, SELU takes e^min(x, 0)):
+    ``x + α (f(x) - x)`` and ``δ (1 + α (f'(x) - 1))`` against float64 references."""
+    x = np.array([[-1e30, -100.0, -30.0, -20.5, -1e-3, 0.0, 1e-3, 20.5, 30.0, 100.0, 1e30]])
+    n = x.shape[1]
+    layer = xpnn.ParametricActivation(n, activation)
+    layer.build(get_backend("numpy"), dtype, np.random.default_rng(0), n)
+    alpha = np.linspace(0.2, 1.4, n)
+    layer.alpha.data[...] = alpha
+    with np.errstate(over="ignore"):
+        softplus = np.logaddexp(0.0, x)
+        sigma = 0.5 * (1.0 + np.tanh(x / 2))
+    if activation == "mish":
+        t = np.tanh(softplus)
+        f, df = x * t, t + x * sigma * (1 - t * t)
+    elif activation == "selu":
+        e = np.exp(np.minimum(x, 0.0))
+        f = np.where(x > 0, 1.0507009873554805 * x, 1.0507009873554805 * 1.6732632423543772
+                     * (e - 1))
+        df = np.where(x > 0, 1.0507009873554805, 1.0507009873554805 * 1.6732632423543772 * e)
+    else:
+        f, df = np.maximum(x, 0.0), (x > 0).astype(float)
+    y = layer.forward(x.astype(dtype), training=True)
+    dx = layer.backward(np.ones_like(x, dtype=dtype))
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, x + alpha * (f - x), **tol)
+    np.testing.assert_allclose(dx, 1 + alpha * (df - 1), **tol)
+    np.testing.assert_allclose(layer.alpha.grad, (f - x)[0], **tol)
+
+
+def test_parametric_activation_inference_keeps_nothing(monkeypatch):
+    """Inference computes ``f(x)`` only: no derivative, nothing kept for a backward pass (a
+    training batch's state stays as it was)."""
+    from xpnn.layers import parametric
+
+    calls = []
+    gap, slope = parametric.FUNCTIONS["mish"]
+    monkeypatch.setitem(parametric.FUNCTIONS, "mish",
+                        (gap, lambda *a: calls.append(1) or slope(*a)))
+    layer = xpnn.ParametricActivation(3, "mish")
+    layer.build(get_backend("numpy"), "float64", np.random.default_rng(0), 3)
+    rng = np.random.default_rng(1)
+    x, other, delta = rng.normal(size=(4, 3)), rng.normal(size=(5, 3)), rng.normal(size=(4, 3))
+    layer.forward(other)
+    assert layer.cache is None and calls == []
+    layer.forward(x, training=True)
+    kept = layer.cache
+    layer.forward(other)
+    assert layer.cache is kept and calls == []
+    dx = layer.backward(delta)
+    assert calls == [1] and dx.shape == (4, 3)
+
+
 def test_layer_norm_matches_its_definition():
     be = get_backend("numpy")
     x = np.random.default_rng(0).normal(size=(4, 6)) * 3 + 1

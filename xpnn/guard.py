@@ -13,8 +13,6 @@ inconclusive.
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
@@ -35,10 +33,11 @@ def all_finite(xp, arrays) -> bool:
     return True if flag is None else bool(flag)
 
 
-def _layer_bound(layer, m: float, xp) -> float:
+def layer_bound(layer, m: float, xp) -> float:
     """An upper bound on ``|y|`` for ``y = layer(x)`` in inference over every ``x`` with
-    ``|x| <= m`` (inf for a layer it does not know). Dense: ``m · maxⱼ Σᵢ |Wᵢⱼ| + max |b|``;
-    the bounded activations give 1 (Softmax of finite logits is finite)."""
+    ``|x| <= m``. Dense: ``m · maxⱼ Σᵢ |Wᵢⱼ| + max |b|``; the bounded activations give 1
+    (Softmax of finite logits is finite); other layers give their
+    ``Layer.output_bound`` (inf when they do not know one)."""
     kind = type(layer).__name__
     if kind in ("ReLU", "Identity", "Dropout"):
         return m
@@ -52,7 +51,7 @@ def _layer_bound(layer, m: float, xp) -> float:
         column = float(xp.max(xp.sum(xp.abs(layer.W.data), axis=0)))
         bias = 0.0 if layer.b is None else float(xp.max(xp.abs(layer.b.data)))
         return m * column + bias if m else bias
-    return math.inf
+    return layer.output_bound(m)
 
 
 def outputs_bounded(model, max_abs_input: float) -> bool:
@@ -68,11 +67,11 @@ def outputs_bounded(model, max_abs_input: float) -> bool:
     for layer in model.layers:
         if not m <= largest:          # (NaN too)
             return False
-        m = _layer_bound(layer, m, xp)
+        m = layer_bound(layer, m, xp)
     return m <= largest
 
 
-__all__ = ["all_finite", "finite_flag", "outputs_bounded"]
+__all__ = ["all_finite", "finite_flag", "layer_bound", "outputs_bounded"]
 
 
 def quiet():

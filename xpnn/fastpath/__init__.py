@@ -49,6 +49,10 @@ def enabled(model) -> bool:
     return bool(getattr(model, "fastpath", True))
 
 
+#: The backend families with a fast trainer.
+FAMILIES = ("numpy", "cupy")
+
+
 def _trainer_class(family):
     if family == "numpy":
         from .numpy_mlp import NumpyMLPTrainer
@@ -104,12 +108,12 @@ def _choose(model):
     current state, or ``(None, reason)``. Links nothing."""
     if not enabled(model):
         return None, "fast paths are disabled (XPNN_FASTPATH=0 or model.fastpath = False)"
-    cls = _trainer_class(model.backend.family)
-    if cls is None:
+    if model.backend.family not in FAMILIES:
         return None, f"no fast path for the {model.backend.family} backend"
     plan, reason = analyze(model)
-    if plan is None:
+    if plan is None:                  # before importing a trainer (Numba, CuPy) it cannot use
         return None, reason
+    cls = _trainer_class(model.backend.family)
     trainer = getattr(model, "_fastpath_trainer", None)
     if (trainer is None or not isinstance(trainer, cls) or trainer.plan != plan
             or not trainer.same_params(model)):

@@ -11,6 +11,8 @@ Layers compute only through ``self.xp``, the array-API namespace of the model's 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -263,6 +265,24 @@ class Layer:
             Name of the layer's output in the graph.
         """
         raise NotImplementedError(f"{type(self).__name__} has no ONNX form")
+
+    def output_bound(self, m: float) -> float:
+        """An upper bound on ``|y|`` for ``y = forward(x)`` (inference) over every ``x`` with
+        ``|x| <= m``, every value computed on the way finite too; ``fit`` checks with it at the
+        end of each epoch that the outputs on the training data are finite without computing
+        them (``xpnn.guard.outputs_bounded``). The base class knows none: inf.
+
+        Parameters
+        ----------
+        m : float
+            Largest ``|x|`` of the inputs.
+
+        Returns
+        -------
+        float
+            The bound (inf: unknown).
+        """
+        return math.inf
 
     # -- description --------------------------------------------------------------------------
     def get_config(self) -> dict:

@@ -113,6 +113,12 @@ class Columns(Layer):
             return None
         return grads[0] if len(grads) == 1 else self.xp.concat(grads, axis=1)
 
+    def output_bound(self, m):
+        # The largest bound of the blocks (a block without a layer passes m on).
+        from ..guard import layer_bound
+
+        return max(m if f is None else layer_bound(f, m, self.xp) for f in self.layers)
+
     def to_onnx(self, g, x, name):
         # ONNX: one ``Slice`` per block, its layer's nodes, one ``Concat``.
         import numpy as np

@@ -98,7 +98,7 @@ class Dense(Layer):
             self.x = x
         y = x @ self.W.data                                 # y = x·W + b
         if self.b is not None:
-            y = y + self.b.data
+            y += self.b.data
         return y
 
     def backward(self, delta):

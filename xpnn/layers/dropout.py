@@ -7,13 +7,44 @@ import numpy as np
 from .._validation import check_real
 from .base import Layer
 
+#: 2³²: the 32-bit uniform integers of ``keep_mask`` lie in [0, 2³²).
+TWO_32 = 2 ** 32
+
+
+def keep_mask(rng, rows, features, p):
+    """A (rows, features) keep-mask with ``P(keep) = 1 - p``, from ``rng``'s raw stream.
+
+    Each 64-bit output of ``rng.bit_generator`` gives two uniform 32-bit integers ``u``
+    (its low half first, on every platform), in row-major order; a unit is kept where
+    ``u >= round(p · 2³²)``. That is one raw draw for two units and one comparison (half the
+    work of a float64 uniform per unit); the keep probability is exact to 2⁻³³.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        The generator (advanced by ``ceil(rows · features / 2)`` raw draws).
+    rows, features : int
+        Shape of the mask.
+    p : float
+        Probability of dropping a unit, in [0, 1).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (rows, features)
+    """
+    n = rows * features
+    raw = rng.bit_generator.random_raw((n + 1) // 2)
+    halves = raw.astype("<u8", copy=False).view("<u4")[:n]     # low, high, low, high, ...
+    threshold = np.uint32(min(round(p * TWO_32), TWO_32 - 1))
+    return (halves >= threshold).reshape(rows, features)
+
 
 class Dropout(Layer):
     """Zero each input with probability ``p`` while training and scale the rest by ``1/(1-p)``.
 
     ``y = x ⊙ m / (1 - p)`` with ``m ~ Bernoulli(1 - p)`` drawn on the host from the model's seeded
-    generator (so every backend drops the same units); ``dL/dx = δ ⊙ m / (1 - p)``.
-    At inference ``y = x``.
+    generator (so every backend drops the same units; ``xpnn.layers.dropout.keep_mask`` says how);
+    ``dL/dx = δ ⊙ m / (1 - p)``. At inference ``y = x``.
 
     In data-parallel training (``fit(..., comm=...)``) each rank holds a slice of the global
     batch: ``fit`` sets :attr:`batch_slice` to ``(rows, lo, hi)`` and the mask is drawn for all
@@ -70,11 +101,11 @@ class Dropout(Layer):
         if self.p == 0.0:
             return None
         if self.batch_slice is None:
-            return self.rng.random((rows, features)) >= self.p
+            return keep_mask(self.rng, rows, features, self.p)
         total, lo, hi = self.batch_slice
         if copies is None:
             copies = rows // (hi - lo) if hi > lo else 1
-        return (self.rng.random((total * copies, features)) >= self.p)[lo * copies:hi * copies]
+        return keep_mask(self.rng, total * copies, features, self.p)[lo * copies:hi * copies]
 
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale

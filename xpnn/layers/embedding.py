@@ -130,6 +130,11 @@ class Embedding(Layer):
             return None
         return xp.zeros(self.x_shape, dtype=delta.dtype, device=self.backend.device)
 
+    def output_bound(self, m):
+        # Every output is a table entry: the largest |T|, whatever the input.
+        xp = self.xp
+        return max(float(xp.max(xp.abs(t.data))) for t in self.tables)
+
     def to_onnx(self, g, x, name):
         # ONNX: the codes cleaned as in :meth:`encode`, offset into one stacked table, ``Gather``
         # and ``Reshape``.

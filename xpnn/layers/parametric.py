@@ -1,4 +1,12 @@
-"""Parametric activations (RealMLP's): a learned blend of an activation and the identity."""
+"""Parametric activations (RealMLP's): a learned blend of an activation and the identity.
+
+Each activation ``f`` is written as two functions of the layer's input, chosen to cost few
+passes over the batch (elementwise arrays of the batch's size are what this layer spends its
+time on): ``gap`` gives ``f(x) - x`` as ``c · g`` (a Python constant ``c`` folded into ``α``,
+which is (F,), instead of a pass over the batch) and keeps what the derivative needs;
+``slope`` computes ``α ⊙ (f'(x) - 1)`` from that, only when ``backward`` runs (inference
+keeps nothing).
+"""
 
 from __future__ import annotations
 
@@ -8,33 +16,77 @@ from .scale import PerFeature
 
 #: SELU's constants (Klambauer et al., 2017).
 SELU_SCALE, SELU_ALPHA = 1.0507009873554805, 1.6732632423543772
+#: Mish: beyond this input ``tanh(softplus(x)) = 1`` in float64, so the exponential is capped
+#: there (nothing overflows) and ``f(x) - x`` is at most 1e-15.
+MISH_CAP = 20.0
 
 
-def _selu(xp, x):
-    """SELU and its derivative: ``λx`` for x > 0, else ``λα(e^x - 1)``."""
-    e = xp.exp(xp.minimum(x, xp.zeros_like(x)))
-    pos = x > 0
-    return (xp.where(pos, SELU_SCALE * x, (SELU_SCALE * SELU_ALPHA) * (e - 1.0)),
-            xp.where(pos, xp.full_like(x, SELU_SCALE), (SELU_SCALE * SELU_ALPHA) * e))
+def _selu_gap(xp, x):
+    r"""SELU ``f(x) = λ max(x, 0) + λα (e^{min(x, 0)} - 1)`` (``λx`` for x > 0, else
+    ``λα(eˣ - 1)``), as ``f(x) - x = (λ - 1) max(x, 0) - min(x, 0) + λα (e^{min(x, 0)} - 1)``
+    (``c = 1``); keeps ``(x, e^{min(x, 0)})``."""
+    low = xp.minimum(x, 0.0)                        # min(x, 0)
+    e = xp.exp(low)
+    g = e * (SELU_SCALE * SELU_ALPHA)
+    g -= SELU_SCALE * SELU_ALPHA
+    g -= low
+    high = x - low                                  # max(x, 0)
+    high *= SELU_SCALE - 1.0
+    g += high
+    return g, 1.0, (x, e)
 
 
-def _mish(xp, x):
-    """Mish ``x · tanh(softplus(x))`` and its derivative ``t + x σ(x) (1 - t²)``, from one
-    exponential: with ``e = eˣ``, ``t = tanh(log(1 + e)) = n / (n + 2)`` for ``n = e (e + 2)``
-    and ``σ(x) = e / (1 + e)``. ``x`` is capped at 20 inside the exponential (beyond it
-    ``t = σ = 1`` in float64 already), so nothing overflows."""
-    e = xp.exp(xp.minimum(x, xp.full_like(x, 20.0)))
-    n = e * (e + 2.0)
-    t = n / (n + 2.0)
-    return x * t, t + (x * e / (1.0 + e)) * (1.0 - t * t)
+def _selu_slope(xp, cache, alpha):
+    r"""``α (f'(x) - 1)`` with ``f'(x) = λ`` for x > 0, ``λα eˣ`` otherwise."""
+    x, e = cache
+    u = xp.where(x > 0, xp.asarray(SELU_SCALE, dtype=x.dtype), e * (SELU_SCALE * SELU_ALPHA))
+    u -= 1.0
+    u *= alpha
+    return u
 
 
-def _relu(xp, x):
-    pos = x > 0
-    return xp.where(pos, x, xp.zeros_like(x)), xp.astype(pos, x.dtype)
+def _mish_gap(xp, x):
+    r"""Mish ``f(x) = x · tanh(softplus(x))`` from one exponential: with ``e = eˣ``,
+    ``a = 1 + e`` and ``d = a² + 1``, ``tanh(log(1 + e)) = 1 - 2/d``, so
+    ``f(x) - x = -2x/d``: ``c = -2`` and ``g = q = x/d``, with ``x`` capped at
+    ``MISH_CAP`` (inside ``e`` and in ``q``). Keeps ``(q, a, d)``."""
+    q = xp.minimum(x, MISH_CAP)
+    a = xp.exp(q)
+    a += 1.0                                        # a = 1 + e
+    d = a * a
+    d += 1.0                                        # d = (1 + e)² + 1
+    q /= d                                          # q = x / d
+    return q, -2.0, (q, a, d)
 
 
-FUNCTIONS = {"selu": _selu, "mish": _mish, "relu": _relu}
+def _mish_slope(xp, cache, alpha):
+    r"""``α (f'(x) - 1)``: ``f'(x) = t + x σ(x) (1 - t²)`` with ``t = 1 - 2/d``,
+    ``σ(x) = e/a`` and ``1 - t² = 4a²/d²``, so ``f'(x) - 1 = 4 (q e a - 1/2) / d``."""
+    q, a, d = cache
+    u = a - 1.0                                     # e
+    u *= a
+    u *= q
+    u -= 0.5
+    u /= d
+    u *= 4.0 * alpha
+    return u
+
+
+def _relu_gap(xp, x):
+    r"""ReLU: ``f(x) - x = -min(x, 0)`` (``c = -1``); keeps ``x``."""
+    return xp.minimum(x, 0.0), -1.0, x
+
+
+def _relu_slope(xp, x, alpha):
+    r"""``α (f'(x) - 1) = -α`` where x <= 0, else 0."""
+    u = xp.astype(x <= 0, x.dtype)
+    u *= -alpha
+    return u
+
+
+#: name -> (gap, slope)
+FUNCTIONS = {"selu": (_selu_gap, _selu_slope), "mish": (_mish_gap, _mish_slope),
+             "relu": (_relu_gap, _relu_slope)}
 
 
 class ParametricActivation(PerFeature):
@@ -56,6 +108,9 @@ class ParametricActivation(PerFeature):
     """
 
     param_name = "alpha"
+    #: ``(g, c, kept)`` of the last training forward (``f(x) - x = c · g`` and what the
+    #: derivative needs); inference keeps nothing.
+    cache = None
 
     def __init__(self, n_features: int, activation: str = "selu"):
         super().__init__(n_features)
@@ -66,17 +121,31 @@ class ParametricActivation(PerFeature):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        fx, dfx = FUNCTIONS[self.activation](self.xp, x)
-        gap = fx - x
+        g, c, kept = FUNCTIONS[self.activation][0](self.xp, x)     # f(x) - x = c · g
         if training:
-            self.gap, self.dfx = gap, dfx
-        return x + self.alpha.data * gap
+            self.cache = (g, c, kept)
+        y = g * (c * self.alpha.data)
+        y += x                                                       # x + α ⊙ (f(x) - x)
+        return y
 
     def backward(self, delta):
-        self.alpha.grad = self.xp.sum(delta * self.gap, axis=0)
+        xp = self.xp
+        g, c, kept = self.cache
+        self.alpha.grad = c * xp.sum(delta * g, axis=0)             # Σ_n δ ⊙ (f(x) - x)
         if not self.input_grad_needed:
             return None
-        return delta * (1.0 + self.alpha.data * (self.dfx - 1.0))
+        dx = FUNCTIONS[self.activation][1](xp, kept, self.alpha.data)    # α ⊙ (f'(x) - 1)
+        dx += 1.0
+        dx *= delta                                                  # δ ⊙ (1 + α ⊙ (f' - 1))
+        return dx
+
+    def output_bound(self, m):
+        # y = (1 - α) x + α f(x), so |y| <= max |1 - α| · m + max |α| · sup |f|
+        # over |x| <= m: sup |f| = m for ReLU and Mish (|x · tanh(·)| <= |x|),
+        # λ · max(m, α_SELU) for SELU.
+        xp, a = self.xp, self.alpha.data
+        f = SELU_SCALE * max(m, SELU_ALPHA) if self.activation == "selu" else m
+        return float(xp.max(xp.abs(1.0 - a))) * m + float(xp.max(xp.abs(a))) * f
 
     def to_onnx(self, g, x, name):
         # ONNX: ``f`` from elementary operators (``Where``/``Exp`` for SELU, ``Relu``, ``Log``,

@@ -190,6 +190,20 @@ class PeriodicEmbedding(Layer):
         f, n, m = v.shape
         return self.xp.reshape(self.xp.reshape(v, (f * n, m)) @ W, (f, n, W.shape[1]))
 
+    def output_bound(self, m):
+        # |cos z| <= 1 (and |sin z|) while z = 2π x c (+ φ) is finite, so each
+        # embedding is at most maxⱼ Σᵢ |Wᵢⱼ| + max |b|; PBLD passes x on too (m).
+        # Inf when z could overflow.
+        xp = self.xp
+        z = 2.0 * math.pi * m * max(1.0, float(xp.max(xp.abs(self.c.data))))   # and 2π x
+        if self.variant == "pbld":
+            z += float(xp.max(xp.abs(self.phi.data)))
+        if not z <= float(np.finfo(self.dtype).max):
+            return math.inf
+        column = float(xp.max(xp.sum(xp.abs(self.W.data), axis=-2)))
+        h = column + float(xp.max(xp.abs(self.b.data)))
+        return h if self.variant == "plr" else max(h, m)
+
     def to_onnx(self, g, x, name):
         # ONNX: ``Transpose``/``Unsqueeze`` to (F, N, 1), ``Mul``, ``Cos``/``Sin``, a batched
         # ``MatMul``, ``Relu`` (PLR), back to (N, F·d) and, for PBLD, ``Concat`` with ``x``.

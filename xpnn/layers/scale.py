@@ -58,6 +58,10 @@ class Scale(PerFeature):
             return None
         return delta * self.s.data
 
+    def output_bound(self, m):
+        # |x ⊙ s| <= m · max |s|.
+        return m * float(self.xp.max(self.xp.abs(self.s.data)))
+
     def to_onnx(self, g, x, name):
         # ONNX: ``Mul(x, s)``.
         return g.node("Mul", [x, g.weight(f"{name}.s", self.s.data)])

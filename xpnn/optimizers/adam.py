@@ -57,14 +57,20 @@ class Adam(Optimizer):
             state["exp_avg_sq"] = grad * 0.0
         state["step"] += 1
         t = state["step"]
+        # In place, with 4 temporaries (the same numbers as the formulas written out)
         m, v = state["exp_avg"], state["exp_avg_sq"]
         m *= self.beta1
-        m += (1.0 - self.beta1) * grad
+        m += (1.0 - self.beta1) * grad                      # m = β₁ m + (1 - β₁) g
         v *= self.beta2
-        v += (1.0 - self.beta2) * (grad * grad)
-        step_size = self.lr / (1.0 - self.beta1 ** t)
-        denom = v ** 0.5 / math.sqrt(1.0 - self.beta2 ** t) + self.eps
-        param.data -= step_size * (m / denom)
+        square = grad * grad
+        square *= 1.0 - self.beta2
+        v += square                                         # v = β₂ v + (1 - β₂) g²
+        denom = v ** 0.5
+        denom /= math.sqrt(1.0 - self.beta2 ** t)
+        denom += self.eps                                   # √v / √(1 - β₂ᵗ) + ε
+        step = m / denom
+        step *= self.lr / (1.0 - self.beta1 ** t)
+        param.data -= step
 
     def get_config(self):
         return {"lr": self.lr_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
