@@ -29,8 +29,11 @@ from xpnn.sklearn import TabularClassifier, TabularPreprocessor, TabularRegresso
 from xpnn.sklearn._preprocessing import smooth_clip  # noqa: E402
 
 FAST = {"hidden_layer_sizes": (16,), "max_iter": 6, "patience": 3}
-#: Small networks that still learn scikit-learn's check problems (scores asked for there).
-CHECKED = {"hidden_layer_sizes": (32,), "max_iter": 40, "patience": 10, "batch_size": 32}
+#: Small networks that still learn scikit-learn's check problems (scores asked for there), in
+#: float64: the checks compare predictions of subsets and batches at 1e-7, below float32's
+#: rounding of a matrix product whose blocking changes with the number of rows.
+CHECKED = {"hidden_layer_sizes": (32,), "max_iter": 40, "patience": 10, "batch_size": 32,
+           "dtype": "float64"}
 
 
 def frame(n=120, seed=0):
@@ -219,6 +222,48 @@ def test_random_state_reproduces_and_pickle_round_trips():
     assert d.get_params() == a.get_params() and not hasattr(d, "models_")
     d.set_params(n_ensemble=2).fit(X, y)
     assert len(d.models_) == 2
+
+
+def test_ensemble_members_validate_on_disjoint_folds_and_together_train_on_every_row():
+    """Cross-fitting: the rows are dealt into round(1 / validation_fraction) stratified folds
+    and network i validates on fold i, so five networks with validation_fraction=0.2 hold out
+    disjoint rows and each row trains four of them; more networks deal the rows again."""
+    X, y, _ = frame(150)
+    clf = TabularClassifier(random_state=0, n_ensemble=5, validation_fraction=0.2,
+                            **FAST).fit(X, y)
+    rows = clf.validation_rows_
+    assert len(rows) == len(clf.models_) == len(clf.best_epoch_) == 5
+    np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.arange(150))
+    share = np.mean(y == "yes")                                   # stratified folds
+    assert all(len(r) == 30 and abs(np.mean(y[r] == "yes") - share) < 0.04 for r in rows)
+    again = TabularClassifier(random_state=0, n_ensemble=5, validation_fraction=0.2,
+                              **FAST).fit(X, y)
+    for a, b in zip(rows, again.validation_rows_, strict=True):  # random_state fixes them
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    other = TabularClassifier(random_state=1, n_ensemble=5, **FAST).fit(X, y)
+    assert not np.array_equal(other.validation_rows_[0], rows[0])
+    more = TabularClassifier(random_state=0, n_ensemble=7, validation_fraction=0.25,
+                             **FAST).fit(X, y)
+    np.testing.assert_array_equal(np.sort(np.concatenate(more.validation_rows_[:4])),
+                                  np.arange(150))
+    second = np.concatenate(more.validation_rows_[4:])            # a second dealing
+    assert len(more.validation_rows_) == 7 and len(np.unique(second)) == len(second) > 100
+    none = TabularClassifier(random_state=0, n_ensemble=2, validation_fraction=0.0,
+                             **FAST).fit(X, y)
+    assert none.validation_rows_ == [None, None] and none.n_iter_ == [6, 6]
+
+
+def test_a_class_too_small_to_stratify_deals_unstratified_folds_without_warnings():
+    import warnings
+
+    X, _, _ = frame(60)
+    y = np.array(["a"] * 57 + ["b"] * 3)                          # 3 < 5 folds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = TabularClassifier(random_state=0, n_ensemble=5, **FAST).fit(X, y)
+    np.testing.assert_array_equal(np.sort(np.concatenate(clf.validation_rows_)),
+                                  np.arange(60))
 
 
 def test_pipeline_and_grid_search():

@@ -58,7 +58,7 @@ import numbers
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
@@ -292,9 +292,11 @@ class _BaseTabular(BaseEstimator):
             w = _check_sample_weight(sample_weight, Z, dtype=np.float64)
         w = self._class_weights(y, w, extra)
         rng = check_random_state(self.random_state)
+        holdouts = self._holdouts(targets, rng)
         models, curves = [], []
-        for _ in range(self.n_ensemble):
-            model, history = self._fit_one(Z, targets, w, extra, sizes, rng, pre)
+        for train_idx, val_idx in holdouts:
+            model, history = self._fit_one(Z, targets, w, extra, sizes, rng, pre,
+                                           train_idx, val_idx)
             models.append(model)
             curves.append(history)
         vars(self).update(extra)
@@ -309,24 +311,39 @@ class _BaseTabular(BaseEstimator):
         self.best_epoch_ = [h["best_epoch"] for h in curves]
         self.loss_curve_ = [h["loss"] for h in curves]
         self.validation_loss_curve_ = [h["val_loss"] for h in curves]
+        self.validation_rows_ = [val_idx for _, val_idx in holdouts]
         return self
 
-    def _fit_one(self, Z, targets, w, extra, sizes, rng, pre):
-        n = Z.shape[0]
+    def _holdouts(self, targets, rng):
+        """The training and validation rows of each network (cross-fitting): the rows are
+        dealt into ``K = round(1 / validation_fraction)`` folds (stratified for
+        classification) and network ``i`` validates on fold ``i mod K`` and trains on the
+        others, a new dealing for every K networks; so K networks together train on every
+        row, and each row's validation is done by a network that did not train on it.
+        Without enough rows for a validation fold (or ``validation_fraction=0``) every
+        network trains on every row and none is held out."""
+        n = targets.shape[0]
+        idx = np.arange(n)
+        folds = max(2, int(round(1.0 / self.validation_fraction))) \
+            if self.validation_fraction > 0 else 0
+        if not folds or n // folds < 2 or n - n // folds < 2:
+            return [(idx, None)] * self.n_ensemble
+        out = []
+        stratify = self._stratify(targets)
+        while len(out) < self.n_ensemble:
+            seed = int(rng.randint(np.iinfo(np.int32).max))
+            if stratify is not None and np.bincount(stratify).min() >= folds:
+                dealing = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            else:                            # a class too small to stratify
+                dealing = KFold(folds, shuffle=True, random_state=seed)
+            out.extend(dealing.split(idx, stratify))
+        return out[:self.n_ensemble]
+
+    def _fit_one(self, Z, targets, w, extra, sizes, rng, pre, train_idx, val_idx):
         seed = int(rng.randint(np.iinfo(np.int32).max))
         validation = None
-        idx = np.arange(n)
-        n_val = int(round(self.validation_fraction * n))
-        if n_val >= 2 and n - n_val >= 2:
-            stratify = self._stratify(targets)
-            try:
-                train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed,
-                                                      stratify=stratify)
-            except ValueError:               # a class too small to stratify
-                train_idx, val_idx = train_test_split(idx, test_size=n_val, random_state=seed)
+        if val_idx is not None:
             validation = (Z[val_idx], targets[val_idx]) + (() if w is None else (w[val_idx],))
-        else:
-            train_idx = idx
         model = Sequential(*self._network(pre, extra["_n_outputs"], sizes),
                            backend=self.backend, dtype=self.dtype, seed=seed)
         model.rng = host_rng(seed + 1)
