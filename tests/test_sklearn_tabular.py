@@ -29,8 +29,11 @@ from xpnn.sklearn import TabularClassifier, TabularPreprocessor, TabularRegresso
 from xpnn.sklearn._preprocessing import smooth_clip  # noqa: E402
 
 FAST = {"hidden_layer_sizes": (16,), "max_iter": 6, "patience": 3}
-#: Small networks that still learn scikit-learn's check problems (scores asked for there).
-CHECKED = {"hidden_layer_sizes": (32,), "max_iter": 40, "patience": 10, "batch_size": 32}
+#: Small networks that still learn scikit-learn's check problems (scores asked for there), in
+#: float64: the checks compare predictions of subsets and batches at 1e-7, below float32's
+#: rounding of a matrix product whose blocking changes with the number of rows.
+CHECKED = {"hidden_layer_sizes": (32,), "max_iter": 40, "patience": 10, "batch_size": 32,
+           "dtype": "float64"}
 
 
 def frame(n=120, seed=0):
@@ -193,7 +196,9 @@ def test_classifier_on_a_raw_frame_with_string_labels():
     np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-5)
     assert set(clf.predict(X.iloc[240:])) <= {"no", "yes"}
     assert clf.score(X.iloc[240:], y[240:]) > 0.8
-    assert len(clf.models_) == 1 and 0 <= clf.best_epoch_[0] < clf.n_iter_[0] <= 40
+    assert len(clf.models_) == 5                          # the default: 5 cross-fitted networks
+    assert all(0 <= b < n <= 40 for b, n in zip(clf.best_epoch_, clf.n_iter_, strict=True))
+    assert all(len(r) == 48 for r in clf.validation_rows_)
 
 
 def test_regressor_standardises_targets_and_maps_back():
@@ -219,6 +224,65 @@ def test_random_state_reproduces_and_pickle_round_trips():
     assert d.get_params() == a.get_params() and not hasattr(d, "models_")
     d.set_params(n_ensemble=2).fit(X, y)
     assert len(d.models_) == 2
+
+
+def test_ensemble_members_validate_on_disjoint_folds_and_together_train_on_every_row():
+    """Cross-fitting: the rows are dealt into round(1 / validation_fraction) stratified folds
+    and network i validates on fold i, so five networks with validation_fraction=0.2 hold out
+    disjoint rows and each row trains four of them; more networks deal the rows again."""
+    X, y, _ = frame(150)
+    clf = TabularClassifier(random_state=0, n_ensemble=5, validation_fraction=0.2,
+                            **FAST).fit(X, y)
+    rows = clf.validation_rows_
+    assert len(rows) == len(clf.models_) == len(clf.best_epoch_) == 5
+    np.testing.assert_array_equal(np.sort(np.concatenate(rows)), np.arange(150))
+    share = np.mean(y == "yes")                                   # stratified folds
+    assert all(len(r) == 30 and abs(np.mean(y[r] == "yes") - share) < 0.04 for r in rows)
+    again = TabularClassifier(random_state=0, n_ensemble=5, validation_fraction=0.2,
+                              **FAST).fit(X, y)
+    for a, b in zip(rows, again.validation_rows_, strict=True):  # random_state fixes them
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(again.predict_proba(X), clf.predict_proba(X))
+    other = TabularClassifier(random_state=1, n_ensemble=5, **FAST).fit(X, y)
+    assert not np.array_equal(other.validation_rows_[0], rows[0])
+    more = TabularClassifier(random_state=0, n_ensemble=7, validation_fraction=0.25,
+                             **FAST).fit(X, y)
+    np.testing.assert_array_equal(np.sort(np.concatenate(more.validation_rows_[:4])),
+                                  np.arange(150))
+    second = np.concatenate(more.validation_rows_[4:])            # a second dealing
+    assert len(more.validation_rows_) == 7 and len(np.unique(second)) == len(second) > 100
+    none = TabularClassifier(random_state=0, n_ensemble=2, validation_fraction=0.0,
+                             **FAST).fit(X, y)
+    assert none.validation_rows_ == [None, None] and none.n_iter_ == [6, 6]
+
+
+def test_classifier_defaults_are_five_cross_fitted_networks_of_3x64():
+    """The defaults: 5 networks of 3×64 ReLU units, each picking its best epoch on one of 5
+    stratified folds and stopping 8 epochs after it (lr 4e-3 at the schedule's peak)."""
+    from xpnn import Dense
+
+    X, y, _ = frame(150)
+    clf = TabularClassifier(random_state=0).fit(X, y)
+    assert len(clf.models_) == 5
+    np.testing.assert_array_equal(np.sort(np.concatenate(clf.validation_rows_)), np.arange(150))
+    widths = [layer.W.shape[1] for layer in clf.models_[0].layers if isinstance(layer, Dense)]
+    assert widths == [64, 64, 64, 2]
+    stopped = [n for n in clf.n_iter_ if n < 128]
+    assert stopped and all(n - b - 1 == 8 for n, b in zip(clf.n_iter_, clf.best_epoch_,
+                                                          strict=True) if n < 128)
+    assert clf._settings()["learning_rate"] == 4e-3
+
+
+def test_a_class_too_small_to_stratify_deals_unstratified_folds_without_warnings():
+    import warnings
+
+    X, _, _ = frame(60)
+    y = np.array(["a"] * 57 + ["b"] * 3)                          # 3 < 5 folds
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        clf = TabularClassifier(random_state=0, n_ensemble=5, **FAST).fit(X, y)
+    np.testing.assert_array_equal(np.sort(np.concatenate(clf.validation_rows_)),
+                                  np.arange(60))
 
 
 def test_pipeline_and_grid_search():
@@ -293,8 +357,11 @@ def test_onnx_export_of_the_network(tmp_path, estimator, opts):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = session.run(None, {name: est.transform_features(X).astype(np.float32)})[0]
-    if estimator is TabularClassifier:
-        np.testing.assert_allclose(got, est.predict_proba(X), rtol=1e-5, atol=1e-6)
+    if estimator is TabularClassifier:                  # member 0 of the ensemble (5 networks)
+        member = np.asarray(est.models_[0].predict(est.transform_features(X)))
+        np.testing.assert_allclose(got, member, rtol=1e-5, atol=1e-6)
+        mean = np.mean([m.predict(est.transform_features(X)) for m in est.models_], axis=0)
+        np.testing.assert_allclose(mean, est.predict_proba(X), rtol=1e-5, atol=1e-6)
     else:
         np.testing.assert_allclose(np.clip(got[:, 0] * est.y_scale_ + est.y_mean_,
                                            *est.output_range_), est.predict(X),
