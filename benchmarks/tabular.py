@@ -382,8 +382,19 @@ def summarise(records):
               and row[m]["fit_cpu_seconds"] > 0]
         if rs and m != "xpnn-tabular":
             ratios[m] = {"geomean": float(np.exp(np.mean(np.log(rs)))), "max": float(max(rs))}
+    # tables where xpnn-tabular scores above each peer; mean normalised score per role
+    beats = {m: [t for t, row in per_table.items() if "xpnn-tabular" in row and m in row
+                 and row["xpnn-tabular"]["score"] > row[m]["score"]]
+             for m in methods if m != "xpnn-tabular"}
+    by_role = {}
+    for role in ("tune", "confirm"):
+        names = [t for t in per_table if t in TABLES and TABLES[t][3] == role]
+        by_role[role] = {m: float(np.mean([per_table[t][m]["normalised"] for t in names
+                                           if m in per_table[t]]))
+                         for m in methods if any(m in per_table[t] for t in names)}
     return {"per_table": per_table, "overall": overall, "methods": methods,
-            "cpu_time_ratio_xpnn_tabular_to": ratios}
+            "cpu_time_ratio_xpnn_tabular_to": ratios, "xpnn_tabular_beats": beats,
+            "mean_normalised_by_role": by_role}
 
 
 def markdown(summary, machine):
@@ -410,6 +421,15 @@ def markdown(summary, machine):
         "" if ov[m]["mean_fit_seconds"] is None else
         f"{ov[m]['mean_fit_seconds']:.1f}/{ov[m]['mean_fit_cpu_seconds']:.1f}"
         for m in methods) + " |")
+    for role, means in summary.get("mean_normalised_by_role", {}).items():
+        if means:
+            lines.append(f"| mean normalised, {role} tables | " + " | ".join(
+                f"{means[m]:.2f}" if m in means else "" for m in methods) + " |")
+    beats = summary.get("xpnn_tabular_beats", {})
+    if beats:
+        lines += ["", "Tables where xpnn-tabular scores above the peer: " + "; ".join(
+            f"{m} {len(ts)} of {sum(1 for row in summary['per_table'].values() if m in row)}"
+            for m, ts in beats.items()) + "."]
     ratios = summary["cpu_time_ratio_xpnn_tabular_to"]
     if ratios:
         lines += ["", "Fit CPU time of xpnn-tabular / peer (geometric mean over tables; worst "
