@@ -101,6 +101,22 @@ def test_categories_one_hot_binary_and_codes_learned_on_training_rows_only():
     np.testing.assert_array_equal(sex.sum(axis=1), 1)          # None is its own category
 
 
+def test_one_hot_width_one_hot_encodes_the_smallest_categoricals_while_they_fit():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({f"c{m}": [f"v{k}" for k in rng.permutation(np.arange(120) % m)]
+                      for m in (40, 2, 15, 3)})
+    pre = TabularPreprocessor(max_one_hot=100, one_hot_width=19).fit(X)
+    assert pre.one_hot_ == [False, True, True, True]       # 1 + 3 + 15 columns; 40 do not fit
+    assert pre.n_one_hot_ == 19 and pre.cardinalities_ == [40]
+    assert TabularPreprocessor(max_one_hot=100, one_hot_width=18).fit(X).one_hot_ == \
+        [False, True, False, True]                        # the 15 no longer fit
+    assert TabularPreprocessor(max_one_hot=100).fit(X).cardinalities_ == []
+    assert TabularPreprocessor(max_one_hot=9, one_hot_width=1000).fit(X).cardinalities_ == \
+        [40, 15]                                          # the per-column limit still holds
+    with pytest.raises(ValueError, match="one_hot_width"):
+        TabularPreprocessor(one_hot_width=-1).fit(X)
+
+
 def test_unseen_categories_and_nan_at_predict_time():
     X, _, _ = frame()
     pre = TabularPreprocessor().fit(X)
@@ -343,7 +359,7 @@ def test_unseen_categories_at_predict_time_work():
 
 
 @pytest.mark.parametrize("estimator, opts", [
-    (TabularClassifier, {}),                                       # Dense layers, Embedding
+    (TabularClassifier, {"max_one_hot": 9}),                       # Dense layers, Embedding
     (TabularClassifier, {"k": 3, "numeric_embedding": "plr"}),     # a TabM-style ensemble
     (TabularRegressor, {}),                                        # PBLD embeddings
 ])
@@ -370,13 +386,13 @@ def test_onnx_export_of_the_network(tmp_path, estimator, opts):
 
 def test_defaults_choose_the_input_layers_by_task_and_columns():
     X, y, score = frame()
-    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    clf = TabularClassifier(random_state=0, max_one_hot=9, **FAST).fit(X, y)
     reg = TabularRegressor(random_state=0, **FAST).fit(X, score)
     names = [type(layer).__name__ for layer in clf.models_[0].layers]
     assert names[0] == "Columns" and "PeriodicEmbedding" not in repr(clf.models_[0].layers[0])
     assert "Embedding" in repr(clf.models_[0].layers[0])           # city: 15 categories
     assert "PeriodicEmbedding" in repr(reg.models_[0].layers[0])
-    plain = TabularClassifier(random_state=0, **FAST).fit(X.drop(columns=["city"]), y)
+    plain = TabularClassifier(random_state=0, **FAST).fit(X, y)   # city one-hot
     assert [type(layer).__name__ for layer in plain.models_[0].layers][:2] == ["Dense", "ReLU"]
     ens = TabularClassifier(random_state=0, k=4, **FAST).fit(X, y)
     assert [type(layer).__name__ for layer in ens.models_[0].layers][-2:] == \
@@ -441,6 +457,31 @@ def test_classifier_default_is_the_plain_network_on_the_fast_path():
     numbers = np.random.default_rng(0).normal(size=(120, 4))
     plain = TabularClassifier(random_state=0, **FAST).fit(numbers, numbers[:, 0] > 0)
     assert fastpath.explain(plain.models_[0]) is None
+
+
+def test_classifier_one_hot_encodes_large_categoricals_and_trains_on_the_fast_path(monkeypatch):
+    """``max_one_hot="auto"``: with the plain recipe every categorical is one-hot encoded while
+    the one-hot columns total at most ONE_HOT_WIDTH, so no network needs an Embedding and all
+    train on the fast path; beyond the width, and with RealMLP's recipe (9), embeddings."""
+    from xpnn import fastpath
+
+    X, y, score = frame()
+    X["shop"] = ["s" + str(k) for k in np.random.default_rng(1).integers(0, 30, len(X))]
+    clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    assert clf.preprocessor_.cardinalities_ == [] and all(clf.preprocessor_.one_hot_)
+    assert all(fastpath.explain(m) is None for m in clf.models_)
+    assert all(getattr(m, "_fastpath_trainer", None) is not None for m in clf.models_)
+    old = TabularClassifier(random_state=0, max_one_hot=9, **FAST).fit(X, y)
+    assert "Columns" in fastpath.explain(old.models_[0])            # city, shop: embeddings
+    realmlp = TabularClassifier(random_state=0, recipe="realmlp", **FAST).fit(X, y)
+    assert realmlp.preprocessor_.cardinalities_ == [15, 30]
+    reg = TabularRegressor(random_state=0, **FAST).fit(X, score)   # RealMLP's limit: 9
+    assert reg.preprocessor_.cardinalities_ == [15, 30]
+    assert "Embedding" in repr(reg.models_[0].layers[0])
+    # sex 3 + member 1 + city 15 fit in 40 columns, shop's 30 more do not: an embedding
+    monkeypatch.setattr("xpnn.sklearn._tabular.ONE_HOT_WIDTH", 40)
+    wide = TabularClassifier(random_state=0, **FAST).fit(X, y)
+    assert wide.preprocessor_.cardinalities_ == [30] and wide.preprocessor_.n_one_hot_ == 19
 
 
 @pytest.mark.parametrize("param, value", [("recipe", "tabm"), ("max_iter", 0),

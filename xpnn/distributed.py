@@ -475,7 +475,7 @@ _THREAD_COUNT = None
 
 def thread_count() -> int | None:
     """The thread count :func:`set_threads` (or :func:`init`) chose for this process, or
-    None when neither ran: :mod:`xpnn.threads` leaves such a share as it is.
+    None when neither ran: ``xpnn.threads`` leaves such a share as it is.
 
     Returns
     -------

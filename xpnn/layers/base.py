@@ -292,7 +292,7 @@ class Layer:
     @property
     def n_params(self) -> int:
         """Number of trainable numbers in the layer's parameters."""
-        return sum(int(np.prod(p.shape)) for p in self.params)
+        return sum(math.prod(p.shape) for p in self.params)
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -11,10 +11,12 @@ Learned on the training rows only, then applied to any rows (RealMLP's recipe, H
   column had missing values in the training rows, a 0/1 indicator column says so.
 * categorical columns (str, object, ``category``, bool): with at most ``max_one_hot`` categories
   (a missing value counting as one when the training rows have it) one-hot columns, a single
-  ±1 column for two categories; a category not seen in training is all zeros (0). Larger ones
-  become one column of integer codes ``0 .. m-1`` (as floats), ``-1`` for a category not seen
-  in training (or a missing value not seen in training), for a learned embedding
-  (:class:`xpnn.Embedding`, which maps every code outside ``0 .. m-1`` to its reserved row).
+  ±1 column for two categories (with ``one_hot_width``, only while the one-hot columns total
+  at most that many, the smallest categoricals first); a category not seen in training is all
+  zeros (0). Larger ones become one column of integer codes ``0 .. m-1`` (as floats), ``-1``
+  for a category not seen in training (or a missing value not seen in training), for a learned
+  embedding (:class:`xpnn.Embedding`, which maps every code outside ``0 .. m-1`` to its
+  reserved row).
 
 Output columns, in this order: scaled numeric columns, missing indicators, one-hot columns,
 category codes (``n_numeric_out_``, ``n_indicators_``, ``n_one_hot_``, ``cardinalities_``).
@@ -130,6 +132,11 @@ def _as_float(col, name) -> np.ndarray:
     return out
 
 
+def _one_hot_columns(m: int) -> int:
+    """Columns of the one-hot block of a categorical with ``m`` categories (one ±1 for two)."""
+    return 1 if m == 2 else m
+
+
 def _as_str(col, missing) -> np.ndarray:
     values = np.asarray(col, dtype=object)
     out = np.empty(values.shape[0], dtype=object)
@@ -147,6 +154,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         ``max_one_hot_cat_size``); larger ones become one column of integer codes.
     clip : float, default=3.0
         Bound of the smooth clip of the scaled numeric columns (None: no clip).
+    one_hot_width : int or None, default=None
+        Most one-hot columns in all: the categoricals of at most ``max_one_hot`` categories
+        are one-hot encoded smallest first while their columns fit in this width, the others
+        become code columns too. None: no limit.
 
     Attributes
     ----------
@@ -180,15 +191,22 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
            [ 0.  ,  0.  ,  1.  ]])
     """
 
-    def __init__(self, max_one_hot: int = 9, clip: float | None = 3.0):
+    def __init__(self, max_one_hot: int = 9, clip: float | None = 3.0,
+                 one_hot_width: int | None = None):
         self.max_one_hot = max_one_hot
         self.clip = clip
+        self.one_hot_width = one_hot_width
 
     # ---------------------------------------------------------------- checks
     def _check_params(self):
         if not isinstance(self.max_one_hot, numbers.Integral) or self.max_one_hot < 1:
             raise ValueError(f"TabularPreprocessor: max_one_hot must be an int >= 1, got "
                              f"{self.max_one_hot!r}")
+        if self.one_hot_width is not None and (
+                not isinstance(self.one_hot_width, numbers.Integral)
+                or isinstance(self.one_hot_width, bool) or self.one_hot_width < 0):
+            raise ValueError(f"TabularPreprocessor: one_hot_width must be an int >= 0 or None, "
+                             f"got {self.one_hot_width!r}")
         if self.clip is not None and not (isinstance(self.clip, numbers.Real)
                                           and np.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"TabularPreprocessor: clip must be a number > 0 or None, got "
@@ -283,12 +301,17 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         n_num = sum(k == NUMERIC for k in kinds)
         sizes = [len(c) for c in categories]
         small = [m <= self.max_one_hot for m in sizes]
+        if self.one_hot_width is not None:        # the smallest first, while they fit
+            used = 0
+            for i in sorted(range(len(sizes)), key=sizes.__getitem__):
+                small[i] = small[i] and used + _one_hot_columns(sizes[i]) <= self.one_hot_width
+                used += _one_hot_columns(sizes[i]) if small[i] else 0
         return {
             "kinds_": kinds, "median_": np.array(medians, dtype=float),
             "scale_": np.array(scales, dtype=float), "indicators_": np.array(indicators, bool),
             "categories_": categories, "one_hot_": small,
             "n_numeric_out_": n_num, "n_indicators_": int(sum(indicators)),
-            "n_one_hot_": int(sum((1 if m == 2 else m)
+            "n_one_hot_": int(sum(_one_hot_columns(m)
                                   for m, s in zip(sizes, small, strict=True) if s)),
             "cardinalities_": [m for m, s in zip(sizes, small, strict=True) if not s],
         }

@@ -25,6 +25,10 @@ shaped to train fast on a CPU):
 * :class:`~xpnn.sklearn.TabularPreprocessor` learned on the training rows: median-centred,
   robust-scaled, smoothly clipped numeric columns; missing-value indicators; one-hot columns for
   categoricals with at most ``max_one_hot`` categories, integer codes for larger ones.
+  ``max_one_hot="auto"``: 9 with recipe "realmlp" (RealMLP's limit); with recipe "plain"
+  every categorical is one-hot encoded, the smallest first, while the one-hot columns total
+  at most ``ONE_HOT_WIDTH`` (256), so that the network has no embedding and trains on the
+  fast path (measured as accurate or better on the tuning tables, and faster).
   Regression targets are standardised (mean 0, standard deviation 1) and mapped back.
 * Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
   the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
@@ -101,6 +105,10 @@ from ._preprocessing import TabularPreprocessor
 __all__ = ["TabularClassifier", "TabularRegressor"]
 
 
+#: Most one-hot columns of ``max_one_hot="auto"`` with recipe "plain" (categoricals beyond it,
+#: the largest, get learned embeddings).
+ONE_HOT_WIDTH = 256
+
 #: Most optimizer steps of RealMLP's schedule with ``max_iter="auto"`` (large tables train fewer
 #: than 48 epochs, at least 16): fit time grows with the rows only up to there.
 MAX_STEPS = 600
@@ -139,7 +147,7 @@ class _BaseTabular(BaseEstimator):
     def __init__(self, *, hidden_layer_sizes=(256, 256, 256), dropout=0.15,
                  learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
                  patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
-                 embedding_dim=8, n_ensemble=1, max_one_hot=9, n_threads=1, backend="numpy",
+                 embedding_dim=8, n_ensemble=1, max_one_hot="auto", n_threads=1, backend="numpy",
                  dtype="float32", recipe="auto", random_state=None, verbose=0):
         self.recipe = recipe
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -181,8 +189,10 @@ class _BaseTabular(BaseEstimator):
             bad("recipe", "'auto', 'realmlp' or 'plain'")
         if self.weight_decay != "auto":
             real("weight_decay", 0.0, np.inf)
-        for param in ("batch_size", "k", "embedding_dim", "n_ensemble", "max_one_hot"):
+        for param in ("batch_size", "k", "embedding_dim", "n_ensemble"):
             integer(param, 1)
+        if self.max_one_hot != "auto":
+            integer("max_one_hot", 1)
         if self.max_iter != "auto":
             integer("max_iter", 1)
         if self.patience not in ("auto", None):
@@ -221,7 +231,13 @@ class _BaseTabular(BaseEstimator):
 
     # ---------------------------------------------------------------- fit
     def _preprocessor(self):
-        return TabularPreprocessor(max_one_hot=self.max_one_hot)
+        """The preprocessing, ``max_one_hot="auto"`` resolved: 9 (realmlp) or one-hot columns
+        for every categorical while they total at most ``ONE_HOT_WIDTH`` (plain)."""
+        if self.max_one_hot != "auto":
+            return TabularPreprocessor(max_one_hot=self.max_one_hot)
+        if self._settings()["recipe"] == "realmlp":
+            return TabularPreprocessor(max_one_hot=9)
+        return TabularPreprocessor(max_one_hot=ONE_HOT_WIDTH, one_hot_width=ONE_HOT_WIDTH)
 
     def _network(self, pre, n_out, sizes):
         """The layers: per-block input layers (:class:`~xpnn.Columns`: periodic embeddings of
@@ -499,9 +515,12 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         :class:`~xpnn.CategoricalCrossEntropy`'s ``label_smoothing``).
     class_weight : dict, "balanced" or None
         Weights of the classes, multiplied into ``sample_weight``.
-    max_one_hot : int, default=9
+    max_one_hot : int or "auto", default="auto"
         Categoricals with at most this many categories get one-hot columns, larger ones
-        learned embeddings (:class:`TabularPreprocessor`).
+        learned embeddings (:class:`TabularPreprocessor`); "auto": every categorical is
+        one-hot encoded, the smallest first, while the one-hot columns total at most 256
+        (the larger ones get embeddings), so that the networks train on the fast path
+        (plain); 9 (realmlp).
     n_threads : int or None, default=1
         BLAS threads while fitting and predicting on the CPU (through threadpoolctl): networks
         of this size train fastest on one thread, and several threads fighting other jobs on
@@ -533,7 +552,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
                  learning_rate="auto", weight_decay="auto", batch_size=256, max_iter="auto",
                  patience="auto", validation_fraction=0.2, k=1, numeric_embedding="auto",
                  embedding_dim=8, n_ensemble=5, label_smoothing=0.1,
-                 class_weight=None, max_one_hot=9, n_threads=1, backend="numpy",
+                 class_weight=None, max_one_hot="auto", n_threads=1, backend="numpy",
                  dtype="float32", recipe="auto", random_state=None, verbose=0):
         super().__init__(hidden_layer_sizes=hidden_layer_sizes, dropout=dropout,
                          learning_rate=learning_rate, weight_decay=weight_decay,
@@ -688,8 +707,10 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
     n_ensemble : int, default=1
         Networks trained from different random starts, each holding out another fold; their
         predictions are averaged.
-    max_one_hot : int, default=9
-        Categoricals with at most this many categories get one-hot columns.
+    max_one_hot : int or "auto", default="auto"
+        Categoricals with at most this many categories get one-hot columns, larger ones
+        learned embeddings; "auto": 9 (realmlp, RealMLP's limit); with recipe "plain" every
+        categorical while the one-hot columns total at most 256.
     n_threads : int or None, default=1
         BLAS threads while fitting and predicting on the CPU (None: left as they are).
     backend : str, default="numpy"
