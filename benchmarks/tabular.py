@@ -444,8 +444,11 @@ def combine(paths, out, name, keep=lambda record: True):
     records, runs = {}, []
     for path in paths:
         report = json.loads(Path(path).read_text())
-        runs.append({"file": str(path), "machine": report["machine"],
-                     "methods": report["methods"], "tables": report["tables"]})
+        if "runs" in report:                  # an earlier combination: keep its runs
+            runs.extend(report["runs"])
+        else:
+            runs.append({"file": str(path), "machine": report["machine"],
+                         "methods": report["methods"], "tables": report["tables"]})
         for r in report["records"]:
             if keep(r):
                 records[r["method"], r["table"], r["split"]] = r
