@@ -508,3 +508,10 @@ def test_realmlp_schedule_caps_the_steps_on_large_tables():
     assert tiny.fit(X, score).n_iter_ == [max(16, MAX_STEPS // 96)]
     assert TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1,
                             max_iter=3).fit(X, score).n_iter_ == [3]
+
+
+@pytest.mark.parametrize("sizes", [3.5, (16, 0), "16", (16, True)])
+def test_bad_hidden_layer_sizes_name_the_parameter(sizes):
+    X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
+    with pytest.raises(ValueError, match="hidden_layer_sizes must be an int or a sequence"):
+        TabularClassifier(hidden_layer_sizes=sizes).fit(X, y)

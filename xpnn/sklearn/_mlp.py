@@ -75,7 +75,6 @@ backend for backend input (string class labels always come back as NumPy arrays)
 
 from __future__ import annotations
 
-import numbers
 import warnings
 
 import numpy as np
@@ -268,15 +267,7 @@ class _BaseMLP(BaseEstimator):
         checks = ParamChecks(self)
         bad, real, integer = checks.bad, checks.real, checks.integer
 
-        sizes = self.hidden_layer_sizes
-        sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
-        try:
-            sizes = [s for s in sizes]
-        except TypeError:
-            bad("hidden_layer_sizes", "an int or a sequence of ints >= 1")
-        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                   for s in sizes):
-            bad("hidden_layer_sizes", "an int or a sequence of ints >= 1")
+        sizes = checks.layer_sizes("hidden_layer_sizes")
         if self.activation not in ACTIVATIONS:
             bad("activation", f"one of {sorted(ACTIVATIONS)}")
         if self.solver not in ("adam", "sgd", "lbfgs"):
@@ -303,7 +294,7 @@ class _BaseMLP(BaseEstimator):
                 bad(flag, "a bool")
         if self.dtype is not None and dtype_name(self.dtype, DTYPES) is None:
             bad("dtype", f"None or one of {DTYPES} (a name, a NumPy dtype or type)")
-        return [int(s) for s in sizes]
+        return sizes
 
     # ------------------------------------------------------------------ input handling
     def _on_device(self, X, backend):

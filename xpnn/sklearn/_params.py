@@ -38,3 +38,16 @@ class ParamChecks:
         v = getattr(self.estimator, param)
         if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < low:
             self.bad(param, f"an int >= {low}")
+
+    def layer_sizes(self, param):
+        """``param`` is an int or a sequence of ints, each ``>= 1``; returns them as a list."""
+        sizes = getattr(self.estimator, param)
+        sizes = [sizes] if isinstance(sizes, numbers.Integral) else sizes
+        try:
+            sizes = list(sizes)
+        except TypeError:
+            self.bad(param, "an int or a sequence of ints >= 1")
+        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
+                   for s in sizes):
+            self.bad(param, "an int or a sequence of ints >= 1")
+        return [int(s) for s in sizes]

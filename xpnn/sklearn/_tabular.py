@@ -174,12 +174,7 @@ class _BaseTabular(BaseEstimator):
         checks = ParamChecks(self)
         bad, real, integer = checks.bad, checks.real, checks.integer
 
-        sizes = self.hidden_layer_sizes
-        if isinstance(sizes, numbers.Integral):
-            sizes = (sizes,)
-        if not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1
-                   for s in sizes):
-            bad("hidden_layer_sizes", "a tuple of ints >= 1")
+        sizes = checks.layer_sizes("hidden_layer_sizes")
         real("dropout", 0.0, 1.0)
         if self.learning_rate != "auto":
             real("learning_rate", 0.0, np.inf)
@@ -204,7 +199,7 @@ class _BaseTabular(BaseEstimator):
             integer("n_threads", 1)
         if dtype_name(self.dtype, DTYPES) is None:
             bad("dtype", f"one of {DTYPES} (a name, a NumPy dtype or type)")
-        return tuple(int(s) for s in sizes)
+        return tuple(sizes)
 
     def _settings(self):
         """The training settings with every ``"auto"`` resolved: RealMLP's recipe for
