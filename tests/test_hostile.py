@@ -416,3 +416,31 @@ def test_large_weights_with_finite_outputs_still_train():
     assert not xpnn.guard.outputs_bounded(model, 1e15)
     model.fit(Xw, np.ones(4), epochs=1, verbose=0)
     assert np.isfinite(xpnn.to_numpy(model.predict(Xw))).all()
+
+
+def test_layer_bounds_come_from_the_layers():
+    """Every built-in layer states its own bound; a subclass that changes ``forward`` gets
+    none (inf), one that keeps it keeps its parent's bound."""
+    from xpnn.guard import layer_bound
+
+    model = xpnn.Sequential(xpnn.Dense(3, 2), xpnn.ReLU(), xpnn.LeakyReLU(-2.0),
+                            xpnn.Rescaling(3.0, offset=-1.0), xpnn.Tanh(), seed=0)
+    model.predict(np.zeros((1, 3), np.float32))
+    W, b = (xpnn.to_numpy(p.data) for p in model.layers[0].params)
+    dense, relu, leaky, rescale, tanh = model.layers
+    assert layer_bound(dense, 2.0) == pytest.approx(2.0 * np.abs(W).sum(0).max()
+                                                    + np.abs(b).max())
+    assert layer_bound(relu, 2.0) == 2.0
+    assert layer_bound(leaky, 2.0) == 4.0
+    assert layer_bound(rescale, 2.0) == 7.0
+    assert layer_bound(tanh, 1e30) == 1.0
+
+    class Louder(xpnn.ReLU):
+        def forward(self, x, training=False):
+            return 1e30 * x
+
+    class Same(xpnn.ReLU):
+        pass
+
+    assert layer_bound(Louder(), 2.0) == np.inf
+    assert layer_bound(Same(), 2.0) == 2.0

@@ -19,6 +19,9 @@ class Identity(Layer):
     def backward(self, delta):
         return delta
 
+    def output_bound(self, m):
+        return m
+
 
 class ReLU(Layer):
     """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``.
@@ -35,6 +38,9 @@ class ReLU(Layer):
 
     def backward(self, delta):
         return delta * self.mask
+
+    def output_bound(self, m):
+        return m
 
 
 class LeakyReLU(Layer):
@@ -65,6 +71,9 @@ class LeakyReLU(Layer):
     def backward(self, delta):
         return delta * self.slope
 
+    def output_bound(self, m):
+        return m * max(1.0, abs(self.negative_slope))
+
     def get_config(self):
         return {"negative_slope": self.negative_slope}
 
@@ -87,6 +96,9 @@ class Sigmoid(Layer):
     def backward(self, delta):
         return delta * self.y * (1.0 - self.y)
 
+    def output_bound(self, m):
+        return 1.0
+
 
 class Tanh(Layer):
     """``y = tanh(x)``; ``dL/dx = δ · (1 - y²)``."""
@@ -99,6 +111,9 @@ class Tanh(Layer):
 
     def backward(self, delta):
         return delta * (1.0 - self.y * self.y)
+
+    def output_bound(self, m):
+        return 1.0
 
 
 def softmax(xp, z):
@@ -129,3 +144,6 @@ class Softmax(Layer):
     def backward(self, delta):
         xp = self.xp
         return self.y * (delta - xp.sum(delta * self.y, axis=1, keepdims=True))
+
+    def output_bound(self, m):
+        return 1.0                # the softmax of finite logits is finite

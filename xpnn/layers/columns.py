@@ -117,7 +117,7 @@ class Columns(Layer):
         # The largest bound of the blocks (a block without a layer passes m on).
         from ..guard import layer_bound
 
-        return max(m if f is None else layer_bound(f, m, self.xp) for f in self.layers)
+        return max(m if f is None else layer_bound(f, m) for f in self.layers)
 
     def to_onnx(self, g, x, name):
         # ONNX: one ``Slice`` per block, its layer's nodes, one ``Concat``.

@@ -101,6 +101,13 @@ class Dense(Layer):
             y += self.b.data
         return y
 
+    def output_bound(self, m):
+        # |x W + b| <= m · maxⱼ Σᵢ |Wᵢⱼ| + max |b|
+        xp = self.xp
+        column = float(xp.max(xp.sum(xp.abs(self.W.data), axis=0)))
+        bias = 0.0 if self.b is None else float(xp.max(xp.abs(self.b.data)))
+        return m * column + bias if m else bias
+
     def backward(self, delta):
         xp = self.xp
         self.W.grad = self.x.T @ delta                      # dW = xᵀ·δ

@@ -110,5 +110,8 @@ class Dropout(Layer):
     def backward(self, delta):
         return delta if self.scale is None else delta * self.scale
 
+    def output_bound(self, m):
+        return m                  # inference passes x on
+
     def get_config(self):
         return {"p": self.p}

@@ -35,5 +35,8 @@ class Rescaling(Layer):
     def backward(self, delta):
         return delta * self.scale
 
+    def output_bound(self, m):
+        return m * abs(self.scale) + abs(self.offset)
+
     def get_config(self):
         return {"scale": self.scale, **({"offset": self.offset} if self.offset else {})}
