@@ -373,13 +373,14 @@ def test_onnx_export_of_the_network(tmp_path, estimator, opts):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     got = session.run(None, {name: est.transform_features(X).astype(np.float32)})[0]
-    if estimator is TabularClassifier:                  # member 0 of the ensemble (5 networks)
-        member = np.asarray(est.models_[0].predict(est.transform_features(X)))
-        np.testing.assert_allclose(got, member, rtol=1e-5, atol=1e-6)
-        mean = np.mean([m.predict(est.transform_features(X)) for m in est.models_], axis=0)
+    Z = est.transform_features(X)
+    member = np.asarray(est.models_[0].predict(Z))      # member 0 of the ensemble (5 networks)
+    np.testing.assert_allclose(got, member, rtol=1e-5, atol=1e-6)
+    mean = np.mean([m.predict(Z) for m in est.models_], axis=0)
+    if estimator is TabularClassifier:
         np.testing.assert_allclose(mean, est.predict_proba(X), rtol=1e-5, atol=1e-6)
     else:
-        np.testing.assert_allclose(np.clip(got[:, 0] * est.y_scale_ + est.y_mean_,
+        np.testing.assert_allclose(np.clip(mean[:, 0] * est.y_scale_ + est.y_mean_,
                                            *est.output_range_), est.predict(X),
                                    rtol=1e-5, atol=1e-5 * est.y_scale_)
 
@@ -439,7 +440,7 @@ def test_regressor_trains_realmlps_recipe_with_per_parameter_factors():
                         for p in f.params]
             assert periodic and all(p.lr_factor == 0.1 for p in periodic)
     assert "lr_factor" in fastpath.explain(model)
-    assert reg.n_iter_ == [4] and np.isfinite(reg.predict(X)).all()
+    assert reg.n_iter_ == [4] * 5 and np.isfinite(reg.predict(X)).all()   # 5 networks
 
 
 def test_classifier_default_is_the_plain_network_on_the_fast_path():
@@ -499,15 +500,15 @@ def test_realmlp_schedule_caps_the_steps_on_large_tables():
     from xpnn.sklearn._tabular import MAX_STEPS
 
     X, _, score = frame()
-    small = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=64)
+    one = {"hidden_layer_sizes": (4,), "n_ensemble": 1, "random_state": 0}
+    small = TabularRegressor(batch_size=64, **one)
     assert small.fit(X, score).n_iter_ == [48]                   # 2 steps an epoch
     per_epoch = 96 // 4                                           # 96 training rows
-    mid = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=4)
+    mid = TabularRegressor(batch_size=4, **one)
     assert mid.fit(X, score).n_iter_ == [MAX_STEPS // per_epoch] != [48]
-    tiny = TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1)
+    tiny = TabularRegressor(batch_size=1, **one)
     assert tiny.fit(X, score).n_iter_ == [max(16, MAX_STEPS // 96)]
-    assert TabularRegressor(random_state=0, hidden_layer_sizes=(4,), batch_size=1,
-                            max_iter=3).fit(X, score).n_iter_ == [3]
+    assert TabularRegressor(batch_size=1, max_iter=3, **one).fit(X, score).n_iter_ == [3]
 
 
 @pytest.mark.parametrize("sizes", [3.5, (16, 0), "16", (16, True)])
@@ -515,3 +516,15 @@ def test_bad_hidden_layer_sizes_name_the_parameter(sizes):
     X, y = np.arange(40.0).reshape(20, 2), np.arange(20) % 2
     with pytest.raises(ValueError, match="hidden_layer_sizes must be an int or a sequence"):
         TabularClassifier(hidden_layer_sizes=sizes).fit(X, y)
+
+
+def test_regressor_default_is_a_cross_fitted_ensemble():
+    """The regressor trains 5 networks of 3×128 units; network i validates on fold i of the
+    training rows, so the validation folds are disjoint and cover every row."""
+    params = TabularRegressor().get_params()
+    assert params["n_ensemble"] == 5 and params["hidden_layer_sizes"] == (128, 128, 128)
+    X, _, score = frame()
+    reg = TabularRegressor(random_state=0, **FAST).fit(X, score)
+    assert len(reg.models_) == 5
+    rows = np.concatenate(reg.validation_rows_)
+    assert np.array_equal(np.sort(rows), np.arange(len(X)))
