@@ -479,6 +479,7 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
     hidden_layer_sizes : tuple of int, default=(64, 64, 64)
         Units of each hidden block (of each network of the ensemble).
     dropout : float, default=0.15
+        Dropout rate after each hidden block.
     learning_rate : float or "auto", default="auto"
         Peak learning rate of AdamW (after the warm-up, before the cosine decay); "auto":
         4e-3 (plain), 0.04 / 0.2 for classification / regression (realmlp).
