@@ -39,6 +39,9 @@ class FlatTrainer:
     #: trainer finds it in the update's own pass); None when the trainer does not know
     #: without a device synchronisation (CuPy), or after :meth:`attach`.
     last_update_finite: bool | None = None
+    #: Whether ``_softmax_ce`` applies the loss's label smoothing to integer labels itself
+    #: (otherwise smoothed targets take the loss object's fused form).
+    smooths_labels = False
     #: Set while :meth:`_after_update` writes the per-parameter state (see
     #: :meth:`_interrupted_record`).
     _recording = False
@@ -193,7 +196,8 @@ class FlatTrainer:
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
-        fused form when the rows carry weights ``wb`` or the targets are smoothed); the other
+        fused form when the rows carry weights ``wb``, or when the targets are smoothed and are
+        not integer labels of a trainer that :attr:`smooths_labels`); the other
         heads call the model's loss object. With ``bias`` (:meth:`_head_takes_bias`), ``a``
         still lacks the output layer's bias, which ``_softmax_ce`` adds, summing its gradient
         on the way.
@@ -202,7 +206,8 @@ class FlatTrainer:
         if bias:                    # _head_takes_bias checked that this is the fused softmax-CE
             _, b, _, db, _, _ = self.stages[-1]
             return self._softmax_ce(a, tb, n, b, db)
-        if head == "softmax_ce" and wb is None and not loss_fn.label_smoothing:
+        if head == "softmax_ce" and wb is None and (
+                not loss_fn.label_smoothing or (self.smooths_labels and tb.ndim == 1)):
             return self._softmax_ce(a, tb, n)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)
