@@ -183,6 +183,25 @@ def test_dense_first_layer_skips_input_gradient(backend):
     assert layer.W.grad is not None and layer.b.grad is not None
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_forward_is_where_exactly(backend, dtype):
+    """ReLU's forward is ``where(x <= 0, 0, x)`` bit for bit (NaN aside): ``-0.0`` and
+    ``-inf`` give ``+0.0``, NaN stays NaN, ``inf`` stays ``inf``, in training and inference."""
+    be = get_backend(backend)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 9)).astype(dtype)
+    x[0, :5] = [-0.0, 0.0, np.nan, -np.inf, np.inf]
+    want = np.where(x <= 0, np.zeros_like(x), x)
+    layer = xpnn.ReLU()
+    layer.build(be, dtype, None, 9)
+    for training in (False, True):
+        got = to_numpy(layer.forward(be.asarray(x, dtype), training=training))
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        numbers = ~np.isnan(want)                       # (a NaN's sign bit means nothing)
+        np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+
+
 # ------------------------------------------------------------------ losses on their own
 def _targets(kind, rng, n, k):
     if kind == "labels":

@@ -26,15 +26,20 @@ class Identity(Layer):
 class ReLU(Layer):
     """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``.
 
-    The forward pass selects (``where``) instead of multiplying by a 0/1 mask, so ``-inf``
-    gives 0 rather than ``-inf · 0 = NaN``; NaN stays NaN (as ``np.maximum`` and the fast path).
+    The forward pass takes the larger of ``x`` and 0 (``maximum``) instead of multiplying by a
+    0/1 mask, so ``-inf`` gives 0 rather than ``-inf · 0 = NaN``; NaN stays NaN (as the fast
+    path). Adding ``+0.0`` makes a ``-0.0`` input ``+0.0`` on every backend (the sign of
+    ``maximum(-0.0, 0)`` is left to the implementation): the output is exactly
+    ``where(x <= 0, 0, x)``, at a fraction of ``where``'s cost on NumPy.
     """
 
     def forward(self, x, training=False):
         xp = self.xp
         if training:
             self.mask = xp.astype(x > 0, x.dtype)
-        return xp.where(x <= 0, xp.zeros_like(x), x)
+        y = xp.maximum(x, xp.zeros_like(x))
+        y += 0.0
+        return y
 
     def backward(self, delta):
         return delta * self.mask
