@@ -98,7 +98,7 @@ def select(model):
         The fast trainer (``NumpyMLPTrainer`` or ``CupyMLPTrainer``), or None.
     """
     trainer, _ = _choose(model)
-    if trainer is None or not trainer.attach():
+    if trainer is None or not trainer.attach(checked=True):
         return None
     return trainer
 

@@ -241,11 +241,12 @@ class FlatTrainer:
         return len(model.params) == len(self.params) and all(
             a is b for a, b in zip(model.params, self.params, strict=True))
 
-    def attach(self) -> bool:
+    def attach(self, checked=False) -> bool:
         """Make parameters and optimizer state views of the flat buffers (copying in whatever
         was replaced since the last call). False, and nothing changed, when the state cannot be
-        represented (:meth:`state_problem` says why)."""
-        if self.state_problem() is not None:
+        represented (:meth:`state_problem` says why; ``checked``: the caller has just found
+        no problem, and nothing ran since)."""
+        if not checked and self.state_problem() is not None:
             return False
         self.last_update_finite = None          # the parameters may have been replaced
         # The update runs over the padding too: an infinite step (lr beyond the dtype) leaves

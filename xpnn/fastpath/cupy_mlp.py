@@ -162,9 +162,9 @@ class CupyMLPTrainer(FlatTrainer):
         with self.device:
             super().__init__(model, plan)
 
-    def attach(self):
+    def attach(self, checked=False):
         with self.device:
-            return super().attach()
+            return super().attach(checked)
 
     def train_step(self, *args, **kwargs):
         with self.device:
