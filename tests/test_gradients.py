@@ -400,3 +400,13 @@ def test_dropout_rank_slice_is_the_slice_of_the_global_mask():
     for _ in range(2):
         full = whole.draw_mask(9, 6)
         np.testing.assert_array_equal(part.draw_mask(4, 6), full[3:7])
+
+
+def test_softmax_and_log_equal_the_two_functions(backend):
+    """The fused loss's one-pass ``(softmax, log_softmax)`` are exactly the two functions."""
+    from xpnn.layers.activations import log_softmax, softmax, softmax_and_log
+    be = get_backend(backend)
+    z = be.asarray(np.random.default_rng(1).normal(size=(9, 4)) * 30, "float32")
+    p, log_p = softmax_and_log(be.xp, z)
+    np.testing.assert_array_equal(to_numpy(p), to_numpy(softmax(be.xp, z)))
+    np.testing.assert_array_equal(to_numpy(log_p), to_numpy(log_softmax(be.xp, z)))

@@ -133,6 +133,15 @@ def log_softmax(xp, z):
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
 
 
+def softmax_and_log(xp, z):
+    """``(softmax(z), log_softmax(z))`` from one shift, exponential and sum: the same numbers
+    as :func:`softmax` and :func:`log_softmax` called one after the other."""
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = xp.sum(e, axis=1, keepdims=True)
+    return e / s, shifted - xp.log(s)
+
+
 class Softmax(Layer):
     """``y_k = exp(x_k) / Σ_j exp(x_j)`` over the features of each row.
 
