@@ -215,6 +215,44 @@ class FlatTrainer:
         loss = loss_fn.forward_logits(a, tb, wb)
         return loss, loss_fn.p, loss_fn.backward_logits()
 
+    def evaluate_batch(self, xb, tb, wb=None):
+        """Loss and output of the network in inference mode on one batch, as
+        :func:`xpnn.training.evaluate` computes them with the model's layers: the same
+        forward (each Dense's matmul into a buffer of the trainer, its bias and activation in
+        place; Dropout passes its input on), then the fused ``_softmax_ce`` (same numbers as the
+        loss object's, to rounding). Returns ``(loss, probabilities)``, valid until the next
+        step, or None where the generic evaluation applies: another head, sample weights,
+        targets that are not integer labels (or smoothed ones the trainer does not smooth
+        itself), more rows than the buffers hold, or a model no longer linked to this trainer.
+        """
+        n, loss_fn = xb.shape[0], self.plan.loss
+        if (self.plan.head != "softmax_ce" or wb is not None or tb.ndim != 1 or n == 0
+                or n > self.capacity or (loss_fn.label_smoothing and not self.smooths_labels)
+                or not self._linked()):
+            return None
+        for layer in self.plan.pre:                 # rescaling; dropout passes x on
+            xb = layer.forward(xb, training=False)
+        a, matmul = xb, self.lib.matmul
+        for i, (W, b, _, _, mode, post) in enumerate(self.stages):
+            z = self.z[i][:n]
+            matmul(a, W, out=z)
+            self._bias_act(z, W, b, mode)
+            for layer in post:
+                z = layer.forward(z, training=False)
+            a = z
+        loss, out, _ = self._softmax_ce(a, tb, n)
+        return loss, out
+
+    def _linked(self) -> bool:
+        """Whether the model still has this trainer's layers, loss and parameters, the
+        parameters' arrays being the trainer's views (as :meth:`attach` left them)."""
+        model = self.model
+        return (model is not None and model.loss is self.plan.loss
+                and len(model.layers) == len(self.plan.layers)
+                and all(a is b for a, b in zip(model.layers, self.plan.layers, strict=True))
+                and self.same_params(model)
+                and all(p.data is v for p, v in zip(self.params, self.p_views, strict=True)))
+
     def weights_finite(self) -> bool:
         """Whether every parameter is finite: what the last :meth:`update` found in its own
         pass (:attr:`last_update_finite`) when it is known and nothing was linked since;
