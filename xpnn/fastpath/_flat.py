@@ -39,6 +39,8 @@ class FlatTrainer:
     #: trainer finds it in the update's own pass); None when the trainer does not know
     #: without a device synchronisation (CuPy), or after :meth:`attach`.
     last_update_finite: bool | None = None
+    #: What the plan was analysed from (:func:`xpnn.fastpath._plan_key`), set by the selection.
+    plan_key = None
     #: Whether ``_softmax_ce`` applies the loss's label smoothing to integer labels itself
     #: (otherwise smoothed targets take the loss object's fused form).
     smooths_labels = False
@@ -286,12 +288,14 @@ class FlatTrainer:
         no problem, and nothing ran since)."""
         if not checked and self.state_problem() is not None:
             return False
-        self.last_update_finite = None          # the parameters may have been replaced
         # The update runs over the padding too: an infinite step (lr beyond the dtype) leaves
-        # NaN there, which restoring the parameters does not touch. Zero it again.
-        for start, stop in self._padding:
-            for flat in (self.flat_p, self.flat_m, self.flat_v):
-                flat[start:stop] = 0
+        # NaN there, which restoring the parameters does not touch. Zero it again, unless the
+        # last update is known to have left every element finite (its padding then still 0).
+        if self.last_update_finite is not True:
+            for start, stop in self._padding:
+                for flat in (self.flat_p, self.flat_m, self.flat_v):
+                    flat[start:stop] = 0
+        self.last_update_finite = None          # the parameters may have been replaced
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
                 pv[...] = p.data
