@@ -174,6 +174,10 @@ class CupyMLPTrainer(FlatTrainer):
         with self.device:
             return super().weights_finite()
 
+    def evaluate_batch(self, *args, **kwargs):
+        with self.device:
+            return super().evaluate_batch(*args, **kwargs)
+
     def _allocate(self, n):
         dt = self.dtype
         self.capacity = n
