@@ -111,13 +111,17 @@ def test_a_replaced_weight_array_is_evaluated_generically(spy):
                                rtol=1e-12)
 
 
-def test_generic_where_the_trainer_cannot(spy):
-    """More validation rows than the batch buffers hold, or sample weights: the generic
-    evaluation."""
+def test_generic_where_the_trainer_cannot(spy, monkeypatch):
+    """More validation rows than the batch buffers hold, one-hot targets, or sample weights
+    without Numba's kernel: the generic evaluation."""
     X, y = _data()
     Xv, yv = _data(300, seed=1)
     model = _model("float64", 0.0)
     model.fit(X, y, epochs=1, batch_size=32, validation_data=(Xv, yv), verbose=0)
+    model.fit(X, np.eye(3)[y], epochs=1, batch_size=64,
+              validation_data=(Xv[:40], np.eye(3)[yv[:40]]), verbose=0)
+    monkeypatch.setenv("XPNN_NUMBA", "0")
+    model = _model("float64", 0.0)
     model.fit(X, y, epochs=1, batch_size=64,
               validation_data=(Xv[:40], yv[:40], np.linspace(0.5, 2.0, 40)), verbose=0)
-    assert spy == [False, False]
+    assert spy == [False, False, False]

@@ -210,6 +210,57 @@ def test_softmax_ce_kernel_with_label_smoothing_matches_the_loss(dtype):
             np.testing.assert_allclose(db, np.sum(ref_dz, axis=0), rtol=tol, atol=tol * 1e-2)
 
 
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_ce_kernel_with_row_weights_matches_the_loss(dtype, ls):
+    """Per-row weights (``scale = w / Σ w``): the weighted loss object's value and dL/dz,
+    with and without smoothing and the bias."""
+    from xpnn.backend import get_backend
+    from xpnn.losses import CategoricalCrossEntropy
+    rng = np.random.default_rng(9)
+    xw = (rng.normal(size=(33, 5)) * 3).astype(dtype)
+    b = rng.normal(size=5).astype(dtype)
+    labels = rng.integers(0, 5, 33)
+    w = rng.uniform(0.2, 3.0, 33).astype(dtype)
+    loss_fn = CategoricalCrossEntropy(label_smoothing=ls).bind(get_backend("numpy").xp)
+    ref = loss_fn.forward_logits(xw + b, labels, w)
+    ref_dz = loss_fn.backward_logits()
+    on, off = _smoothed(dtype, ls, 5) if ls else (1.0, 0.0)
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    for bias in (False, True):
+        p, dz, db = np.empty_like(xw), np.empty_like(xw), np.empty(5, dtype)
+        z = xw.copy() if bias else xw + b
+        loss = nk.softmax_ce_labels(z, labels, p, dz, b if bias else None,
+                                    db if bias else None, on, off, w / np.sum(w))
+        np.testing.assert_allclose(loss, ref, rtol=tol)
+        np.testing.assert_allclose(dz, ref_dz, rtol=tol, atol=tol * 1e-2)
+        if bias:
+            np.testing.assert_allclose(db, np.sum(ref_dz, axis=0), rtol=tol, atol=tol * 1e-2)
+
+
+def test_softmax_ce_kernel_weighted_gradient_by_finite_differences():
+    """Weighted and smoothed: dL/dz against central differences of the kernel's loss."""
+    rng = np.random.default_rng(10)
+    z = rng.normal(size=(6, 4))
+    labels = rng.integers(0, 4, 6)
+    w = rng.uniform(0.1, 2.0, 6)
+    scale = w / np.sum(w)
+    on, off = _smoothed("float64", 0.1, 4)
+    p, dz = np.empty_like(z), np.empty_like(z)
+    nk.softmax_ce_labels(z.copy(), labels, p, dz, None, None, on, off, scale)
+    h, numeric = 1e-6, np.empty_like(z)
+    for idx in np.ndindex(*z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        lp = nk.softmax_ce_labels(zp, labels, np.empty_like(z), np.empty_like(z), None, None,
+                                  on, off, scale)
+        lm = nk.softmax_ce_labels(zm, labels, np.empty_like(z), np.empty_like(z), None, None,
+                                  on, off, scale)
+        numeric[idx] = (lp - lm) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
+
+
 def test_softmax_ce_kernel_without_smoothing_unchanged_by_explicit_targets():
     """``on = 1, off = 0`` (no smoothing) computes exactly the defaults' numbers."""
     rng = np.random.default_rng(7)

@@ -39,6 +39,9 @@ class FlatTrainer:
     #: trainer finds it in the update's own pass); None when the trainer does not know
     #: without a device synchronisation (CuPy), or after :meth:`attach`.
     last_update_finite: bool | None = None
+    #: Whether ``_softmax_ce`` weighs integer-labelled rows by sample weights itself
+    #: (otherwise weighted rows take the loss object's fused form).
+    weighs_rows = False
     #: What the plan was analysed from (:func:`xpnn.fastpath._plan_key`), set by the selection.
     plan_key = None
     #: Whether ``_softmax_ce`` applies the loss's label smoothing to integer labels itself
@@ -198,8 +201,8 @@ class FlatTrainer:
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
-        fused form when the rows carry weights ``wb``, or when the targets are smoothed and are
-        not integer labels of a trainer that :attr:`smooths_labels`); the other
+        fused form unless :meth:`_fuses_loss`: weighted or smoothed targets that are not
+        integer labels of a trainer that :attr:`weighs_rows` / :attr:`smooths_labels`); the other
         heads call the model's loss object. With ``bias`` (:meth:`_head_takes_bias`), ``a``
         still lacks the output layer's bias, which ``_softmax_ce`` adds, summing its gradient
         on the way.
@@ -207,10 +210,11 @@ class FlatTrainer:
         head, loss_fn = self.plan.head, self.plan.loss
         if bias:                    # _head_takes_bias checked that this is the fused softmax-CE
             _, b, _, db, _, _ = self.stages[-1]
-            return self._softmax_ce(a, tb, n, b, db)
-        if head == "softmax_ce" and wb is None and (
-                not loss_fn.label_smoothing or (self.smooths_labels and tb.ndim == 1)):
-            return self._softmax_ce(a, tb, n)
+            return self._softmax_ce(a, tb, n, b, db) if wb is None else self._softmax_ce(
+                a, tb, n, b, db, wb)
+        if head == "softmax_ce" and self._fuses_loss(tb, wb):
+            return self._softmax_ce(a, tb, n) if wb is None else self._softmax_ce(
+                a, tb, n, w=wb)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)
             return loss, a, loss_fn.backward()
@@ -223,14 +227,14 @@ class FlatTrainer:
         forward (each Dense's matmul into a buffer of the trainer, its bias and activation in
         place; Dropout passes its input on), then the fused ``_softmax_ce`` (same numbers as the
         loss object's, to rounding). Returns ``(loss, probabilities)``, valid until the next
-        step, or None where the generic evaluation applies: another head, sample weights,
-        targets that are not integer labels (or smoothed ones the trainer does not smooth
-        itself), more rows than the buffers hold, or a model no longer linked to this trainer.
+        step, or None where the generic evaluation applies: another head, targets that are not
+        integer labels, weighted or smoothed ones the trainer does not weigh or smooth itself
+        (:meth:`_fuses_loss`), more rows than the buffers hold, or a model no longer linked to
+        this trainer.
         """
-        n, loss_fn = xb.shape[0], self.plan.loss
-        if (self.plan.head != "softmax_ce" or wb is not None or tb.ndim != 1 or n == 0
-                or n > self.capacity or (loss_fn.label_smoothing and not self.smooths_labels)
-                or not self._linked()):
+        n = xb.shape[0]
+        if (self.plan.head != "softmax_ce" or tb.ndim != 1 or n == 0 or n > self.capacity
+                or not self._fuses_loss(tb, wb) or not self._linked()):
             return None
         for layer in self.plan.pre:                 # rescaling; dropout passes x on
             xb = layer.forward(xb, training=False)
@@ -242,7 +246,8 @@ class FlatTrainer:
             for layer in post:
                 z = layer.forward(z, training=False)
             a = z
-        loss, out, _ = self._softmax_ce(a, tb, n)
+        loss, out, _ = (self._softmax_ce(a, tb, n) if wb is None
+                        else self._softmax_ce(a, tb, n, w=wb))
         return loss, out
 
     def _linked(self) -> bool:
@@ -254,6 +259,14 @@ class FlatTrainer:
                 and all(a is b for a, b in zip(model.layers, self.plan.layers, strict=True))
                 and self.same_params(model)
                 and all(p.data is v for p, v in zip(self.params, self.p_views, strict=True)))
+
+    def _fuses_loss(self, tb, wb) -> bool:
+        """Whether ``_softmax_ce`` computes the loss of targets ``tb`` with row weights
+        ``wb`` itself: without weights and smoothing always; smoothed or weighted integer
+        labels when the trainer :attr:`smooths_labels` / :attr:`weighs_rows`."""
+        labels = tb.ndim == 1
+        return ((wb is None or (self.weighs_rows and labels))
+                and (not self.plan.loss.label_smoothing or (self.smooths_labels and labels)))
 
     def weights_finite(self) -> bool:
         """Whether every parameter is finite: what the last :meth:`update` found in its own

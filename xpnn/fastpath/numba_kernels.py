@@ -169,7 +169,7 @@ def relu_backward_bias_grad(delta, y, db):
 
 
 @_jit
-def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0):
+def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0, scale=None):
     """Softmax + cross-entropy on logits ``z`` (N, K) with integer labels, row by row::
 
         p = exp(z - max z) / s,   s = Σ_k exp(z_k - max z)
@@ -186,6 +186,10 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0):
     :class:`xpnn.losses.CategoricalCrossEntropy` builds them); then
     ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` and ``dL/dz = (p - t) / N``. ``off = 0`` (the
     default): the plain loss above, computed as without smoothing.
+
+    Per-row weights: ``scale`` (N,) the rows' ``w_n / Σ w`` (in ``z``'s dtype, as
+    :class:`xpnn.losses.Loss` computes them) takes the place of ``1/N``:
+    ``L = -Σ_n scale_n Σ_k t_nk log p_nk`` and ``dL/dz = (p - t) · scale_n``.
     """
     n, k = z.shape
     if db is not None:
@@ -207,7 +211,23 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0):
             p[i, j] = e
             s += e
         y = labels[i]
-        if off == 0:
+        if scale is not None:                           # weighted rows
+            f = scale[i]
+            log_s = np.log(s)
+            rest = 0.0                                  # Σ_{k ≠ y} log p_k
+            for j in range(k):
+                p[i, j] = p[i, j] / s
+                dz[i, j] = p[i, j] - off                # rounded to z's dtype, then · w/Σw
+                dz[i, j] = dz[i, j] * f
+                if j != y:
+                    rest += (z[i, j] - top) - log_s
+            dz[i, y] = p[i, y] - on
+            dz[i, y] = dz[i, y] * f
+            row = on * ((z[i, y] - top) - log_s)
+            if off != 0:
+                row = row + off * rest
+            total += f * row
+        elif off == 0:
             for j in range(k):
                 p[i, j] = p[i, j] / s
                 dz[i, j] = p[i, j] / n
@@ -229,4 +249,6 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0):
         if db is not None:
             for j in range(k):
                 db[j] += dz[i, j]
+    if scale is not None:
+        return -total
     return -total / n

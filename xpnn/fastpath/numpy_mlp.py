@@ -175,28 +175,36 @@ class NumpyMLPTrainer(FlatTrainer):
         np.multiply(W, wd, out=tmp)
         np.add(dW, tmp, out=dW)
 
+    @property
+    def weighs_rows(self):
+        """With Numba, :meth:`_softmax_ce` weighs integer-labelled rows itself."""
+        return self.kernels == "numba"
+
     def _head_takes_bias(self, tb, wb):
-        """With Numba, integer labels (no sample weights) and a biased output layer (identity
-        activation, nothing after it), :meth:`_softmax_ce` adds the bias and sums its gradient
-        in its own pass."""
-        if self.kernels != "numba" or wb is not None or tb.ndim != 1:
+        """With Numba, integer labels (with or without sample weights) and a biased output
+        layer (identity activation, nothing after it), :meth:`_softmax_ce` adds the bias and
+        sums its gradient in its own pass."""
+        if self.kernels != "numba" or tb.ndim != 1:
             return False
         _, b, _, _, mode, post = self.stages[-1]
         return self.plan.head == "softmax_ce" and b is not None and mode == "identity" and not post
 
-    def _softmax_ce(self, z, t, n, b=None, db=None):
+    def _softmax_ce(self, z, t, n, b=None, db=None, w=None):
         """Fused softmax + categorical cross-entropy on logits ``z`` (overwritten).
 
         ``p = softmax(z)``, ``L = -(1/N) Σ_n log p[n, y_n]`` (with one-hot rows ``t``:
         ``-(1/N) Σ t ⊙ log p``), ``dL/dz = (p - t) / N``. With ``b`` and ``db`` (Numba, integer
         labels), ``z`` is ``x W`` and the kernel adds ``b`` and sums ``db = Σ_n dL/dz`` too.
         Integer labels under the loss's label smoothing ε are the target rows ``on`` at the
-        label and ``off`` elsewhere (:meth:`_smoothed_targets`).
+        label and ``off`` elsewhere (:meth:`_smoothed_targets`). Per-row weights ``w`` (Numba,
+        integer labels: :attr:`weighs_rows`) scale the rows by ``w_n / Σ w`` instead of
+        ``1/N``, as :class:`xpnn.losses.Loss` weighs them.
         """
         p, dz, row, row2 = self.p[:n], self.dz[:n], self.row[:n], self.row2[:n]
         on, off = self._smoothed_targets(z.shape[1])
         if t.ndim == 1 and self.kernels == "numba":          # integer labels: one pass
-            loss = numba_kernels.softmax_ce_labels(z, t, p, dz, b, db, on, off)
+            scale = None if w is None else w / np.sum(w)
+            loss = numba_kernels.softmax_ce_labels(z, t, p, dz, b, db, on, off, scale)
             return np.asarray(loss, dtype=self.dtype), p, dz
         np.max(z, axis=1, keepdims=True, out=row)
         np.subtract(z, row, out=z)                          # shifted = z - max z
