@@ -238,29 +238,6 @@ def test_softmax_ce_kernel_with_row_weights_matches_the_loss(dtype, ls):
             np.testing.assert_allclose(db, np.sum(ref_dz, axis=0), rtol=tol, atol=tol * 1e-2)
 
 
-def test_softmax_ce_kernel_weighted_gradient_by_finite_differences():
-    """Weighted and smoothed: dL/dz against central differences of the kernel's loss."""
-    rng = np.random.default_rng(10)
-    z = rng.normal(size=(6, 4))
-    labels = rng.integers(0, 4, 6)
-    w = rng.uniform(0.1, 2.0, 6)
-    scale = w / np.sum(w)
-    on, off = _smoothed("float64", 0.1, 4)
-    p, dz = np.empty_like(z), np.empty_like(z)
-    nk.softmax_ce_labels(z.copy(), labels, p, dz, None, None, on, off, scale)
-    h, numeric = 1e-6, np.empty_like(z)
-    for idx in np.ndindex(*z.shape):
-        zp, zm = z.copy(), z.copy()
-        zp[idx] += h
-        zm[idx] -= h
-        lp = nk.softmax_ce_labels(zp, labels, np.empty_like(z), np.empty_like(z), None, None,
-                                  on, off, scale)
-        lm = nk.softmax_ce_labels(zm, labels, np.empty_like(z), np.empty_like(z), None, None,
-                                  on, off, scale)
-        numeric[idx] = (lp - lm) / (2 * h)
-    np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
-
-
 def test_softmax_ce_kernel_without_smoothing_unchanged_by_explicit_targets():
     """``on = 1, off = 0`` (no smoothing) computes exactly the defaults' numbers."""
     rng = np.random.default_rng(7)
@@ -275,24 +252,30 @@ def test_softmax_ce_kernel_without_smoothing_unchanged_by_explicit_targets():
     np.testing.assert_array_equal(out[0][2], out[1][2])
 
 
-def test_softmax_ce_kernel_smoothed_gradient_by_finite_differences():
-    """With label smoothing: dL/dz against central differences of the kernel's loss."""
+@pytest.mark.parametrize("weighted", [False, True], ids=["smoothed", "smoothed-weighted"])
+def test_softmax_ce_kernel_smoothed_gradient_by_finite_differences(weighted):
+    """With label smoothing (and per-row weights): dL/dz against central differences of the
+    kernel's loss."""
     rng = np.random.default_rng(8)
     z = rng.normal(size=(6, 5))
     labels = rng.integers(0, 5, 6)
     on, off = _smoothed("float64", 0.3, 5)
-    p, dz = np.empty_like(z), np.empty_like(z)
-    nk.softmax_ce_labels(z.copy(), labels, p, dz, None, None, on, off)
+    w = rng.uniform(0.1, 2.0, 6)
+    scale = w / np.sum(w) if weighted else None
+
+    def loss(zz, dz=None):
+        return nk.softmax_ce_labels(zz, labels, np.empty_like(z),
+                                    np.empty_like(z) if dz is None else dz, None, None, on, off,
+                                    scale)
+
+    dz = np.empty_like(z)
+    loss(z.copy(), dz)
     h, numeric = 1e-6, np.empty_like(z)
     for idx in np.ndindex(*z.shape):
         zp, zm = z.copy(), z.copy()
         zp[idx] += h
         zm[idx] -= h
-        lp = nk.softmax_ce_labels(zp, labels, np.empty_like(z), np.empty_like(z), None, None,
-                                  on, off)
-        lm = nk.softmax_ce_labels(zm, labels, np.empty_like(z), np.empty_like(z), None, None,
-                                  on, off)
-        numeric[idx] = (lp - lm) / (2 * h)
+        numeric[idx] = (loss(zp) - loss(zm)) / (2 * h)
     np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
 
 
