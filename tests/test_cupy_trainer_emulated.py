@@ -319,6 +319,26 @@ def test_cupy_trainer_matches_the_generic_path(cupy_on_numpy, arch, opt):
     np.testing.assert_allclose(h_fast["loss"], h_generic["loss"], rtol=1e-10)
 
 
+@pytest.mark.parametrize("arch", ["relu", "dropout", "tanh-sigmoid"])
+def test_cupy_trainer_validates_as_the_generic_path(cupy_on_numpy, arch):
+    """fit's validation after each epoch by the CuPy trainer (on its device): the generic
+    path's validation losses and weights."""
+    rng = np.random.default_rng(1)
+    Xv, yv = rng.normal(size=(30, 10)), rng.integers(0, 4, 30)
+    runs = []
+    for fast in (True, False):
+        model = Sequential(*ARCHS[arch](), dtype="float64", seed=3)
+        model.fastpath = fast
+        model.compile(loss="crossentropy", optimizer=Adam(1e-2))
+        X, y = np.random.default_rng(0).normal(size=(90, 10)), np.arange(90) % 4
+        history = model.fit(X, y, epochs=3, batch_size=32, validation_data=(Xv, yv),
+                            verbose=0)
+        runs.append((history.history["val_loss"], model.get_weights()))
+    np.testing.assert_allclose(runs[0][0], runs[1][0], rtol=1e-10)
+    for a, b in zip(runs[0][1], runs[1][1], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
 def test_cupy_trainer_with_one_hot_targets(cupy_on_numpy):
     fast, _ = _fit("relu", "adam", fast=True, one_hot=True)
     generic, _ = _fit("relu", "adam", fast=False, one_hot=True)

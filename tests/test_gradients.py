@@ -183,6 +183,25 @@ def test_dense_first_layer_skips_input_gradient(backend):
     assert layer.W.grad is not None and layer.b.grad is not None
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_relu_forward_is_where_exactly(backend, dtype):
+    """ReLU's forward is ``where(x <= 0, 0, x)`` bit for bit (NaN aside): ``-0.0`` and
+    ``-inf`` give ``+0.0``, NaN stays NaN, ``inf`` stays ``inf``, in training and inference."""
+    be = get_backend(backend)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 9)).astype(dtype)
+    x[0, :5] = [-0.0, 0.0, np.nan, -np.inf, np.inf]
+    want = np.where(x <= 0, np.zeros_like(x), x)
+    layer = xpnn.ReLU()
+    layer.build(be, dtype, None, 9)
+    for training in (False, True):
+        got = to_numpy(layer.forward(be.asarray(x, dtype), training=training))
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)
+        numbers = ~np.isnan(want)                       # (a NaN's sign bit means nothing)
+        np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))
+
+
 # ------------------------------------------------------------------ losses on their own
 def _targets(kind, rng, n, k):
     if kind == "labels":
@@ -381,3 +400,13 @@ def test_dropout_rank_slice_is_the_slice_of_the_global_mask():
     for _ in range(2):
         full = whole.draw_mask(9, 6)
         np.testing.assert_array_equal(part.draw_mask(4, 6), full[3:7])
+
+
+def test_softmax_and_log_equal_the_two_functions(backend):
+    """The fused loss's one-pass ``(softmax, log_softmax)`` are exactly the two functions."""
+    from xpnn.layers.activations import log_softmax, softmax, softmax_and_log
+    be = get_backend(backend)
+    z = be.asarray(np.random.default_rng(1).normal(size=(9, 4)) * 30, "float32")
+    p, log_p = softmax_and_log(be.xp, z)
+    np.testing.assert_array_equal(to_numpy(p), to_numpy(softmax(be.xp, z)))
+    np.testing.assert_array_equal(to_numpy(log_p), to_numpy(log_softmax(be.xp, z)))

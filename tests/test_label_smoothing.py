@@ -99,6 +99,45 @@ def test_fast_path_equals_generic_step(head):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True], ids=["", "weighted"])
+@pytest.mark.parametrize("kernels", ["1", "0"], ids=["numba", "numpy"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_trainer_smooths_integer_labels_itself(kernels, dtype, weighted, monkeypatch):
+    """The NumPy fast trainer's fused softmax-CE applies label smoothing to integer labels
+    (the loss object is not called during the steps; with sample weights only with Numba's
+    kernel) and trains to the generic step's weights and losses (float64: to rounding;
+    float32: to float32 rounding), validation included."""
+    if kernels == "1":
+        pytest.importorskip("numba")
+    monkeypatch.setenv("XPNN_NUMBA", kernels)
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(96, 6)), rng.integers(0, 4, size=96)
+    w = rng.uniform(0.2, 3.0, size=96) if weighted else None
+    val = (X[:30] + 0.1, y[:30]) + ((w[:30],) if weighted else ())
+    runs = []
+    for fast in (True, False):
+        model = xpnn.mlp([6, 16, 16, 4], dtype=dtype, seed=0)
+        model.compile(CategoricalCrossEntropy(label_smoothing=0.1), xpnn.AdamW(0.01))
+        model.fastpath = fast
+        calls = []
+
+        def counted(*a, _calls=calls, _original=model.loss.forward_logits, **k):
+            _calls.append(1)
+            return _original(*a, **k)
+
+        model.loss.forward_logits = counted
+        history = model.fit(X, y, epochs=3, batch_size=32, verbose=0, sample_weight=w,
+                            validation_data=val)
+        assert bool(calls) == (not fast or (weighted and kernels == "0"))
+        runs.append((model.get_weights(), history.history["loss"],
+                     history.history["val_loss"]))
+    rtol, atol = (1e-9, 1e-11) if dtype == "float64" else (2e-4, 1e-5)
+    for a, b in zip(runs[0][0], runs[1][0], strict=True):
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(runs[0][1], runs[1][1], rtol=rtol)
+    np.testing.assert_allclose(runs[0][2], runs[1][2], rtol=rtol)
+
+
 def test_smoothing_changes_training_and_is_saved(tmp_path):
     rng = np.random.default_rng(0)
     X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, size=40)

@@ -176,6 +176,109 @@ def test_softmax_ce_kernel_gradient_by_finite_differences():
     np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
 
 
+def _smoothed(dtype, ls, k):
+    """``(on, off)`` as the NumPy trainer passes them (the loss's smoothed targets)."""
+    c = np.dtype(dtype).type
+    off = c(ls / k)
+    return c(1.0 - ls) + off, off
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_ce_kernel_with_label_smoothing_matches_the_loss(dtype):
+    """Smoothed targets: loss, probabilities and dL/dz equal the generic fused loss of
+    CategoricalCrossEntropy(label_smoothing=ε) to rounding, with and without the bias."""
+    from xpnn.backend import get_backend
+    from xpnn.losses import CategoricalCrossEntropy
+    rng = np.random.default_rng(6)
+    xw = (rng.normal(size=(45, 6)) * 4).astype(dtype)
+    b = rng.normal(size=6).astype(dtype)
+    labels = rng.integers(0, 6, 45)
+    loss_fn = CategoricalCrossEntropy(label_smoothing=0.15).bind(get_backend("numpy").xp)
+    ref = loss_fn.forward_logits(xw + b, labels)
+    ref_dz = loss_fn.backward_logits()
+    on, off = _smoothed(dtype, 0.15, 6)
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    for bias in (False, True):
+        p, dz, db = np.empty_like(xw), np.empty_like(xw), np.empty(6, dtype)
+        z = xw.copy() if bias else xw + b
+        loss = nk.softmax_ce_labels(z, labels, p, dz, b if bias else None,
+                                    db if bias else None, on, off)
+        np.testing.assert_allclose(loss, ref, rtol=tol)
+        np.testing.assert_allclose(p, loss_fn.p, rtol=tol, atol=tol * 1e-2)
+        np.testing.assert_allclose(dz, ref_dz, rtol=tol, atol=tol * 1e-2)
+        if bias:
+            np.testing.assert_allclose(db, np.sum(ref_dz, axis=0), rtol=tol, atol=tol * 1e-2)
+
+
+@pytest.mark.parametrize("ls", [0.0, 0.2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_ce_kernel_with_row_weights_matches_the_loss(dtype, ls):
+    """Per-row weights (``scale = w / Σ w``): the weighted loss object's value and dL/dz,
+    with and without smoothing and the bias."""
+    from xpnn.backend import get_backend
+    from xpnn.losses import CategoricalCrossEntropy
+    rng = np.random.default_rng(9)
+    xw = (rng.normal(size=(33, 5)) * 3).astype(dtype)
+    b = rng.normal(size=5).astype(dtype)
+    labels = rng.integers(0, 5, 33)
+    w = rng.uniform(0.2, 3.0, 33).astype(dtype)
+    loss_fn = CategoricalCrossEntropy(label_smoothing=ls).bind(get_backend("numpy").xp)
+    ref = loss_fn.forward_logits(xw + b, labels, w)
+    ref_dz = loss_fn.backward_logits()
+    on, off = _smoothed(dtype, ls, 5) if ls else (1.0, 0.0)
+    tol = 1e-6 if dtype == "float32" else 1e-14
+    for bias in (False, True):
+        p, dz, db = np.empty_like(xw), np.empty_like(xw), np.empty(5, dtype)
+        z = xw.copy() if bias else xw + b
+        loss = nk.softmax_ce_labels(z, labels, p, dz, b if bias else None,
+                                    db if bias else None, on, off, w / np.sum(w))
+        np.testing.assert_allclose(loss, ref, rtol=tol)
+        np.testing.assert_allclose(dz, ref_dz, rtol=tol, atol=tol * 1e-2)
+        if bias:
+            np.testing.assert_allclose(db, np.sum(ref_dz, axis=0), rtol=tol, atol=tol * 1e-2)
+
+
+def test_softmax_ce_kernel_without_smoothing_unchanged_by_explicit_targets():
+    """``on = 1, off = 0`` (no smoothing) computes exactly the defaults' numbers."""
+    rng = np.random.default_rng(7)
+    z = (rng.normal(size=(20, 4)) * 3).astype("float32")
+    labels = rng.integers(0, 4, 20)
+    out = []
+    for extra in ((), (np.float32(1.0), np.float32(0.0))):
+        p, dz = np.empty_like(z), np.empty_like(z)
+        out.append((nk.softmax_ce_labels(z.copy(), labels, p, dz, None, None, *extra), p, dz))
+    assert out[0][0] == out[1][0]
+    np.testing.assert_array_equal(out[0][1], out[1][1])
+    np.testing.assert_array_equal(out[0][2], out[1][2])
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["smoothed", "smoothed-weighted"])
+def test_softmax_ce_kernel_smoothed_gradient_by_finite_differences(weighted):
+    """With label smoothing (and per-row weights): dL/dz against central differences of the
+    kernel's loss."""
+    rng = np.random.default_rng(8)
+    z = rng.normal(size=(6, 5))
+    labels = rng.integers(0, 5, 6)
+    on, off = _smoothed("float64", 0.3, 5)
+    w = rng.uniform(0.1, 2.0, 6)
+    scale = w / np.sum(w) if weighted else None
+
+    def loss(zz, dz=None):
+        return nk.softmax_ce_labels(zz, labels, np.empty_like(z),
+                                    np.empty_like(z) if dz is None else dz, None, None, on, off,
+                                    scale)
+
+    dz = np.empty_like(z)
+    loss(z.copy(), dz)
+    h, numeric = 1e-6, np.empty_like(z)
+    for idx in np.ndindex(*z.shape):
+        zp, zm = z.copy(), z.copy()
+        zp[idx] += h
+        zm[idx] -= h
+        numeric[idx] = (loss(zp) - loss(zm)) / (2 * h)
+    np.testing.assert_allclose(dz, numeric, rtol=1e-6, atol=1e-9)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("make_opt", [lambda: Adam(1e-2), lambda: AdamW(1e-2, weight_decay=0.1),
                                       lambda: SGD(0.05, momentum=0.9, nesterov=True)],

@@ -160,6 +160,29 @@ def test_outer_threadpool_limits_wins(monkeypatch):
         assert set(blas_threads()) == {1}
 
 
+def test_blas_count_is_read_live_and_an_outer_limit_skips_the_rest(monkeypatch):
+    """The BLAS libraries are looked up once, their count read at every decision: an outer
+    threadpool_limits is seen at once and after it ends, and under it neither the model's
+    size nor the environment is asked."""
+    for name in (*threads.BLAS_ENV, threads.XPNN_ENV):
+        monkeypatch.delenv(name, raising=False)
+    n = max(blas_threads())
+    monkeypatch.setattr(threads, "usable_cores", lambda: n)
+    monkeypatch.setattr(threads, "busy_cores", lambda: 0.0)
+    model = medium()
+    model.n_threads = None
+    model.build(4)
+    assert threads._blas_threads() == n
+    asked = []
+    monkeypatch.setattr(threads, "step_flops", lambda *a, **k: asked.append(1) or 1e12)
+    with threadpool_limits(limits=1, user_api="blas"):
+        assert threads._blas_threads() == 1
+        assert threads.decide(model, 256) is None
+        assert asked == []
+    assert threads._blas_threads() == n
+    assert threads.decide(model, 256) == n and asked == [1]
+
+
 def test_predict_and_evaluate_use_and_restore(free_machine, monkeypatch):
     real_blas(monkeypatch)
     X, y = blobs(64)

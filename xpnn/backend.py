@@ -142,13 +142,7 @@ class Backend:
         bool
             Whether ``a`` is such an array.
         """
-        checks = {
-            "numpy": array_api_compat.is_numpy_array,
-            "cupy": array_api_compat.is_cupy_array,
-            "torch": array_api_compat.is_torch_array,
-            "array_api_strict": _is_strict_array,
-        }
-        return checks[self.family](a)
+        return _OWNS[self.family](a)
 
     def zeros(self, shape, dtype):
         """A zero array of ``shape`` on the device.
@@ -190,6 +184,8 @@ class Backend:
         array
             A copy that shares no memory with ``a``.
         """
+        if self.family == "numpy":       # the same copy, without the namespace's wrapper
+            return np.array(a, copy=True)
         return self.xp.asarray(a, copy=True)
 
     def __str__(self) -> str:
@@ -198,6 +194,15 @@ class Backend:
 
 def _is_strict_array(a) -> bool:
     return type(a).__module__.startswith("array_api_strict")
+
+
+#: Per backend family, whether an object is an array of its library.
+_OWNS = {
+    "numpy": array_api_compat.is_numpy_array,
+    "cupy": array_api_compat.is_cupy_array,
+    "torch": array_api_compat.is_torch_array,
+    "array_api_strict": _is_strict_array,
+}
 
 
 def _torch_name(device) -> str:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._validation import check_real
-from .layers.activations import log_softmax, sigmoid, softmax
+from .layers.activations import sigmoid, softmax_and_log
 from .metrics import _dense_targets as dense_targets
 
 
@@ -343,11 +343,11 @@ class CategoricalCrossEntropy(_LabelSmoothing, Loss):
     def forward_logits(self, z, t, w=None):
         xp = self.xp
         self.t = self._dense_targets(xp, t, z)
-        self.p = softmax(xp, z)
+        self.p, log_p = softmax_and_log(xp, z)
         self.row_scale = None
         if w is not None:
-            return -self._weigh(xp.sum(self.t * log_softmax(xp, z), axis=1), w)
-        return -xp.sum(self.t * log_softmax(xp, z)) / z.shape[0]
+            return -self._weigh(xp.sum(self.t * log_p, axis=1), w)
+        return -xp.sum(self.t * log_p) / z.shape[0]
 
     def backward_logits(self):
         if self.row_scale is not None:

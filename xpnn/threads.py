@@ -61,7 +61,7 @@ BLAS_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_
 XPNN_ENV = "XPNN_NUM_THREADS"
 
 _BUDGET = None          # the count chosen by the innermost using_threads(), None outside
-_CONTROLLER = None      # threadpoolctl.ThreadpoolController, made at first use
+_CONTROLLER = None      # (modules, threadpoolctl.ThreadpoolController, its BLAS libraries)
 
 
 def usable_cores() -> int:
@@ -147,20 +147,28 @@ def step_flops(model, rows: int, training: bool = True) -> float:
     return (6.0 if training else 2.0) * rows * model.count_params()
 
 
-def _controller():
-    """A threadpoolctl controller of the libraries loaded now (made again when modules were
-    imported since: a new module may have loaded another BLAS; making one takes about a
-    millisecond)."""
+def _controllers():
+    """A threadpoolctl controller of the libraries loaded now and the controllers of its
+    BLAS libraries (made again when modules were imported since: a new module may have loaded
+    another BLAS; making one takes about a millisecond)."""
     global _CONTROLLER
     if _CONTROLLER is None or _CONTROLLER[0] != len(sys.modules):
         from threadpoolctl import ThreadpoolController
-        _CONTROLLER = (len(sys.modules), ThreadpoolController())
-    return _CONTROLLER[1]
+        controller = ThreadpoolController()
+        _CONTROLLER = (len(sys.modules), controller,
+                       tuple(controller.select(user_api="blas").lib_controllers))
+    return _CONTROLLER
+
+
+def _controller():
+    """The threadpoolctl controller of :func:`_controllers`."""
+    return _controllers()[1]
 
 
 def _blas_threads() -> int | None:
-    """BLAS's current thread count (the largest over the BLAS libraries loaded), or None."""
-    counts = [lib.num_threads for lib in _controller().select(user_api="blas").lib_controllers]
+    """BLAS's current thread count (the largest over the BLAS libraries loaded, each asked
+    now), or None."""
+    counts = [lib.num_threads for lib in _controllers()[2]]
     return max(counts) if counts else None
 
 
@@ -198,18 +206,22 @@ def decide(model, rows: int, training: bool = True) -> int | None:
     explicit = _explicit(model)
     if explicit is not None:
         return explicit
-    try:
-        flops = step_flops(model, max(1, rows), training)
-    except Exception:         # not built yet: the method itself reports what is missing
-        return None
-    if flops < LEAVE_BELOW_FLOPS or _set_elsewhere():
-        return None
+    # The cheapest questions first: inside an outer threadpool_limits (a tabular estimator's
+    # fit), the answer is known after one look at BLAS's count.
     try:
         current = _blas_threads()
     except ImportError:       # threadpoolctl missing: leave BLAS as it is
         return None
     cores = usable_cores()
     if current is None or current < cores:  # lowered by an outer threadpool_limits
+        return None
+    if _set_elsewhere():
+        return None
+    try:
+        flops = step_flops(model, max(1, rows), training)
+    except Exception:         # not built yet: the method itself reports what is missing
+        return None
+    if flops < LEAVE_BELOW_FLOPS:
         return None
     return min(current, choose(flops, cores, busy_cores()))
 

@@ -122,6 +122,9 @@ class TrainingRun:
         Set by the first Ctrl-C; the loop raises KeyboardInterrupt after the step in progress.
     steps_per_epoch : int or None
         Batches in an epoch of the current ``fit`` (None when unknown, or outside ``fit``).
+    trainer : fast trainer or None
+        The fast trainer (:func:`xpnn.fastpath.select`) that trained the last batches, or
+        None (the generic step); the validation after an epoch evaluates with it.
     """
 
     def __init__(self, model, callbacks=(), comm=None, **facts):
@@ -133,6 +136,7 @@ class TrainingRun:
         self._epoch_done = None      # epochs completed, once one has been in this run
         self.data_parallel = None
         self.steps_per_epoch = None  # batches per epoch, once fit knows them
+        self.trainer = None          # the fast trainer of the last epoch's steps, or None
         comm = distributed.active(comm)
         if comm is not None:
             dp = distributed.DataParallel(comm, model)
@@ -326,7 +330,7 @@ class TrainingRun:
         model = self.model
         xp = model.backend.xp
         # Backend-specific fast trainer for plain MLPs (same numbers), or the generic step.
-        trainer = fastpath.select(model)
+        trainer = self.trainer = fastpath.select(model)
         fast = None if trainer is None else trainer.train_step
         dp = self.data_parallel
         for b, xb, tb, wb in source.batches(model, perm, batch_size, trainer,
@@ -453,11 +457,17 @@ def _evaluate(model, source, batch_size, verbose, run):
     loss_fn = model.loss
     loss_sum, total, seen = 0.0, 0.0, 0
     shard = None if run is None else run.local_rows
+    # Validating in fit: the fast trainer of the epoch's steps computes the same forward
+    # into its buffers, and the loss fused (None: the model's layers and loss object).
+    trainer = None if run is None else run.trainer
     for _, xb, tb, wb in source.batches(model, None, batch_size or 1, shard=shard):
         seen += 1
         if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
             continue
-        if model._fused and model._members == 1:   # an ensemble: loss of the mean output
+        fast = None if trainer is None else trainer.evaluate_batch(xb, tb, wb)
+        if fast is not None:
+            loss, out = fast
+        elif model._fused and model._members == 1:   # an ensemble: loss of the mean output
             loss = loss_fn.forward_logits(model._forward(xb, logits=True), tb, wb)
             out = loss_fn.p
         else:

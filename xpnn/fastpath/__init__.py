@@ -98,9 +98,18 @@ def select(model):
         The fast trainer (``NumpyMLPTrainer`` or ``CupyMLPTrainer``), or None.
     """
     trainer, _ = _choose(model)
-    if trainer is None or not trainer.attach():
+    if trainer is None or not trainer.attach(checked=True):
         return None
     return trainer
+
+
+def _plan_key(model) -> tuple:
+    """Everything :func:`analyze` reads, by identity where it is an object: a trainer whose
+    ``plan_key`` equals this was built for a plan that :func:`analyze` would give again (the
+    analysis is skipped, once per epoch)."""
+    return (model.built, model.loss, model.optimizer, model.dtype, model.backend.name,
+            model._fused, *model.layers,
+            *[(p, p.lr_factor, p.wd_factor) for p in getattr(model, "params", ())])
 
 
 def _choose(model):
@@ -110,15 +119,18 @@ def _choose(model):
         return None, "fast paths are disabled (XPNN_FASTPATH=0 or model.fastpath = False)"
     if model.backend.family not in FAMILIES:
         return None, f"no fast path for the {model.backend.family} backend"
-    plan, reason = analyze(model)
-    if plan is None:                  # before importing a trainer (Numba, CuPy) it cannot use
-        return None, reason
-    cls = _trainer_class(model.backend.family)
     trainer = getattr(model, "_fastpath_trainer", None)
-    if (trainer is None or not isinstance(trainer, cls) or trainer.plan != plan
-            or not trainer.same_params(model)):
-        trainer = cls(model, plan)
-        model._fastpath_trainer = trainer
+    key = _plan_key(model)
+    if trainer is None or trainer.plan_key != key or not trainer.same_params(model):
+        plan, reason = analyze(model)
+        if plan is None:              # before importing a trainer (Numba, CuPy) it cannot use
+            return None, reason
+        cls = _trainer_class(model.backend.family)
+        if (trainer is None or not isinstance(trainer, cls) or trainer.plan != plan
+                or not trainer.same_params(model)):
+            trainer = cls(model, plan)
+            model._fastpath_trainer = trainer
+        trainer.plan_key = key
     problem = trainer.state_problem()
     if problem is not None:
         return None, problem

@@ -39,6 +39,14 @@ class FlatTrainer:
     #: trainer finds it in the update's own pass); None when the trainer does not know
     #: without a device synchronisation (CuPy), or after :meth:`attach`.
     last_update_finite: bool | None = None
+    #: Whether ``_softmax_ce`` weighs integer-labelled rows by sample weights itself
+    #: (otherwise weighted rows take the loss object's fused form).
+    weighs_rows = False
+    #: What the plan was analysed from (:func:`xpnn.fastpath._plan_key`), set by the selection.
+    plan_key = None
+    #: Whether ``_softmax_ce`` applies the loss's label smoothing to integer labels itself
+    #: (otherwise smoothed targets take the loss object's fused form).
+    smooths_labels = False
     #: Set while :meth:`_after_update` writes the per-parameter state (see
     #: :meth:`_interrupted_record`).
     _recording = False
@@ -193,7 +201,8 @@ class FlatTrainer:
         """Loss on the network output ``a``: returns ``(loss, output, δ = dL/da)``.
 
         Softmax + cross-entropy is the subclass's fused ``_softmax_ce`` (the loss object's own
-        fused form when the rows carry weights ``wb`` or the targets are smoothed); the other
+        fused form unless :meth:`_fuses_loss`: weighted or smoothed targets that are not
+        integer labels of a trainer that :attr:`weighs_rows` / :attr:`smooths_labels`); the other
         heads call the model's loss object. With ``bias`` (:meth:`_head_takes_bias`), ``a``
         still lacks the output layer's bias, which ``_softmax_ce`` adds, summing its gradient
         on the way.
@@ -201,14 +210,63 @@ class FlatTrainer:
         head, loss_fn = self.plan.head, self.plan.loss
         if bias:                    # _head_takes_bias checked that this is the fused softmax-CE
             _, b, _, db, _, _ = self.stages[-1]
-            return self._softmax_ce(a, tb, n, b, db)
-        if head == "softmax_ce" and wb is None and not loss_fn.label_smoothing:
-            return self._softmax_ce(a, tb, n)
+            return self._softmax_ce(a, tb, n, b, db) if wb is None else self._softmax_ce(
+                a, tb, n, b, db, wb)
+        if head == "softmax_ce" and self._fuses_loss(tb, wb):
+            return self._softmax_ce(a, tb, n) if wb is None else self._softmax_ce(
+                a, tb, n, w=wb)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)
             return loss, a, loss_fn.backward()
         loss = loss_fn.forward_logits(a, tb, wb)
         return loss, loss_fn.p, loss_fn.backward_logits()
+
+    def evaluate_batch(self, xb, tb, wb=None):
+        """Loss and output of the network in inference mode on one batch, as
+        :func:`xpnn.training.evaluate` computes them with the model's layers: the same
+        forward (each Dense's matmul into a buffer of the trainer, its bias and activation in
+        place; Dropout passes its input on), then the fused ``_softmax_ce`` (same numbers as the
+        loss object's, to rounding). Returns ``(loss, probabilities)``, valid until the next
+        step, or None where the generic evaluation applies: another head, targets that are not
+        integer labels, weighted or smoothed ones the trainer does not weigh or smooth itself
+        (:meth:`_fuses_loss`), more rows than the buffers hold, or a model no longer linked to
+        this trainer.
+        """
+        n = xb.shape[0]
+        if (self.plan.head != "softmax_ce" or tb.ndim != 1 or n == 0 or n > self.capacity
+                or not self._fuses_loss(tb, wb) or not self._linked()):
+            return None
+        for layer in self.plan.pre:                 # rescaling; dropout passes x on
+            xb = layer.forward(xb, training=False)
+        a, matmul = xb, self.lib.matmul
+        for i, (W, b, _, _, mode, post) in enumerate(self.stages):
+            z = self.z[i][:n]
+            matmul(a, W, out=z)
+            self._bias_act(z, W, b, mode)
+            for layer in post:
+                z = layer.forward(z, training=False)
+            a = z
+        loss, out, _ = (self._softmax_ce(a, tb, n) if wb is None
+                        else self._softmax_ce(a, tb, n, w=wb))
+        return loss, out
+
+    def _linked(self) -> bool:
+        """Whether the model still has this trainer's layers, loss and parameters, the
+        parameters' arrays being the trainer's views (as :meth:`attach` left them)."""
+        model = self.model
+        return (model is not None and model.loss is self.plan.loss
+                and len(model.layers) == len(self.plan.layers)
+                and all(a is b for a, b in zip(model.layers, self.plan.layers, strict=True))
+                and self.same_params(model)
+                and all(p.data is v for p, v in zip(self.params, self.p_views, strict=True)))
+
+    def _fuses_loss(self, tb, wb) -> bool:
+        """Whether ``_softmax_ce`` computes the loss of targets ``tb`` with row weights
+        ``wb`` itself: without weights and smoothing always; smoothed or weighted integer
+        labels when the trainer :attr:`smooths_labels` / :attr:`weighs_rows`."""
+        labels = tb.ndim == 1
+        return ((wb is None or (self.weighs_rows and labels))
+                and (not self.plan.loss.label_smoothing or (self.smooths_labels and labels)))
 
     def weights_finite(self) -> bool:
         """Whether every parameter is finite: what the last :meth:`update` found in its own
@@ -236,18 +294,21 @@ class FlatTrainer:
         return len(model.params) == len(self.params) and all(
             a is b for a, b in zip(model.params, self.params, strict=True))
 
-    def attach(self) -> bool:
+    def attach(self, checked=False) -> bool:
         """Make parameters and optimizer state views of the flat buffers (copying in whatever
         was replaced since the last call). False, and nothing changed, when the state cannot be
-        represented (:meth:`state_problem` says why)."""
-        if self.state_problem() is not None:
+        represented (:meth:`state_problem` says why; ``checked``: the caller has just found
+        no problem, and nothing ran since)."""
+        if not checked and self.state_problem() is not None:
             return False
-        self.last_update_finite = None          # the parameters may have been replaced
         # The update runs over the padding too: an infinite step (lr beyond the dtype) leaves
-        # NaN there, which restoring the parameters does not touch. Zero it again.
-        for start, stop in self._padding:
-            for flat in (self.flat_p, self.flat_m, self.flat_v):
-                flat[start:stop] = 0
+        # NaN there, which restoring the parameters does not touch. Zero it again, unless the
+        # last update is known to have left every element finite (its padding then still 0).
+        if self.last_update_finite is not True:
+            for start, stop in self._padding:
+                for flat in (self.flat_p, self.flat_m, self.flat_v):
+                    flat[start:stop] = 0
+        self.last_update_finite = None          # the parameters may have been replaced
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
                 pv[...] = p.data

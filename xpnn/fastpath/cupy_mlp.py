@@ -162,9 +162,9 @@ class CupyMLPTrainer(FlatTrainer):
         with self.device:
             super().__init__(model, plan)
 
-    def attach(self):
+    def attach(self, checked=False):
         with self.device:
-            return super().attach()
+            return super().attach(checked)
 
     def train_step(self, *args, **kwargs):
         with self.device:
@@ -173,6 +173,10 @@ class CupyMLPTrainer(FlatTrainer):
     def weights_finite(self):
         with self.device:
             return super().weights_finite()
+
+    def evaluate_batch(self, *args, **kwargs):
+        with self.device:
+            return super().evaluate_batch(*args, **kwargs)
 
     def _allocate(self, n):
         dt = self.dtype

@@ -18,8 +18,9 @@ The kernels, each the textbook per-element rule (compare :mod:`xpnn.optimizers`,
   each returns whether the updated parameters are finite, found in the same pass;
 * :func:`bias_relu`: ``a = max(z + b, 0)`` after a Dense's matmul;
 * :func:`relu_backward_bias_grad`: ``δ ← δ ⊙ [y > 0]`` and ``db = Σ_n δ`` in one pass;
-* :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row (optionally with
-  the output layer's bias added before and its gradient summed after, in the same pass).
+* :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row, with or without
+  label smoothing (optionally with the output layer's bias added before and its gradient
+  summed after, in the same pass).
 
 The last three agree with the NumPy passes to rounding (another ``exp``, another summation
 order). ``tests/test_numba_kernels.py`` checks all of them, the softmax-CE gradient by finite
@@ -168,7 +169,7 @@ def relu_backward_bias_grad(delta, y, db):
 
 
 @_jit
-def softmax_ce_labels(z, labels, p, dz, b=None, db=None):
+def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0, scale=None):
     """Softmax + cross-entropy on logits ``z`` (N, K) with integer labels, row by row::
 
         p = exp(z - max z) / s,   s = Σ_k exp(z_k - max z)
@@ -179,6 +180,16 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None):
     bias ``b`` (K,), ``z`` is its matmul ``x W`` and becomes the logits ``z + b`` in the same
     pass; with ``db`` (K,) the bias gradient ``db = Σ_n dL/dz`` is summed on the way (rows
     added in order, as ``np.sum(dz, axis=0)`` does): one pass where there were three.
+
+    Label smoothing ε: the target row is ``t = onehot(y) (1 - ε) + ε / K``, that is ``on``
+    (``1 - ε + ε/K``) at the label and ``off`` (``ε/K``) elsewhere (both in ``z``'s dtype, as
+    :class:`xpnn.losses.CategoricalCrossEntropy` builds them); then
+    ``L = -(1/N) Σ_n Σ_k t_nk log p_nk`` and ``dL/dz = (p - t) / N``. ``off = 0`` (the
+    default): the plain loss above, computed as without smoothing.
+
+    Per-row weights: ``scale`` (N,) the rows' ``w_n / Σ w`` (in ``z``'s dtype, as
+    :class:`xpnn.losses.Loss` computes them) takes the place of ``1/N``:
+    ``L = -Σ_n scale_n Σ_k t_nk log p_nk`` and ``dL/dz = (p - t) · scale_n``.
     """
     n, k = z.shape
     if db is not None:
@@ -199,14 +210,45 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None):
             e = np.exp(z[i, j] - top)
             p[i, j] = e
             s += e
-        for j in range(k):
-            p[i, j] = p[i, j] / s
-            dz[i, j] = p[i, j] / n
         y = labels[i]
-        dz[i, y] = p[i, y] - 1.0                    # rounded to z's dtype, then / N
-        dz[i, y] = dz[i, y] / n
+        if scale is not None:                           # weighted rows
+            f = scale[i]
+            log_s = np.log(s)
+            rest = 0.0                                  # Σ_{k ≠ y} log p_k
+            for j in range(k):
+                p[i, j] = p[i, j] / s
+                dz[i, j] = p[i, j] - off                # rounded to z's dtype, then · w/Σw
+                dz[i, j] = dz[i, j] * f
+                if j != y:
+                    rest += (z[i, j] - top) - log_s
+            dz[i, y] = p[i, y] - on
+            dz[i, y] = dz[i, y] * f
+            row = on * ((z[i, y] - top) - log_s)
+            if off != 0:
+                row = row + off * rest
+            total += f * row
+        elif off == 0:
+            for j in range(k):
+                p[i, j] = p[i, j] / s
+                dz[i, j] = p[i, j] / n
+            dz[i, y] = p[i, y] - 1.0                    # rounded to z's dtype, then / N
+            dz[i, y] = dz[i, y] / n
+            total += (z[i, y] - top) - np.log(s)
+        else:
+            log_s = np.log(s)
+            rest = 0.0                                  # Σ_{k ≠ y} log p_k
+            for j in range(k):
+                p[i, j] = p[i, j] / s
+                dz[i, j] = p[i, j] - off                # rounded to z's dtype, then / N
+                dz[i, j] = dz[i, j] / n
+                if j != y:
+                    rest += (z[i, j] - top) - log_s
+            dz[i, y] = p[i, y] - on
+            dz[i, y] = dz[i, y] / n
+            total += on * ((z[i, y] - top) - log_s) + off * rest
         if db is not None:
             for j in range(k):
                 db[j] += dz[i, j]
-        total += (z[i, y] - top) - np.log(s)
+    if scale is not None:
+        return -total
     return -total / n

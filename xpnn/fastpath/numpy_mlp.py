@@ -81,6 +81,7 @@ class NumpyMLPTrainer(FlatTrainer):
 
     lib = np
     fused_acts = ("relu", "tanh")
+    smooths_labels = True
     gathers_batches = True
 
     def __init__(self, model, plan):
@@ -174,26 +175,36 @@ class NumpyMLPTrainer(FlatTrainer):
         np.multiply(W, wd, out=tmp)
         np.add(dW, tmp, out=dW)
 
+    @property
+    def weighs_rows(self):
+        """With Numba, :meth:`_softmax_ce` weighs integer-labelled rows itself."""
+        return self.kernels == "numba"
+
     def _head_takes_bias(self, tb, wb):
-        """With Numba, integer labels (no label smoothing, no sample weights) and a biased
-        output layer (identity activation, nothing after it), :meth:`_softmax_ce` adds the bias
-        and sums its gradient in its own pass."""
-        if (self.kernels != "numba" or wb is not None or tb.ndim != 1
-                or self.plan.loss.label_smoothing):
+        """With Numba, integer labels (with or without sample weights) and a biased output
+        layer (identity activation, nothing after it), :meth:`_softmax_ce` adds the bias and
+        sums its gradient in its own pass."""
+        if self.kernels != "numba" or tb.ndim != 1:
             return False
         _, b, _, _, mode, post = self.stages[-1]
         return self.plan.head == "softmax_ce" and b is not None and mode == "identity" and not post
 
-    def _softmax_ce(self, z, t, n, b=None, db=None):
+    def _softmax_ce(self, z, t, n, b=None, db=None, w=None):
         """Fused softmax + categorical cross-entropy on logits ``z`` (overwritten).
 
         ``p = softmax(z)``, ``L = -(1/N) Σ_n log p[n, y_n]`` (with one-hot rows ``t``:
         ``-(1/N) Σ t ⊙ log p``), ``dL/dz = (p - t) / N``. With ``b`` and ``db`` (Numba, integer
         labels), ``z`` is ``x W`` and the kernel adds ``b`` and sums ``db = Σ_n dL/dz`` too.
+        Integer labels under the loss's label smoothing ε are the target rows ``on`` at the
+        label and ``off`` elsewhere (:meth:`_smoothed_targets`). Per-row weights ``w`` (Numba,
+        integer labels: :attr:`weighs_rows`) scale the rows by ``w_n / Σ w`` instead of
+        ``1/N``, as :class:`xpnn.losses.Loss` weighs them.
         """
         p, dz, row, row2 = self.p[:n], self.dz[:n], self.row[:n], self.row2[:n]
+        on, off = self._smoothed_targets(z.shape[1])
         if t.ndim == 1 and self.kernels == "numba":          # integer labels: one pass
-            loss = numba_kernels.softmax_ce_labels(z, t, p, dz, b, db)
+            scale = None if w is None else w / np.sum(w)
+            loss = numba_kernels.softmax_ce_labels(z, t, p, dz, b, db, on, off, scale)
             return np.asarray(loss, dtype=self.dtype), p, dz
         np.max(z, axis=1, keepdims=True, out=row)
         np.subtract(z, row, out=z)                          # shifted = z - max z
@@ -202,7 +213,14 @@ class NumpyMLPTrainer(FlatTrainer):
         np.log(row, out=row2)                               # log s
         np.divide(p, row, out=p)                            # p = exp(shifted) / s
         np.copyto(dz, p)
-        if t.ndim == 1:
+        if t.ndim == 1 and off:                             # smoothed integer labels
+            rows = self.rows[:n]
+            np.subtract(z, row2, out=z)                     # log p
+            logp = z[rows, t]                               # log p[n, y_n]
+            loss = -(on * np.sum(logp) + off * (np.sum(z) - np.sum(logp))) / n
+            np.subtract(p, off, out=dz)
+            dz[rows, t] = p[rows, t] - on
+        elif t.ndim == 1:
             rows = self.rows[:n]
             logp = z[rows, t] - row2[:, 0]                  # log p[n, y_n]
             loss = -np.sum(logp) / n
@@ -214,6 +232,17 @@ class NumpyMLPTrainer(FlatTrainer):
             np.subtract(dz, t, out=dz)
         np.divide(dz, n, out=dz)
         return np.asarray(loss, dtype=self.dtype), p, dz
+
+    def _smoothed_targets(self, k):
+        """``(on, off)``: the smoothed target row's value at the label and elsewhere,
+        ``t = onehot (1 - ε) + ε / K`` in the trainer's dtype as the loss rounds it; ``(1, 0)``
+        without label smoothing."""
+        ls = self.plan.loss.label_smoothing
+        if not ls:
+            return 1.0, 0.0
+        c = self.dtype.type
+        off = c(ls / k)
+        return c(1.0 - ls) + off, off
 
     # ------------------------------------------------------------------ optimizer
     def update(self) -> bool:

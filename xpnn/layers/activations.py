@@ -26,15 +26,20 @@ class Identity(Layer):
 class ReLU(Layer):
     """``y = max(x, 0)``; ``dL/dx = δ · [x > 0]``.
 
-    The forward pass selects (``where``) instead of multiplying by a 0/1 mask, so ``-inf``
-    gives 0 rather than ``-inf · 0 = NaN``; NaN stays NaN (as ``np.maximum`` and the fast path).
+    The forward pass takes the larger of ``x`` and 0 (``maximum``) instead of multiplying by a
+    0/1 mask, so ``-inf`` gives 0 rather than ``-inf · 0 = NaN``; NaN stays NaN (as the fast
+    path). Adding ``+0.0`` makes a ``-0.0`` input ``+0.0`` on every backend (the sign of
+    ``maximum(-0.0, 0)`` is left to the implementation): the output is exactly
+    ``where(x <= 0, 0, x)``, at a fraction of ``where``'s cost on NumPy.
     """
 
     def forward(self, x, training=False):
         xp = self.xp
         if training:
             self.mask = xp.astype(x > 0, x.dtype)
-        return xp.where(x <= 0, xp.zeros_like(x), x)
+        y = xp.maximum(x, xp.zeros_like(x))
+        y += 0.0
+        return y
 
     def backward(self, delta):
         return delta * self.mask
@@ -126,6 +131,15 @@ def log_softmax(xp, z):
     """Row-wise ``log softmax(z) = z - logsumexp(z)``, computed stably."""
     shifted = z - xp.max(z, axis=1, keepdims=True)
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+
+def softmax_and_log(xp, z):
+    """``(softmax(z), log_softmax(z))`` from one shift, exponential and sum: the same numbers
+    as :func:`softmax` and :func:`log_softmax` called one after the other."""
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = xp.sum(e, axis=1, keepdims=True)
+    return e / s, shifted - xp.log(s)
 
 
 class Softmax(Layer):

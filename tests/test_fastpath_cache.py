@@ -1,0 +1,92 @@
+"""The fast path's analysis is reused from epoch to epoch (``trainer.plan_key``) only while
+everything it was made from is the same: each change below, made after a fit has cached it,
+must be seen by the next selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import xpnn
+from xpnn import fastpath
+
+
+class MyReLU(xpnn.ReLU):
+    """A subclass: the fast path takes exact classes only."""
+
+
+def _fitted():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(64, 4)), rng.integers(0, 3, 64)
+    model = xpnn.Sequential(xpnn.Dense(4, 8), xpnn.ReLU(), xpnn.Dense(8, 3), xpnn.Softmax(),
+                            seed=0)
+    model.compile("crossentropy", xpnn.Adam(0.01))
+    model.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    trainer = fastpath.select(model)
+    assert trainer is not None and trainer.plan_key is not None
+    return model, trainer, X, y
+
+
+def _lr_factor(model):
+    model.params[0].lr_factor = 0.5
+
+
+def _wd_factor(model):
+    model.params[1].wd_factor = 0.0
+
+
+def _layer(model):
+    layer = MyReLU()
+    layer.build(model.backend, model.dtype, model.rng, 8)
+    model.layers[1] = layer
+
+
+def _fastpath_off(model):
+    model.fastpath = False
+
+
+@pytest.mark.parametrize("change, reason", [
+    (_lr_factor, "lr_factor or wd_factor"), (_wd_factor, "lr_factor or wd_factor"),
+    (_layer, "MyReLU"), (_fastpath_off, "disabled"),
+])
+def test_a_change_that_rules_the_fast_path_out_is_seen(change, reason):
+    model, _, X, y = _fitted()
+    change(model)
+    assert fastpath.select(model) is None
+    assert reason in fastpath.explain(model)
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)      # the generic step
+
+
+def test_a_new_activation_loss_or_optimizer_gets_a_new_plan():
+    model, trainer, X, y = _fitted()
+    layer = xpnn.Tanh()
+    layer.build(model.backend, model.dtype, model.rng, 8)
+    model.layers[1] = layer
+    new = fastpath.select(model)
+    assert new is not trainer and new.plan.acts[0][0][1] is model.layers[1]
+    model.compile("mse", xpnn.SGD(0.1))                     # no fused softmax-CE any more
+    again = fastpath.select(model)
+    assert again is not new and again.plan.head == "plain"
+    assert again.opt is model.optimizer and again.plan.loss is model.loss
+    model.optimizer = xpnn.RMSprop(0.01)
+    last = fastpath.select(model)
+    assert last.opt is model.optimizer and last.kind == "rmsprop"
+
+
+def test_cached_analysis_trains_as_a_fresh_one():
+    """Reusing the analysis changes no number: the weights equal those of a fit whose
+    analysis is made afresh every epoch."""
+
+    class Forget(xpnn.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            trainer = getattr(self.model, "_fastpath_trainer", None)
+            if trainer is not None:
+                trainer.plan_key = None                  # forces a fresh analysis
+
+    weights = []
+    for callbacks in ([], [Forget()]):
+        model, _, X, y = _fitted()
+        model.fit(X, y, epochs=3, batch_size=16, verbose=0, callbacks=callbacks)
+        weights.append(model.get_weights())
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)
