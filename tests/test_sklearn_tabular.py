@@ -528,3 +528,32 @@ def test_regressor_default_is_a_cross_fitted_ensemble():
     assert len(reg.models_) == 5
     rows = np.concatenate(reg.validation_rows_)
     assert np.array_equal(np.sort(rows), np.arange(len(X)))
+
+
+def test_n_threads_holds_blas_during_fit_and_restores_it():
+    """``n_threads=1``: BLAS runs on one thread inside fit (seen by a callback-free probe of
+    the count while the networks train) and has its previous count again afterwards."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from xpnn import threads
+
+    def blas():
+        return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]
+
+    X, y, _ = frame()
+    seen = []
+    original = threads.decide
+
+    def probe(*args, **kwargs):
+        seen.append(max(blas()))
+        return original(*args, **kwargs)
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas()
+        try:
+            threads.decide = probe
+            TabularClassifier(random_state=0, n_threads=1, **FAST).fit(X, y)
+        finally:
+            threads.decide = original
+        assert blas() == before
+    assert seen and set(seen) == {1}

@@ -231,6 +231,12 @@ def budget() -> int | None:
     return _BUDGET
 
 
+def limit_blas(n: int):
+    """A context manager holding BLAS at ``n`` threads while it is open (threadpoolctl's
+    ``limit``, through the controller kept between calls: making one takes a millisecond)."""
+    return _controller().limit(limits=n, user_api="blas")
+
+
 @contextlib.contextmanager
 def using_threads(model, rows: int, training: bool = True):
     """Run the block with :func:`decide`'s BLAS thread count, restored afterwards."""
@@ -240,7 +246,7 @@ def using_threads(model, rows: int, training: bool = True):
         yield None
         return
     previous = _BUDGET
-    with _controller().limit(limits=n, user_api="blas"):
+    with limit_blas(n):
         _BUDGET = n
         try:
             yield n

@@ -78,8 +78,8 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.utils import check_random_state, compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
-from threadpoolctl import threadpool_limits
 
+from .. import threads
 from .._validation import dtype_name
 from ..backend import DTYPES, host_rng, to_numpy
 from ..callbacks import EarlyStopping, LearningRateScheduler
@@ -296,7 +296,7 @@ class _BaseTabular(BaseEstimator):
         """BLAS thread limit for fit and predict (no limit with ``n_threads=None``)."""
         if self.n_threads is None:
             return contextlib.nullcontext()
-        return threadpool_limits(limits=self.n_threads, user_api="blas")
+        return threads.limit_blas(self.n_threads)
 
     def _fit(self, X, y, sample_weight):
         with self._threads():
