@@ -140,16 +140,16 @@ class PeriodicEmbedding(Layer):
         if self.variant == "plr":
             v = xp.concat([xp.cos(z), xp.sin(z)], axis=2)            # (F, N, 2k)
         else:
-            z = z + self.phi.data[:, None, :]
+            z += self.phi.data[:, None, :]
             v = xp.cos(z)                                            # (F, N, k)
-        h = self._linear(v, self.W.data) + (self.b.data if self.lite
-                                             else self.b.data[:, None, :])   # (F, N, d)
+        h = self._linear(v, self.W.data)
+        h += self.b.data if self.lite else self.b.data[:, None, :]   # (F, N, d)
         if self.variant == "plr":
             e = xp.where(h > 0, h, xp.zeros_like(h))                 # ReLU
         else:
             e = h
-        if training:
-            self.cache = (xt, z, v, h)
+        if training:       # what backward needs: PLR's ReLU looks at h, PBLD's sin at z
+            self.cache = (xt, None, v, h) if self.variant == "plr" else (xt, z, v, None)
         y = xp.reshape(xp.permute_dims(e, (1, 0, 2)), (n, f * e.shape[2]))
         return y if self.variant == "plr" else xp.concat([y, x], axis=1)
 
@@ -157,7 +157,7 @@ class PeriodicEmbedding(Layer):
         xp = self.xp
         xt, z, v, h = self.cache
         f, n = xt.shape[0], xt.shape[1]
-        d = h.shape[2]
+        d = self._sizes()[1]
         g = xp.permute_dims(xp.reshape(delta[:, :f * d], (n, f, d)), (1, 0, 2))   # (F, N, d)
         if self.variant == "plr":
             g = g * xp.astype(h > 0, g.dtype)                                      # ReLU'
@@ -169,16 +169,19 @@ class PeriodicEmbedding(Layer):
             self.W.grad = xp.matrix_transpose(v) @ g                             # Σ_n vᵀ g
             self.b.grad = xp.sum(g, axis=1)
         gv = self._linear(g, xp.matrix_transpose(self.W.data))                   # (F, N, m)
+        # gz = ±dL/dz (sign = ±1, exact), the sign folded into the (F, k) results
         if self.variant == "plr":                       # v = [cos z, sin z]
             k = self.n_frequencies
-            gz = v[:, :, k:] * (-gv[:, :, :k]) + v[:, :, :k] * gv[:, :, k:]
+            gz, sign = v[:, :, :k] * gv[:, :, k:], 1.0
+            gz -= v[:, :, k:] * gv[:, :, :k]            # cos z dL/d(sin z) - sin z dL/d(cos z)
         else:
-            gz = -xp.sin(z) * gv
-            self.phi.grad = xp.sum(gz, axis=1)                                  # Σ_n dL/dz
-        self.c.grad = (2.0 * math.pi) * xp.sum(gz * xt, axis=1)                  # (F, k)
+            gz, sign = xp.sin(z), -1.0
+            gz *= gv                                    # -dL/dz = sin z ⊙ dL/d(cos z)
+            self.phi.grad = -xp.sum(gz, axis=1)                                  # Σ_n dL/dz
+        self.c.grad = (sign * 2.0 * math.pi) * xp.sum(gz * xt, axis=1)          # (F, k)
         if not self.input_grad_needed:
             return None
-        dx = (2.0 * math.pi) * xp.sum(gz * self.c.data[:, None, :], axis=2)      # (F, N)
+        dx = (sign * 2.0 * math.pi) * xp.sum(gz * self.c.data[:, None, :], axis=2)   # (F, N)
         dx = xp.permute_dims(dx, (1, 0))
         return dx if self.variant == "plr" else dx + delta[:, f * d:]
 
