@@ -246,8 +246,7 @@ def test_generic_fit_with_the_kernel_catches_a_diverging_step(monkeypatch):
     """The generic step's finiteness check takes the kernel's report (no second look at the
     weights): a rate beyond float32 still stops the fit at the first bad step, with finite
     weights left."""
-    from xpnn import LearningRateScheduler, ParametricActivation, TrainingDivergedError
-    from xpnn import training
+    from xpnn import LearningRateScheduler, ParametricActivation, TrainingDivergedError, training
 
     looked = []
     monkeypatch.setattr(training, "all_finite", lambda xp, arrays: looked.append(1) or True)

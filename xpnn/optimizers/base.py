@@ -130,9 +130,13 @@ class Optimizer:
         """
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
-        reports = [self.update(p, p.grad, state) if p.lr_factor == 1.0 and p.wd_factor == 1.0
-                   else self._update_scaled(p, state)
-                   for p, state in zip(params, self.state, strict=True)]
+        self._close_step([self.update(p, p.grad, state)
+                          if p.lr_factor == 1.0 and p.wd_factor == 1.0
+                          else self._update_scaled(p, state)
+                          for p, state in zip(params, self.state, strict=True)])
+
+    def _close_step(self, reports) -> None:
+        """End a step: :attr:`params_finite` from the updates' ``reports``; count it."""
         self.params_finite = (False if any(r is False for r in reports) else
                               True if all(r is True for r in reports) else None)
         self.iterations += 1
