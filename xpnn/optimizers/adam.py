@@ -70,11 +70,11 @@ class Adam(Optimizer):
                                  state["step"], self.lr, l2, decay)
 
     def _adam_arrays(self, p, g, m, v, t, lr, l2, decay):
-        """Step ``t`` on the arrays ``p`` (updated in place), ``g``, ``m``, ``v``. On NumPy
-        with the fast trainers' kernels loaded, one compiled pass
-        (:func:`xpnn.fastpath.numba_kernels.adam_update`) that also says whether the new
-        weights are finite; otherwise in-place array passes, the same operations in the same
-        order (returns None: finiteness unknown)."""
+        """Step ``t`` on the arrays ``p`` (updated in place), ``g``, ``m``, ``v``; returns
+        whether the new ``p`` is finite, or None on a device (where asking would synchronise:
+        the caller checks when it needs to). On NumPy with the fast trainers' kernels loaded,
+        one compiled pass (:func:`xpnn.fastpath.numba_kernels.adam_update`) that finds that out
+        too; otherwise in-place array passes, the same operations in the same order."""
         # lr/(1-β₁ᵗ) · m / (√v/√(1-β₂ᵗ) + ε) = (lr √(1-β₂ᵗ)/(1-β₁ᵗ)) · m / (√v + ε √(1-β₂ᵗ))
         bc2 = math.sqrt(1.0 - self.beta2 ** t)
         step_size = lr / (1.0 - self.beta1 ** t) * bc2
@@ -101,6 +101,8 @@ class Adam(Optimizer):
         step = m / step
         step *= step_size
         p -= step
+        if type(p) is np.ndarray:       # on the host the check costs no synchronisation
+            return bool(np.isfinite(p).all())
         return None
 
     def step(self, params):
