@@ -135,14 +135,15 @@ class PeriodicEmbedding(Layer):
         self.check_input(x)
         xp = self.xp
         n, f = x.shape
-        xr = xp.permute_dims(x, (1, 0))[:, None, :]                  # (F, 1, N)
         # The batch runs along the last axis: every elementwise pass has rows of N numbers.
-        z = (2.0 * math.pi) * xr * self.c.data[:, :, None]           # (F, k, N)
+        xr = (2.0 * math.pi) * xp.permute_dims(x, (1, 0))[:, None, :]    # 2π x (F, 1, N)
         if self.variant == "plr":
-            v = xp.concat([xp.cos(z), xp.sin(z)], axis=1)            # (F, 2k, N)
-        else:
-            z += self.phi.data[:, :, None]
-            v = xp.cos(z)                                            # (F, k, N)
+            z = xr * self.c.data[:, :, None]                             # (F, k, N)
+            v = xp.concat([xp.cos(z), xp.sin(z)], axis=1)                # (F, 2k, N)
+        else:                       # z = c 2πx + φ: a product per feature, (F, k, 2) (F, 2, N)
+            xr = xp.concat([xr, xp.ones_like(xr)], axis=1)               # [2π x; 1] (F, 2, N)
+            z = xp.stack([self.c.data, self.phi.data], axis=2) @ xr      # (F, k, N)
+            v = xp.cos(z)
         h = xp.matrix_transpose(v) @ self.W.data                     # (F, N, d)
         h += self.b.data if self.lite else self.b.data[:, None, :]
         if self.variant == "plr":
@@ -156,7 +157,7 @@ class PeriodicEmbedding(Layer):
 
     def backward(self, delta):
         xp = self.xp
-        xr, z, v, h = self.cache
+        xr, z, v, h = self.cache                 # xr: 2π x (PLR), [2π x; 1] (PBLD)
         f, n = xr.shape[0], xr.shape[2]
         d = self._sizes()[1]
         g = xp.permute_dims(xp.reshape(delta[:, :f * d], (n, f, d)), (1, 0, 2))   # (F, N, d)
@@ -171,15 +172,15 @@ class PeriodicEmbedding(Layer):
             k = self.n_frequencies
             gz, sign = v[:, :k, :] * gv[:, k:, :], 1.0
             gz -= v[:, k:, :] * gv[:, :k, :]            # cos z dL/d(sin z) - sin z dL/d(cos z)
+            self.c.grad = (gz @ xp.matrix_transpose(xr))[:, :, 0]       # Σ_n 2π x dL/dz
         else:
             gz, sign = xp.sin(z), -1.0
             gz *= gv                                    # -dL/dz = sin z ⊙ dL/d(cos z)
-            self.phi.grad = -xp.sum(gz, axis=2)                                  # Σ_n dL/dz
-        two_pi = sign * 2.0 * math.pi
-        self.c.grad = two_pi * (gz @ xp.matrix_transpose(xr))[:, :, 0]          # Σ_n 2π x dL/dz
+            sums = gz @ xp.matrix_transpose(xr)         # -Σ_n dL/dz [2π x, 1] (F, k, 2)
+            self.c.grad, self.phi.grad = -sums[:, :, 0], -sums[:, :, 1]
         if not self.input_grad_needed:
             return None
-        dx = two_pi * (self.c.data[:, None, :] @ gz)[:, 0, :]       # 2π Σ_k c dL/dz (F, N)
+        dx = (sign * 2.0 * math.pi) * (self.c.data[:, None, :] @ gz)[:, 0, :]   # 2π Σ_k c dL/dz
         dx = xp.permute_dims(dx, (1, 0))
         return dx if self.variant == "plr" else dx + delta[:, f * d:]
 
