@@ -157,8 +157,9 @@ class Optimizer:
 
     def update(self, param, grad, state: dict):
         """Apply one update to ``param.data`` in place, keeping what it needs in ``state``;
-        returns whether the new ``param.data`` is finite when the update found that out in its
-        own pass (a compiled kernel), otherwise None.
+        returns whether the new ``param.data`` is finite when the update can tell without a
+        device synchronisation (a compiled kernel's own pass, a check on the host), otherwise
+        None.
 
         Parameters
         ----------
