@@ -307,3 +307,62 @@ def test_switch_off_with_environment(monkeypatch):
     assert not nk.available()
     monkeypatch.setenv("XPNN_NUMBA", "1")
     assert nk.available()
+
+
+# ---------------------------------------------------------------- the generic step
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("make_opt", [lambda: Adam(1e-2, weight_decay=0.1),
+                                      lambda: AdamW(1e-2, weight_decay=0.1)],
+                         ids=["adam", "adamw"])
+def test_generic_adam_step_runs_the_kernel_bit_for_bit(dtype, make_opt, monkeypatch):
+    """Per-parameter arrays (the generic step), with per-parameter lr/wd factors: once the
+    kernels are loaded the optimizer runs the fast trainers' kernel on each parameter, with the
+    same numbers as its array passes (``XPNN_NUMBA=0``); both report whether the new weights
+    are finite (a NaN gradient included)."""
+    from xpnn.layers.base import Parameter
+
+    runs = {}
+    for setting in ("1", "0"):
+        monkeypatch.setenv("XPNN_NUMBA", setting)
+        rng = np.random.default_rng(3)
+        params = [Parameter("W", rng.normal(size=(7, 5)).astype(dtype)),
+                  Parameter("b", rng.normal(size=5).astype(dtype))]
+        params[1].lr_factor, params[1].wd_factor = 0.1, 0.0
+        opt, reports = make_opt(), []
+        for step in range(21):
+            for p in params:
+                p.grad = (rng.normal(size=p.data.shape) * 10.0 ** rng.uniform(-6, 2)
+                          ).astype(dtype)
+            if step == 20:
+                params[0].grad[0, 0] = np.nan
+            opt.step(params)
+            reports.append(opt.params_finite)
+        runs[setting] = ([p.data for p in params]
+                         + [s[k] for s in opt.state for k in ("exp_avg", "exp_avg_sq")], reports)
+    for a, b in zip(runs["1"][0], runs["0"][0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert runs["1"][1] == runs["0"][1] == [True] * 20 + [False]
+
+
+@pytest.mark.parametrize("setting", ["1", "0"], ids=["kernel", "passes"])
+def test_generic_fit_catches_a_diverging_step_from_the_optimizer_report(setting, monkeypatch):
+    """The generic step's finiteness check takes the optimizer's report (no second look at the
+    weights), from the kernel or the array passes: a rate beyond float32 still stops the fit at
+    the first bad step, with finite weights left."""
+    monkeypatch.setenv("XPNN_NUMBA", setting)
+    from xpnn import LearningRateScheduler, ParametricActivation, TrainingDivergedError, training
+
+    looked = []
+    monkeypatch.setattr(training, "all_finite", lambda xp, arrays: looked.append(1) or True)
+
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(64, 3)), rng.normal(size=(64, 1))
+    model = Sequential(Dense(3, 8), ParametricActivation(8, "mish"), Dense(8, 1), seed=0)
+    model.compile("mse", Adam(1e-2))
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert model.optimizer.params_finite is None          # read by the check after each step
+    huge = LearningRateScheduler(lambda epoch: 1e39)     # inf in float32
+    with pytest.raises(TrainingDivergedError, match="weight"):
+        model.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[huge])
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert not looked

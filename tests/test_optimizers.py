@@ -392,3 +392,58 @@ def test_parameter_factors_are_saved_loaded_and_pickled(tmp_path):
         resumed.fit(X, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
         for a, b in zip(resumed.get_weights(), straight.get_weights(), strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ small parameters together
+@pytest.mark.parametrize("make", [lambda: xpnn.Adam(0.01, weight_decay=0.05),
+                                  lambda: xpnn.AdamW(0.01, weight_decay=0.05)],
+                         ids=["adam", "adamw"])
+def test_small_parameters_updated_together_give_the_same_numbers(make, monkeypatch):
+    """Adam updates small NumPy parameters that share factors and step count as one flat
+    array: bit for bit the numbers of one update per parameter, with the state dicts holding
+    views of the flat moments; a pickle, a restored snapshot and a loaded state (dicts with
+    other arrays) carry on with the same numbers."""
+    import pickle
+
+    from xpnn.optimizers.base import Optimizer
+
+    monkeypatch.setenv("XPNN_NUMBA", "0")      # the array passes (the kernel: test_numba_kernels)
+    rng = np.random.default_rng(4)
+    shapes = [(3, 4), (4,), (5000,), (2, 3, 2), (7,)]
+    factors = [(1.0, 1.0), (0.1, 0.0), (0.1, 0.0), (0.1, 0.0), (1.0, 1.0)]
+    init = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[(rng.normal(size=s) * 10.0 ** rng.uniform(-4, 1)).astype("float32")
+              for s in shapes] for _ in range(12)]
+
+    def run(one_by_one):
+        params = [Parameter(f"p{i}", w.copy()) for i, w in enumerate(init)]
+        for p, (lr_f, wd_f) in zip(params, factors, strict=True):
+            p.lr_factor, p.wd_factor = lr_f, wd_f
+        opt = make()
+        for t, gs in enumerate(grads):
+            for p, g in zip(params, gs, strict=True):
+                p.grad = g
+            if one_by_one:
+                Optimizer.step(opt, params)
+            else:
+                opt.step(params)
+            if t == 3 and not one_by_one:
+                opt = pickle.loads(pickle.dumps(opt))
+            if t == 6 and not one_by_one:
+                opt.state = [{k: v.copy() if hasattr(v, "copy") else v for k, v in s.items()}
+                             for s in opt.state]
+        return params, opt
+
+    together, opt = run(False)
+    alone, reference = run(True)
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a.data, b.data)
+    for s, r in zip(opt.state, reference.state, strict=True):
+        assert s["step"] == r["step"] == len(grads)
+        np.testing.assert_array_equal(s["exp_avg"], r["exp_avg"])
+        np.testing.assert_array_equal(s["exp_avg_sq"], r["exp_avg_sq"])
+    owner = [(s["exp_avg"].base, s["exp_avg_sq"].base) for s in opt.state]
+    for a, b in ((1, 3), (0, 4)):                             # one flat array per group
+        assert owner[a][0] is owner[b][0] is not None and owner[a][1] is owner[b][1]
+    assert owner[0][0] is not owner[1][0]
+    assert owner[2] == (None, None)                          # large: alone

@@ -3,7 +3,8 @@
 ``Sequential.fit`` guarantees that after a step either every weight is finite or training
 stopped with the last finite weights restored. The fast NumPy trainer learns this from its
 optimizer update itself (``trainer.update()`` returns it, computed in the same pass); the
-generic path asks :func:`all_finite` about the parameters after ``optimizer.step``.
+generic path takes the optimizer's report (``Optimizer.params_finite``: Adam's update says so on
+the host) and otherwise asks :func:`all_finite` about the parameters after ``optimizer.step``.
 
 Finite weights can still give infinite outputs (``x·W`` overflows float32): at the end of every
 epoch ``fit`` asks :func:`outputs_bounded` whether the network's outputs are finite for inputs

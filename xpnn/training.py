@@ -429,11 +429,15 @@ class TrainingRun:
         return None
 
     def _weights_finite(self, trainer=None) -> bool:
-        """Whether every parameter is finite (one reduction per parameter, or the fast
-        trainer's own check of its flat buffer)."""
+        """Whether every parameter is finite (the fast trainer's own check of its flat buffer,
+        the optimizer's report of the step just taken when its update found out in the same
+        pass, or one reduction per parameter)."""
         if trainer is not None:
             return trainer.weights_finite()
         model = self.model
+        known, model.optimizer.params_finite = model.optimizer.params_finite, None
+        if known is not None:          # read once: valid only right after the step
+            return known
         return all_finite(model.backend.xp, [p.data for p in model.params])
 
 

@@ -124,7 +124,10 @@ class ParametricActivation(PerFeature):
         g, c, kept = FUNCTIONS[self.activation][0](self.xp, x)     # f(x) - x = c · g
         if training:
             self.cache = (g, c, kept)
-        y = g * (c * self.alpha.data)
+            y = g * (c * self.alpha.data)
+        else:                                   # nothing keeps g: y takes its place
+            y = g
+            y *= c * self.alpha.data
         y += x                                                       # x + α ⊙ (f(x) - x)
         return y
 

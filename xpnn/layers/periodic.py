@@ -135,60 +135,54 @@ class PeriodicEmbedding(Layer):
         self.check_input(x)
         xp = self.xp
         n, f = x.shape
-        xt = xp.permute_dims(x, (1, 0))[:, :, None]                  # (F, N, 1)
-        z = (2.0 * math.pi) * xt * self.c.data[:, None, :]           # (F, N, k)
+        # The batch runs along the last axis: every elementwise pass has rows of N numbers.
+        xr = (2.0 * math.pi) * xp.permute_dims(x, (1, 0))[:, None, :]    # 2π x (F, 1, N)
         if self.variant == "plr":
-            v = xp.concat([xp.cos(z), xp.sin(z)], axis=2)            # (F, N, 2k)
-        else:
-            z = z + self.phi.data[:, None, :]
-            v = xp.cos(z)                                            # (F, N, k)
-        h = self._linear(v, self.W.data) + (self.b.data if self.lite
-                                             else self.b.data[:, None, :])   # (F, N, d)
+            z = xr * self.c.data[:, :, None]                             # (F, k, N)
+            v = xp.concat([xp.cos(z), xp.sin(z)], axis=1)                # (F, 2k, N)
+        else:                       # z = c 2πx + φ: a product per feature, (F, k, 2) (F, 2, N)
+            xr = xp.concat([xr, xp.ones_like(xr)], axis=1)               # [2π x; 1] (F, 2, N)
+            z = xp.stack([self.c.data, self.phi.data], axis=2) @ xr      # (F, k, N)
+            v = xp.cos(z)
+        h = xp.matrix_transpose(v) @ self.W.data                     # (F, N, d)
+        h += self.b.data if self.lite else self.b.data[:, None, :]
         if self.variant == "plr":
             e = xp.where(h > 0, h, xp.zeros_like(h))                 # ReLU
         else:
             e = h
-        if training:
-            self.cache = (xt, z, v, h)
+        if training:       # what backward needs: PLR's ReLU looks at h, PBLD's sin at z
+            self.cache = (xr, None, v, h) if self.variant == "plr" else (xr, z, v, None)
         y = xp.reshape(xp.permute_dims(e, (1, 0, 2)), (n, f * e.shape[2]))
         return y if self.variant == "plr" else xp.concat([y, x], axis=1)
 
     def backward(self, delta):
         xp = self.xp
-        xt, z, v, h = self.cache
-        f, n = xt.shape[0], xt.shape[1]
-        d = h.shape[2]
+        xr, z, v, h = self.cache                 # xr: 2π x (PLR), [2π x; 1] (PBLD)
+        f, n = xr.shape[0], xr.shape[2]
+        d = self._sizes()[1]
         g = xp.permute_dims(xp.reshape(delta[:, :f * d], (n, f, d)), (1, 0, 2))   # (F, N, d)
         if self.variant == "plr":
             g = g * xp.astype(h > 0, g.dtype)                                      # ReLU'
-        if self.lite:                                   # one product over the F·N rows
-            m = v.shape[2]
-            self.W.grad = xp.reshape(v, (f * n, m)).T @ xp.reshape(g, (f * n, d))
-            self.b.grad = xp.sum(g, axis=(0, 1))
-        else:
-            self.W.grad = xp.matrix_transpose(v) @ g                             # Σ_n vᵀ g
-            self.b.grad = xp.sum(g, axis=1)
-        gv = self._linear(g, xp.matrix_transpose(self.W.data))                   # (F, N, m)
+        wg = v @ g                                                   # Σ_n vᵀ g per feature
+        self.W.grad = xp.sum(wg, axis=0) if self.lite else wg
+        self.b.grad = xp.sum(g, axis=(0, 1)) if self.lite else xp.sum(g, axis=1)
+        gv = self.W.data @ xp.matrix_transpose(g)                    # dL/dv (F, m, N)
+        # gz = ±dL/dz (sign = ±1, exact), the sign folded into the (F, k) results
         if self.variant == "plr":                       # v = [cos z, sin z]
             k = self.n_frequencies
-            gz = v[:, :, k:] * (-gv[:, :, :k]) + v[:, :, :k] * gv[:, :, k:]
+            gz, sign = v[:, :k, :] * gv[:, k:, :], 1.0
+            gz -= v[:, k:, :] * gv[:, :k, :]            # cos z dL/d(sin z) - sin z dL/d(cos z)
+            self.c.grad = (gz @ xp.matrix_transpose(xr))[:, :, 0]       # Σ_n 2π x dL/dz
         else:
-            gz = -xp.sin(z) * gv
-            self.phi.grad = xp.sum(gz, axis=1)                                  # Σ_n dL/dz
-        self.c.grad = (2.0 * math.pi) * xp.sum(gz * xt, axis=1)                  # (F, k)
+            gz, sign = xp.sin(z), -1.0
+            gz *= gv                                    # -dL/dz = sin z ⊙ dL/d(cos z)
+            sums = gz @ xp.matrix_transpose(xr)         # -Σ_n dL/dz [2π x, 1] (F, k, 2)
+            self.c.grad, self.phi.grad = -sums[:, :, 0], -sums[:, :, 1]
         if not self.input_grad_needed:
             return None
-        dx = (2.0 * math.pi) * xp.sum(gz * self.c.data[:, None, :], axis=2)      # (F, N)
+        dx = (sign * 2.0 * math.pi) * (self.c.data[:, None, :] @ gz)[:, 0, :]   # 2π Σ_k c dL/dz
         dx = xp.permute_dims(dx, (1, 0))
         return dx if self.variant == "plr" else dx + delta[:, f * d:]
-
-    def _linear(self, v, W):
-        """``v @ W`` for v (F, N, m): per feature (W (F, m, d)), or with ``lite`` (W (m, d))
-        one product over the F·N rows."""
-        if not self.lite:
-            return v @ W
-        f, n, m = v.shape
-        return self.xp.reshape(self.xp.reshape(v, (f * n, m)) @ W, (f, n, W.shape[1]))
 
     def output_bound(self, m):
         # |cos z| <= 1 (and |sin z|) while z = 2π x c (+ φ) is finite, so each

@@ -9,7 +9,10 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from .._validation import check_real
 from ..schedules import Schedule, from_config
@@ -83,6 +86,9 @@ class Optimizer:
 
     #: The per-parameter state :meth:`update` keeps.
     STATE = StateSpec()
+    #: After :meth:`step`: True (False) when every update reported that its new weights are
+    #: all finite (one of them not), None when some update did not say (the caller checks).
+    params_finite = None
 
     def __init__(self, lr):
         owner = type(self).__name__
@@ -124,14 +130,18 @@ class Optimizer:
         """
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
-        for p, state in zip(params, self.state, strict=True):
-            if p.lr_factor == 1.0 and p.wd_factor == 1.0:
-                self.update(p, p.grad, state)
-            else:
-                self._update_scaled(p, state)
+        self._close_step([self.update(p, p.grad, state)
+                          if p.lr_factor == 1.0 and p.wd_factor == 1.0
+                          else self._update_scaled(p, state)
+                          for p, state in zip(params, self.state, strict=True)])
+
+    def _close_step(self, reports) -> None:
+        """End a step: :attr:`params_finite` from the updates' ``reports``; count it."""
+        self.params_finite = (False if any(r is False for r in reports) else
+                              True if all(r is True for r in reports) else None)
         self.iterations += 1
 
-    def _update_scaled(self, param, state) -> None:
+    def _update_scaled(self, param, state):
         """:meth:`update` with ``lr · param.lr_factor`` and ``weight_decay ·
         param.wd_factor``, as a ``torch.optim`` parameter group with those values."""
         lr, decay = self._lr, getattr(self, "weight_decay", 0.0)
@@ -139,14 +149,17 @@ class Optimizer:
         if decay:
             self.weight_decay = decay * param.wd_factor
         try:
-            self.update(param, param.grad, state)
+            return self.update(param, param.grad, state)
         finally:
             self._lr = lr
             if decay:
                 self.weight_decay = decay
 
-    def update(self, param, grad, state: dict) -> None:
-        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``.
+    def update(self, param, grad, state: dict):
+        """Apply one update to ``param.data`` in place, keeping what it needs in ``state``;
+        returns whether the new ``param.data`` is finite when the update can tell without a
+        device synchronisation (a compiled kernel's own pass, a check on the host), otherwise
+        None.
 
         Parameters
         ----------
@@ -176,6 +189,26 @@ class Optimizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
+
+
+def compiled_views(*arrays):
+    """``(*flat, kernels)``: the arrays as 1-D views and :mod:`xpnn.fastpath.numba_kernels`,
+    when its compiled loops can update them in place: NumPy arrays, all C-contiguous, writable
+    and of one dtype, float32 or float64, and the kernels loaded already in this process (by
+    the fast trainers) and not disabled with ``XPNN_NUMBA=0``. Otherwise None, and the
+    optimizer takes its array-API passes, which give the same numbers: loading Numba costs
+    about half a second of CPU, more than a small table's whole fit saves with it."""
+    kernels = sys.modules.get("xpnn.fastpath.numba_kernels")
+    if kernels is None:
+        return None
+    dtype = arrays[0].dtype
+    for a in arrays:
+        if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
+                or not a.flags.writeable):
+            return None
+    if (dtype != np.float32 and dtype != np.float64) or not kernels.available():
+        return None
+    return (*(a.reshape(-1) for a in arrays), kernels)
 
 
 def _check_positive(name, value, owner, allow_zero=False) -> float:
