@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 HAVE_JAX = importlib.util.find_spec("jax") is not None and \
     importlib.util.find_spec("jaxlib") is not None
@@ -197,3 +199,20 @@ def test_tabular_smoke_run(tmp_path):
     summary = report["summary"]
     assert set(summary["overall"]) == {"xpnn-tabular", "sklearn-mlp"}
     assert "| **mean normalised** |" in (tmp_path / "smoke.md").read_text()
+
+
+def test_elementwise_threads_variants_give_the_serial_bits():
+    """``benchmarks/elementwise_threads.py``: every split variant of the update and the gather
+    trains to the serial step's bits (the premise of timing them against it)."""
+    pytest.importorskip("numba")
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "elementwise_threads.py"), "--config", "S",
+         "--rounds", "1", "--block", "2", "--samples", "1024", "--layer", "workqueue"],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")]
+    verdicts = {r[1].strip(): r[4].strip() for r in rows[1:]}
+    assert set(verdicts) == {"serial", "update-numba", "gather-numba", "update-pool",
+                             "gather-pool"}
+    assert set(verdicts.values()) == {"yes"}, proc.stdout

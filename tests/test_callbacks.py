@@ -127,3 +127,35 @@ def test_early_stopping_missing_monitor_is_a_clear_error():
         xpnn.EarlyStopping(patience=-1)
     with pytest.raises(ValueError, match="mode"):
         xpnn.EarlyStopping(mode="best")
+
+
+def test_fit_calls_the_per_batch_hooks_that_do_something():
+    """The loop calls each callback's per-batch hooks that it defines (on the class or the
+    instance), in the callbacks' order, with one logs dict per batch; Callback's own, which do
+    nothing, are left out."""
+    from xpnn.training import CallbackList
+
+    calls = []
+
+    class Ends(xpnn.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            calls.append(("end", batch, sorted(logs)))
+
+    class Begins(xpnn.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            calls.append(("begin", batch))
+
+    quiet_cb, patched = xpnn.Callback(), xpnn.Callback()
+    patched.on_train_batch_end = lambda batch, logs=None: calls.append(("patched", batch))
+    cbs = CallbackList([quiet_cb, Ends(), Begins(), patched])
+    begin, end = cbs.batch_hooks()
+    assert [h.__self__ for h in begin] == [cbs.callbacks[2]]
+    assert len(end) == 2 and end[0].__self__ is cbs.callbacks[1]
+
+    X, y = blobs(40)
+    model = mlp()
+    model.compile(loss="crossentropy", optimizer="adam")
+    model.fit(X, y, epochs=1, batch_size=20, verbose=0,
+              callbacks=[quiet_cb, Ends(), Begins(), patched])
+    assert calls == [("begin", 0), ("end", 0, ["loss", "size"]), ("patched", 0),
+                     ("begin", 1), ("end", 1, ["loss", "size"]), ("patched", 1)]

@@ -180,7 +180,9 @@ class ArrayBatches:
                     w = xp.take(w, idx, axis=0)
         n_batches = -(-self.n // batch_size)
         for b in range(start, n_batches if stop is None else min(stop, n_batches)):
-            lo, hi = (shard or all_rows)(b * batch_size, min((b + 1) * batch_size, self.n))
+            lo, hi = b * batch_size, min((b + 1) * batch_size, self.n)
+            if shard is not None:
+                lo, hi = shard(lo, hi)
             if gather is None:
                 yield b, X[lo:hi, ...], t[lo:hi, ...], None if w is None else w[lo:hi]
             else:

@@ -39,6 +39,7 @@ import signal
 import threading
 
 from . import data, distributed, fastpath, state, threads
+from .callbacks import Callback
 from .errors import diverged
 from .guard import all_finite, outputs_bounded, quiet
 from .metrics import Accuracy, get_metric
@@ -99,6 +100,17 @@ class CallbackList:
     def on_train_batch_end(self, batch, logs=None):
         for cb in self.callbacks:
             cb.on_train_batch_end(batch, logs)
+
+    def batch_hooks(self):
+        """``(begin, end)``: the bound ``on_train_batch_begin`` and ``on_train_batch_end`` of
+        the callbacks that define them (in order), leaving out :class:`~xpnn.Callback`'s own,
+        which do nothing: what the training loop calls for every batch."""
+        def hooks(name):
+            idle = getattr(Callback, name)
+            return [getattr(cb, name) for cb in self.callbacks
+                    if getattr(type(cb), name, None) is not idle
+                    or name in getattr(cb, "__dict__", ())]
+        return hooks("on_train_batch_begin"), hooks("on_train_batch_end")
 
 
 class TrainingRun:
@@ -333,10 +345,13 @@ class TrainingRun:
         trainer = self.trainer = fastpath.select(model)
         fast = None if trainer is None else trainer.train_step
         dp = self.data_parallel
+        begin, end = callbacks.batch_hooks()     # the per-batch hooks that do something
+        metrics = model.metrics
         for b, xb, tb, wb in source.batches(model, perm, batch_size, trainer,
                                             start=sums["batch"], stop=stop,
-                                            shard=self.local_rows):
-            callbacks.on_train_batch_begin(b)
+                                            shard=None if dp is None else self.local_rows):
+            for hook in begin:
+                hook(b)
             before = None if saved is not None or not check else state.snapshot(model)
             with quiet():     # a step that overflows: TrainingDivergedError says it all
                 loss, out = (self.generic_step(xb, tb, wb) if fast is None
@@ -346,17 +361,21 @@ class TrainingRun:
                 if error is not None:
                     self._undo_step(source, batch_size, epoch, perm, saved, before, b)
                     raise error
-            rows = xb.shape[0] if wb is None else xp.sum(wb)
-            size = xb.shape[0]
+            rows = size = xb.shape[0]
+            if wb is not None:
+                rows = xp.sum(wb)
             if dp is not None:    # data-parallel: the loss is the global batch's
                 rows, size = dp.step_weight, dp.batch_rows
             sums["loss"] = sums["loss"] + loss * rows
             sums["weight"] = sums["weight"] + rows
             sums["batch"] = b + 1
             if out is not None:
-                for m in model.metrics:
+                for m in metrics:
                     m.update(xp, out, tb)
-            callbacks.on_train_batch_end(b, {"size": size, "loss": loss})
+            if end:
+                logs = {"size": size, "loss": loss}
+                for hook in end:
+                    hook(b, logs)
             if self.interrupted:
                 self.interrupted = False
                 raise KeyboardInterrupt

@@ -115,8 +115,8 @@ class NumpyMLPTrainer(FlatTrainer):
                 or buf.dtype != X.dtype):
             buf = self._xin = np.empty((m, *X.shape[1:]), X.dtype)
         xb = buf[:m]
-        np.take(X, rows, axis=0, out=xb, mode="clip")   # rows are in range: no checked copy
-        return xb, np.take(t, rows, axis=0)
+        X.take(rows, 0, xb, "clip")         # rows are in range: no checked copy
+        return xb, t.take(rows, 0)
 
     # ------------------------------------------------------------------ buffers
     def _allocate(self, n):
@@ -263,7 +263,7 @@ class NumpyMLPTrainer(FlatTrainer):
         every part reported finite results (no more threads than the running loop's BLAS
         threads, :func:`xpnn.threads.budget`)."""
         size, threads = self.size, self.threads
-        if budget() is not None:
+        if threads > 1 and budget() is not None:
             threads = min(threads, budget())
         if threads <= 1:
             return bool(fn(0, size, *args))
