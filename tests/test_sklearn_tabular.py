@@ -557,3 +557,43 @@ def test_n_threads_holds_blas_during_fit_and_restores_it():
             threads.decide = original
         assert blas() == before
     assert seen and set(seen) == {1}
+
+
+def test_datetime_and_timedelta_columns_are_numbers_in_seconds():
+    """Date-times (naive or time-zone aware) are seconds since 1970-01-01 UTC, durations
+    seconds, each scaled as a numeric column; NaT is missing (with its indicator)."""
+    rng = np.random.default_rng(0)
+    seconds = rng.integers(0, 10**8, 60).astype(float)
+    when = pd.to_datetime(seconds, unit="s")
+    when_utc = when.tz_localize("UTC").tz_convert("Europe/Paris")   # same instants
+    length = pd.to_timedelta(seconds / 7, unit="s")
+    X = pd.DataFrame({"when": when, "aware": when_utc, "length": length})
+    X.loc[3, "when"] = pd.NaT
+    numbers = pd.DataFrame({"when": seconds, "aware": seconds, "length": seconds / 7})
+    numbers.loc[3, "when"] = np.nan
+    pre = TabularPreprocessor().fit(X)
+    assert pre.kinds_ == ["datetime", "datetime", "timedelta"]
+    assert pre.get_feature_names_out().tolist() == ["when", "aware", "length", "when_missing"]
+    np.testing.assert_allclose(pre.transform(X), TabularPreprocessor().fit_transform(numbers),
+                               rtol=1e-12, atol=1e-12)
+    y = seconds > np.median(seconds)                 # the same network from the same inputs
+    np.testing.assert_allclose(TabularClassifier(random_state=0, **FAST).fit(X, y)
+                               .predict_proba(X),
+                               TabularClassifier(random_state=0, **FAST).fit(numbers, y)
+                               .predict_proba(numbers), rtol=1e-5, atol=1e-6)
+
+
+def test_a_datetime_column_given_as_numbers_later_is_refused():
+    X = pd.DataFrame({"when": pd.date_range("2020-01-01", periods=30, freq="D"),
+                      "x": np.arange(30.0)})
+    pre = TabularPreprocessor().fit(X)
+    later = X.assign(when=np.arange(30.0))
+    with pytest.raises(ValueError, match="'when' was datetime when fitted but is numeric"):
+        pre.transform(later)
+
+
+def test_complex_columns_are_refused_naming_the_dtype():
+    X = pd.DataFrame({"z": np.arange(10) + 1j, "x": np.arange(10.0)})
+    match = r"dtype complex128 are not supported \(Complex data not supported\); convert"
+    with pytest.raises(ValueError, match=match):
+        TabularPreprocessor().fit(X)

@@ -9,6 +9,9 @@ Learned on the training rows only, then applied to any rows (RealMLP's recipe, H
   smooth clip ``z / sqrt(1 + z² / c²)`` (``c = clip``, 3 by default), which keeps ``|z| < c``
   and is close to the identity near 0. A missing value becomes 0 (the median) and, when the
   column had missing values in the training rows, a 0/1 indicator column says so.
+* date-time columns (``datetime64``, time-zone aware ones too) are numbers: seconds since
+  1970-01-01 UTC; durations (``timedelta64``) their length in seconds; then scaled as numeric
+  columns (``NaT`` is missing). Such a column must have the same kind again when transformed.
 * categorical columns (str, object, ``category``, bool): with at most ``max_one_hot`` categories
   (a missing value counting as one when the training rows have it) one-hot columns, a single
   ±1 column for two categories (with ``one_hot_width``, only while the one-hot columns total
@@ -43,6 +46,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 __all__ = ["TabularPreprocessor", "smooth_clip"]
 
 NUMERIC, CATEGORICAL, BOOLEAN = "numeric", "categorical", "boolean"
+DATETIME, DURATION = "datetime", "timedelta"
+#: The kinds encoded as numbers (robust scaling, smooth clip, missing indicator).
+NUMBERS = (NUMERIC, DATETIME, DURATION)
 
 
 def smooth_clip(z, c: float = 3.0):
@@ -86,17 +92,23 @@ def _np_kind(dtype) -> str | None:
 
 
 def _kind(col) -> str | None:
-    """The kind of a column: numeric, boolean or categorical (None: every value is missing)."""
+    """The kind of a column: numeric, date-time, duration, boolean or categorical (None:
+    every value is missing)."""
     dtype = getattr(col, "dtype", None)
     if pd is not None and isinstance(dtype, pd.CategoricalDtype):
         return CATEGORICAL
+    if (pd is not None and isinstance(dtype, pd.DatetimeTZDtype)) or _np_kind(dtype) == "M":
+        return DATETIME
+    if _np_kind(dtype) == "m":
+        return DURATION
     if dtype is not None and (_np_kind(dtype) == "b" or str(dtype) == "boolean"):
         return BOOLEAN
     if dtype is not None and _np_kind(dtype) in ("i", "u", "f"):
         return NUMERIC
-    if dtype is not None and _np_kind(dtype) in ("c", "m", "M", "V"):
-        raise ValueError(f"TabularPreprocessor: columns of dtype {dtype} are not supported "
-                         "(Complex data not supported); convert them to numbers or categories")
+    if dtype is not None and _np_kind(dtype) in ("c", "V"):
+        why = " (Complex data not supported)" if _np_kind(dtype) == "c" else ""
+        raise ValueError(f"TabularPreprocessor: columns of dtype {dtype} are not supported"
+                         f"{why}; convert them to real numbers or categories")
     values = np.asarray(col, dtype=object)[~_missing(col)]
     if values.size == 0:
         return None
@@ -119,7 +131,22 @@ def _looks_numeric(strings: np.ndarray) -> bool:
     return True
 
 
-def _as_float(col, name) -> np.ndarray:
+def _seconds(col, kind) -> np.ndarray:
+    """A date-time column as seconds since 1970-01-01 UTC, a duration as seconds (NaT: NaN)."""
+    if pd is not None:
+        col = pd.Series(col)
+        if kind == DATETIME:
+            col = col - pd.Timestamp(0, tz=getattr(col.dtype, "tz", None))
+        return (col / pd.Timedelta(seconds=1)).to_numpy(dtype=float, na_value=np.nan)
+    col = np.asarray(col)
+    if kind == DATETIME:
+        col = col - np.datetime64(0, "s")
+    return col / np.timedelta64(1, "s")
+
+
+def _as_float(col, name, kind=NUMERIC) -> np.ndarray:
+    if kind != NUMERIC:
+        return _seconds(col, kind)
     if pd is not None and isinstance(col, pd.Series):
         out = col.to_numpy(dtype=float, na_value=np.nan)
     else:
@@ -164,9 +191,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of str (when X was a DataFrame with string column names)
     kinds_ : list of str
-        ``"numeric"``, ``"categorical"`` or ``"boolean"`` for each input column.
+        ``"numeric"``, ``"datetime"``, ``"timedelta"``, ``"categorical"`` or ``"boolean"`` for
+        each input column.
     median_, scale_ : ndarray (n_numeric,)
-        Centre and factor of each numeric column.
+        Centre and factor of each numeric, date-time or duration column (in seconds for the
+        last two).
     categories_ : list of ndarray
         The categories (as str) of each categorical/boolean column, in the order encoded; a
         missing value seen in training is the category ``None`` (last).
@@ -274,8 +303,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 raise ValueError(f"TabularPreprocessor: {name} has no value (every row is "
                                  "missing); drop it")
             kind = _kind(col)
-            if kind == NUMERIC:
-                x = _as_float(col, name)[~missing]
+            if kind in NUMBERS:
+                x = _as_float(col, name, kind)[~missing]
                 median = float(np.median(x))
                 q25, q75 = np.quantile(x, [0.25, 0.75])
                 spread = float(q75 - q25) or 0.5 * float(x.max() - x.min())
@@ -298,7 +327,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 cats.append(None)
             kinds.append(kind)
             categories.append(np.array(cats, dtype=object))
-        n_num = sum(k == NUMERIC for k in kinds)
+        n_num = sum(k in NUMBERS for k in kinds)
         sizes = [len(c) for c in categories]
         small = [m <= self.max_one_hot for m in sizes]
         if self.one_hot_width is not None:        # the smallest first, while they fit
@@ -350,8 +379,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             if actual != kind:
                 raise ValueError(f"TabularPreprocessor: {name} was {kind} when fitted but is "
                                  f"{actual} now (dtype {getattr(col, 'dtype', None)})")
-            if kind == NUMERIC:
-                x = _as_float(col, name)
+            if kind in NUMBERS:
+                x = _as_float(col, name, kind)
                 z = (np.where(missing, self.median_[i_num], x) - self.median_[i_num]) \
                     * self.scale_[i_num]
                 numeric.append(z if self.clip is None else smooth_clip(z, float(self.clip)))
@@ -394,8 +423,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "kinds_")
         base = (list(self.feature_names_in_) if hasattr(self, "feature_names_in_")
                 else [f"x{j}" for j in range(self.n_features_in_)])
-        num = [b for b, k in zip(base, self.kinds_, strict=True) if k == NUMERIC]
-        cat = [b for b, k in zip(base, self.kinds_, strict=True) if k != NUMERIC]
+        num = [b for b, k in zip(base, self.kinds_, strict=True) if k in NUMBERS]
+        cat = [b for b, k in zip(base, self.kinds_, strict=True) if k not in NUMBERS]
         out = num + [f"{b}_missing" for b, i in zip(num, self.indicators_, strict=True) if i]
         for b, cats, small in zip(cat, self.categories_, self.one_hot_, strict=True):
             if small:
