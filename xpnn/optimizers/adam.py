@@ -106,18 +106,11 @@ class Adam(Optimizer):
         return None
 
     def step(self, params):
-        """:meth:`Optimizer.step`, with the small NumPy parameters that share ``lr_factor``,
-        ``wd_factor`` and step count updated together: gathered into one array (their moments
-        live in one, the state dicts hold views of it), one update, the new weights written
-        back in place. The same operations on every element, so the same numbers; a few
-        array calls instead of a dozen per bias or per-feature vector.
-
-        Parameters
-        ----------
-        params : list of Parameter
-            The model's parameters (``model.params``), each with its ``grad`` set; the same
-            list, in the same order, at every step (the state is matched by position).
-        """
+        # Optimizer.step (its docstring is this method's), with the small NumPy parameters
+        # that share lr_factor, wd_factor and step count updated together: gathered into one
+        # array (their moments live in one, the state dicts hold views of it), one update,
+        # the new weights written back in place. The same operations on every element, so
+        # the same numbers; a few array calls instead of a dozen per bias or feature vector.
         if len(self.state) != len(params):
             self.state = [{} for _ in params]
         if type(self).update not in (Adam.update, AdamW.update):
