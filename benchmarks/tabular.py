@@ -438,6 +438,16 @@ def markdown(summary, machine):
     return "\n".join(lines) + "\n"
 
 
+def _recorded_path(path) -> str:
+    """``path`` as a result file records it: relative to the repository when inside it, else
+    the file's name alone (no machine's directories in the results)."""
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name
+
+
 def combine(paths, out, name, keep=lambda record: True):
     """One report from the records of several runs (e.g. peers measured once, the defaults
     measured again) that ``keep`` accepts: each run's machine information is kept."""
@@ -447,7 +457,7 @@ def combine(paths, out, name, keep=lambda record: True):
         if "runs" in report:                  # an earlier combination: keep its runs
             runs.extend(report["runs"])
         else:
-            runs.append({"file": str(path), "machine": report["machine"],
+            runs.append({"file": _recorded_path(path), "machine": report["machine"],
                          "methods": report["methods"], "tables": report["tables"]})
         for r in report["records"]:
             if keep(r):

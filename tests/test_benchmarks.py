@@ -216,3 +216,22 @@ def test_elementwise_threads_variants_give_the_serial_bits():
     assert set(verdicts) == {"serial", "update-numba", "gather-numba", "update-pool",
                              "gather-pool"}
     assert set(verdicts.values()) == {"yes"}, proc.stdout
+
+
+def test_tabular_combine_records_no_machine_directories(tmp_path):
+    """``benchmarks/tabular.py --combine``: a run inside the repository is named relative to
+    it, one elsewhere by its file name alone (result files carry no machine's directories)."""
+    pytest.importorskip("pandas")
+    inside = ROOT / "benchmarks" / "results" / "tabular" / "xpnn-regression-ensemble.json"
+    outside = tmp_path / "elsewhere" / "a-run.json"
+    outside.parent.mkdir()
+    outside.write_text(inside.read_text())
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--combine",
+         f"{inside},{outside}", "--out", str(tmp_path), "--name", "both"],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads((tmp_path / "both.json").read_text())
+    assert [run["file"] for run in report["runs"]] == [
+        "benchmarks/results/tabular/xpnn-regression-ensemble.json", "a-run.json"]
