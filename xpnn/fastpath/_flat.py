@@ -210,11 +210,9 @@ class FlatTrainer:
         head, loss_fn = self.plan.head, self.plan.loss
         if bias:                    # _head_takes_bias checked that this is the fused softmax-CE
             _, b, _, db, _, _ = self.stages[-1]
-            return self._softmax_ce(a, tb, n, b, db) if wb is None else self._softmax_ce(
-                a, tb, n, b, db, wb)
+            return self._softmax_ce(a, tb, n, b, db, w=wb)
         if head == "softmax_ce" and self._fuses_loss(tb, wb):
-            return self._softmax_ce(a, tb, n) if wb is None else self._softmax_ce(
-                a, tb, n, w=wb)
+            return self._softmax_ce(a, tb, n, w=wb)
         if head == "plain":
             loss = loss_fn.forward(a, tb, wb)
             return loss, a, loss_fn.backward()
@@ -246,8 +244,7 @@ class FlatTrainer:
             for layer in post:
                 z = layer.forward(z, training=False)
             a = z
-        loss, out, _ = (self._softmax_ce(a, tb, n) if wb is None
-                        else self._softmax_ce(a, tb, n, w=wb))
+        loss, out, _ = self._softmax_ce(a, tb, n, w=wb)
         return loss, out
 
     def _linked(self) -> bool:

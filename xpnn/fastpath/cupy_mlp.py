@@ -189,8 +189,10 @@ class CupyMLPTrainer(FlatTrainer):
         self.dz = cp.empty((n, k), dt)
         self.rowloss = cp.empty((n,), dt)
 
-    def _softmax_ce(self, z, t, n):
-        """Fused softmax + cross-entropy (one kernel): ``(loss, p, δ = (p - t) / N)``."""
+    def _softmax_ce(self, z, t, n, w=None):
+        """Fused softmax + cross-entropy (one kernel): ``(loss, p, δ = (p - t) / N)``. ``w``
+        is always None: this trainer leaves weighted rows to the loss object
+        (:attr:`weighs_rows` is False)."""
         p, delta, rowloss = self.p[:n], self.dz[:n], self.rowloss[:n]
         kernel = _softmax_ce_labels if t.ndim == 1 else _softmax_ce_dense
         kernel(z, t, int(z.shape[1]), float(n), p, delta, rowloss)

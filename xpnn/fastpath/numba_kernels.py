@@ -211,41 +211,34 @@ def softmax_ce_labels(z, labels, p, dz, b=None, db=None, on=1.0, off=0.0, scale=
             p[i, j] = e
             s += e
         y = labels[i]
-        if scale is not None:                           # weighted rows
-            f = scale[i]
-            log_s = np.log(s)
-            rest = 0.0                                  # Σ_{k ≠ y} log p_k
-            for j in range(k):
-                p[i, j] = p[i, j] / s
-                dz[i, j] = p[i, j] - off                # rounded to z's dtype, then · w/Σw
-                dz[i, j] = dz[i, j] * f
-                if j != y:
-                    rest += (z[i, j] - top) - log_s
-            dz[i, y] = p[i, y] - on
-            dz[i, y] = dz[i, y] * f
-            row = on * ((z[i, y] - top) - log_s)
-            if off != 0:
-                row = row + off * rest
-            total += f * row
-        elif off == 0:
+        if scale is None and off == 0:                  # the plain loss
             for j in range(k):
                 p[i, j] = p[i, j] / s
                 dz[i, j] = p[i, j] / n
             dz[i, y] = p[i, y] - 1.0                    # rounded to z's dtype, then / N
             dz[i, y] = dz[i, y] / n
             total += (z[i, y] - top) - np.log(s)
-        else:
+        else:                                           # smoothed labels or weighted rows
             log_s = np.log(s)
             rest = 0.0                                  # Σ_{k ≠ y} log p_k
             for j in range(k):
                 p[i, j] = p[i, j] / s
                 dz[i, j] = p[i, j] - off                # rounded to z's dtype, then / N
-                dz[i, j] = dz[i, j] / n
                 if j != y:
                     rest += (z[i, j] - top) - log_s
             dz[i, y] = p[i, y] - on
-            dz[i, y] = dz[i, y] / n
-            total += on * ((z[i, y] - top) - log_s) + off * rest
+            for j in range(k):                          # ... or · w/Σw
+                if scale is None:
+                    dz[i, j] = dz[i, j] / n
+                else:
+                    dz[i, j] = dz[i, j] * scale[i]
+            row = on * ((z[i, y] - top) - log_s)
+            if off != 0:
+                row = row + off * rest
+            if scale is None:
+                total += row
+            else:
+                total += scale[i] * row
         if db is not None:
             for j in range(k):
                 db[j] += dz[i, j]
