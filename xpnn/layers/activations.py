@@ -127,15 +127,10 @@ def softmax(xp, z):
     return e / xp.sum(e, axis=1, keepdims=True)
 
 
-def log_softmax(xp, z):
-    """Row-wise ``log softmax(z) = z - logsumexp(z)``, computed stably."""
-    shifted = z - xp.max(z, axis=1, keepdims=True)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
-
-
 def softmax_and_log(xp, z):
-    """``(softmax(z), log_softmax(z))`` from one shift, exponential and sum: the same numbers
-    as :func:`softmax` and :func:`log_softmax` called one after the other."""
+    """``(softmax(z), log softmax(z))`` from one shift, exponential and sum, the logarithm
+    computed stably as ``z - max z - log Σ exp(z - max z)``; the first is :func:`softmax`'s
+    numbers."""
     shifted = z - xp.max(z, axis=1, keepdims=True)
     e = xp.exp(shifted)
     s = xp.sum(e, axis=1, keepdims=True)
