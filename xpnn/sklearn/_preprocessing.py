@@ -97,16 +97,17 @@ def _kind(col) -> str | None:
     dtype = getattr(col, "dtype", None)
     if pd is not None and isinstance(dtype, pd.CategoricalDtype):
         return CATEGORICAL
-    if (pd is not None and isinstance(dtype, pd.DatetimeTZDtype)) or _np_kind(dtype) == "M":
+    letter = None if dtype is None else _np_kind(dtype)
+    if letter == "M" or (pd is not None and isinstance(dtype, pd.DatetimeTZDtype)):
         return DATETIME
-    if _np_kind(dtype) == "m":
+    if letter == "m":
         return DURATION
-    if dtype is not None and (_np_kind(dtype) == "b" or str(dtype) == "boolean"):
+    if letter == "b" or str(dtype) == "boolean":
         return BOOLEAN
-    if dtype is not None and _np_kind(dtype) in ("i", "u", "f"):
+    if letter in ("i", "u", "f"):
         return NUMERIC
-    if dtype is not None and _np_kind(dtype) in ("c", "V"):
-        why = " (Complex data not supported)" if _np_kind(dtype) == "c" else ""
+    if letter in ("c", "V"):
+        why = " (Complex data not supported)" if letter == "c" else ""
         raise ValueError(f"TabularPreprocessor: columns of dtype {dtype} are not supported"
                          f"{why}; convert them to real numbers or categories")
     values = np.asarray(col, dtype=object)[~_missing(col)]
