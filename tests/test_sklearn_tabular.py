@@ -597,3 +597,85 @@ def test_complex_columns_are_refused_naming_the_dtype():
     match = r"dtype complex128 are not supported \(Complex data not supported\); convert"
     with pytest.raises(ValueError, match=match):
         TabularPreprocessor().fit(X)
+
+
+# --------------------------------------------------------------- whole numbers as categories
+def id_table(n=1000, seed=0):
+    """A school id whose schools differ at random (no smooth curve of the id fits them), a
+    count whose effect is a smooth curve, and a noise float."""
+    rng = np.random.default_rng(seed)
+    school = rng.integers(1, 41, n)
+    effect = rng.normal(0, 1, 41)
+    count = rng.integers(0, 30, n)
+    X = pd.DataFrame({"school": school, "count": count, "noise": rng.normal(size=n)})
+    y = effect[school] + 0.1 * (count - 15) ** 2 / 15 + rng.normal(0, 0.3, n)
+    return X, y
+
+
+def test_category_gain_tells_an_id_from_a_smooth_count():
+    from xpnn.sklearn._preprocessing import MIN_CATEGORY_GAIN, _target_matrix, category_gain
+    X, y = id_table()
+    Y = _target_matrix(y, len(y))
+    assert Y.shape == (len(y), 1) and abs(Y.mean()) < 1e-12 and abs(Y.std() - 1) < 1e-12
+    school, count = X["school"].to_numpy(float), X["count"].to_numpy(float)
+    z = lambda x: (x - np.median(x)) / np.subtract(*np.quantile(x, [0.75, 0.25]))  # noqa: E731
+    assert category_gain(school, z(school), Y) > 0.3          # the schools' effects
+    assert category_gain(count, z(count), Y) < MIN_CATEGORY_GAIN
+    # class labels: one column per class
+    labels = np.where(y > 0, "high", "low")
+    L = _target_matrix(labels, len(labels))
+    assert L.shape == (len(y), 2) and set(np.unique(L)) == {0.0, 1.0}
+    assert category_gain(school, z(school), L) > 0.1
+
+
+def test_whole_number_columns_that_act_as_categories_are_encoded_as_categoricals_too():
+    X, y = id_table()
+    pre = TabularPreprocessor(max_integer_categories=100).fit(X, y)
+    assert pre.kinds_ == ["numeric"] * 3 and pre.n_numeric_out_ == 3
+    assert pre.integer_columns_ == [0]                        # school, not count
+    np.testing.assert_array_equal(pre.integer_values_[0], np.arange(1, 41))
+    assert pre.cardinalities_ == [40]                         # > max_one_hot (9): codes
+    names = pre.get_feature_names_out().tolist()
+    assert names == ["school", "count", "noise", "school_code"]
+    Z = pre.transform(pd.DataFrame({"school": [3, 41, 7], "count": [1, 2, 3],
+                                    "noise": [0.0, 0.0, 0.0]}))
+    np.testing.assert_array_equal(Z[:, 3], [2, -1, 6])       # 41 never seen: unseen code
+    # without targets every whole-number column within the limit; one-hot when small enough
+    every = TabularPreprocessor(max_integer_categories=100, max_one_hot=30).fit(X)
+    assert every.integer_columns_ == [0, 1] and every.cardinalities_ == [40]
+    assert every.n_one_hot_ == 30
+    assert every.get_feature_names_out().tolist()[3:6] == ["count_0", "count_1", "count_2"]
+    # too many values, fractions, two values or off: none
+    assert TabularPreprocessor(max_integer_categories=39).fit(X).integer_columns_ == [1]
+    assert TabularPreprocessor().fit(X, y).integer_columns_ == []
+    two = pd.DataFrame({"b": [0, 1] * 10, "h": np.arange(20) / 2})
+    assert TabularPreprocessor(max_integer_categories=100).fit(two).integer_columns_ == []
+
+
+def test_max_integer_categories_is_checked():
+    X, y = id_table(60)
+    with pytest.raises(ValueError, match="max_integer_categories must be an int >= 3"):
+        TabularPreprocessor(max_integer_categories=2).fit(X, y)
+    with pytest.raises(ValueError, match="max_integer_categories"):
+        TabularRegressor(max_integer_categories=1.5).fit(X, y)
+    with pytest.raises(ValueError, match=r"y must have 60 rows \(as X\)"):
+        TabularPreprocessor(max_integer_categories=10).fit(X, y[:50])
+
+
+def test_estimators_learn_per_value_effects_of_an_id_column():
+    """The default encodes the school id as a categorical too and fits the schools' effects,
+    which the scaled number alone does not."""
+    X, y = id_table(1500)
+    opts = {"hidden_layer_sizes": (64, 64), "max_iter": 30, "n_ensemble": 1,
+            "random_state": 0}
+    Xtr, Xte, ytr, yte = X[:1200], X[1200:], y[:1200], y[1200:]
+    reg = TabularRegressor(**opts).fit(Xtr, ytr)
+    off = TabularRegressor(max_integer_categories=None, **opts).fit(Xtr, ytr)
+    assert reg.preprocessor_.integer_columns_ == [0] and off.preprocessor_.integer_columns_ == []
+    assert reg.score(Xte, yte) > off.score(Xte, yte) + 0.1
+    high = np.where(y > np.median(y), "high", "low")
+    clf = TabularClassifier(**opts).fit(Xtr, high[:1200])
+    assert clf.preprocessor_.integer_columns_ == [0]
+    assert clf.preprocessor_.n_one_hot_ == 40                 # plain recipe: one-hot
+    plain = TabularClassifier(max_integer_categories=None, **opts).fit(Xtr, high[:1200])
+    assert clf.score(Xte, high[1200:]) > plain.score(Xte, high[1200:]) + 0.03
