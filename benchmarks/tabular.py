@@ -258,8 +258,12 @@ def _strings(X):
 
 
 def _impute_numeric(X_train, X_test):
-    """pytabkit refuses NaN in numeric columns: median plus a missing indicator."""
+    """pytabkit refuses NaN in numeric columns: median plus a missing indicator; and bool
+    columns (its preprocessing fails on them): 0/1 floats."""
     X_train, X_test = _as_category(X_train), _as_category(X_test)
+    for X in (X_train, X_test):
+        for c in [c for c in X.columns if pd.api.types.is_bool_dtype(X[c])]:
+            X[c] = X[c].astype(float)
     for c in [c for c in X_train.columns if c not in _categorical(X_train)]:
         if X_train[c].isna().any():
             med = X_train[c].median()

@@ -29,6 +29,12 @@ shaped to train fast on a CPU):
   every categorical is one-hot encoded, the smallest first, while the one-hot columns total
   at most ``ONE_HOT_WIDTH`` (256), so that the network has no embedding and trains on the
   fast path (measured as accurate or better on the tuning tables, and faster).
+  Whole-number columns with 3 to 100 distinct values whose values act as categories of the
+  target (their per-value means explain at least 2 % more of its variance than a smooth curve
+  of the number, cross-validated in the training rows: a school id, a disk size) are encoded
+  as categoricals too (``max_integer_categories``): R² 0.564 → 0.612 on star-math (school
+  ids), 0.912 → 0.945 on computers-price, accuracy 0.709 → 0.766 on mroz-work, with no
+  column chosen on most tables.
   Regression targets are standardised (mean 0, standard deviation 1) and mapped back.
 * Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
   the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
