@@ -750,11 +750,9 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
         learned embeddings; "auto": 9 (realmlp, RealMLP's limit); with recipe "plain" every
         categorical while the one-hot columns total at most 256.
     max_integer_categories : int, None or "auto", default="auto"
-        Whole-number columns with 3 to this many distinct values whose values act as
-        categories of the target (a school id, a product code: their per-value means explain
-        at least 2 % more of the target's variance than a smooth curve of the number,
-        cross-validated in the training rows) are also encoded as categoricals, besides the
-        number (:class:`TabularPreprocessor`); "auto": 100; None: never.
+        Most distinct values of a whole-number column that is also encoded as a categorical
+        when its values act as categories of the target (a school id: see
+        :class:`TabularClassifier`); "auto": 100; None: never.
     n_threads : int or None, default=1
         BLAS threads while fitting and predicting on the CPU (None: left as they are).
     backend : str, default="numpy"
