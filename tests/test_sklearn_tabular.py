@@ -673,6 +673,7 @@ def test_estimators_learn_per_value_effects_of_an_id_column():
     off = TabularRegressor(max_integer_categories=None, **opts).fit(Xtr, ytr)
     assert reg.preprocessor_.integer_columns_ == [0] and off.preprocessor_.integer_columns_ == []
     assert reg.score(Xte, yte) > off.score(Xte, yte) + 0.1
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(reg)).predict(Xte), reg.predict(Xte))
     high = np.where(y > np.median(y), "high", "low")
     clf = TabularClassifier(**opts).fit(Xtr, high[:1200])
     assert clf.preprocessor_.integer_columns_ == [0]

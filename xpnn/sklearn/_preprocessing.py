@@ -216,7 +216,8 @@ def _target_matrix(y, n):
     return Y
 
 
-def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0) -> float:
+def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0,
+                  max_rows: int = 100_000) -> float:
     """How much more of the targets' variance the per-value means of a column explain than a
     smooth curve of it, cross-validated: ``(SSE_curve - SSE_means) / SSE_mean`` over ``folds``
     folds of the rows (a fixed shuffle), summed over the target columns.
@@ -225,27 +226,33 @@ def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0) -> float:
     spline in ``z`` with knots at its 20/40/60/80 % quantiles, fitted by least squares), ``Y``
     (n, q) the targets (rows with a NaN target are left out). The per-value means are shrunk
     towards the fold's overall mean as ``(Σ y + shrink·ȳ) / (count + shrink)``; a value not in
-    the fold's training rows predicts ``ȳ``.
+    the fold's training rows predicts ``ȳ``. Tables of more than ``max_rows`` rows are judged
+    on that many of them (a fixed random choice).
     """
     keep = ~np.isnan(Y).any(axis=1)
     x, z, Y = x[keep], z[keep], Y[keep]
+    rng = np.random.default_rng(0)
+    if x.shape[0] > max_rows:
+        rows = rng.choice(x.shape[0], max_rows, replace=False)
+        x, z, Y = x[rows], z[rows], Y[rows]
     n = x.shape[0]
     if n < 2 * folds:
         return 0.0
-    fold = np.random.default_rng(0).permutation(n) % folds
+    fold = rng.permutation(n) % folds
+    values, code = np.unique(x, return_inverse=True)
+    m = values.shape[0]
     knots = np.quantile(z, [0.2, 0.4, 0.6, 0.8])
     curve = np.column_stack([np.ones(n), z] + [np.maximum(z - k, 0.0) for k in knots])
     sse_means = sse_curve = sse_mean = 0.0
     for f in range(folds):
         train, test = fold != f, fold == f
         mean = Y[train].mean(axis=0)
-        values, at = np.unique(x[train], return_inverse=True)
-        sums = np.zeros((values.shape[0], Y.shape[1]))
-        np.add.at(sums, at, Y[train])
-        counts = np.bincount(at, minlength=values.shape[0])[:, None]
-        means = (sums + shrink * mean) / (counts + shrink)
-        j = np.minimum(np.searchsorted(values, x[test]), values.shape[0] - 1)
-        by_value = np.where((values[j] == x[test])[:, None], means[j], mean)
+        counts = np.bincount(code[train], minlength=m)
+        sums = np.stack([np.bincount(code[train], weights=col, minlength=m)
+                         for col in Y[train].T], 1)
+        means = (sums + shrink * mean) / (counts[:, None] + shrink)
+        seen = counts[code[test]] > 0
+        by_value = np.where(seen[:, None], means[code[test]], mean)
         coef = np.linalg.lstsq(curve[train], Y[train], rcond=None)[0]
         sse_means += float(((Y[test] - by_value) ** 2).sum())
         sse_curve += float(((Y[test] - curve[test] @ coef) ** 2).sum())
