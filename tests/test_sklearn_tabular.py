@@ -613,9 +613,10 @@ def id_table(n=1000, seed=0):
 
 
 def test_category_gain_tells_an_id_from_a_smooth_count():
-    from xpnn.sklearn._preprocessing import MIN_CATEGORY_GAIN, _target_matrix, category_gain
+    from xpnn.sklearn._preprocessing import MIN_CATEGORY_GAIN, _target_sample, category_gain
     X, y = id_table()
-    Y = _target_matrix(y, len(y))
+    rows, Y = _target_sample(y, len(y))
+    np.testing.assert_array_equal(rows, np.arange(len(y)))
     assert Y.shape == (len(y), 1) and abs(Y.mean()) < 1e-12 and abs(Y.std() - 1) < 1e-12
     school, count = X["school"].to_numpy(float), X["count"].to_numpy(float)
     z = lambda x: (x - np.median(x)) / np.subtract(*np.quantile(x, [0.75, 0.25]))  # noqa: E731
@@ -623,9 +624,22 @@ def test_category_gain_tells_an_id_from_a_smooth_count():
     assert category_gain(count, z(count), Y) < MIN_CATEGORY_GAIN
     # class labels: one column per class
     labels = np.where(y > 0, "high", "low")
-    L = _target_matrix(labels, len(labels))
+    L = _target_sample(labels, len(labels))[1]
     assert L.shape == (len(y), 2) and set(np.unique(L)) == {0.0, 1.0}
     assert category_gain(school, z(school), L) > 0.1
+
+
+def test_category_gain_judges_large_tables_on_a_sample_and_caps_the_classes(monkeypatch):
+    from xpnn.sklearn import _preprocessing as P
+    monkeypatch.setattr(P, "MAX_GAIN_ROWS", 500)
+    rows, Y = P._target_sample(np.arange(2000) % 150, 2000)       # 150 integer classes
+    assert rows.shape == (500,) and np.all(np.diff(rows) > 0)
+    assert Y.shape == (500, 1)                    # more than 100 integers: a real target
+    rows, Y = P._target_sample((np.arange(2000) % 150).astype(str), 2000)
+    assert Y.shape == (500, 100) and np.all(Y.sum(axis=1) == 1)  # 99 classes and the rest
+    X, y = id_table(2000)
+    pre = TabularPreprocessor(max_integer_categories=100).fit(X, y)
+    assert pre.integer_columns_ == [0]
 
 
 def test_whole_number_columns_that_act_as_categories_are_encoded_as_categoricals_too():

@@ -64,6 +64,8 @@ NUMBERS = (NUMERIC, DATETIME, DURATION)
 #: Least gain (a fraction of the target's variance, cross-validated) of a whole-number column's
 #: per-value means over a smooth curve of it for the column to be encoded as a categorical too.
 MIN_CATEGORY_GAIN = 0.02
+#: Most rows, and most target columns (classes), that gain is judged on.
+MAX_GAIN_ROWS, MAX_GAIN_CLASSES = 100_000, 100
 
 
 def smooth_clip(z, c: float = 3.0):
@@ -192,32 +194,42 @@ def _as_str(col, missing) -> np.ndarray:
     return out
 
 
-def _target_matrix(y, n):
-    """Targets as a float matrix (n, q) for :func:`category_gain`: one 0/1 column per class for
-    labels, the standardised targets for real (float) ones; rows whose target is not finite
-    are NaN. None stays None."""
+def _target_sample(y, n):
+    """The rows and targets :func:`category_gain` judges columns on: ``(rows, Y)`` with ``rows``
+    at most ``MAX_GAIN_ROWS`` row indices (a fixed random choice, sorted; all rows of smaller
+    tables) and ``Y`` (len(rows), q) float: one 0/1 column per class for labels (the
+    ``MAX_GAIN_CLASSES - 1`` most frequent, the others together in one), the standardised
+    targets for real ones (float, or integers with more than ``MAX_GAIN_CLASSES`` distinct
+    values); rows whose target is not finite are NaN. ``(None, None)`` without targets."""
     if y is None:
-        return None
+        return None, None
     y = np.asarray(y)
     if y.shape[:1] != (n,) or y.ndim > 2:
         raise ValueError(f"TabularPreprocessor: y must have {n} rows (as X), got shape "
                          f"{y.shape}")
+    rows = np.arange(n)
+    if n > MAX_GAIN_ROWS:
+        rows = np.sort(np.random.default_rng(0).choice(n, MAX_GAIN_ROWS, replace=False))
+    y = y[rows]
     if y.dtype.kind != "f":
-        labels = y.astype(str) if y.dtype.kind == "O" else y
-        codes = np.unique(labels.reshape(n, -1)[:, 0], return_inverse=True)[1]
-        return (codes.reshape(-1, 1) == np.arange(codes.max() + 1)).astype(float)
-    Y = y.astype(float).reshape(n, -1)
+        labels = (y.astype(str) if y.dtype.kind == "O" else y).reshape(len(rows), -1)[:, 0]
+        classes, codes, counts = np.unique(labels, return_inverse=True, return_counts=True)
+        if y.dtype.kind not in "iu" or classes.shape[0] <= MAX_GAIN_CLASSES:
+            rank = np.empty_like(counts)
+            rank[np.argsort(-counts, kind="stable")] = np.arange(counts.shape[0])
+            column = np.minimum(rank, MAX_GAIN_CLASSES - 1)[codes]
+            return rows, (column[:, None] == np.arange(column.max() + 1)).astype(float)
+    Y = y.astype(float).reshape(len(rows), -1)
     finite = np.isfinite(Y).all(axis=1)
     if not finite.any():
-        return None
+        return None, None
     sd = Y[finite].std(axis=0)
     Y = (Y - Y[finite].mean(axis=0)) / np.where(sd > 0, sd, 1.0)
     Y[~finite] = np.nan
-    return Y
+    return rows, Y
 
 
-def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0,
-                  max_rows: int = 100_000) -> float:
+def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0) -> float:
     """How much more of the targets' variance the per-value means of a column explain than a
     smooth curve of it, cross-validated: ``(SSE_curve - SSE_means) / SSE_mean`` over ``folds``
     folds of the rows (a fixed shuffle), summed over the target columns.
@@ -226,19 +238,14 @@ def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0,
     spline in ``z`` with knots at its 20/40/60/80 % quantiles, fitted by least squares), ``Y``
     (n, q) the targets (rows with a NaN target are left out). The per-value means are shrunk
     towards the fold's overall mean as ``(Σ y + shrink·ȳ) / (count + shrink)``; a value not in
-    the fold's training rows predicts ``ȳ``. Tables of more than ``max_rows`` rows are judged
-    on that many of them (a fixed random choice).
+    the fold's training rows predicts ``ȳ``.
     """
     keep = ~np.isnan(Y).any(axis=1)
     x, z, Y = x[keep], z[keep], Y[keep]
-    rng = np.random.default_rng(0)
-    if x.shape[0] > max_rows:
-        rows = rng.choice(x.shape[0], max_rows, replace=False)
-        x, z, Y = x[rows], z[rows], Y[rows]
     n = x.shape[0]
     if n < 2 * folds:
         return 0.0
-    fold = rng.permutation(n) % folds
+    fold = np.random.default_rng(0).permutation(n) % folds
     values, code = np.unique(x, return_inverse=True)
     m = values.shape[0]
     knots = np.quantile(z, [0.2, 0.4, 0.6, 0.8])
@@ -378,9 +385,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             The raw table.
         y : array-like (n_samples,) or (n_samples, n_targets), optional
             Targets, used only with ``max_integer_categories`` to choose the whole-number
-            columns encoded as categoricals: class labels (any dtype but float: one column
-            per class) or real targets (float). Rows whose target is not finite are left out
-            of that choice.
+            columns encoded as categoricals: class labels (str, bool, object, or integers
+            with at most 100 distinct values) or real targets (float, or more integers).
+            Rows whose target is not finite are left out of that choice; tables of more than
+            100,000 rows are judged on 100,000 of them.
 
         Returns
         -------
@@ -393,7 +401,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         saved = {k: v for k, v in vars(self).items() if k.endswith("_")}
         try:
             X = self._validate(X, reset=True)
-            state = self._learn(X, _target_matrix(y, X.shape[0]))
+            state = self._learn(X, *_target_sample(y, X.shape[0]))
         except Exception:
             for k in [k for k in vars(self) if k.endswith("_")]:
                 delattr(self, k)
@@ -402,7 +410,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         vars(self).update(state)
         return self
 
-    def _learn(self, X, Y=None):
+    def _learn(self, X, rows=None, Y=None):
         names = _column_names(X)
         kinds, medians, scales, indicators, categories = [], [], [], [], []
         integer_columns, integer_values = [], []
@@ -413,7 +421,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                                  "missing); drop it")
             kind = _kind(col)
             if kind in NUMBERS:
-                x = _as_float(col, name, kind)[~missing]
+                values = _as_float(col, name, kind)
+                x = values[~missing]
                 median = float(np.median(x))
                 q25, q75 = np.quantile(x, [0.25, 0.75])
                 spread = float(q75 - q25) or 0.5 * float(x.max() - x.min())
@@ -422,7 +431,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 scales.append(1.0 / spread if spread > 0 else 0.0)
                 indicators.append(bool(missing.any()))
                 values = None if kind != NUMERIC else self._integer_values(
-                    x, None if Y is None else Y[~missing], median, scales[-1])
+                    x, values, missing, rows, Y, median, scales[-1])
                 if values is not None:
                     integer_columns.append(len(medians) - 1)
                     integer_values.append(values)
@@ -460,10 +469,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             "cardinalities_": [m for m, s in zip(sizes, small, strict=True) if not s],
         }
 
-    def _integer_values(self, x, Y, median, scale):
+    def _integer_values(self, x, column, missing, rows, Y, median, scale):
         """The sorted distinct values of a numeric column's present values ``x`` when they are
         whole numbers, more than 2 and at most ``max_integer_categories`` of them, and (with
-        targets ``Y`` of those rows) act as categories; else None."""
+        targets ``Y`` of the rows ``rows`` of the whole ``column``) act as categories; else
+        None."""
         m = self.max_integer_categories
         if m is None or not np.all(np.isfinite(x)) or np.any(x != np.round(x)):
             return None
@@ -471,9 +481,11 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if not 2 < values.shape[0] <= m:
             return None
         if Y is not None:
-            z = (x - median) * scale
+            present = ~missing[rows]
+            xs = column[rows][present]
+            z = (xs - median) * scale
             z = z if self.clip is None else smooth_clip(z, float(self.clip))
-            if category_gain(x, z, Y) < MIN_CATEGORY_GAIN:
+            if category_gain(xs, z, Y[present]) < MIN_CATEGORY_GAIN:
                 return None
         return values
 
