@@ -257,11 +257,11 @@ class _BaseTabular(BaseEstimator):
         ``max_integer_categories`` ``MAX_INTEGER_CATEGORIES``."""
         ints = self.max_integer_categories
         ints = MAX_INTEGER_CATEGORIES if ints == "auto" else ints
-        if self.max_one_hot != "auto":
-            return TabularPreprocessor(max_one_hot=self.max_one_hot, max_integer_categories=ints)
-        if self._settings()["recipe"] == "realmlp":
-            return TabularPreprocessor(max_one_hot=9, max_integer_categories=ints)
-        return TabularPreprocessor(max_one_hot=ONE_HOT_WIDTH, one_hot_width=ONE_HOT_WIDTH,
+        one_hot, width = self.max_one_hot, None
+        if one_hot == "auto":
+            one_hot = 9 if self._settings()["recipe"] == "realmlp" else ONE_HOT_WIDTH
+            width = None if one_hot == 9 else ONE_HOT_WIDTH
+        return TabularPreprocessor(max_one_hot=one_hot, one_hot_width=width,
                                    max_integer_categories=ints)
 
     def _network(self, pre, n_out, sizes):
