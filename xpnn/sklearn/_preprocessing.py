@@ -421,8 +421,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                                  "missing); drop it")
             kind = _kind(col)
             if kind in NUMBERS:
-                values = _as_float(col, name, kind)
-                x = values[~missing]
+                column = _as_float(col, name, kind)
+                x = column[~missing]
                 median = float(np.median(x))
                 q25, q75 = np.quantile(x, [0.25, 0.75])
                 spread = float(q75 - q25) or 0.5 * float(x.max() - x.min())
@@ -431,7 +431,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                 scales.append(1.0 / spread if spread > 0 else 0.0)
                 indicators.append(bool(missing.any()))
                 values = None if kind != NUMERIC else self._integer_values(
-                    x, values, missing, rows, Y, median, scales[-1])
+                    x, column, missing, rows, Y, median, scales[-1])
                 if values is not None:
                     integer_columns.append(len(medians) - 1)
                     integer_values.append(values)
@@ -483,11 +483,15 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         if Y is not None:
             present = ~missing[rows]
             xs = column[rows][present]
-            z = (xs - median) * scale
-            z = z if self.clip is None else smooth_clip(z, float(self.clip))
-            if category_gain(xs, z, Y[present]) < MIN_CATEGORY_GAIN:
+            if category_gain(xs, self._scaled(xs, median, scale), Y[present]) \
+                    < MIN_CATEGORY_GAIN:
                 return None
         return values
+
+    def _scaled(self, x, median, scale):
+        """A numeric column's output: ``(x - median) · scale``, smoothly clipped at ``clip``."""
+        z = (x - median) * scale
+        return z if self.clip is None else smooth_clip(z, float(self.clip))
 
     @staticmethod
     def _codes(x, values):
@@ -543,9 +547,9 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             if kind in NUMBERS:
                 x = _as_float(col, name, kind)
                 raw.append(x)
-                z = (np.where(missing, self.median_[i_num], x) - self.median_[i_num]) \
-                    * self.scale_[i_num]
-                numeric.append(z if self.clip is None else smooth_clip(z, float(self.clip)))
+                median = self.median_[i_num]
+                numeric.append(self._scaled(np.where(missing, median, x), median,
+                                            self.scale_[i_num]))
                 if self.indicators_[i_num]:
                     indicators.append(missing.astype(float))
                 i_num += 1
