@@ -21,15 +21,19 @@ HAVE_JAX = importlib.util.find_spec("jax") is not None and \
     importlib.util.find_spec("jaxlib") is not None
 
 
-def _bench(tmp_path, *args, env=None):
+def _script(script, *args, env=None):
+    """Run ``benchmarks/<script>`` with the repository importable (and ``env`` added); it must
+    succeed within 240 s."""
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
            **(env or {})}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "mnist_throughput.py"), *args,
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)],
+                          capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+def _bench(tmp_path, *args, env=None):
+    return _script("mnist_throughput.py", *args, "--out", tmp_path, env=env)
 
 
 def test_tables_blas_and_jax(tmp_path):
@@ -114,8 +118,6 @@ def _write_idx_mnist(folder, n, gzip, np):
 def test_check_args_names_what_is_wrong(tmp_path, monkeypatch, capsys):
     """``--check-args`` (what gpu.sh's dry run does with the GPU arguments) runs nothing and
     refuses unknown names and missing data with the option named."""
-    import pytest
-
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     import mnist_throughput
 
@@ -139,12 +141,8 @@ def test_streaming_benchmark_pairs_both_paths(tmp_path):
     """The streaming benchmark on a few synthetic images: the paired worker trains one model
     from the memmap (streamed) and one from the converted array (resident) in turn, and the
     memory workers report each path's peak memory."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "streaming_throughput.py"), "--synthetic",
-         "600", "--copies", "2", "--rounds", "2", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _script("streaming_throughput.py", "--synthetic", "600", "--copies", "2", "--rounds", "2",
+            "--out", tmp_path)
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["n_samples"] == 1200 and report["source"].startswith("synthetic")
     assert [r["round"] for r in report["paired"]] == [0, 1, 2]       # warm-up + 2 timed
@@ -157,12 +155,8 @@ def test_streaming_benchmark_pairs_both_paths(tmp_path):
 
 
 def test_read_cost_benchmark_times_both_orders(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "read_cost.py"), "--synthetic", "1000",
-         "--batches", "2", "--repeats", "1", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _script("read_cost.py", "--synthetic", "1000", "--batches", "2", "--repeats", "1",
+            "--out", tmp_path)
     report = json.loads((tmp_path / "results.json").read_text())
     assert report["data"].startswith("synthetic") and report["n"] == 1000
     rows = {r["source"]: r for r in report["ms_per_batch"]}
@@ -174,16 +168,9 @@ def test_tabular_smoke_run(tmp_path):
     """``benchmarks/tabular.py --smoke``: xpnn's tabular defaults and scikit-learn's MLP on the
     smoke tables (a table whose data package is missing is skipped and said so), one split,
     results and the BLAS kernel written as JSON and markdown."""
-    import pytest
-
     pytest.importorskip("pandas")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
-           "OPENBLAS_CORETYPE": "Haswell"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--smoke", "--out",
-         str(tmp_path), "--methods", "xpnn-tabular,sklearn-mlp,catboost"],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _script("tabular.py", "--smoke", "--out", tmp_path, "--methods",
+            "xpnn-tabular,sklearn-mlp,catboost", env={"OPENBLAS_CORETYPE": "Haswell"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["smoke.json", "smoke.md"]
     report = json.loads((tmp_path / "smoke.json").read_text())
     assert report["methods"] == ["xpnn-tabular", "sklearn-mlp"] and report["splits"] == 1
@@ -205,12 +192,8 @@ def test_elementwise_threads_variants_give_the_serial_bits():
     """``benchmarks/elementwise_threads.py``: every split variant of the update and the gather
     trains to the serial step's bits (the premise of timing them against it)."""
     pytest.importorskip("numba")
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "elementwise_threads.py"), "--config", "S",
-         "--rounds", "1", "--block", "2", "--samples", "1024", "--layer", "workqueue"],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _script("elementwise_threads.py", "--config", "S", "--rounds", "1", "--block", "2",
+                   "--samples", "1024", "--layer", "workqueue")
     rows = [line.split("|") for line in proc.stdout.splitlines() if line.startswith("| ")]
     verdicts = {r[1].strip(): r[4].strip() for r in rows[1:]}
     assert set(verdicts) == {"serial", "update-numba", "gather-numba", "update-pool",
@@ -226,12 +209,7 @@ def test_tabular_combine_records_no_machine_directories(tmp_path):
     outside = tmp_path / "elsewhere" / "a-run.json"
     outside.parent.mkdir()
     outside.write_text(inside.read_text())
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tabular.py"), "--combine",
-         f"{inside},{outside}", "--out", str(tmp_path), "--name", "both"],
-        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    _script("tabular.py", "--combine", f"{inside},{outside}", "--out", tmp_path, "--name", "both")
     report = json.loads((tmp_path / "both.json").read_text())
     assert [run["file"] for run in report["runs"]] == [
         "benchmarks/results/tabular/xpnn-regression-ensemble.json", "a-run.json"]
