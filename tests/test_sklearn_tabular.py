@@ -694,3 +694,44 @@ def test_estimators_learn_per_value_effects_of_an_id_column():
     assert clf.preprocessor_.n_one_hot_ == 40                 # plain recipe: one-hot
     plain = TabularClassifier(max_integer_categories=None, **opts).fit(Xtr, high[:1200])
     assert clf.score(Xte, high[1200:]) > plain.score(Xte, high[1200:]) + 0.03
+
+
+# --------------------------------------------------------------------------- rare categories
+def test_rare_categories_are_encoded_as_unseen_ones():
+    X = pd.DataFrame({"city": ["a", "a", "a", "b", "b", "c", None, None],
+                      "id": [f"n{k}" for k in range(8)],
+                      "x": np.arange(8.0)})
+    every = TabularPreprocessor().fit(X)
+    assert [len(c) for c in every.categories_] == [4, 8]
+    pre = TabularPreprocessor(min_category_count=2).fit(X)
+    assert [c.tolist() for c in pre.categories_] == [["a", "b", None], []]
+    assert pre.get_feature_names_out().tolist() == ["x", "city_a", "city_b", "city_None"]
+    Z = pre.transform(X)
+    np.testing.assert_array_equal(Z[:, 1:], [[1, 0, 0]] * 3 + [[0, 1, 0]] * 2 + [[0, 0, 0]]
+                                  + [[0, 0, 1]] * 2)           # "c" (seen once): as unseen
+    three = TabularPreprocessor(min_category_count=3).fit(X)
+    assert [c.tolist() for c in three.categories_] == [["a"], []]
+    np.testing.assert_array_equal(three.transform(X)[:, 1], [1, 1, 1, 0, 0, 0, 0, 0])
+    codes = TabularPreprocessor(min_category_count=2, max_one_hot=2).fit(X)
+    assert codes.cardinalities_ == [3]            # a, b, None; the ids: no column at all
+    np.testing.assert_array_equal(codes.transform(X)[:, -1], [0, 0, 0, 1, 1, -1, 2, 2])
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="min_category_count must be an int >= 1"):
+            TabularPreprocessor(min_category_count=bad).fit(X)
+
+
+def test_estimators_leave_out_categories_seen_once():
+    """A column of names, one per row, gets no columns by default (2), and the networks do
+    not memorise the training rows through it."""
+    X, y, _ = frame(400)
+    X["name"] = [f"person{k}" for k in range(400)]
+    opts = {"hidden_layer_sizes": (32,), "max_iter": 20, "n_ensemble": 1, "random_state": 0}
+    clf = TabularClassifier(**opts).fit(X, y)
+    names = clf.preprocessor_.get_feature_names_out().tolist()
+    assert not any(n.startswith("name") for n in names)
+    assert clf.preprocessor_.categories_[-1].size == 0       # the names: none kept
+    every = TabularClassifier(min_category_count=1, **opts).fit(X, y)
+    assert any(n.startswith("name") for n in every.preprocessor_.get_feature_names_out())
+    assert clf.get_params()["min_category_count"] == 2
+    with pytest.raises(ValueError, match="min_category_count"):
+        TabularRegressor(min_category_count=0).fit(X, np.arange(400.0))

@@ -29,7 +29,8 @@ Learned on the training rows only, then applied to any rows (RealMLP's recipe, H
   zeros (0). Larger ones become one column of integer codes ``0 .. m-1`` (as floats), ``-1``
   for a category not seen in training (or a missing value not seen in training), for a learned
   embedding (:class:`xpnn.Embedding`, which maps every code outside ``0 .. m-1`` to its
-  reserved row).
+  reserved row). With ``min_category_count=k`` a category seen fewer than ``k`` times in the
+  training rows counts as unseen.
 
 Output columns, in this order: scaled numeric columns, missing indicators, one-hot columns,
 category codes (``n_numeric_out_``, ``n_indicators_``, ``n_one_hot_``, ``cardinalities_``); in the
@@ -287,6 +288,12 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         per value; one-hot or code columns as ``max_one_hot`` and ``one_hot_width`` say), as
         well as scaled: all of them, or with ``y`` given to :meth:`fit` those whose values act
         as categories of ``y`` (module docstring). None: no such encoding.
+    min_category_count : int, default=1
+        Categories of a categorical column (a missing value included) seen fewer times than
+        this in the training rows are left out of ``categories_`` and encoded as unseen ones
+        (as scikit-learn's ``OneHotEncoder(min_frequency=...)`` groups them): with 2, a column
+        of names or ticket numbers, one per row, no longer gives each training row a column
+        or an embedding of its own. 1 keeps every category.
 
     Attributes
     ----------
@@ -300,7 +307,8 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
         last two).
     categories_ : list of ndarray
         The categories (as str) of each categorical/boolean column, in the order encoded; a
-        missing value seen in training is the category ``None`` (last).
+        missing value seen in training is the category ``None`` (last). Only those seen at
+        least ``min_category_count`` times (possibly none).
     integer_columns_ : list of int
         The numeric columns (indices into ``median_``) also encoded as categoricals.
     integer_values_ : list of ndarray
@@ -327,11 +335,13 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, max_one_hot: int = 9, clip: float | None = 3.0,
-                 one_hot_width: int | None = None, max_integer_categories: int | None = None):
+                 one_hot_width: int | None = None, max_integer_categories: int | None = None,
+                 min_category_count: int = 1):
         self.max_one_hot = max_one_hot
         self.clip = clip
         self.one_hot_width = one_hot_width
         self.max_integer_categories = max_integer_categories
+        self.min_category_count = min_category_count
 
     # ---------------------------------------------------------------- checks
     def _check_params(self):
@@ -348,6 +358,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                               or m < 3):
             raise ValueError(f"TabularPreprocessor: max_integer_categories must be an int >= 3 "
                              f"or None, got {m!r}")
+        k = self.min_category_count
+        if not isinstance(k, numbers.Integral) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"TabularPreprocessor: min_category_count must be an int >= 1, "
+                             f"got {k!r}")
         if self.clip is not None and not (isinstance(self.clip, numbers.Real)
                                           and np.isfinite(self.clip) and self.clip > 0):
             raise ValueError(f"TabularPreprocessor: clip must be a number > 0 or None, got "
@@ -445,8 +459,10 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
                     f"TabularPreprocessor: {name} holds strings that all look like numbers "
                     f"(e.g. {present[0]!r}); convert it to numbers (pd.to_numeric) if they are "
                     "amounts, or to a category (.astype('category')) if they are codes")
-            cats = sorted(set(present))
-            if missing.any():
+            found, counts = np.unique(present, return_counts=True)
+            cats = [str(c) for c, k in zip(found, counts, strict=True)
+                    if k >= self.min_category_count]
+            if missing.sum() >= max(1, self.min_category_count):
                 cats.append(None)
             kinds.append(kind)
             categories.append(np.array(cats, dtype=object))
