@@ -26,6 +26,7 @@ from xpnn import (
     ReLU,
     Rescaling,
     RMSprop,
+    Scale,
     Sequential,
     Sigmoid,
     Softmax,
@@ -62,6 +63,17 @@ ARCHS = {
     # the input rescaled (and dropped) before the first Dense
     "rescaled": lambda: [Rescaling(0.5, offset=0.25), Dropout(0.1), Dense(12, 16), ReLU(),
                          Dense(16, 4), Softmax()],
+    # a learned scale of every input feature in front of the first Dense (RealMLP's), which
+    # NumPy's trainer folds into that Dense's step
+    "scaled": lambda: [Scale(12), Dense(12, 32), ReLU(), Dropout(0.2), Dense(32, 4), Softmax()],
+    "scaled_mse": lambda: [Dropout(0.1), Scale(12), Dense(12, 16, weight_decay=0.01), Tanh(),
+                           Dense(16, 3)],
+}
+#: Per-parameter factors set after building (torch.optim parameter groups): NumPy's trainer
+#: updates each run of parameters with equal factors with its own lr and weight decay.
+FACTORS = {
+    "scaled": [(6.0, 0.0), (0.5, 2.0), (0.1, 0.0), (0.5, 2.0), (0.1, 0.0)],
+    "relu": [(1.0, 1.0), (1.0, 1.0), (0.25, 0.0), (0.25, 0.0), (1.0, 1.0), (3.0, 1.0)],
 }
 OPTS = {
     "adam": lambda: Adam(1e-2),
@@ -77,17 +89,23 @@ OPTS = {
 def _targets(arch, y, X):
     if arch == "bce":
         return (y % 2).astype(float), "binary_crossentropy"
-    if arch == "mse":
+    if arch.startswith(("mse", "scaled_mse")):
         return X[:, :3] * 0.5, "mse"
     return y, "crossentropy"
 
 
 def _model(backend, dtype, arch, opt, fast, seed=1):
+    factors = arch.endswith("+factors")
+    arch = arch.removesuffix("+factors")
     model = Sequential(*ARCHS[arch](), backend=backend, dtype=dtype, seed=seed)
+    if factors:
+        for p, (lr, wd) in zip(model.params, FACTORS[arch], strict=True):
+            p.lr_factor, p.wd_factor = lr, wd
     model.fastpath = fast
     X, y = _data()
     target, loss = _targets(arch, y, X)
-    model.compile(loss=loss, optimizer=OPTS[opt](), metrics=["accuracy"] if arch != "mse" else [])
+    metrics = [] if loss == "mse" else ["accuracy"]
+    model.compile(loss=loss, optimizer=OPTS[opt](), metrics=metrics)
     return model, X, target
 
 
@@ -110,6 +128,9 @@ CASES = [
     ("mse", "adamw"), ("decay", "adam"), ("decay", "sgd_nesterov"), ("dropout", "adam"),
     ("dropout", "sgd_nesterov"), ("rescaled", "adam"), ("relu", "rmsprop"),
     ("relu", "rmsprop_momentum"), ("decay", "rmsprop"), ("dropout", "rmsprop_momentum"),
+    ("scaled", "adamw"), ("scaled", "adam_l2"), ("scaled_mse", "sgd_nesterov"),
+    ("scaled+factors", "adamw"), ("scaled+factors", "sgd_nesterov"),
+    ("scaled+factors", "rmsprop_momentum"), ("relu+factors", "adam_l2"),
 ]
 
 
@@ -133,7 +154,9 @@ def _check_fast_matches_generic(backend, dtype, arch, opt):
     fast, _, _ = _model(backend, dtype, arch, opt, fast=True)
     hg = generic.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
     hf = fast.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
-    assert (getattr(fast, "_fastpath_trainer", None) is not None) == (backend in FAST_BACKENDS)
+    numpy_only = "scaled" in arch or "factors" in arch      # the CuPy trainer declines these
+    assert (getattr(fast, "_fastpath_trainer", None) is not None) == (
+        backend == "numpy" if numpy_only else backend in FAST_BACKENDS)
     assert getattr(generic, "_fastpath_trainer", None) is None
     _assert_same_weights(generic, fast, backend, dtype)
     rtol = 1e-5 if dtype == "float32" else 1e-10

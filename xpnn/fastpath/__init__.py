@@ -3,11 +3,15 @@
 The generic code in :mod:`xpnn.layers`, :mod:`xpnn.losses` and :mod:`xpnn.optimizers` is the
 reference: it runs on every backend and reads like the equations. For the most common network,
 
-    [Dropout ->] Dense -> act [-> Dropout] -> ... -> Dense [-> Softmax + categorical CE]
+    [Dropout ->] [Scale ->] Dense -> act [-> Dropout] -> ... -> Dense [-> Softmax + categorical CE]
 
 trained by Adam, AdamW, SGD or RMSprop, this package provides trainers that compute *the same
 numbers* with backend-specific tricks (Dropout and the activations a trainer does not compute
-itself run as the model's own layer objects inside the fast step, drawing the same random masks):
+itself run as the model's own layer objects inside the fast step, drawing the same random masks).
+NumPy's trainer also takes a front :class:`~xpnn.Scale` (RealMLP's learned scale of each input
+feature, folded into the first Dense's step) and parameters with their own ``lr_factor`` /
+``wd_factor`` (each run of parameters with equal factors updated as one ``torch.optim``
+parameter group); the CuPy trainer leaves such models to the generic step:
 
 * ``numpy_mlp`` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;

@@ -89,6 +89,11 @@ class FlatTrainer:
 
         self.p_views, self.g_views = views(self.flat_p), views(self.flat_g)
         self.m_views, self.v_views = views(self.flat_m), views(self.flat_v)
+        self._offsets = offsets
+        #: ``(lo, hi, lr_factor, wd_factor)``: runs of the flat buffers whose parameters share
+        #: their factors (one torch.optim parameter group each), set by :meth:`attach`
+        self.groups = [(0, self.size, 1.0, 1.0)]
+        self._xs = None                     # the scaled input, with a front Scale
         self.stages = self._stages(plan)
         self.opt = plan.optimizer
         self.kind = type(self.opt).__name__.lower()       # names the optimizer's kernels
@@ -105,7 +110,7 @@ class FlatTrainer:
         without bias). ``mode`` is ``"identity"`` or the activation of :attr:`fused_acts` that
         directly follows the Dense, computed by the trainer; ``post`` are the generic layer
         objects that follow it (Dropout, activations the trainer does not compute)."""
-        stages, k = [], 0
+        stages, k = [], 0 if plan.scale is None else 1   # a front Scale's factors come first
         for dense, acts in zip(plan.dense, plan.acts, strict=True):
             W, dW = self.p_views[k], self.g_views[k]
             k += 1
@@ -148,12 +153,13 @@ class FlatTrainer:
         matmul, stages = self.lib.matmul, self.stages
         for layer in self.plan.pre:                 # rescaling, dropout on the input
             xb = layer.forward(xb, training=True)
+        a = xb if self.plan.scale is None else self._scaled(xb)
 
         # forward: a_i = post(act(a_{i-1} W_i + b_i)), act in place in the buffer z_i (the
         # output layer's bias left to the loss when it adds it in its own pass)
         head_bias = self._head_takes_bias(tb, wb)
         last = len(stages) - 1
-        acts, outs, a = [], [], xb
+        acts, outs = [], []
         for i, (W, b, _, _, mode, post) in enumerate(stages):
             z = self.z[i][:n]
             matmul(a, W, out=z)
@@ -177,6 +183,8 @@ class FlatTrainer:
                 head_bias and i == last)
             a_prev = outs[i - 1] if i > 0 else xb
             matmul(a_prev.T, delta, out=dW)
+            if i == 0 and self.plan.scale is not None:
+                self._scale_backward(W, dW)
             wd = self.plan.dense[i].weight_decay
             if wd:                                          # Dense's own L2 penalty on W
                 self._add_weight_decay(i, W, dW, wd)
@@ -191,6 +199,22 @@ class FlatTrainer:
             loss = run.sync_gradients(self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
         self.update()
         return loss, out
+
+    def _scaled(self, xb):
+        """``x ⊙ s``, the front :class:`~xpnn.Scale`'s output, in a buffer of the trainer."""
+        n = xb.shape[0]
+        buf = self._xs
+        if buf is None or buf.shape[0] < n or buf.shape[1:] != xb.shape[1:]:
+            buf = self._xs = self.lib.empty((max(n, self.capacity), *xb.shape[1:]), self.dtype)
+        return self.lib.multiply(xb, self.p_views[0], out=buf[:n])
+
+    def _scale_backward(self, W, dW):
+        """The front Scale's step, given ``dW = xᵀ δ`` of the raw input x: the first Dense sees
+        ``x ⊙ s``, so its ``dW = diag(s) xᵀ δ`` and ``dL/ds_j = Σ_n x_nj (δ Wᵀ)_nj =
+        Σ_k W_jk (xᵀ δ)_jk`` (no ``δ Wᵀ`` product needed)."""
+        s, ds = self.p_views[0], self.g_views[0]
+        self.lib.einsum("jk,jk->j", W, dW, out=ds)
+        dW *= s[:, None]
 
     def _head_takes_bias(self, tb, wb) -> bool:
         """Whether :meth:`_head` adds the output layer's bias and sums its gradient itself
@@ -236,7 +260,8 @@ class FlatTrainer:
             return None
         for layer in self.plan.pre:                 # rescaling; dropout passes x on
             xb = layer.forward(xb, training=False)
-        a, matmul = xb, self.lib.matmul
+        a = xb if self.plan.scale is None else self._scaled(xb)
+        matmul = self.lib.matmul
         for i, (W, b, _, _, mode, post) in enumerate(self.stages):
             z = self.z[i][:n]
             matmul(a, W, out=z)
@@ -306,6 +331,7 @@ class FlatTrainer:
                 for flat in (self.flat_p, self.flat_m, self.flat_v):
                     flat[start:stop] = 0
         self.last_update_finite = None          # the parameters may have been replaced
+        self.groups = self._groups()
         for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
             if p.data is not pv:
                 pv[...] = p.data
@@ -338,6 +364,19 @@ class FlatTrainer:
             for s in states:
                 s["step"] = self.t
         return True
+
+    def _groups(self):
+        """Runs of consecutive parameters with the same ``(lr_factor, wd_factor)`` as
+        ``(lo, hi, lr_factor, wd_factor)`` spans of the flat buffers (padding included)."""
+        groups = []
+        bounds = [*self._offsets[1:], self.size]
+        for p, lo, hi in zip(self.params, self._offsets, bounds, strict=True):
+            factors = (p.lr_factor, p.wd_factor)
+            if groups and groups[-1][2:] == factors:
+                groups[-1] = (groups[-1][0], hi, *factors)
+            else:
+                groups.append((lo, hi, *factors))
+        return groups or [(0, self.size, 1.0, 1.0)]
 
     def state_problem(self) -> str | None:
         """Why the model's current parameters or optimizer state cannot be linked to the flat

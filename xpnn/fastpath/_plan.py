@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Rescaling, Sigmoid, Softmax, Tanh
+from ..layers import (
+    Dense,
+    Dropout,
+    Identity,
+    LeakyReLU,
+    ReLU,
+    Rescaling,
+    Scale,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
 from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
 from ..optimizers import SGD, Adam, AdamW, RMSprop
 
@@ -17,7 +28,8 @@ OPTIMIZERS = {Adam: "adam", AdamW: "adamw", SGD: "sgd", RMSprop: "rmsprop"}
 
 @dataclass(frozen=True)
 class Plan:
-    """What to compute: the ``pre`` layers (Rescaling, Dropout on the input) on the batch, then each
+    """What to compute: the ``pre`` layers (Rescaling, Dropout on the input) on the batch, the
+    ``scale`` (a :class:`~xpnn.Scale` in front of the first Dense, or None), then each
     ``dense[i]`` followed by the layers ``acts[i]`` (a tuple of ``(name, layer)``).
 
     ``head`` is ``"softmax_ce"`` (Softmax fused with categorical cross-entropy), ``"sigmoid_bce"``
@@ -34,6 +46,7 @@ class Plan:
     loss: object
     dtype: str
     backend: str
+    scale: object = None  # the front Scale layer (NumPy trainer only)
 
     def __eq__(self, other):
         return (isinstance(other, Plan) and self.head == other.head
@@ -54,8 +67,9 @@ def analyze(model):
     loss = model.loss
     if type(loss) not in (MSE, Poisson, BinaryCrossEntropy, CategoricalCrossEntropy):
         return None, f"no fast path for the loss {type(loss).__name__}"
-    if any(p.lr_factor != 1.0 or p.wd_factor != 1.0 for p in model.params):
-        return None, "a parameter has its own lr_factor or wd_factor"
+    numpy = model.backend.family == "numpy"
+    if not numpy and any(p.lr_factor != 1.0 or p.wd_factor != 1.0 for p in model.params):
+        return None, "a parameter has its own lr_factor or wd_factor (NumPy's fast path only)"
     layers = list(model.layers)
     head = "plain"
     if model._fused:
@@ -63,10 +77,12 @@ def analyze(model):
         layers = layers[:-1]
     elif type(loss) not in (MSE, Poisson):
         return None, f"{type(loss).__name__} without its fused output activation"
-    pre, dense, acts = [], [], []
+    pre, dense, acts, scale = [], [], [], None
     for layer in layers:
-        if type(layer) in (Dropout, Rescaling) and not dense:
+        if type(layer) in (Dropout, Rescaling) and not dense and scale is None:
             pre.append(layer)        # run as the layer objects on the batch (out of place)
+        elif type(layer) is Scale and not dense and scale is None and numpy:
+            scale = layer            # folded into the first Dense's step by the trainer
         elif type(layer) is Dense:
             dense.append(layer)
             acts.append([])
@@ -80,5 +96,5 @@ def analyze(model):
         return None, "the model has no Dense layer"
     plan = Plan(layers=tuple(model.layers), pre=tuple(pre), dense=tuple(dense),
                 acts=tuple(tuple(a) for a in acts), head=head, optimizer=model.optimizer,
-                loss=loss, dtype=model.dtype, backend=model.backend.name)
+                loss=loss, dtype=model.dtype, backend=model.backend.name, scale=scale)
     return plan, None

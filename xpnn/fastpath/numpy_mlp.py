@@ -253,23 +253,29 @@ class NumpyMLPTrainer(FlatTrainer):
         """
         t = self.t + 1
         fn, arguments = self._update_fn
-        finite = self._run_blocks(fn, arguments(t))
+        opt = self.opt
+        finite = True
+        for lo, hi, lr_factor, wd_factor in self.groups:
+            finite = self._run_blocks(fn, arguments(t, opt.lr * lr_factor,
+                                                    opt.weight_decay * wd_factor),
+                                      lo, hi) and finite
         self.last_update_finite = finite
         self._after_update(t)
         return finite
 
-    def _run_blocks(self, fn, args) -> bool:
-        """``fn(lo, hi, *args)`` over the flat buffers, split across :attr:`threads`; True when
-        every part reported finite results (no more threads than the running loop's BLAS
-        threads, :func:`xpnn.threads.budget`)."""
-        size, threads = self.size, self.threads
+    def _run_blocks(self, fn, args, start=0, stop=None) -> bool:
+        """``fn(lo, hi, *args)`` over the flat buffers' elements ``start:stop`` (default: all),
+        split across :attr:`threads`; True when every part reported finite results (no more
+        threads than the running loop's BLAS threads, :func:`xpnn.threads.budget`)."""
+        stop = self.size if stop is None else stop
+        size, threads = stop - start, self.threads
         if threads > 1 and budget() is not None:
             threads = min(threads, budget())
         if threads <= 1:
-            return bool(fn(0, size, *args))
+            return bool(fn(start, stop, *args))
         step = -(-size // threads)
         step = -(-step // 16) * 16
-        bounds = [(lo, min(lo + step, size)) for lo in range(0, size, step)]
+        bounds = [(lo, min(lo + step, stop)) for lo in range(start, stop, step)]
         pool = _pool(len(bounds) - 1)
         futures = [pool.submit(fn, lo, hi, *args) for lo, hi in bounds[1:]]
         finite = bool(fn(*bounds[0], *args))
@@ -277,18 +283,20 @@ class NumpyMLPTrainer(FlatTrainer):
             finite = bool(f.result()) and finite
         return finite
 
-    def _adam_args(self, t):
+    # The arguments of step t with learning rate lr and weight decay wd (the optimizer's, times
+    # the factors of the parameters updated: one torch.optim parameter group).
+    def _adam_args(self, t, lr, wd):
         opt = self.opt
-        return (opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay, self.kind == "adamw",
-                opt.lr / (1.0 - opt.beta1 ** t), math.sqrt(1.0 - opt.beta2 ** t))
+        return (lr, opt.beta1, opt.beta2, opt.eps, wd, self.kind == "adamw",
+                lr / (1.0 - opt.beta1 ** t), math.sqrt(1.0 - opt.beta2 ** t))
 
-    def _sgd_args(self, t):
+    def _sgd_args(self, t, lr, wd):
         opt = self.opt
-        return opt.lr, opt.momentum, opt.nesterov, opt.weight_decay, self.started
+        return lr, opt.momentum, opt.nesterov, wd, self.started
 
-    def _rmsprop_args(self, t):
+    def _rmsprop_args(self, t, lr, wd):
         opt = self.opt
-        return opt.lr, opt.rho, opt.eps, opt.momentum, opt.weight_decay
+        return lr, opt.rho, opt.eps, opt.momentum, wd
 
     def _adam_numba(self, lo, hi, lr, b1, b2, eps, wd, decoupled, step_size, bc2):
         """The update of :meth:`_adam_block` on elements ``lo:hi`` as one compiled loop
