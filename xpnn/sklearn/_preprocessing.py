@@ -251,17 +251,25 @@ def category_gain(x, z, Y, folds: int = 5, shrink: float = 5.0) -> float:
     m = values.shape[0]
     knots = np.quantile(z, [0.2, 0.4, 0.6, 0.8])
     curve = np.column_stack([np.ones(n), z] + [np.maximum(z - k, 0.0) for k in knots])
+    # Sums per fold (and per fold and value), once: a fold's training rows are the others.
+    cell = fold * m + code
+    counts = np.bincount(cell, minlength=folds * m).reshape(folds, m)
+    sums = np.stack([np.bincount(cell, weights=col, minlength=folds * m) for col in Y.T],
+                    1).reshape(folds, m, -1)
+    sizes = counts.sum(axis=1)
+    parts = [fold == f for f in range(folds)]
+    gram = np.stack([curve[p].T @ curve[p] for p in parts])           # (folds, 6, 6)
+    cross = np.stack([curve[p].T @ Y[p] for p in parts])              # (folds, 6, q)
     sse_means = sse_curve = sse_mean = 0.0
-    for f in range(folds):
-        train, test = fold != f, fold == f
-        mean = Y[train].mean(axis=0)
-        counts = np.bincount(code[train], minlength=m)
-        sums = np.stack([np.bincount(code[train], weights=col, minlength=m)
-                         for col in Y[train].T], 1)
-        means = (sums + shrink * mean) / (counts[:, None] + shrink)
-        seen = counts[code[test]] > 0
+    for f, test in enumerate(parts):
+        count, total = counts.sum(axis=0) - counts[f], sums.sum(axis=0) - sums[f]
+        mean = total.sum(axis=0) / (n - sizes[f])
+        means = (total + shrink * mean) / (count[:, None] + shrink)
+        seen = count[code[test]] > 0
         by_value = np.where(seen[:, None], means[code[test]], mean)
-        coef = np.linalg.lstsq(curve[train], Y[train], rcond=None)[0]
+        # least squares of the curve on the training rows, from their normal equations
+        coef = np.linalg.lstsq(gram.sum(axis=0) - gram[f], cross.sum(axis=0) - cross[f],
+                               rcond=None)[0]
         sse_means += float(((Y[test] - by_value) ** 2).sum())
         sse_curve += float(((Y[test] - curve[test] @ coef) ** 2).sum())
         sse_mean += float(((Y[test] - mean) ** 2).sum())
