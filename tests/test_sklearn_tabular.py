@@ -394,7 +394,8 @@ def test_defaults_choose_the_input_layers_by_task_and_columns():
     assert "Embedding" in repr(clf.models_[0].layers[0])           # city: 15 categories
     assert "PeriodicEmbedding" in repr(reg.models_[0].layers[0])
     plain = TabularClassifier(random_state=0, **FAST).fit(X, y)   # city one-hot
-    assert [type(layer).__name__ for layer in plain.models_[0].layers][:2] == ["Dense", "ReLU"]
+    assert [type(layer).__name__ for layer in plain.models_[0].layers][:3] == \
+        ["Scale", "Dense", "ReLU"]                              # RealMLP's front scale first
     ens = TabularClassifier(random_state=0, k=4, **FAST).fit(X, y)
     assert [type(layer).__name__ for layer in ens.models_[0].layers][-2:] == \
         ["Softmax", "EnsembleMean"]
@@ -439,7 +440,7 @@ def test_regressor_trains_realmlps_recipe_with_per_parameter_factors():
             periodic = [p for f in layer.layers if isinstance(f, PeriodicEmbedding)
                         for p in f.params]
             assert periodic and all(p.lr_factor == 0.1 for p in periodic)
-    assert "lr_factor" in fastpath.explain(model)
+    assert fastpath.explain(model) is not None               # Columns, ParametricActivation
     assert reg.n_iter_ == [4] * 5 and np.isfinite(reg.predict(X)).all()   # 5 networks
 
 
@@ -449,12 +450,14 @@ def test_classifier_default_is_the_plain_network_on_the_fast_path():
     X, y, _ = frame()
     clf = TabularClassifier(random_state=0, **FAST).fit(X, y)
     assert ReLU in [type(layer) for layer in clf.models_[0].layers]
-    assert all(p.lr_factor == 1.0 and p.wd_factor == 1.0 for p in clf.models_[0].params)
+    scale, *others = clf.models_[0].params                   # the front scale: lr × 6, no decay
+    assert (scale.lr_factor, scale.wd_factor) == (6.0, 0.0)
+    assert all(p.lr_factor == 1.0 and p.wd_factor == 1.0 for p in others)
     realmlp = TabularClassifier(random_state=0, recipe="realmlp", **FAST).fit(X, y)
     acts = [layer for layer in realmlp.models_[0].layers
             if isinstance(layer, ParametricActivation)]
     assert acts and all(layer.activation == "selu" for layer in acts)
-    assert "lr_factor" in fastpath.explain(realmlp.models_[0])
+    assert fastpath.explain(realmlp.models_[0]) is not None   # ParametricActivation
     numbers = np.random.default_rng(0).normal(size=(120, 4))
     plain = TabularClassifier(random_state=0, **FAST).fit(numbers, numbers[:, 0] > 0)
     assert fastpath.explain(plain.models_[0]) is None

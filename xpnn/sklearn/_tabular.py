@@ -41,7 +41,10 @@ shaped to train fast on a CPU):
   Regression targets are standardised (mean 0, standard deviation 1) and mapped back.
 * Network: a :class:`~xpnn.Columns` input layer when needed (learned :class:`~xpnn.Embedding` of
   the category codes, ``embedding_dim`` numbers each; optional periodic embeddings
-  :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), then blocks
+  :class:`~xpnn.PeriodicEmbedding` of the numeric columns, ``numeric_embedding``), RealMLP's
+  front :class:`~xpnn.Scale` (one learned factor per input column, ``lr × 6`` and no weight
+  decay: a soft feature selection; in the classifier it raised 11 of the 21 benchmark tables
+  and lowered 5, and a table of 470 noise columns rose from 0.718 to 0.778), then blocks
   of ``hidden_layer_sizes`` with an activation and dropout: ``Dense`` layers, or with ``k > 1``
   a TabM-style ensemble of k members sharing their weights (:class:`~xpnn.BatchEnsembleDense`;
   the loss is the mean of the members' losses, predictions average their probabilities);
@@ -139,6 +142,13 @@ def _n_rows(X):
         return None
 
 
+def _front_scale_factors(layer):
+    """RealMLP's factors of its front scale: ``lr × 6``, no weight decay (a soft feature
+    selection that can learn to turn a useless column down within the first epochs)."""
+    for p in layer.params:
+        p.lr_factor, p.wd_factor = 6.0, 0.0
+
+
 def _realmlp_factors(model):
     """RealMLP's per-parameter learning-rate and weight-decay factors (Holzmüller et al.,
     2024). Its NTK parametrisation (``y = x W / √fan_in`` with ``W ~ N(0, 1)``) trained with
@@ -155,8 +165,7 @@ def _realmlp_factors(model):
                 elif p.name == "b":
                     p.lr_factor, p.wd_factor = 0.1, 0.0
         elif isinstance(layer, Scale):
-            for p in layer.params:
-                p.lr_factor, p.wd_factor = 6.0, 0.0
+            _front_scale_factors(layer)
         elif isinstance(layer, ParametricActivation):
             for p in layer.params:
                 p.lr_factor, p.wd_factor = 0.1, 0.0
@@ -294,8 +303,7 @@ class _BaseTabular(BaseEstimator):
             layers.append(Columns(blocks))
         n_in = sum(w if layer is None else layer.output_features(w) for w, layer in blocks)
         realmlp = self._settings()["recipe"] == "realmlp"
-        if realmlp:
-            layers.append(Scale(n_in))
+        layers.append(Scale(n_in))        # RealMLP's front scale, in both recipes
         k = self.k
         if k > 1:
             layers.append(EnsembleView(k))
@@ -410,6 +418,10 @@ class _BaseTabular(BaseEstimator):
         lr = settings["learning_rate"]
         if settings["recipe"] == "realmlp":
             _realmlp_factors(model)
+        else:
+            for layer in model.layers:
+                if isinstance(layer, Scale):
+                    _front_scale_factors(layer)
         epochs = settings["max_iter"]
         if self.max_iter == "auto" and settings["recipe"] == "realmlp":
             # large tables: at most MAX_STEPS optimizer steps (but 16 epochs)
