@@ -4,18 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..layers import (
-    Dense,
-    Dropout,
-    Identity,
-    LeakyReLU,
-    ReLU,
-    Rescaling,
-    Scale,
-    Sigmoid,
-    Softmax,
-    Tanh,
-)
+from ..layers import Dense, Dropout, Identity, LeakyReLU, ReLU, Rescaling, Sigmoid, Softmax, Tanh
+from ..layers.scale import Scale
 from ..losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, Poisson
 from ..optimizers import SGD, Adam, AdamW, RMSprop
 
