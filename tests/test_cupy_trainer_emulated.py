@@ -36,6 +36,7 @@ from xpnn import (
     LeakyReLU,
     ReLU,
     RMSprop,
+    Scale,
     Sequential,
     Sigmoid,
     Softmax,
@@ -228,6 +229,12 @@ def _add(a, b, out):
     return np.add(a, b, out=out)
 
 
+def _multiply(a, b, out):
+    DEVICES.check("multiply")
+    _same_dtypes("multiply", a, b, out)
+    return np.multiply(a, b, out=out)
+
+
 def _isfinite(a):
     DEVICES.check("isfinite")
     return np.isfinite(a)
@@ -240,7 +247,8 @@ def _allocator(fn):
     return allocate
 
 
-FAKE_LIB = {"matmul": _matmul, "sum": _sum, "add": _add, "isfinite": _isfinite,
+FAKE_LIB = {"matmul": _matmul, "sum": _sum, "add": _add, "multiply": _multiply,
+            "isfinite": _isfinite,
             "empty": _allocator(np.empty),
             "zeros": _allocator(np.zeros), "dtype": np.dtype}
 
@@ -279,7 +287,11 @@ ARCHS = {
     "decay": lambda: [Dense(10, 16, weight_decay=0.05), ReLU(), Dense(16, 4), Softmax()],
     "dropout": lambda: [Dropout(0.2), Dense(10, 16), ReLU(), Dropout(0.5), Dense(16, 8),
                         LeakyReLU(0.1), Dropout(0.3), Dense(8, 4), Softmax()],
+    # RealMLP's front scale, with its own factors and others on the biases (parameter groups)
+    "scaled": lambda: [Scale(10), Dense(10, 16), ReLU(), Dropout(0.2), Dense(16, 4), Softmax()],
 }
+#: (lr_factor, wd_factor) of each parameter of the archs that set them
+FACTORS = {"scaled": [(6.0, 0.0), (1.0, 1.0), (0.1, 0.0), (1.0, 1.0), (0.1, 0.0)]}
 OPTIMIZERS = {
     "adam": lambda: Adam(1e-2),
     "adam_l2": lambda: Adam(1e-2, weight_decay=1e-2),
@@ -302,6 +314,8 @@ def _fit(arch, opt, fast, one_hot=False, dtype="float64"):
     elif one_hot:
         y = np.eye(4)[y]
     model = Sequential(*ARCHS[arch](), dtype=dtype, seed=3)
+    for p, (lr, wd) in zip(model.params, FACTORS.get(arch, ()), strict=False):
+        p.lr_factor, p.wd_factor = lr, wd
     model.fastpath = fast
     model.compile(loss=loss, optimizer=OPTIMIZERS[opt]())
     history = model.fit(X, y, epochs=3, batch_size=32, verbose=0)
@@ -360,7 +374,7 @@ def test_emulation_catches_a_swapped_argument(cupy_on_numpy, monkeypatch):
     assert not np.allclose(fast.get_weights()[0], generic.get_weights()[0], rtol=1e-6)
 
 
-@pytest.mark.parametrize("arch", ["relu", "tanh-sigmoid", "dropout", "decay", "bce"])
+@pytest.mark.parametrize("arch", ["relu", "tanh-sigmoid", "dropout", "decay", "bce", "scaled"])
 def test_cupy_trainer_in_float32(cupy_on_numpy, arch):
     """float32 models: every array and NumPy scalar reaching a kernel is float32."""
     fast, h_fast = _fit(arch, "adam_l2", fast=True, dtype="float32")

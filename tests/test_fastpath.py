@@ -64,13 +64,13 @@ ARCHS = {
     "rescaled": lambda: [Rescaling(0.5, offset=0.25), Dropout(0.1), Dense(12, 16), ReLU(),
                          Dense(16, 4), Softmax()],
     # a learned scale of every input feature in front of the first Dense (RealMLP's), which
-    # NumPy's trainer folds into that Dense's step
+    # the trainers fold into that Dense's step
     "scaled": lambda: [Scale(12), Dense(12, 32), ReLU(), Dropout(0.2), Dense(32, 4), Softmax()],
     "scaled_mse": lambda: [Dropout(0.1), Scale(12), Dense(12, 16, weight_decay=0.01), Tanh(),
                            Dense(16, 3)],
 }
-#: Per-parameter factors set after building (torch.optim parameter groups): NumPy's trainer
-#: updates each run of parameters with equal factors with its own lr and weight decay.
+#: Per-parameter factors set after building (torch.optim parameter groups): the trainers
+#: update each run of parameters with equal factors with its own lr and weight decay.
 FACTORS = {
     "scaled": [(6.0, 0.0), (0.5, 2.0), (0.1, 0.0), (0.5, 2.0), (0.1, 0.0)],
     "relu": [(1.0, 1.0), (1.0, 1.0), (0.25, 0.0), (0.25, 0.0), (1.0, 1.0), (3.0, 1.0)],
@@ -154,9 +154,7 @@ def _check_fast_matches_generic(backend, dtype, arch, opt):
     fast, _, _ = _model(backend, dtype, arch, opt, fast=True)
     hg = generic.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
     hf = fast.fit(X, t, epochs=3, batch_size=64, shuffle=True, verbose=0)
-    numpy_only = "scaled" in arch or "factors" in arch      # the CuPy trainer declines these
-    assert (getattr(fast, "_fastpath_trainer", None) is not None) == (
-        backend == "numpy" if numpy_only else backend in FAST_BACKENDS)
+    assert (getattr(fast, "_fastpath_trainer", None) is not None) == (backend in FAST_BACKENDS)
     assert getattr(generic, "_fastpath_trainer", None) is None
     _assert_same_weights(generic, fast, backend, dtype)
     rtol = 1e-5 if dtype == "float32" else 1e-10

@@ -8,10 +8,10 @@ reference: it runs on every backend and reads like the equations. For the most c
 trained by Adam, AdamW, SGD or RMSprop, this package provides trainers that compute *the same
 numbers* with backend-specific tricks (Dropout and the activations a trainer does not compute
 itself run as the model's own layer objects inside the fast step, drawing the same random masks).
-NumPy's trainer also takes a front :class:`~xpnn.Scale` (RealMLP's learned scale of each input
-feature, folded into the first Dense's step) and parameters with their own ``lr_factor`` /
+Both also take a front :class:`~xpnn.Scale` (RealMLP's learned scale of each input feature,
+folded into the first Dense's step) and parameters with their own ``lr_factor`` /
 ``wd_factor`` (each run of parameters with equal factors updated as one ``torch.optim``
-parameter group); the CuPy trainer leaves such models to the generic step:
+parameter group):
 
 * ``numpy_mlp`` (NumPy): parameters, gradients and optimizer moments live in flat buffers
   updated in place; activations and gradients are preallocated and written with ``out=``;

@@ -213,7 +213,7 @@ class FlatTrainer:
         ``x ⊙ s``, so its ``dW = diag(s) xᵀ δ`` and ``dL/ds_j = Σ_n x_nj (δ Wᵀ)_nj =
         Σ_k W_jk (xᵀ δ)_jk`` (no ``δ Wᵀ`` product needed)."""
         s, ds = self.p_views[0], self.g_views[0]
-        self.lib.einsum("jk,jk->j", W, dW, out=ds)
+        self.lib.sum(W * dW, axis=1, out=ds)
         dW *= s[:, None]
 
     def _head_takes_bias(self, tb, wb) -> bool:

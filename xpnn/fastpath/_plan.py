@@ -36,7 +36,7 @@ class Plan:
     loss: object
     dtype: str
     backend: str
-    scale: object = None  # the front Scale layer (NumPy trainer only)
+    scale: object = None  # the front Scale layer
 
     def __eq__(self, other):
         return (isinstance(other, Plan) and self.head == other.head
@@ -57,9 +57,6 @@ def analyze(model):
     loss = model.loss
     if type(loss) not in (MSE, Poisson, BinaryCrossEntropy, CategoricalCrossEntropy):
         return None, f"no fast path for the loss {type(loss).__name__}"
-    numpy = model.backend.family == "numpy"
-    if not numpy and any(p.lr_factor != 1.0 or p.wd_factor != 1.0 for p in model.params):
-        return None, "a parameter has its own lr_factor or wd_factor (NumPy's fast path only)"
     layers = list(model.layers)
     head = "plain"
     if model._fused:
@@ -71,7 +68,7 @@ def analyze(model):
     for layer in layers:
         if type(layer) in (Dropout, Rescaling) and not dense and scale is None:
             pre.append(layer)        # run as the layer objects on the batch (out of place)
-        elif type(layer) is Scale and not dense and scale is None and numpy:
+        elif type(layer) is Scale and not dense and scale is None:
             scale = layer            # folded into the first Dense's step by the trainer
         elif type(layer) is Dense:
             dense.append(layer)

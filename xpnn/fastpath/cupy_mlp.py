@@ -214,23 +214,23 @@ class CupyMLPTrainer(FlatTrainer):
         cp.add(dW, float(wd) * W, out=dW)
 
     def update(self):
-        """The optimizer step: one kernel over the flat buffers."""
+        """The optimizer step: one kernel over the flat buffers, or one per run of parameters
+        with their own ``lr_factor`` / ``wd_factor`` (:attr:`groups`)."""
         opt = self.opt
         t = self.t + 1
-        if self.kind in ("adam", "adamw"):
-            decoupled = self.kind == "adamw"
+        for lo, hi, lr_factor, wd_factor in self.groups:
             # Python floats: a NumPy scalar of another dtype than T would not match the kernel
-            lr, b1, b2, wd = (float(opt.lr), float(opt.beta1), float(opt.beta2),
-                              float(opt.weight_decay))
-            _adam(self.flat_g, b1, 1.0 - b1, b2, 1.0 - b2, float(opt.eps), wd, 1.0 - lr * wd,
-                  int(decoupled), lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t),
-                  self.flat_p, self.flat_m, self.flat_v)
-        elif self.kind == "sgd":
-            _sgd(self.flat_g, float(opt.lr), float(opt.momentum), float(opt.weight_decay),
-                 int(opt.nesterov), int(self.started), self.flat_p, self.flat_m)
-        else:
-            rho = float(opt.rho)
-            _rmsprop(self.flat_g, float(opt.lr), rho, 1.0 - rho, float(opt.eps),
-                     float(opt.momentum), float(opt.weight_decay), self.flat_p, self.flat_m,
-                     self.flat_v)
+            lr, wd = float(opt.lr * lr_factor), float(opt.weight_decay * wd_factor)
+            g, p, m, v = (flat[lo:hi] for flat in (self.flat_g, self.flat_p, self.flat_m,
+                                                   self.flat_v))
+            if self.kind in ("adam", "adamw"):
+                decoupled = self.kind == "adamw"
+                b1, b2 = float(opt.beta1), float(opt.beta2)
+                _adam(g, b1, 1.0 - b1, b2, 1.0 - b2, float(opt.eps), wd, 1.0 - lr * wd,
+                      int(decoupled), lr / (1.0 - b1 ** t), math.sqrt(1.0 - b2 ** t), p, m, v)
+            elif self.kind == "sgd":
+                _sgd(g, lr, float(opt.momentum), wd, int(opt.nesterov), int(self.started), p, m)
+            else:
+                rho = float(opt.rho)
+                _rmsprop(g, lr, rho, 1.0 - rho, float(opt.eps), float(opt.momentum), wd, p, m, v)
         self._after_update(t)
