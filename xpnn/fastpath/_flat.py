@@ -91,8 +91,8 @@ class FlatTrainer:
         self.m_views, self.v_views = views(self.flat_m), views(self.flat_v)
         self._offsets = offsets
         #: ``(lo, hi, lr_factor, wd_factor)``: runs of the flat buffers whose parameters share
-        #: their factors (one torch.optim parameter group each), set by :meth:`attach`
-        self.groups = [(0, self.size, 1.0, 1.0)]
+        #: their factors (one torch.optim parameter group each), renewed by :meth:`attach`
+        self.groups = self._groups()
         self._xs = None                     # the scaled input, with a front Scale
         self.stages = self._stages(plan)
         self.opt = plan.optimizer
@@ -376,7 +376,7 @@ class FlatTrainer:
                 groups[-1] = (groups[-1][0], hi, *factors)
             else:
                 groups.append((lo, hi, *factors))
-        return groups or [(0, self.size, 1.0, 1.0)]
+        return groups
 
     def state_problem(self) -> str | None:
         """Why the model's current parameters or optimizer state cannot be linked to the flat

@@ -470,7 +470,7 @@ class TabularPreprocessor(TransformerMixin, BaseEstimator):
             found, counts = np.unique(present, return_counts=True)
             cats = [str(c) for c, k in zip(found, counts, strict=True)
                     if k >= self.min_category_count]
-            if missing.sum() >= max(1, self.min_category_count):
+            if missing.sum() >= self.min_category_count:
                 cats.append(None)
             kinds.append(kind)
             categories.append(np.array(cats, dtype=object))

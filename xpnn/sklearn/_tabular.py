@@ -142,11 +142,13 @@ def _n_rows(X):
         return None
 
 
-def _front_scale_factors(layer):
-    """RealMLP's factors of its front scale: ``lr × 6``, no weight decay (a soft feature
-    selection that can learn to turn a useless column down within the first epochs)."""
-    for p in layer.params:
-        p.lr_factor, p.wd_factor = 6.0, 0.0
+def _front_scale_factors(model):
+    """RealMLP's factors of its front scale (both recipes): ``lr × 6``, no weight decay (a soft
+    feature selection that can learn to turn a useless column down within the first epochs)."""
+    for layer in model.layers:
+        if isinstance(layer, Scale):
+            for p in layer.params:
+                p.lr_factor, p.wd_factor = 6.0, 0.0
 
 
 def _realmlp_factors(model):
@@ -155,7 +157,7 @@ def _realmlp_factors(model):
     Adam equals a standard layer trained with ``lr / √fan_in`` and ``wd · √fan_in`` (Adam's
     step does not depend on the gradient's scale): those factors on every weight matrix;
     biases ``lr × 0.1`` and no weight decay; periodic embeddings and parametric activations
-    ``lr × 0.1``; the front scale ``lr × 6``; neither decays."""
+    ``lr × 0.1``; neither decays (the front scale's: :func:`_front_scale_factors`)."""
     for layer in model.layers:
         if isinstance(layer, (Dense, BatchEnsembleDense, EnsembleDense)):
             for p in layer.params:
@@ -164,8 +166,6 @@ def _realmlp_factors(model):
                     p.lr_factor, p.wd_factor = 1.0 / root, root
                 elif p.name == "b":
                     p.lr_factor, p.wd_factor = 0.1, 0.0
-        elif isinstance(layer, Scale):
-            _front_scale_factors(layer)
         elif isinstance(layer, ParametricActivation):
             for p in layer.params:
                 p.lr_factor, p.wd_factor = 0.1, 0.0
@@ -418,10 +418,7 @@ class _BaseTabular(BaseEstimator):
         lr = settings["learning_rate"]
         if settings["recipe"] == "realmlp":
             _realmlp_factors(model)
-        else:
-            for layer in model.layers:
-                if isinstance(layer, Scale):
-                    _front_scale_factors(layer)
+        _front_scale_factors(model)
         epochs = settings["max_iter"]
         if self.max_iter == "auto" and settings["recipe"] == "realmlp":
             # large tables: at most MAX_STEPS optimizer steps (but 16 epochs)
