@@ -236,9 +236,9 @@ def test_dropout_sends_its_mask_in_the_models_dtype():
         out = layer.forward(np.ones((200, 5), dtype), training=True)
         assert sent == [np.dtype(dtype)]
         assert out.dtype == np.dtype(dtype)
-        raw = np.random.default_rng(0).bit_generator.random_raw(500)    # 2 units a draw
-        units = np.stack([raw & 0xFFFFFFFF, raw >> 32], axis=1).reshape(200, 5)
-        keep = units >= round(0.3 * 2 ** 32)
+        raw = np.random.default_rng(0).bit_generator.random_raw(250)    # 4 units a draw
+        units = np.stack([(raw >> s) & 0xFFFF for s in (0, 16, 32, 48)], axis=1).reshape(200, 5)
+        keep = units >= round(0.3 * 2 ** 16)
         np.testing.assert_array_equal(out, (keep / 0.7).astype(dtype))
 
 

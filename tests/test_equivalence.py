@@ -179,8 +179,13 @@ def test_training_matches_torch_autograd():
 def test_streamed_memmap_matches_numpy(backend, dtype, tmp_path):
     """A uint8 memmap read batch by batch (on CuPy through the pinned double buffer and the
     copy stream) trains, predicts and evaluates as the same data converted up front on NumPy;
-    on the model's own backend the streamed and resident runs are the same run."""
-    rng = np.random.default_rng(5)
+    on the model's own backend the streamed and resident runs are the same run.
+
+    With pixels of a few levels, some data sets give a unit a near-zero gradient whose
+    rounding Adam's m/√v turns into a visible step (NumPy's own float32 run then differs from
+    its float64 run by up to 3e-3 after these 10 steps); the data here are not such a set, which
+    the test checks first (else a float32 difference says nothing about the backend)."""
+    rng = np.random.default_rng(1)
     images = rng.integers(0, 4, size=(N_SAMPLES, 6), dtype=np.uint8)    # small: well conditioned
     y = (images[:, 0] > images[:, 1]).astype(int) + (images[:, 2] > 2).astype(int)
     X = np.lib.format.open_memmap(tmp_path / "x.npy", "w+", np.uint8, images.shape)
@@ -188,8 +193,10 @@ def test_streamed_memmap_matches_numpy(backend, dtype, tmp_path):
     runs = {}
     for name, be, source in (("numpy", "numpy", images.astype(dtype)),
                              ("resident", backend, images.astype(dtype)),
-                             ("streamed", backend, X)):
-        model = classifier(be, dtype)
+                             ("streamed", backend, X), ("float64", "numpy", images)):
+        if name == "float64" and dtype == "float64":
+            continue
+        model = classifier(be, "float64" if name == "float64" else dtype)
         model.compile(loss="crossentropy", optimizer=xpnn.Adam(0.01), metrics=["accuracy"])
         if name == "streamed":
             model.resident_budget = 0
@@ -199,6 +206,9 @@ def test_streamed_memmap_matches_numpy(backend, dtype, tmp_path):
         runs[name] = (model, history, to_numpy(model.predict(source, batch_size=7)),
                       model.evaluate(source, y, batch_size=9))
     ref = runs["numpy"]
+    if dtype == "float32":                    # the data are well conditioned (see above)
+        assert_weights_close([w.astype(np.float32) for w in runs["float64"][0].get_weights()],
+                             ref[0].get_weights(), dtype)
     for name in ("resident", "streamed"):
         model, history, predicted, scores = runs[name]
         assert_weights_close(model.get_weights(), ref[0].get_weights(), dtype)

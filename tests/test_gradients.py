@@ -371,21 +371,21 @@ def test_model_gradient_check_can_fail():
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.85])
 def test_dropout_keeps_a_fraction_one_minus_p(p):
-    """keep_mask: 2 units per raw 64-bit draw, kept with probability 1 - p (odd sizes too)."""
+    """keep_mask: 4 units per raw 64-bit draw, kept with probability 1 - p (odd sizes too)."""
     from xpnn.layers.dropout import keep_mask
 
     rng = np.random.default_rng(3)
     before = rng.bit_generator.state["state"]["state"]
-    mask = keep_mask(rng, 401, 251, p)                 # 100651 units: an odd count
+    mask = keep_mask(rng, 401, 251, p)                 # 100651 units: not a multiple of 4
     assert mask.shape == (401, 251) and mask.dtype == bool
     n = mask.size
     assert abs(mask.mean() - (1 - p)) < 5 * np.sqrt(p * (1 - p) / n)
     again = np.random.default_rng(3)
     assert again.bit_generator.state["state"]["state"] == before
     np.testing.assert_array_equal(keep_mask(again, 401, 251, p), mask)        # deterministic
-    # ceil(n / 2) raw draws were used: the next draw is the same on both generators
+    # ceil(n / 4) raw draws were used: the next draw is the same on both generators
     reference = np.random.default_rng(3)
-    reference.bit_generator.random_raw((n + 1) // 2)
+    reference.bit_generator.random_raw((n + 3) // 4)
     assert rng.bit_generator.random_raw() == reference.bit_generator.random_raw()
 
 

@@ -62,6 +62,16 @@ def all_rows(lo, hi):
     return lo, hi
 
 
+def row_pieces(rows, *arrays):
+    """The arrays (None passes through) cut into consecutive pieces of at most ``rows`` rows:
+    a list of tuples, one per piece (one, the arrays themselves, when they fit)."""
+    n = arrays[0].shape[0]
+    if n <= rows:
+        return [arrays]
+    return [tuple(None if a is None else a[lo:lo + rows] for a in arrays)
+            for lo in range(0, n, rows)]
+
+
 #: Rows checked per block when scanning a whole host array for NaN/inf (bounds the temporary).
 CHECK_ROWS = 1 << 16
 

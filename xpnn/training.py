@@ -134,6 +134,8 @@ class TrainingRun:
         Set by the first Ctrl-C; the loop raises KeyboardInterrupt after the step in progress.
     steps_per_epoch : int or None
         Batches in an epoch of the current ``fit`` (None when unknown, or outside ``fit``).
+    batch_size : int or None
+        Rows per training batch of the current ``fit`` (None outside ``fit``).
     trainer : fast trainer or None
         The fast trainer (:func:`xpnn.fastpath.select`) that trained the last batches, or
         None (the generic step); the validation after an epoch evaluates with it.
@@ -148,6 +150,7 @@ class TrainingRun:
         self._epoch_done = None      # epochs completed, once one has been in this run
         self.data_parallel = None
         self.steps_per_epoch = None  # batches per epoch, once fit knows them
+        self.batch_size = None       # rows per training batch, once fit knows them
         self.trainer = None          # the fast trainer of the last epoch's steps, or None
         comm = distributed.active(comm)
         if comm is not None:
@@ -251,6 +254,7 @@ class TrainingRun:
         afterwards. :attr:`steps_per_epoch` is the number of batches of an epoch (None when
         unknown), for callbacks that act per step."""
         self.steps_per_epoch = source_steps(source, batch_size)
+        self.batch_size = batch_size
         try:
             self._fit(source, val, batch_size, shuffle, epochs, initial_epoch)
         finally:
@@ -481,26 +485,32 @@ def _evaluate(model, source, batch_size, verbose, run):
     loss_sum, total, seen = 0.0, 0.0, 0
     shard = None if run is None else run.local_rows
     # Validating in fit: the fast trainer of the epoch's steps computes the same forward
-    # into its buffers, and the loss fused (None: the model's layers and loss object).
+    # into its buffers, and the loss fused (None: the model's layers and loss object), in
+    # pieces of a training batch's rows (the same pieces, and so the same rounding, in a run
+    # resumed from a checkpoint).
     trainer = None if run is None else run.trainer
     for _, xb, tb, wb in source.batches(model, None, batch_size or 1, shard=shard):
         seen += 1
         if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
             continue
-        fast = None if trainer is None else trainer.evaluate_batch(xb, tb, wb)
-        if fast is not None:
-            loss, out = fast
-        elif model._fused and model._members == 1:   # an ensemble: loss of the mean output
-            loss = loss_fn.forward_logits(model._forward(xb, logits=True), tb, wb)
-            out = loss_fn.p
-        else:
-            out = model._forward(xb)
-            loss = loss_fn.forward(out, tb, wb)
-        rows = xb.shape[0] if wb is None else xp.sum(wb)
-        loss_sum = loss_sum + loss * rows
-        total = total + rows
-        for m in metrics:
-            m.update(xp, out, tb)
+        piece = None if trainer is None else run.batch_size or trainer.capacity
+        by_trainer = bool(piece) and trainer.evaluates(tb, wb)
+        pieces = data.row_pieces(piece, xb, tb, wb) if by_trainer else [(xb, tb, wb)]
+        for x, t, w in pieces:
+            fast = trainer.evaluate_batch(x, t, w) if by_trainer else None
+            if fast is not None:
+                loss, out = fast
+            elif model._fused and model._members == 1:   # an ensemble: loss of the mean
+                loss = loss_fn.forward_logits(model._forward(x, logits=True), t, w)
+                out = loss_fn.p
+            else:
+                out = model._forward(x)
+                loss = loss_fn.forward(out, t, w)
+            rows = x.shape[0] if w is None else xp.sum(w)
+            loss_sum = loss_sum + loss * rows
+            total = total + rows
+            for m in metrics:
+                m.update(xp, out, t)
         if progress is not None:
             progress.update()
     if seen == 0:                      # an iterable that is used up

@@ -251,13 +251,16 @@ class FlatTrainer:
         loss object's, to rounding). Returns ``(loss, probabilities)``, valid until the next
         step, or None where the generic evaluation applies: another head, targets that are not
         integer labels, weighted or smoothed ones the trainer does not weigh or smooth itself
-        (:meth:`_fuses_loss`), more rows than the buffers hold, or a model no longer linked to
-        this trainer.
+        (:meth:`_fuses_loss`), or a model no longer linked to this trainer. Buffers too small
+        for ``n`` rows grow, as for a training step (:func:`xpnn.training.evaluate` gives the
+        validation set in pieces of a training batch's rows where :meth:`evaluates` says the
+        trainer takes its targets).
         """
         n = xb.shape[0]
-        if (self.plan.head != "softmax_ce" or tb.ndim != 1 or n == 0 or n > self.capacity
-                or not self._fuses_loss(tb, wb) or not self._linked()):
+        if n == 0 or not self.evaluates(tb, wb):
             return None
+        if n > self.capacity:
+            self._allocate(n)
         for layer in self.plan.pre:                 # rescaling; dropout passes x on
             xb = layer.forward(xb, training=False)
         a = xb if self.plan.scale is None else self._scaled(xb)
@@ -271,6 +274,13 @@ class FlatTrainer:
             a = z
         loss, out, _ = self._softmax_ce(a, tb, n, w=wb)
         return loss, out
+
+    def evaluates(self, tb, wb=None) -> bool:
+        """Whether :meth:`evaluate_batch` computes the loss of targets ``tb`` with row weights
+        ``wb``: softmax + cross-entropy on integer labels that :meth:`_fuses_loss`, with
+        the model still linked to this trainer."""
+        return (self.plan.head == "softmax_ce" and tb.ndim == 1
+                and self._fuses_loss(tb, wb) and self._linked())
 
     def _linked(self) -> bool:
         """Whether the model still has this trainer's layers, loss and parameters, the

@@ -7,22 +7,23 @@ import numpy as np
 from .._validation import check_real
 from .base import Layer
 
-#: 2³²: the 32-bit uniform integers of ``keep_mask`` lie in [0, 2³²).
-TWO_32 = 2 ** 32
+#: 2¹⁶: the 16-bit uniform integers of ``keep_mask`` lie in [0, 2¹⁶).
+TWO_16 = 2 ** 16
 
 
 def keep_mask(rng, rows, features, p):
     """A (rows, features) keep-mask with ``P(keep) = 1 - p``, from ``rng``'s raw stream.
 
-    Each 64-bit output of ``rng.bit_generator`` gives two uniform 32-bit integers ``u``
-    (its low half first, on every platform), in row-major order; a unit is kept where
-    ``u >= round(p · 2³²)``. That is one raw draw for two units and one comparison (half the
-    work of a float64 uniform per unit); the keep probability is exact to 2⁻³³.
+    Each 64-bit output of ``rng.bit_generator`` gives four uniform 16-bit integers ``u``
+    (lowest quarter first, on every platform), in row-major order; a unit is kept where
+    ``u >= round(p · 2¹⁶)``. That is one raw draw for four units and one comparison of two
+    bytes (an eighth of the random bits a float64 uniform per unit spends), so a ``p`` is
+    dropped with probability ``round(p · 2¹⁶) / 2¹⁶``: within 2⁻¹⁷ of ``p``.
 
     Parameters
     ----------
     rng : numpy.random.Generator
-        The generator (advanced by ``ceil(rows · features / 2)`` raw draws).
+        The generator (advanced by ``ceil(rows · features / 4)`` raw draws).
     rows, features : int
         Shape of the mask.
     p : float
@@ -33,10 +34,10 @@ def keep_mask(rng, rows, features, p):
     numpy.ndarray of bool, shape (rows, features)
     """
     n = rows * features
-    raw = rng.bit_generator.random_raw((n + 1) // 2)
-    halves = raw.astype("<u8", copy=False).view("<u4")[:n]     # low, high, low, high, ...
-    threshold = np.uint32(min(round(p * TWO_32), TWO_32 - 1))
-    return (halves >= threshold).reshape(rows, features)
+    raw = rng.bit_generator.random_raw((n + 3) // 4)
+    quarters = raw.astype("<u8", copy=False).view("<u2")[:n]     # lowest 16 bits first
+    threshold = np.uint16(min(round(p * TWO_16), TWO_16 - 1))
+    return (quarters >= threshold).reshape(rows, features)
 
 
 class Dropout(Layer):
