@@ -406,3 +406,56 @@ def test_generic_path_model_imports_no_fast_trainer():
                           timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_dropout_kernel_is_the_layers_product(dtype):
+    """``dropout_apply`` (forward) and ``dropout_apply_inplace`` (backward) give bit for bit
+    what ``Dropout.forward`` / ``backward`` give with the same mask, NaN and inf included."""
+    numba_kernels = pytest.importorskip("xpnn.fastpath.numba_kernels")
+    pytest.importorskip("numba")
+    layer = Dropout(0.3)
+    layer.build(xpnn.backend.get_backend("numpy"), dtype, np.random.default_rng(0), 7)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(40, 7)).astype(dtype)
+    x[0, :3] = [np.nan, np.inf, -np.inf]
+    with np.errstate(invalid="ignore"):                    # inf · 0
+        expected = layer.forward(x, training=True)
+    keep = layer.scale != 0
+    scale = np.dtype(dtype).type(1.0 / (1.0 - 0.3))
+    out = np.empty_like(x)
+    numba_kernels.dropout_apply(x, keep, scale, out)
+    np.testing.assert_array_equal(out, expected)            # NaN where the layer has NaN
+    delta = rng.normal(size=x.shape).astype(dtype)
+    delta[1, :2] = [np.inf, np.nan]
+    with np.errstate(invalid="ignore"):
+        expected = layer.backward(delta)
+    numba_kernels.dropout_apply_inplace(delta, keep, scale)
+    np.testing.assert_array_equal(delta, expected)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_numpy_trainer_fuses_dropout_to_the_same_weights(dtype, monkeypatch):
+    """With Numba, the NumPy trainer applies a Dropout that follows an activation in its own
+    kernel (no scale array): the same masks and bit for bit the same weights as with the layer
+    objects."""
+    pytest.importorskip("numba")
+    from xpnn.fastpath._flat import FlatTrainer
+    from xpnn.fastpath.numpy_mlp import NumpyMLPTrainer
+
+    def fit():
+        model = Sequential(Dense(12, 32), ReLU(), Dropout(0.4), Dense(32, 16), Tanh(),
+                           Dropout(0.2), Dense(16, 4), Softmax(), dtype=dtype, seed=3)
+        model.compile("crossentropy", Adam(1e-2))
+        X, y = _data()
+        model.fit(X, y, epochs=3, batch_size=64, verbose=0)
+        return model
+
+    fused = fit()
+    assert set(fused._fastpath_trainer._dropped) == {0, 1}
+    monkeypatch.setattr(NumpyMLPTrainer, "_post_forward", FlatTrainer._post_forward)
+    monkeypatch.setattr(NumpyMLPTrainer, "_post_backward", FlatTrainer._post_backward)
+    layers = fit()
+    assert not layers._fastpath_trainer._dropped
+    for a, b in zip(fused.get_weights(), layers.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)

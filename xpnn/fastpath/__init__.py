@@ -17,7 +17,8 @@ parameter group):
   updated in place; activations and gradients are preallocated and written with ``out=``;
   transposed operands go to BLAS as views. When Numba is installed (``xpnn[fast]``), the
   element-wise work (optimizer update, bias + ReLU, ReLU's backward + bias gradient,
-  softmax-cross-entropy) runs as one compiled pass each from ``numba_kernels``, otherwise
+  softmax-cross-entropy, the product of a Dropout after an activation with the layer's mask)
+  runs as one compiled pass each from ``numba_kernels``, otherwise
   as NumPy passes; for large models the update is split across threads. Shuffled batches are
   gathered one at a time into a reused buffer (``gathers_batches``), not the whole dataset
   once per epoch.

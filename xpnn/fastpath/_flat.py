@@ -26,7 +26,9 @@ class FlatTrainer:
     (buffers for a batch size), ``_bias_act(z, W, b, mode)`` (in place),
     ``_act_backward(i, y, δ, db, mode)`` (in place; True when it also computed ``db``),
     ``_add_weight_decay``, ``_softmax_ce`` and ``update``. Layers they do not compute
-    (Dropout, other activations) run as the model's own layer objects.
+    (Dropout, other activations) run as the model's own layer objects (``_post_forward`` /
+    ``_post_backward``, which a subclass may do itself: NumPy with Numba applies a Dropout's
+    mask in one pass).
     """
 
     lib = None
@@ -166,8 +168,7 @@ class FlatTrainer:
             if not (head_bias and i == last):
                 self._bias_act(z, W, b, mode)
             acts.append(z)
-            for layer in post:
-                z = layer.forward(z, training=True)
+            z = self._post_forward(i, z, post)
             outs.append(z)
             a = z
 
@@ -177,8 +178,7 @@ class FlatTrainer:
         # then δ ← δ W_iᵀ for the layer below
         for i in range(len(stages) - 1, -1, -1):
             W, b, dW, db, mode, post = stages[i]
-            for layer in reversed(post):
-                delta = layer.backward(delta)
+            delta = self._post_backward(i, delta, post)
             db_done = self._act_backward(i, acts[i], delta, db, mode) or (
                 head_bias and i == last)
             a_prev = outs[i - 1] if i > 0 else xb
@@ -199,6 +199,19 @@ class FlatTrainer:
             loss = run.sync_gradients(self.flat_sync, loss, n if wb is None else self.lib.sum(wb))
         self.update()
         return loss, out
+
+    def _post_forward(self, i, z, post):
+        """The layers ``post`` that follow stage ``i``'s activation (Dropout, activations the
+        trainer does not compute) on its output ``z``, as the model's own layer objects."""
+        for layer in post:
+            z = layer.forward(z, training=True)
+        return z
+
+    def _post_backward(self, i, delta, post):
+        """The backward of :meth:`_post_forward`: ``δ`` through ``post`` in reverse."""
+        for layer in reversed(post):
+            delta = layer.backward(delta)
+        return delta
 
     def _scaled(self, xb):
         """``x ⊙ s``, the front :class:`~xpnn.Scale`'s output, in a buffer of the trainer."""

@@ -155,6 +155,28 @@ def bias_relu(z, b):
 
 
 @_jit
+def dropout_apply(x, keep, scale, out):
+    """Inverted dropout's product in one pass: ``out = x ⊙ m`` with ``m = scale`` where ``keep``
+    and 0 elsewhere, for ``x``, ``keep`` and ``out`` (N, K). The numbers of
+    :class:`xpnn.Dropout`'s forward (``x`` times its scale array; NaN/inf stay visible, ``x·0``)."""
+    n, k = x.shape
+    zero = scale - scale                    # 0 in scale's dtype
+    for i in range(n):
+        for j in range(k):
+            out[i, j] = x[i, j] * (scale if keep[i, j] else zero)
+
+
+@_jit
+def dropout_apply_inplace(delta, keep, scale):
+    """:func:`dropout_apply` in place, ``δ ← δ ⊙ m``: Dropout's backward."""
+    n, k = delta.shape
+    zero = scale - scale
+    for i in range(n):
+        for j in range(k):
+            delta[i, j] = delta[i, j] * (scale if keep[i, j] else zero)
+
+
+@_jit
 def relu_backward_bias_grad(delta, y, db):
     """ReLU's backward and the bias gradient in one pass: ``δ ← δ ⊙ [y > 0]`` in place and
     ``db = Σ_n δ`` (rows added in order, as ``np.sum(δ, axis=0)`` does)."""

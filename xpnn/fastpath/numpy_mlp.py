@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..layers import Dropout
 from ..threads import budget
 from . import numba_kernels
 from ._flat import FlatTrainer
@@ -100,6 +101,8 @@ class NumpyMLPTrainer(FlatTrainer):
         self._update_fn = (compiled if self.kernels == "numba" else passes, arguments)
         self._wd_tmp = {}
         self._xin = None
+        self._dropped = {}        # per stage: the buffer of a fused Dropout's output
+        self._keep = {}           # per stage: that Dropout's mask, from forward to backward
 
     def gather(self, X, t, rows):
         """Batch ``(X[rows], t[rows])``, ``X``'s rows copied into a buffer reused from batch
@@ -166,6 +169,37 @@ class NumpyMLPTrainer(FlatTrainer):
             np.subtract(1.0, tmp, out=tmp)
             np.multiply(delta, tmp, out=delta)
         return False
+
+    def _post_forward(self, i, z, post):
+        """With Numba, a Dropout alone after the activation: its mask drawn by the layer (the
+        same random numbers), the product ``z ⊙ m / (1 - p)`` in one pass into a buffer of
+        the trainer (:func:`.numba_kernels.dropout_apply`; no scale array), the mask kept for
+        :meth:`_post_backward`. Otherwise the layer objects."""
+        layer = post[0] if len(post) == 1 else None
+        if self.kernels != "numba" or type(layer) is not Dropout or layer.p == 0.0:
+            self._keep.pop(i, None)
+            return super()._post_forward(i, z, post)
+        n = z.shape[0]
+        keep = layer.draw_mask(n, z.shape[1])
+        out = self._dropped.get(i)
+        if out is None or out.shape[0] < n or out.shape[1] != z.shape[1]:
+            out = self._dropped[i] = np.empty((max(n, self.capacity), z.shape[1]), self.dtype)
+        out = out[:n]
+        self._keep[i] = keep
+        numba_kernels.dropout_apply(z, keep, self._dropout_scale(layer), out)
+        return out
+
+    def _post_backward(self, i, delta, post):
+        """``δ ⊙ m / (1 - p)`` in place, with the mask of :meth:`_post_forward`."""
+        keep = self._keep.pop(i, None)
+        if keep is None:
+            return super()._post_backward(i, delta, post)
+        numba_kernels.dropout_apply_inplace(delta, keep, self._dropout_scale(post[0]))
+        return delta
+
+    def _dropout_scale(self, layer):
+        """``1 / (1 - p)`` in the trainer's dtype, as :class:`xpnn.Dropout` rounds it."""
+        return self.dtype.type(1.0 / (1.0 - layer.p))
 
     def _add_weight_decay(self, i, W, dW, wd):
         """``dW ← dW + λ W`` through a buffer kept per layer."""
