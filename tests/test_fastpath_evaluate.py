@@ -36,8 +36,8 @@ def spy(monkeypatch):
     used = []
     original = FlatTrainer.evaluate_batch
 
-    def evaluate_batch(self, xb, tb, wb=None):
-        result = original(self, xb, tb, wb)
+    def evaluate_batch(self, xb, tb, wb=None, checked=False):
+        result = original(self, xb, tb, wb, checked)
         used.append(result is not None)
         return result
 

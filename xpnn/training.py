@@ -489,15 +489,15 @@ def _evaluate(model, source, batch_size, verbose, run):
     # pieces of a training batch's rows (the same pieces, and so the same rounding, in a run
     # resumed from a checkpoint).
     trainer = None if run is None else run.trainer
+    piece = None if trainer is None else run.batch_size or trainer.capacity
     for _, xb, tb, wb in source.batches(model, None, batch_size or 1, shard=shard):
         seen += 1
         if xb.shape[0] == 0:           # data-parallel: none of this batch on this rank
             continue
-        piece = None if trainer is None else run.batch_size or trainer.capacity
         by_trainer = bool(piece) and trainer.evaluates(tb, wb)
         pieces = data.row_pieces(piece, xb, tb, wb) if by_trainer else [(xb, tb, wb)]
         for x, t, w in pieces:
-            fast = trainer.evaluate_batch(x, t, w) if by_trainer else None
+            fast = trainer.evaluate_batch(x, t, w, checked=True) if by_trainer else None
             if fast is not None:
                 loss, out = fast
             elif model._fused and model._members == 1:   # an ensemble: loss of the mean

@@ -256,7 +256,7 @@ class FlatTrainer:
         loss = loss_fn.forward_logits(a, tb, wb)
         return loss, loss_fn.p, loss_fn.backward_logits()
 
-    def evaluate_batch(self, xb, tb, wb=None):
+    def evaluate_batch(self, xb, tb, wb=None, checked=False):
         """Loss and output of the network in inference mode on one batch, as
         :func:`xpnn.training.evaluate` computes them with the model's layers: the same
         forward (each Dense's matmul into a buffer of the trainer, its bias and activation in
@@ -267,10 +267,11 @@ class FlatTrainer:
         (:meth:`_fuses_loss`), or a model no longer linked to this trainer. Buffers too small
         for ``n`` rows grow, as for a training step (:func:`xpnn.training.evaluate` gives the
         validation set in pieces of a training batch's rows where :meth:`evaluates` says the
-        trainer takes its targets).
+        trainer takes its targets; ``checked``: the caller has just asked it, and nothing ran
+        since).
         """
         n = xb.shape[0]
-        if n == 0 or not self.evaluates(tb, wb):
+        if n == 0 or not (checked or self.evaluates(tb, wb)):
             return None
         if n > self.capacity:
             self._allocate(n)

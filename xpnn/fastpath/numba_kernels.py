@@ -168,7 +168,8 @@ def dropout_apply(x, keep, scale, out):
 
 @_jit
 def dropout_apply_inplace(delta, keep, scale):
-    """:func:`dropout_apply` in place, ``δ ← δ ⊙ m``: Dropout's backward."""
+    """:func:`dropout_apply` in place, ``δ ← δ ⊙ m``: Dropout's backward. (A loop of its own:
+    given the same array as input and output, :func:`dropout_apply` is not vectorised.)"""
     n, k = delta.shape
     zero = scale - scale
     for i in range(n):

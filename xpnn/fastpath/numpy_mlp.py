@@ -101,7 +101,10 @@ class NumpyMLPTrainer(FlatTrainer):
         self._update_fn = (compiled if self.kernels == "numba" else passes, arguments)
         self._wd_tmp = {}
         self._xin = None
-        self._dropped = {}        # per stage: the buffer of a fused Dropout's output
+        #: per stage: the Dropout that alone follows its activation, which this trainer applies
+        #: itself (with Numba), or None
+        self._dropouts = [post[0] if self.kernels == "numba" and len(post) == 1
+                          and type(post[0]) is Dropout else None for *_, post in self.stages]
         self._keep = {}           # per stage: that Dropout's mask, from forward to backward
 
     def gather(self, X, t, rows):
@@ -129,6 +132,8 @@ class NumpyMLPTrainer(FlatTrainer):
         self.z = [np.empty((n, w), dt) for w in widths]             # pre-activations / outputs
         self.da = [np.empty((n, w), dt) for w in widths[:-1]]       # dL/d(output of layer i)
         fused_relu = self.kernels == "numba"       # ReLU + bias grad in one kernel, no mask
+        self.dropped = [None if d is None else np.empty((n, w), dt)     # a Dropout's output
+                        for d, w in zip(self._dropouts, widths, strict=True)]
         self.aux = [np.empty((n, w), dt) if mode == "tanh" else
                     np.empty((n, w), np.bool_) if mode == "relu" and not (
                         fused_relu and b is not None) else None
@@ -175,17 +180,13 @@ class NumpyMLPTrainer(FlatTrainer):
         same random numbers), the product ``z ⊙ m / (1 - p)`` in one pass into a buffer of
         the trainer (:func:`.numba_kernels.dropout_apply`; no scale array), the mask kept for
         :meth:`_post_backward`. Otherwise the layer objects."""
-        layer = post[0] if len(post) == 1 else None
-        if self.kernels != "numba" or type(layer) is not Dropout or layer.p == 0.0:
+        layer = self._dropouts[i]
+        if layer is None or layer.p == 0.0:
             self._keep.pop(i, None)
             return super()._post_forward(i, z, post)
         n = z.shape[0]
-        keep = layer.draw_mask(n, z.shape[1])
-        out = self._dropped.get(i)
-        if out is None or out.shape[0] < n or out.shape[1] != z.shape[1]:
-            out = self._dropped[i] = np.empty((max(n, self.capacity), z.shape[1]), self.dtype)
-        out = out[:n]
-        self._keep[i] = keep
+        keep = self._keep[i] = layer.draw_mask(n, z.shape[1])
+        out = self.dropped[i][:n]
         numba_kernels.dropout_apply(z, keep, self._dropout_scale(layer), out)
         return out
 
