@@ -211,10 +211,12 @@ def test_cupy_devices_have_their_own_names(fresh_cache, monkeypatch):
 
 
 # ------------------------------------------------------------------ what crosses to the device
-def test_dropout_sends_its_mask_in_the_models_dtype():
+def test_dropout_sends_its_mask_in_the_models_dtype(monkeypatch):
     """The mask goes to the device already in the model's dtype (no float64 transfer plus a
     cast there), with the same values as before: kept units scaled by 1/(1-p)."""
     from dataclasses import dataclass
+
+    monkeypatch.setenv("XPNN_NUMBA", "0")     # a device's path (the host kernel: test_fastpath)
 
     from xpnn.backend import Backend
 

@@ -409,29 +409,39 @@ def test_generic_path_model_imports_no_fast_trainer():
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_fused_dropout_kernel_is_the_layers_product(dtype):
+def test_fused_dropout_kernel_is_the_layers_product(dtype, monkeypatch):
     """``dropout_apply`` (forward) and ``dropout_apply_inplace`` (backward) give bit for bit
-    what ``Dropout.forward`` / ``backward`` give with the same mask, NaN and inf included."""
+    what ``Dropout.forward`` / ``backward`` give with the same mask in their array passes
+    (``XPNN_NUMBA=0``), NaN and inf included; so does the layer itself once the kernels are
+    loaded (it applies its mask with ``dropout_apply``)."""
     numba_kernels = pytest.importorskip("xpnn.fastpath.numba_kernels")
     pytest.importorskip("numba")
-    layer = Dropout(0.3)
-    layer.build(xpnn.backend.get_backend("numpy"), dtype, np.random.default_rng(0), 7)
     rng = np.random.default_rng(1)
     x = rng.normal(size=(40, 7)).astype(dtype)
     x[0, :3] = [np.nan, np.inf, -np.inf]
-    with np.errstate(invalid="ignore"):                    # inf · 0
-        expected = layer.forward(x, training=True)
-    keep = layer.scale != 0
-    scale = np.dtype(dtype).type(1.0 / (1.0 - 0.3))
-    out = np.empty_like(x)
-    numba_kernels.dropout_apply(x, keep, scale, out)
-    np.testing.assert_array_equal(out, expected)            # NaN where the layer has NaN
     delta = rng.normal(size=x.shape).astype(dtype)
     delta[1, :2] = [np.inf, np.nan]
-    with np.errstate(invalid="ignore"):
-        expected = layer.backward(delta)
+    runs, calls = {}, []
+    kernel = numba_kernels.dropout_apply
+    monkeypatch.setattr(numba_kernels, "dropout_apply",
+                        lambda *args: calls.append(1) or kernel(*args))
+    for setting in ("0", "1"):
+        monkeypatch.setenv("XPNN_NUMBA", setting)
+        layer = Dropout(0.3)
+        layer.build(xpnn.backend.get_backend("numpy"), dtype, np.random.default_rng(0), 7)
+        with np.errstate(invalid="ignore"):                    # inf · 0
+            runs[setting] = (layer.forward(x, training=True), layer.backward(delta.copy()))
+        if setting == "0":
+            keep = layer.scale != 0
+    assert len(calls) == 2                                     # the layer's forward, backward
+    for a, b in zip(runs["1"], runs["0"], strict=True):
+        np.testing.assert_array_equal(a, b)                    # NaN where the passes have NaN
+    scale = np.dtype(dtype).type(1.0 / (1.0 - 0.3))
+    out = np.empty_like(x)
+    kernel(x, keep, scale, out)
+    np.testing.assert_array_equal(out, runs["0"][0])
     numba_kernels.dropout_apply_inplace(delta, keep, scale)
-    np.testing.assert_array_equal(delta, expected)
+    np.testing.assert_array_equal(delta, runs["0"][1])
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -444,10 +454,12 @@ def test_numpy_trainer_fuses_dropout_to_the_same_weights(dtype, monkeypatch):
     from xpnn.fastpath._flat import FlatTrainer
     from xpnn.fastpath.numpy_mlp import NumpyMLPTrainer
 
-    calls = []
-    kernel = numba_kernels.dropout_apply
+    calls, layer_calls = [], []
+    kernel, forward = numba_kernels.dropout_apply, Dropout.forward
     monkeypatch.setattr(numba_kernels, "dropout_apply",
                         lambda *args: calls.append(1) or kernel(*args))
+    monkeypatch.setattr(Dropout, "forward",
+                        lambda *args, **kw: layer_calls.append(1) or forward(*args, **kw))
 
     def fit():
         model = Sequential(Dense(12, 32), ReLU(), Dropout(0.4), Dense(32, 16), Tanh(),
@@ -459,11 +471,12 @@ def test_numpy_trainer_fuses_dropout_to_the_same_weights(dtype, monkeypatch):
 
     fused = fit()
     assert len(calls) == 2 * 3 * 5           # both Dropouts, 3 epochs of 5 batches
+    assert not layer_calls                   # by the trainer, not the layers
     assert [d is not None for d in fused._fastpath_trainer.dropped] == [True, True, False]
     calls.clear()
     monkeypatch.setattr(NumpyMLPTrainer, "_post_forward", FlatTrainer._post_forward)
     monkeypatch.setattr(NumpyMLPTrainer, "_post_backward", FlatTrainer._post_backward)
     layers = fit()
-    assert not calls
+    assert len(layer_calls) == 2 * 3 * 5 and len(calls) == 2 * 2 * 3 * 5   # forward, backward
     for a, b in zip(fused.get_weights(), layers.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)

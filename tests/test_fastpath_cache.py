@@ -103,3 +103,61 @@ def test_cached_analysis_trains_as_a_fresh_one():
         weights.append(model.get_weights())
     for a, b in zip(*weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_linked_trainer_is_not_linked_again(monkeypatch):
+    """While parameters and optimizer state are the trainer's own views, the selection before
+    each epoch links nothing (``attached``); the first epoch of a fit links once."""
+    model, trainer, X, y = _fitted()
+    assert trainer.attached()
+    attached = []
+    attach = type(trainer).attach
+    monkeypatch.setattr(type(trainer), "attach",
+                        lambda self, *a, **k: attached.append(1) or attach(self, *a, **k))
+    model.fit(X, y, epochs=4, batch_size=16, verbose=0)
+    assert not attached
+    model.optimizer.state = [dict(s) for s in model.optimizer.state]   # new dicts, same arrays
+    assert trainer.attached()
+    _copy_state(model)                                                  # other arrays
+    assert not trainer.attached()
+    model.fit(X, y, epochs=1, batch_size=16, verbose=0)
+    assert len(attached) == 1 and trainer.attached()
+
+
+def _replace_weight(model):
+    model.params[0].data = model.params[0].data.copy()
+
+
+def _replace_moment(model):
+    state = model.optimizer.state[1]
+    state["exp_avg"] = state["exp_avg"].copy()
+
+
+def _copy_state(model):
+    model.optimizer.state = [{k: v.copy() if hasattr(v, "copy") else v for k, v in s.items()}
+                             for s in model.optimizer.state]
+
+
+def _replace_grad(model):
+    model.params[2].grad = None
+
+
+@pytest.mark.parametrize("change", [_replace_weight, _replace_moment, _copy_state, _replace_grad])
+def test_state_replaced_between_epochs_is_linked_again(change):
+    """A weight, a moment or the whole optimizer state replaced by equal copies between
+    epochs (a callback's doing) is seen: the trainer is no longer ``attached``, links the copies
+    and trains on to the weights of a fit where nothing was replaced."""
+
+    class Replace(xpnn.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            change(self.model)
+            assert not fastpath._choose(self.model)[0].attached()
+
+    weights = []
+    for callbacks in ([], [Replace()]):
+        model, _, X, y = _fitted()
+        model.fit(X, y, epochs=3, batch_size=16, verbose=0, callbacks=callbacks)
+        weights.append(model.get_weights())
+        assert model._fastpath_trainer.attached() == (not callbacks)    # the last change
+    for a, b in zip(*weights, strict=True):
+        np.testing.assert_array_equal(a, b)

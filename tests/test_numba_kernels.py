@@ -366,3 +366,43 @@ def test_generic_fit_catches_a_diverging_step_from_the_optimizer_report(setting,
         model.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[huge])
     assert all(np.isfinite(w).all() for w in model.get_weights())
     assert not looked
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_parametric_mish_compiled_equals_its_array_passes(dtype, monkeypatch):
+    """ParametricActivation("mish") with the kernels loaded (NumPy's ``min`` and ``exp``, the
+    rest in mish_blend_forward / mish_blend_backward) gives bit for bit the numbers of its array
+    passes (``XPNN_NUMBA=0``): training and inference outputs, ``dL/dx`` and ``dL/dα``, for
+    inputs beyond the cap, NaN and inf included."""
+    from xpnn import ParametricActivation
+    from xpnn.backend import get_backend
+
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(37, 9)) * 8.0).astype(dtype)
+    x[0, :4] = [np.nan, np.inf, -np.inf, 25.0]
+    delta = rng.normal(size=x.shape).astype(dtype)
+    alpha = rng.normal(size=9).astype(dtype)
+    runs, calls = {}, []
+    def counted(kernel):
+        return lambda *a: calls.append(1) or kernel(*a)
+
+    for name in ("mish_blend_forward", "mish_blend_backward"):
+        monkeypatch.setattr(nk, name, counted(getattr(nk, name)))
+    for setting in ("0", "1"):
+        monkeypatch.setenv("XPNN_NUMBA", setting)
+        layer = ParametricActivation(9, "mish")
+        layer.build(get_backend("numpy"), dtype, np.random.default_rng(0), 9)
+        layer.alpha.data[...] = alpha
+        with np.errstate(all="ignore"):
+            inference = layer.forward(x.copy(), training=False)
+            assert layer.cache is None                 # inference keeps nothing
+            y = layer.forward(x.copy(), training=True)
+            kept = layer.cache
+            layer.forward(x[:5].copy(), training=False)
+            assert layer.cache is kept                 # nor replaces the training batch's
+            dx = layer.backward(delta.copy())
+        runs[setting] = (inference, y, dx, layer.alpha.grad)
+    assert len(calls) == 4                        # three forwards and a backward, compiled
+    for a, b in zip(runs["1"], runs["0"], strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_array_equal(a, b)

@@ -699,6 +699,27 @@ def test_estimators_learn_per_value_effects_of_an_id_column():
     assert clf.score(Xte, high[1200:]) > plain.score(Xte, high[1200:]) + 0.03
 
 
+
+def test_auto_integer_categories_grow_with_the_rows():
+    """Panel data: each of 150 firms (more ids than the fixed 100) belongs to one sector.
+    ``max_integer_categories="auto"`` allows one category per 5 training rows, so with 1,200
+    rows the firm id becomes a categorical and the sector is learned per firm; capped at 100,
+    the id stays a number and the sector is guessed."""
+    rng = np.random.default_rng(0)
+    ids = rng.permutation(np.arange(1000, 1150))
+    sector = rng.integers(0, 5, 1150)
+    firm = np.repeat(ids, 9)
+    X = pd.DataFrame({"firm": firm, "size": rng.normal(size=firm.size)})
+    y = np.array(["abcde"[k] for k in sector[firm]])
+    test = np.arange(firm.size) % 9 == 0                      # one row of every firm
+    opts = {"hidden_layer_sizes": (64, 64), "max_iter": 40, "n_ensemble": 1, "random_state": 0}
+    auto = TabularClassifier(**opts).fit(X[~test], y[~test])
+    capped = TabularClassifier(max_integer_categories=100, **opts).fit(X[~test], y[~test])
+    assert auto.preprocessor_.integer_columns_ == [0] and auto.preprocessor_.n_one_hot_ == 150
+    assert capped.preprocessor_.integer_columns_ == []
+    assert auto.score(X[test], y[test]) > 0.9 > capped.score(X[test], y[test]) + 0.3
+
+
 # --------------------------------------------------------------------------- rare categories
 def test_rare_categories_are_encoded_as_unseen_ones():
     X = pd.DataFrame({"city": ["a", "a", "a", "b", "b", "c", None, None],

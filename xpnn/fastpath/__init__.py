@@ -90,7 +90,8 @@ def select(model):
     (:func:`explain` says why).
 
     The trainer is cached on the model and reused while layers, optimizer, loss, dtype and
-    backend stay the same; every call re-links parameters and optimizer state to its buffers.
+    backend stay the same; every call re-links parameters and optimizer state to its buffers
+    where anything replaced them since (the trainer's ``attached()`` says whether).
 
     Parameters
     ----------
@@ -102,6 +103,10 @@ def select(model):
     trainer or None
         The fast trainer (``NumpyMLPTrainer`` or ``CupyMLPTrainer``), or None.
     """
+    trainer = getattr(model, "_fastpath_trainer", None)
+    if (trainer is not None and trainer.plan_key == _plan_key(model) and enabled(model)
+            and trainer.attached()):
+        return trainer              # as the last epoch left it: nothing to check or link
     trainer, _ = _choose(model)
     if trainer is None or not trainer.attach(checked=True):
         return None

@@ -389,6 +389,26 @@ class FlatTrainer:
                 s["step"] = self.t
         return True
 
+    def attached(self) -> bool:
+        """Whether :meth:`attach` would change nothing: every parameter's data and gradient
+        are this trainer's views, the optimizer's state dicts hold its buffers' views and its
+        step count, and the last update left every element finite (the padding still 0). A
+        few identity tests, which the selection makes before each epoch instead of checking
+        and linking again."""
+        if not self.started or self.last_update_finite is not True or self._recording:
+            return False
+        states = self.opt.state
+        if len(states) != len(self.params):
+            return False
+        for p, pv, gv in zip(self.params, self.p_views, self.g_views, strict=True):
+            if p.data is not pv or p.grad is not gv:
+                return False
+        for name, views in self.slots:
+            for s, view in zip(states, views, strict=True):
+                if s.get(name) is not view:
+                    return False
+        return not self.spec.counts_steps or all(s.get("step") == self.t for s in states)
+
     def _groups(self):
         """Runs of consecutive parameters with the same ``(lr_factor, wd_factor)`` as
         ``(lo, hi, lr_factor, wd_factor)`` spans of the flat buffers (padding included)."""

@@ -16,6 +16,11 @@ The kernels, each the textbook per-element rule (compare :mod:`xpnn.optimizers`,
   over the flat buffers; the same operations in the same order and dtype as the NumPy passes,
   so bit for bit the same;
   each returns whether the updated parameters are finite, found in the same pass;
+* :func:`dropout_apply`, :func:`dropout_apply_inplace`: Dropout's product with its mask
+  (also :class:`xpnn.Dropout`'s own, once the kernels are loaded), bit for bit the layer's;
+* :func:`mish_blend_forward`, :func:`mish_blend_backward`: the Mish of
+  :class:`xpnn.ParametricActivation` after NumPy's ``exp`` (the layer's own, once the kernels
+  are loaded), bit for bit its array passes;
 * :func:`bias_relu`: ``a = max(z + b, 0)`` after a Dense's matmul;
 * :func:`relu_backward_bias_grad`: ``δ ← δ ⊙ [y > 0]`` and ``db = Σ_n δ`` in one pass;
 * :func:`softmax_ce_labels`: softmax, cross-entropy and ``dL/dz`` row by row, with or without
@@ -175,6 +180,48 @@ def dropout_apply_inplace(delta, keep, scale):
     for i in range(n):
         for j in range(k):
             delta[i, j] = delta[i, j] * (scale if keep[i, j] else zero)
+
+
+@_jit
+def mish_blend_forward(x, q, a, ca, one, d, y):
+    """The arithmetic of :class:`xpnn.ParametricActivation`'s Mish after NumPy's ``exp``, in one
+    pass over (N, F) arrays: given ``q = min(x, cap)`` and ``a = exp(q)``::
+
+        a ← a + 1;  d = a² + 1;  q ← q / d;  y = q · ca + x      (ca = -2α, (F,))
+
+    (``a``, ``d`` and ``q`` kept for the backward). The same operations in the same order and
+    dtype (``one`` the dtype's 1) as the layer's array passes, so bit for bit their numbers."""
+    n, k = x.shape
+    for i in range(n):
+        for j in range(k):
+            ai = a[i, j] + one
+            di = ai * ai + one
+            qi = q[i, j] / di
+            a[i, j] = ai
+            d[i, j] = di
+            q[i, j] = qi
+            y[i, j] = qi * ca[j] + x[i, j]
+
+
+@_jit
+def mish_blend_backward(delta, q, a, d, fa, half, one, sums, dx):
+    """:class:`xpnn.ParametricActivation`'s Mish backward in one pass over (N, F) arrays, from
+    what :func:`mish_blend_forward` kept::
+
+        sums = Σ_n δ ⊙ q                                  (rows added in order, as np.sum)
+        dx = δ ⊙ (1 + fa ⊙ ((a - 1) a q - 1/2) / d)        (fa = 4α, (F,))
+
+    The same operations in the same order and dtype (``half``, ``one``) as the layer's array
+    passes, so bit for bit their numbers."""
+    n, k = delta.shape
+    for j in range(k):
+        sums[j] = 0.0
+    for i in range(n):
+        for j in range(k):
+            di = delta[i, j]
+            sums[j] += di * q[i, j]
+            u = (a[i, j] - one) * a[i, j] * q[i, j] - half
+            dx[i, j] = (u / d[i, j] * fa[j] + one) * di
 
 
 @_jit

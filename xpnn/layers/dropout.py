@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._compiled import host_arrays, loaded_kernels
 from .._validation import check_real
 from .base import Layer
 
@@ -60,6 +61,11 @@ class Dropout(Layer):
 
     #: ``(rows of the global batch, lo, hi)`` in data-parallel training, else None.
     batch_slice = None
+    #: From a training forward to its backward: the scale array ``m / (1 - p)``, or with the
+    #: compiled kernel (``xpnn._compiled.loaded_kernels``) the keep-mask and ``1 / (1 - p)``
+    #: (no float mask to build); None at inference.
+    scale = None
+    keep = None
 
     def __init__(self, p: float = 0.5):
         super().__init__()
@@ -70,12 +76,18 @@ class Dropout(Layer):
         self.rng = rng
 
     def forward(self, x, training=False):
+        self.scale = self.keep = None
         if not training or self.p == 0.0:
-            self.scale = None
             return x
+        keep = self.draw_mask(x.shape[0], x.shape[1])
+        kernels = loaded_kernels() if x.ndim == 2 and host_arrays(x) else None
+        if kernels is not None:       # x ⊙ m / (1 - p) in one compiled pass, same numbers
+            self.keep, self.scale = keep, x.dtype.type(1.0 / (1.0 - self.p))
+            out = np.empty_like(x)
+            kernels.dropout_apply(x, keep, self.scale, out)
+            return out
         # The mask is built on the host in the model's dtype, so the transfer is the only work
         # on the device (no float64 copy to send and cast there).
-        keep = self.draw_mask(x.shape[0], x.shape[1])
         scale = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=self.dtype)
         self.scale = self.backend.asarray(scale, dtype=self.dtype)
         return x * self.scale
@@ -109,7 +121,16 @@ class Dropout(Layer):
         return keep_mask(self.rng, total * copies, features, self.p)[lo * copies:hi * copies]
 
     def backward(self, delta):
-        return delta if self.scale is None else delta * self.scale
+        if self.scale is None:
+            return delta
+        if self.keep is None:
+            return delta * self.scale
+        kernels = loaded_kernels() if host_arrays(delta) else None
+        if kernels is None or delta.shape != self.keep.shape:
+            return delta * np.multiply(self.keep, self.scale, dtype=delta.dtype)
+        out = np.empty_like(delta)                      # δ ⊙ m / (1 - p), as forward
+        kernels.dropout_apply(delta, self.keep, self.scale, out)
+        return out
 
     def output_bound(self, m):
         return m                  # inference passes x on

@@ -6,7 +6,8 @@ import math
 
 import numpy as np
 
-from .base import Optimizer, StateSpec, _check_fraction, _check_positive, compiled_views
+from .._compiled import compiled_views
+from .base import Optimizer, StateSpec, _check_fraction, _check_positive
 
 #: Parameters of at most this many elements are updated in groups (:meth:`Adam.step`): for
 #: them NumPy's per-call cost outweighs the arithmetic.

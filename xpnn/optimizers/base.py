@@ -9,10 +9,7 @@ writes them, so a parameter keeps its identity (and any buffer it is a view of).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from .._validation import check_real
 from ..schedules import Schedule, from_config
@@ -189,26 +186,6 @@ class Optimizer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
-
-
-def compiled_views(*arrays):
-    """``(*flat, kernels)``: the arrays as 1-D views and :mod:`xpnn.fastpath.numba_kernels`,
-    when its compiled loops can update them in place: NumPy arrays, all C-contiguous, writable
-    and of one dtype, float32 or float64, and the kernels loaded already in this process (by
-    the fast trainers) and not disabled with ``XPNN_NUMBA=0``. Otherwise None, and the
-    optimizer takes its array-API passes, which give the same numbers: loading Numba costs
-    about half a second of CPU, more than a small table's whole fit saves with it."""
-    kernels = sys.modules.get("xpnn.fastpath.numba_kernels")
-    if kernels is None:
-        return None
-    dtype = arrays[0].dtype
-    for a in arrays:
-        if (type(a) is not np.ndarray or a.dtype != dtype or not a.flags.c_contiguous
-                or not a.flags.writeable):
-            return None
-    if (dtype != np.float32 and dtype != np.float64) or not kernels.available():
-        return None
-    return (*(a.reshape(-1) for a in arrays), kernels)
 
 
 def _check_positive(name, value, owner, allow_zero=False) -> float:

@@ -29,12 +29,13 @@ shaped to train fast on a CPU):
   every categorical is one-hot encoded, the smallest first, while the one-hot columns total
   at most ``ONE_HOT_WIDTH`` (256), so that the network has no embedding and trains on the
   fast path (measured as accurate or better on the tuning tables, and faster).
-  Whole-number columns with 3 to 100 distinct values whose values act as categories of the
-  target (their per-value means explain at least 2 % more of its variance than a smooth curve
-  of the number, cross-validated in the training rows: a school id, a disk size) are encoded
-  as categoricals too (``max_integer_categories``): R² 0.564 → 0.612 on star-math (school
-  ids), 0.912 → 0.945 on computers-price, accuracy 0.709 → 0.766 on mroz-work, with no
-  column chosen on most tables. A category seen only once in the training rows counts as an
+  Whole-number columns with 3 to 100 distinct values (or one per 5 training rows, where that
+  is more) whose values act as categories of the target (their per-value means explain at
+  least 2 % more of its variance than a smooth curve of the number, cross-validated in the
+  training rows: a school id, a disk size, a firm in panel data) are encoded as categoricals
+  too (``max_integer_categories``): R² 0.564 → 0.612 on star-math (school ids), 0.912 →
+  0.945 on computers-price, accuracy 0.709 → 0.766 on mroz-work, with no column chosen on
+  most tables. A category seen only once in the training rows counts as an
   unseen one (``min_category_count=2``), so that a column of names or ids, one per row, gives
   the networks nothing to memorise (the Titanic file with all its columns: accuracy 0.809 →
   0.832).
@@ -125,8 +126,10 @@ __all__ = ["TabularClassifier", "TabularRegressor"]
 ONE_HOT_WIDTH = 256
 
 #: Most distinct values of a whole-number column encoded as a categorical too with
-#: ``max_integer_categories="auto"`` (when its values act as categories of the target).
+#: ``max_integer_categories="auto"`` (when its values act as categories of the target): this
+#: many, or one per ``ROWS_PER_INTEGER_CATEGORY`` training rows where that is more.
 MAX_INTEGER_CATEGORIES = 100
+ROWS_PER_INTEGER_CATEGORY = 5
 
 #: Most optimizer steps of RealMLP's schedule with ``max_iter="auto"`` (large tables train fewer
 #: than 48 epochs, at least 16): fit time grows with the rows only up to there.
@@ -264,12 +267,14 @@ class _BaseTabular(BaseEstimator):
         return out
 
     # ---------------------------------------------------------------- fit
-    def _preprocessor(self):
-        """The preprocessing, ``"auto"`` resolved: ``max_one_hot`` 9 (realmlp) or one-hot
-        columns for every categorical while they total at most ``ONE_HOT_WIDTH`` (plain);
-        ``max_integer_categories`` ``MAX_INTEGER_CATEGORIES``."""
+    def _preprocessor(self, n):
+        """The preprocessing of ``n`` training rows, ``"auto"`` resolved: ``max_one_hot`` 9
+        (realmlp) or one-hot columns for every categorical while they total at most
+        ``ONE_HOT_WIDTH`` (plain); ``max_integer_categories`` ``MAX_INTEGER_CATEGORIES`` or
+        ``n // ROWS_PER_INTEGER_CATEGORY``, the larger."""
         ints = self.max_integer_categories
-        ints = MAX_INTEGER_CATEGORIES if ints == "auto" else ints
+        if ints == "auto":
+            ints = max(MAX_INTEGER_CATEGORIES, (n or 0) // ROWS_PER_INTEGER_CATEGORY)
         one_hot, width = self.max_one_hot, None
         if one_hot == "auto":
             one_hot = 9 if self._settings()["recipe"] == "realmlp" else ONE_HOT_WIDTH
@@ -347,10 +352,10 @@ class _BaseTabular(BaseEstimator):
         if y is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y "
                              "is None")
-        pre = self._preprocessor()
         n = _n_rows(X)
         if n == 0:
             raise ValueError(f"{type(self).__name__}: X has 0 rows; at least 1 is required")
+        pre = self._preprocessor(n)
         y = self._check_y(y, n)
         targets, extra = self._encode_targets(y)
         Z = pre.fit_transform(X, targets)   # raises on bad frames before anything is set
@@ -569,7 +574,8 @@ class TabularClassifier(ClassifierMixin, _BaseTabular):
         categories of the target (a school id, a product code: their per-value means explain
         at least 2 % more of the target's variance than a smooth curve of the number,
         cross-validated in the training rows) are also encoded as categoricals, besides the
-        number (:class:`TabularPreprocessor`); "auto": 100; None: never.
+        number (:class:`TabularPreprocessor`); "auto": 100, or one per 5 training rows where
+        that is more (a firm id in panel data); None: never.
     min_category_count : int, default=2
         Categories of a categorical column seen fewer times than this in the training rows
         are treated as unseen ones (one-hot zeros, the embedding's reserved row): a column
@@ -773,7 +779,8 @@ class TabularRegressor(RegressorMixin, _BaseTabular):
     max_integer_categories : int, None or "auto", default="auto"
         Most distinct values of a whole-number column that is also encoded as a categorical
         when its values act as categories of the target (a school id: see
-        :class:`TabularClassifier`); "auto": 100; None: never.
+        :class:`TabularClassifier`); "auto": 100, or one per 5 training rows where that is
+        more; None: never.
     min_category_count : int, default=2
         Categories seen fewer times in the training rows are treated as unseen (see
         :class:`TabularClassifier`).
