@@ -213,3 +213,44 @@ def test_tabular_combine_records_no_machine_directories(tmp_path):
     report = json.loads((tmp_path / "both.json").read_text())
     assert [run["file"] for run in report["runs"]] == [
         "benchmarks/results/tabular/xpnn-regression-ensemble.json", "a-run.json"]
+
+
+def _sweep_module():
+    spec = importlib.util.spec_from_file_location("tabular_sweep",
+                                                  ROOT / "benchmarks" / "tabular_sweep.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tabular_sweep_target_rule_and_report(tmp_path):
+    """``benchmarks/tabular_sweep.py``: the target is the last column of 2-10 values seen at
+    least 10 times each (classification), else the last numeric column of more than 20 values
+    (regression), else none; the report lists every error and counts the tables above
+    LightGBM."""
+    import pandas as pd
+
+    sweep = _sweep_module()
+    n = 60
+    frame = pd.DataFrame({"kind": ["a", "b", "c"] * 20, "x": range(n), "rare": [0] * 55 + [1] * 5,
+                          "y": [v / 7 for v in range(n)]})
+    assert sweep.choose_target(frame) == ("kind", "classification")     # rare: 5 < 10 rows
+    assert sweep.choose_target(frame.drop(columns="kind")) == ("y", "regression")
+    assert sweep.choose_target(pd.DataFrame({"a": [1, 2] * 5, "s": list("abcdefghij")})) is None
+    records = [
+        {"table": "t1", "target": "y", "task": "regression", "rows": 200, "columns": 3,
+         "xpnn-tabular": {"score": 0.9, "fit_cpu_seconds": 1.0},
+         "lightgbm": {"score": 0.8, "fit_cpu_seconds": 0.1}},
+        {"table": "t2", "target": "c", "task": "classification", "rows": 300, "columns": 4,
+         "xpnn-tabular": {"score": 0.5, "fit_cpu_seconds": 2.0},
+         "lightgbm": {"score": 0.7, "fit_cpu_seconds": 0.1}},
+        {"table": "t3", "target": "c", "task": "classification", "rows": 300, "columns": 4,
+         "xpnn-tabular": {"error": "ValueError: column 'z' has no value", "where": ""},
+         "lightgbm": {"score": 0.7, "fit_cpu_seconds": 0.1}},
+    ]
+    sweep.report(records, tmp_path / "sweep.md")
+    text = (tmp_path / "sweep.md").read_text()
+    assert "3 tables (2 classification)" in text
+    assert "- Errors: 1\n  - t3 (xpnn-tabular): ValueError: column 'z' has no value" in text
+    assert "above LightGBM on 1 of 2 tables" in text
+    assert "| t2 | c | classification | 300 | 0.500 | 0.700 |" in text and "| t1 |" not in text
