@@ -406,3 +406,34 @@ def test_parametric_mish_compiled_equals_its_array_passes(dtype, monkeypatch):
     for a, b in zip(runs["1"], runs["0"], strict=True):
         assert a.dtype == b.dtype
         np.testing.assert_array_equal(a, b)
+
+
+def test_tabular_regressor_same_predictions_with_and_without_the_kernels(monkeypatch):
+    """The tabular regressor's network (embeddings, Mish, Dropout, AdamW: the generic step)
+    predicts the same bits with the compiled passes as with its array passes, and its fit
+    loads the kernels in a process that had none (a subprocess)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from xpnn.sklearn import TabularRegressor
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 4))
+    y = X[:, 0] - 2 * X[:, 1] ** 2 + rng.normal(0, 0.1, 300)
+    opts = {"n_ensemble": 2, "max_iter": 6, "random_state": 0}
+    predictions = {}
+    for setting in ("0", "1"):
+        monkeypatch.setenv("XPNN_NUMBA", setting)
+        predictions[setting] = TabularRegressor(**opts).fit(X, y).predict(X)
+    np.testing.assert_array_equal(predictions["0"], predictions["1"])
+    code = ("import sys, numpy as np; from xpnn.sklearn import TabularRegressor; "
+            "assert 'xpnn.fastpath.numba_kernels' not in sys.modules; "
+            "TabularRegressor(n_ensemble=1, max_iter=2).fit(np.eye(20), np.arange(20.0)); "
+            "print('xpnn.fastpath.numba_kernels' in sys.modules)")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=env, cwd=root)
+    assert out.returncode == 0 and out.stdout.strip() == "True", out.stdout + out.stderr

@@ -1,10 +1,11 @@
 """The compiled CPU kernels (:mod:`xpnn.fastpath.numba_kernels`) for the generic layers and
 optimizers, when this process has them.
 
-The fast trainers load the kernels; the generic step uses them only once they are loaded
-(:func:`loaded_kernels`): loading Numba costs about half a second of CPU, more than a small
-table's whole fit saves with it. A kernel is used only where it gives the numbers of the array
-passes it replaces, bit for bit, so whether it runs changes the speed, never the result.
+The fast trainers load the kernels, and so do the tabular estimators (:func:`load_kernels`);
+the generic step of other models uses them only once they are loaded (:func:`loaded_kernels`):
+loading Numba costs about half a second of CPU, more than a small model's whole fit saves. A
+kernel is used only where it gives the numbers of the array passes it replaces, bit for bit,
+so whether it runs changes the speed, never the result.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 
 import numpy as np
 
-__all__ = ["compiled_views", "host_arrays", "loaded_kernels"]
+__all__ = ["compiled_views", "host_arrays", "load_kernels", "loaded_kernels"]
 
 
 def loaded_kernels():
@@ -21,6 +22,15 @@ def loaded_kernels():
     disabled with ``XPNN_NUMBA=0``; otherwise None."""
     kernels = sys.modules.get("xpnn.fastpath.numba_kernels")
     return kernels if kernels is not None and kernels.available() else None
+
+
+def load_kernels():
+    """Load the compiled kernels now, for work long enough to gain from them (the tabular
+    estimators' fits: several networks, hundreds of steps each); returns
+    :func:`loaded_kernels`. The first call in a process costs about half a second of CPU;
+    without Numba, or with ``XPNN_NUMBA=0``, nothing is compiled and it returns None."""
+    from .fastpath import numba_kernels  # noqa: F401  (loads them: sys.modules has them)
+    return loaded_kernels()
 
 
 def compiled_views(*arrays):

@@ -80,7 +80,8 @@ class Dropout(Layer):
         if not training or self.p == 0.0:
             return x
         keep = self.draw_mask(x.shape[0], x.shape[1])
-        kernels = loaded_kernels() if x.ndim == 2 and host_arrays(x) else None
+        kernels = (loaded_kernels() if x.ndim == 2 and host_arrays(x) and keep.shape == x.shape
+                   else None)
         if kernels is not None:       # x ⊙ m / (1 - p) in one compiled pass, same numbers
             self.keep, self.scale = keep, x.dtype.type(1.0 / (1.0 - self.p))
             out = np.empty_like(x)

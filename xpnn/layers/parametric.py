@@ -151,7 +151,8 @@ class ParametricActivation(PerFeature):
     def backward(self, delta):
         xp = self.xp
         g, c, kept = self.cache
-        if self.activation == "mish" and self.input_grad_needed and delta.ndim == 2:
+        if (self.activation == "mish" and self.input_grad_needed
+                and delta.shape == kept[0].shape):
             kernels = loaded_kernels() if host_arrays(delta, *kept, self.alpha.data) else None
             if kernels is not None:           # the passes below in one compiled loop
                 sums, dx = np.empty_like(self.alpha.data), np.empty_like(delta)

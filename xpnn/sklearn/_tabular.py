@@ -93,8 +93,9 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d
 
 from .. import threads
+from .._compiled import load_kernels
 from .._validation import dtype_name
-from ..backend import DTYPES, host_rng, to_numpy
+from ..backend import DTYPES, get_backend, host_rng, to_numpy
 from ..callbacks import EarlyStopping, LearningRateScheduler
 from ..layers import (
     BatchEnsembleDense,
@@ -334,6 +335,14 @@ class _BaseTabular(BaseEstimator):
             layers.append(EnsembleMean(k))
         return layers
 
+    def _on_host(self) -> bool:
+        """Whether the networks train with NumPy (False for another or an unknown backend:
+        building the network says what is wrong with it)."""
+        try:
+            return get_backend(self.backend).family == "numpy"
+        except Exception:
+            return False
+
     def _is_classifier(self):
         return isinstance(self, ClassifierMixin)
 
@@ -365,6 +374,8 @@ class _BaseTabular(BaseEstimator):
         w = self._class_weights(y, w, extra)
         rng = check_random_state(self.random_state)
         holdouts = self._holdouts(targets, rng)
+        if self._on_host():
+            load_kernels()        # compiled passes for the layers, the fast path's kernels
         models, curves = [], []
         for train_idx, val_idx in holdouts:
             model, history = self._fit_one(Z, targets, w, extra, sizes, rng, pre,
