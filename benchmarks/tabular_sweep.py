@@ -19,7 +19,8 @@ Usage::
 
     python benchmarks/tabular_sweep.py --limit 300 --out benchmarks/results/tabular-sweep
 
-Results: ``<out>/sweep.jsonl`` (one record per table, as it runs) and ``<out>/sweep.md``.
+Results: ``<out>/sweep.jsonl`` (one record per table, as it runs), ``<out>/machine.json``
+(the machine, its BLAS kernel, the load) and ``<out>/sweep.md``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from _blas_env import run_on_default_kernels  # noqa: E402
+from _blas_env import blas_info, describe, removed, run_on_default_kernels  # noqa: E402
 
 if __name__ == "__main__":
     run_on_default_kernels(__file__, sys.argv[1:])
@@ -118,13 +119,15 @@ def run_table(name, target, X, y, task):
             score = accuracy_score(yte, p) if cls else r2_score(yte, p)
             rec[method] = {"score": round(float(score), 4), "fit_cpu_seconds": round(cpu, 3)}
         except Exception as exc:             # recorded: what this script is looking for
+            last = traceback.extract_tb(exc.__traceback__)[-1]
             rec[method] = {"error": f"{type(exc).__name__}: {exc}",
-                           "where": traceback.format_exc(limit=-3)}
+                           "raised_in": f"{Path(last.filename).name}:{last.lineno}"}
     return rec
 
 
-def report(records, path):
-    """The summary as Markdown: errors, time, scores against LightGBM."""
+def report(records, path, machine=None):
+    """The summary as Markdown: errors, time, scores against LightGBM (``machine``: what
+    :func:`machine_info` recorded)."""
     ok = [r for r in records if all("score" in r[m] for m in METHODS)]
     errors = [(r["table"], m, r[m]["error"]) for r in records for m in METHODS
               if "error" in r[m]]
@@ -134,7 +137,13 @@ def report(records, path):
     cpu = sorted(((r["xpnn-tabular"]["fit_cpu_seconds"], r["table"], r["rows"]) for r in ok),
                  reverse=True)
     lines = [f"{len(records)} tables ({sum(r['task'] == 'classification' for r in records)} "
-             f"classification), one split, one thread.", "",
+             f"classification), one split, one thread."]
+    if machine:
+        lines += ["", f"Machine: {machine['machine']}, {machine['cores']} cores, BLAS "
+                  f"{machine['blas']}; removed from the environment: "
+                  f"{machine['blas_env_removed'] or 'nothing'}; load {machine['load_before']} "
+                  f"-> {machine.get('load_after')}."]
+    lines += ["",
              f"- Errors: {len(errors)}"]
     lines += [f"  - {t} ({m}): {e}" for t, m, e in errors]
     lines += [f"- xpnn-tabular above LightGBM on {above} of {len(ok)} tables, equal on {ties}; "
@@ -152,14 +161,29 @@ def report(records, path):
     path.write_text("\n".join(lines) + "\n")
 
 
+def machine_info() -> dict:
+    import platform
+    return {"machine": platform.machine(), "cores": os.cpu_count(), "blas": describe(blas_info()),
+            "blas_env_removed": removed(),
+            "load_before": [round(v, 2) for v in os.getloadavg()]}
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--limit", type=int, default=300, help="most tables")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tabular-sweep"))
+    p.add_argument("--report", action="store_true",
+                   help="only write sweep.md again from <out>/sweep.jsonl and machine.json")
     args = p.parse_args(argv)
-    from threadpoolctl import threadpool_limits
     out = Path(args.out)
+    if args.report:
+        records = [json.loads(line) for line in open(out / "sweep.jsonl")]
+        report(records, out / "sweep.md", json.loads((out / "machine.json").read_text()))
+        print((out / "sweep.md").read_text())
+        return
+    from threadpoolctl import threadpool_limits
     out.mkdir(parents=True, exist_ok=True)
+    machine = machine_info()
     records = []
     with threadpool_limits(1), open(out / "sweep.jsonl", "w") as log:
         for name, target, X, y, task in tables(args.limit):
@@ -168,8 +192,10 @@ def main(argv=None):
             records.append(rec)
             log.write(json.dumps(rec) + "\n")
             log.flush()
-            print(json.dumps({k: v for k, v in rec.items() if k != "where"}), flush=True)
-    report(records, out / "sweep.md")
+            print(json.dumps(rec), flush=True)
+    machine["load_after"] = [round(v, 2) for v in os.getloadavg()]
+    (out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
+    report(records, out / "sweep.md", machine)
     print((out / "sweep.md").read_text())
 
 
